@@ -1,0 +1,196 @@
+//! Training runs, their data split and their per-epoch metrics.
+use super::{Catalog, CatalogError, Result, classify, now_rfc3339};
+use rusqlite::{OptionalExtension, params};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Paused,
+    Cancelled,
+    Failed,
+    Finished,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
+            Self::Finished => "finished",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "paused" => Self::Paused,
+            "cancelled" => Self::Cancelled,
+            "failed" => Self::Failed,
+            "finished" => Self::Finished,
+            _ => Self::Running,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub arch: String,
+    pub method: String,
+    pub scheduler: String,
+    /// The training configuration as JSON.
+    pub config: String,
+    pub status: RunStatus,
+    pub created_at: String,
+    pub epochs_done: u32,
+    pub seconds: f64,
+    pub val_acc: Option<f64>,
+    pub top1: Option<f64>,
+    pub top3: Option<f64>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: u32,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub val_top3: f64,
+    pub lr: f64,
+    pub images_per_s: f64,
+    pub seconds: f64,
+}
+
+const RUN_COLUMNS: &str =
+    "id, arch, method, scheduler, config, status, created_at, epochs_done, seconds, val_acc, top1, top3, message";
+
+fn row_to_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        id: r.get(0)?,
+        arch: r.get(1)?,
+        method: r.get(2)?,
+        scheduler: r.get(3)?,
+        config: r.get(4)?,
+        status: RunStatus::parse(&r.get::<_, String>(5)?),
+        created_at: r.get(6)?,
+        epochs_done: r.get(7)?,
+        seconds: r.get(8)?,
+        val_acc: r.get(9)?,
+        top1: r.get(10)?,
+        top3: r.get(11)?,
+        message: r.get(12)?,
+    })
+}
+
+impl Catalog {
+    /// Creates a run with its split (artwork id, part) in one transaction.
+    pub fn create_run(&mut self, id: &str, arch: &str, method: &str, scheduler: &str, config: &str, split: &[(i64, &str)]) -> Result<()> {
+        let path = self.path.clone();
+        let err = |e| classify(&path, e);
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
+        tx.execute(
+            "INSERT INTO runs (id, arch, method, scheduler, config, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
+            params![id, arch, method, scheduler, config, now_rfc3339()],
+        )
+        .map_err(err)?;
+        {
+            let mut ins = tx.prepare("INSERT INTO run_split (run_id, artwork_id, part) VALUES (?1, ?2, ?3)").map_err(err)?;
+            for (aid, part) in split {
+                ins.execute(params![id, aid, part]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    pub fn run_split(&self, run: &str) -> Result<Vec<(i64, String)>> {
+        let mut st = self.conn.prepare("SELECT artwork_id, part FROM run_split WHERE run_id = ?1 ORDER BY artwork_id").map_err(|e| self.err(e))?;
+        let rows = st.query_map([run], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+    }
+
+    /// Records one epoch's metrics and the run's progress in one transaction (replacing the
+    /// epoch if a resumed run computes it again).
+    pub fn record_epoch(&mut self, run: &str, m: &EpochMetrics, best_val_acc: f64, total_seconds: f64) -> Result<()> {
+        let path = self.path.clone();
+        let err = |e| classify(&path, e);
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO epoch_metrics (run_id, epoch, train_loss, val_loss, val_acc, val_top3, lr, images_per_s, seconds)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![run, m.epoch, m.train_loss, m.val_loss, m.val_acc, m.val_top3, m.lr, m.images_per_s, m.seconds],
+        )
+        .map_err(err)?;
+        tx.execute(
+            "UPDATE runs SET epochs_done = ?2, val_acc = ?3, seconds = ?4 WHERE id = ?1",
+            params![run, m.epoch, best_val_acc, total_seconds],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    pub fn epoch_metrics(&self, run: &str) -> Result<Vec<EpochMetrics>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT epoch, train_loss, val_loss, val_acc, val_top3, lr, images_per_s, seconds FROM epoch_metrics WHERE run_id = ?1 ORDER BY epoch")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([run], |r| {
+                Ok(EpochMetrics {
+                    epoch: r.get(0)?,
+                    train_loss: r.get(1)?,
+                    val_loss: r.get(2)?,
+                    val_acc: r.get(3)?,
+                    val_top3: r.get(4)?,
+                    lr: r.get(5)?,
+                    images_per_s: r.get(6)?,
+                    seconds: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+    }
+
+    pub fn set_run_status(&mut self, run: &str, status: RunStatus, message: Option<&str>) -> Result<()> {
+        let n = self
+            .conn
+            .execute("UPDATE runs SET status = ?2, message = ?3 WHERE id = ?1", params![run, status.as_str(), message])
+            .map_err(|e| self.err(e))?;
+        if n == 0 { Err(CatalogError::UnknownRun(run.to_string())) } else { Ok(()) }
+    }
+
+    pub fn set_run_test_accuracy(&mut self, run: &str, top1: f64, top3: f64) -> Result<()> {
+        self.conn
+            .execute("UPDATE runs SET top1 = ?2, top3 = ?3 WHERE id = ?1", params![run, top1, top3])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn runs(&self) -> Result<Vec<RunRecord>> {
+        let mut st = self.conn.prepare(&format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at, id")).map_err(|e| self.err(e))?;
+        let rows = st.query_map([], row_to_run).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+    }
+
+    pub fn run(&self, id: &str) -> Result<RunRecord> {
+        self.conn
+            .query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), [id], row_to_run)
+            .optional()
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| CatalogError::UnknownRun(id.to_string()))
+    }
+
+    /// The run with the highest validation accuracy, which commands use when none is named.
+    pub fn best_run(&self) -> Result<Option<RunRecord>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE val_acc IS NOT NULL ORDER BY val_acc DESC, created_at DESC LIMIT 1"),
+                [],
+                row_to_run,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+}

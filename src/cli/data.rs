@@ -1,0 +1,238 @@
+//! Data commands: import, stats, flag/unflag, undo/redo, export.
+use super::open_workspace;
+use anyhow::{Context, bail};
+use artculture::catalog::{ArtworkQuery, FlagChange, FlagReason, UndoOutcome};
+use artculture::culture::CultureMapping;
+use artculture::ingest::{self, met_api};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+#[derive(Debug, Args)]
+pub struct MetImportArgs {
+    /// MetObjects.csv from The Met's Open Access repository.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Download the kept works' images through the Collection API.
+    #[arg(long)]
+    pub download: bool,
+    /// Take images already on disk, named by Object ID (e.g. 436535.jpg).
+    #[arg(long, value_name = "DIR", conflicts_with = "download")]
+    pub images: Option<PathBuf>,
+    /// Import at most N paintings.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Culture mapping table (default: the built-in one that reproduces the study).
+    #[arg(long, value_name = "FILE")]
+    pub mapping: Option<PathBuf>,
+    /// Keep culture groups with more than this many works.
+    #[arg(long, default_value_t = ingest::DEFAULT_MIN_PER_GROUP)]
+    pub min_per_group: usize,
+    /// Download full-size images instead of the small web versions.
+    #[arg(long)]
+    pub full_size: bool,
+    /// Collection API base URL.
+    #[arg(long, default_value = met_api::DEFAULT_BASE, hide = true)]
+    pub api: String,
+    /// Concurrent downloads.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Requests per second, all workers together.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Seconds before a request is abandoned (and retried).
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Retries of a failed request.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// Print the import report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    let b = indicatif::ProgressBar::new(len);
+    b.set_style(indicatif::ProgressStyle::with_template(template).expect("static template").progress_chars("=> "));
+    b
+}
+
+pub fn import_met(ws_dir: &Option<PathBuf>, args: MetImportArgs) -> anyhow::Result<ExitCode> {
+    let mut ws = open_workspace(ws_dir)?;
+    let mapping = match &args.mapping {
+        Some(p) => CultureMapping::from_file(p)?,
+        None => CultureMapping::study_default(),
+    };
+    let mut json = serde_json::Map::new();
+    let opts = met_api::DownloadOptions {
+        base_url: args.api.clone(),
+        workers: args.workers,
+        rate_per_s: args.rate,
+        retries: args.retries,
+        timeout: std::time::Duration::from_secs_f64(args.timeout),
+        full_size: args.full_size,
+        ..Default::default()
+    };
+    let cancel = AtomicBool::new(false);
+    if let Some(csv) = &args.csv {
+        let b = bar(0, "reading {msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}");
+        b.set_message(csv.display().to_string());
+        let r = ingest::import_met_csv(&mut ws, csv, &mapping, args.min_per_group, args.limit, |done, total| {
+            b.set_length(total);
+            b.set_position(done);
+        })?;
+        b.finish_and_clear();
+        eprintln!(
+            "{}: {} rows, {} public-domain paintings ({} new, {} updated), {} not public domain",
+            csv.display(),
+            r.scan.rows,
+            r.scan.paintings,
+            r.inserted,
+            r.updated,
+            r.scan.not_public_domain
+        );
+        let skipped = r.scan.skipped.len() as u64 + r.scan.skipped_unlisted;
+        if skipped > 0 {
+            eprintln!("skipped {skipped} line(s):");
+            for s in r.scan.skipped.iter().take(20) {
+                eprintln!("  {}, line {}: {}", csv.display(), s.line, s.reason);
+            }
+            if skipped > 20 {
+                eprintln!("  ... and {} more (see --json)", skipped - 20);
+            }
+        }
+        for (g, n) in &r.kept_groups {
+            eprintln!("  kept {g}: {n}");
+        }
+        let below: Vec<_> = r.dropped.iter().filter(|d| !d.why.starts_with("unmapped")).collect();
+        if !below.is_empty() {
+            eprintln!("dropped groups with {} works or fewer: {}", args.min_per_group,
+                below.iter().map(|d| format!("{} ({})", d.tag, d.count)).collect::<Vec<_>>().join(", "));
+        }
+        json.insert("csv".into(), serde_json::to_value(&r)?);
+    } else if args.download {
+        let client = met_api::Client::new(opts.clone())?;
+        let b = bar(0, "finding paintings [{bar:40}] {pos}/{len} records ETA {eta}");
+        let n = met_api::discover(&mut ws, &client, &mapping, args.limit, &cancel, |i, total| {
+            b.set_length(total as u64);
+            b.set_position(i as u64);
+        })?;
+        b.finish_and_clear();
+        let (kept, _) = ingest::apply_threshold(&mut ws, &mapping, args.min_per_group)?;
+        eprintln!("found {n} public-domain paintings through the Collection API; {} groups kept", kept.len());
+    } else if args.images.is_none() {
+        bail!("nothing to do: give --csv FILE, --download, or both");
+    }
+    if args.download {
+        let client = met_api::Client::new(opts)?;
+        let b = bar(0, "images [{bar:40}] {pos}/{len} {msg}");
+        let r = met_api::download_images(&mut ws, &client, &cancel, |p| {
+            b.set_length(p.total as u64);
+            b.set_position((p.done + p.failed) as u64);
+            b.set_message(format!("{} failed, {:.1}/s, ETA {:.0} s", p.failed, p.per_s, p.eta_s));
+        })?;
+        b.finish_and_clear();
+        eprintln!("images: {} downloaded, {} already there, {} without image, {} failed", r.downloaded, r.already_there, r.no_image, r.failed.len());
+        for (id, why) in r.failed.iter().take(20) {
+            eprintln!("  object {id}: {why}");
+        }
+        json.insert("download".into(), serde_json::to_value(&r)?);
+    }
+    if let Some(dir) = &args.images {
+        let r = ingest::met_images::attach_local_images(&mut ws, dir)?;
+        eprintln!("images from {}: {} attached, {} missing, {} unreadable", dir.display(), r.attached, r.missing, r.bad.len());
+        for (f, why) in r.bad.iter().take(20) {
+            eprintln!("  {f}: {why}");
+        }
+        json.insert("images".into(), serde_json::to_value(&r)?);
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Object(json));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn import_folder(ws_dir: &Option<PathBuf>, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let mut ws = open_workspace(ws_dir)?;
+    let b = bar(0, "images [{bar:40}] {pos}/{len} {per_sec} ETA {eta}");
+    let r = ingest::folder::import_folder(&mut ws, dir, |done, total| {
+        b.set_length(total as u64);
+        b.set_position(done as u64);
+    })?;
+    b.finish_and_clear();
+    eprintln!("{}: {} imported, {} updated, {} skipped", dir.display(), r.imported, r.updated, r.skipped.len());
+    for (c, n) in &r.per_culture {
+        eprintln!("  {c}: {n}");
+    }
+    for (f, why) in &r.skipped {
+        eprintln!("  skipped {f}: {why}");
+    }
+    for (f, what) in &r.converted {
+        eprintln!("  note: {f}: {what}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn stats(ws_dir: &Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    let ws = open_workspace(ws_dir)?;
+    let s = ws.catalog.stats()?;
+    if json {
+        println!("{}", serde_json::to_string(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<16} {:>8} {:>8}", "Culture group", "Initial", "Final");
+    for g in &s.groups {
+        println!("{:<16} {:>8} {:>8}", g.culture, g.initial, g.final_);
+    }
+    println!("{:<16} {:>8} {:>8}", "Total", s.total_initial, s.total_final);
+    if !s.dropped.is_empty() {
+        println!("\nDropped at import:");
+        for d in &s.dropped {
+            println!("  {:<30} {:>6}  ({})", d.tag, d.count, d.why);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn flag(ws_dir: &Option<PathBuf>, id: &str, reason: &str, note: Option<String>) -> anyhow::Result<ExitCode> {
+    let reason: FlagReason = reason.parse().map_err(anyhow::Error::msg)?;
+    let mut ws = open_workspace(ws_dir)?;
+    let aid = ws.catalog.resolve_id(id)?;
+    ws.catalog.apply_flags(&[FlagChange { artwork_id: aid, reason: Some(reason), note }], "cli")?;
+    eprintln!("flagged {id} as {reason}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn unflag(ws_dir: &Option<PathBuf>, id: &str) -> anyhow::Result<ExitCode> {
+    let mut ws = open_workspace(ws_dir)?;
+    let aid = ws.catalog.resolve_id(id)?;
+    let changed = ws.catalog.apply_flags(&[FlagChange { artwork_id: aid, reason: None, note: None }], "cli")?;
+    eprintln!("{}", if changed.is_some() { format!("unflagged {id}") } else { format!("{id} was not flagged") });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn undo_redo(ws_dir: &Option<PathBuf>, undo: bool) -> anyhow::Result<ExitCode> {
+    let mut ws = open_workspace(ws_dir)?;
+    let out = if undo { ws.catalog.undo("cli")? } else { ws.catalog.redo("cli")? };
+    match out {
+        UndoOutcome::Nothing => eprintln!("nothing to {}", if undo { "undo" } else { "redo" }),
+        UndoOutcome::Applied { artworks, .. } => eprintln!("{} {} work(s)", if undo { "undid changes to" } else { "redid changes to" }, artworks.len()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn export_curation(ws_dir: &Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let ws = open_workspace(ws_dir)?;
+    let works = ws.catalog.artworks(&ArtworkQuery { grouped_only: true, ..Default::default() })?;
+    let mut buf = Vec::new();
+    artculture::catalog::write_curation_csv(&works, &mut buf)?;
+    match out {
+        Some(p) => {
+            artculture::fsutil::write_bytes_atomic(&p, &buf).with_context(|| format!("writing {}", p.display()))?;
+            eprintln!("wrote {} works to {}", works.len(), p.display());
+        }
+        None => std::io::Write::write_all(&mut std::io::stdout(), &buf)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

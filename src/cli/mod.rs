@@ -1,0 +1,180 @@
+//! The command line: argument definitions and dispatch. Each command is a thin wrapper over
+//! library calls; `--json` output goes to stdout, everything else to stderr.
+mod data;
+mod models;
+
+use anyhow::Context;
+use artculture::model::Arch;
+use artculture::model::device::DeviceKind;
+use artculture::workspace::{Workspace, default_dir};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "artculture", version = artculture::build_info::VERSION, long_version = long_version(),
+          about = "Tells where a painting comes from. With no command, opens the app.")]
+pub struct Cli {
+    /// Workspace folder (default: the platform data directory).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Compute device.
+    #[arg(long, global = true, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+fn long_version() -> &'static str {
+    Box::leak(artculture::build_info::long_version().into_boxed_str())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Import works into the workspace.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// The dataset's Table 1: works per culture before and after curation.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Flag a work as not a painting.
+    Flag {
+        /// Met Object ID, or the catalog id for works from folders.
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Clear a work's flag.
+    Unflag { id: String },
+    /// Undo the last curation change (from the app or the CLI).
+    Undo,
+    /// Redo the last undone curation change.
+    Redo,
+    /// Export the curated list as CSV (object id, culture, flag, reason, note).
+    ExportCuration {
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Train a model.
+    Train(Box<TrainArgs>),
+    /// The runs of this workspace (the study's Table 2).
+    Runs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a run on its test split.
+    Eval {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Predict the culture of paintings.
+    Predict(PredictArgs),
+    /// The culture map: distances, similarities, ForceAtlas2 layout, chords.
+    Map {
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "OUT.png")]
+        png: Option<PathBuf>,
+    },
+    /// Pretrained weights.
+    #[command(subcommand)]
+    Weights(WeightsCommand),
+    /// Run a bare backbone on a tensor (for checking numbers against other frameworks).
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// The Met's Open Access paintings, from MetObjects.csv and/or the Collection API.
+    Met(data::MetImportArgs),
+    /// A folder with one sub-folder of images per culture: DIR/<Culture>/<images>.
+    Folder { dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[arg(long, value_enum, default_value_t = Arch::Resnet50)]
+    pub arch: Arch,
+    #[arg(long)]
+    pub resume: Option<String>,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    #[arg(long)]
+    pub run: Option<String>,
+    #[arg(long, conflicts_with = "run")]
+    pub checkpoint: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_name = "OUT.png")]
+    pub overlay: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WeightsCommand {
+    /// Download ImageNet weights into the Hugging Face cache (offline: check the cache only).
+    Fetch {
+        #[arg(value_enum)]
+        arch: Arch,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Reads tensor `input` (N x 3 x H x W, normalised), writes `logits` and `features`.
+    Forward(models::ForwardArgs),
+}
+
+/// Exit code for commands that a later release fills in.
+const NOT_IMPLEMENTED: u8 = 2;
+
+pub fn not_implemented(what: &str) -> anyhow::Result<ExitCode> {
+    eprintln!("artculture {what}: not implemented yet in this build");
+    Ok(ExitCode::from(NOT_IMPLEMENTED))
+}
+
+pub fn open_workspace(cli_dir: &Option<PathBuf>) -> anyhow::Result<Workspace> {
+    let dir = match cli_dir {
+        Some(d) => d.clone(),
+        None => default_dir()?,
+    };
+    Workspace::open(&dir).with_context(|| format!("opening workspace {}", dir.display()))
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let Some(command) = cli.command else {
+        return artculture::gui::run_app(cli.workspace, cli.device).map(|_| ExitCode::SUCCESS);
+    };
+    match command {
+        Command::Import(ImportCommand::Met(args)) => data::import_met(&cli.workspace, args),
+        Command::Import(ImportCommand::Folder { dir }) => data::import_folder(&cli.workspace, &dir),
+        Command::Stats { json } => data::stats(&cli.workspace, json),
+        Command::Flag { id, reason, note } => data::flag(&cli.workspace, &id, &reason, note),
+        Command::Unflag { id } => data::unflag(&cli.workspace, &id),
+        Command::Undo => data::undo_redo(&cli.workspace, true),
+        Command::Redo => data::undo_redo(&cli.workspace, false),
+        Command::ExportCuration { out } => data::export_curation(&cli.workspace, out),
+        Command::Train(_) => not_implemented("train"),
+        Command::Runs { .. } => not_implemented("runs"),
+        Command::Eval { .. } => not_implemented("eval"),
+        Command::Predict(_) => not_implemented("predict"),
+        Command::Map { .. } => not_implemented("map"),
+        Command::Weights(WeightsCommand::Fetch { arch }) => models::fetch_weights(arch),
+        Command::Model(ModelCommand::Forward(args)) => models::forward(args, cli.device),
+    }
+}

@@ -1,0 +1,330 @@
+//! The app's shell: state shared by the views, the top bar, the tabs and the status bar.
+use super::jobs::Job;
+use super::settings::Settings;
+use super::{View, curation, dataset, map, predict, training};
+use crate::catalog::RunRecord;
+use crate::model::device::{self, DeviceKind};
+use crate::workspace::Workspace;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the user is asked to choose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickKind {
+    Folder,
+    CsvFile,
+    ImageFiles,
+    CheckpointFile,
+    SaveCsv,
+}
+
+/// Asks the user for paths; injected so tests never open a dialog. Always called off the UI
+/// thread. An empty answer means "cancelled".
+pub type Picker = Arc<dyn Fn(PickKind) -> Vec<PathBuf> + Send + Sync>;
+
+pub fn rfd_picker() -> Picker {
+    Arc::new(|kind| {
+        let d = rfd::FileDialog::new();
+        match kind {
+            PickKind::Folder => d.pick_folder().into_iter().collect(),
+            PickKind::CsvFile => d.add_filter("CSV", &["csv"]).pick_file().into_iter().collect(),
+            PickKind::ImageFiles => d
+                .add_filter("Images", &["jpg", "jpeg", "png", "webp", "tif", "tiff", "gif", "bmp"])
+                .pick_files()
+                .unwrap_or_default(),
+            PickKind::CheckpointFile => d.add_filter("Checkpoint", &["safetensors"]).pick_file().into_iter().collect(),
+            PickKind::SaveCsv => d.add_filter("CSV", &["csv"]).save_file().into_iter().collect(),
+        }
+    })
+}
+
+/// What every view may read and change.
+pub struct Shared {
+    pub ws_path: PathBuf,
+    pub ws: Option<Workspace>,
+    pub ws_error: Option<String>,
+    pub device: DeviceKind,
+    pub devices: Vec<DeviceKind>,
+    pub runs: Vec<RunRecord>,
+    pub selected_run: Option<String>,
+    pub jobs: Vec<Job<String>>,
+    /// Results of finished jobs, newest last, shown in the status bar.
+    pub messages: Vec<String>,
+    /// Bumped whenever the catalog changed (here or in another process): views reload.
+    pub generation: u64,
+    pub picker: Picker,
+    pub ctx: egui::Context,
+}
+
+impl Shared {
+    /// Starts a job whose result is a message for the status bar; the views reload after it.
+    pub fn spawn(&mut self, name: &str, work: impl FnOnce(&super::jobs::Reporter<String>) -> Result<String, String> + Send + 'static) {
+        self.jobs.push(Job::spawn(&self.ctx, name, work));
+    }
+
+    pub fn busy(&self, name: &str) -> bool {
+        self.jobs.iter().any(|j| j.name == name)
+    }
+
+    fn reload_runs(&mut self) {
+        if let Some(ws) = &self.ws {
+            self.runs = ws.catalog.runs().unwrap_or_default();
+            if self.selected_run.is_none() {
+                self.selected_run = ws.catalog.best_run().ok().flatten().map(|r| r.id);
+            }
+        }
+    }
+}
+
+pub struct ArtApp {
+    pub shared: Shared,
+    pub view: View,
+    settings: Settings,
+    settings_path: Option<PathBuf>,
+    last_version: Option<i64>,
+    last_poll: Instant,
+    show_about: bool,
+    picking: Option<std::sync::mpsc::Receiver<Vec<PathBuf>>>,
+    pub dataset: dataset::DatasetView,
+    pub curation: curation::CurationView,
+    pub training: training::TrainingView,
+    pub predict: predict::PredictView,
+    pub map: map::MapView,
+}
+
+impl ArtApp {
+    pub fn new(
+        ctx: &egui::Context,
+        ws_path: PathBuf,
+        device: DeviceKind,
+        settings: Settings,
+        settings_path: Option<PathBuf>,
+        picker: Picker,
+    ) -> Self {
+        let (ws, ws_error) = match Workspace::open(&ws_path) {
+            Ok(ws) => (Some(ws), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let mut shared = Shared {
+            ws_path,
+            ws,
+            ws_error,
+            device,
+            devices: device::available(),
+            runs: Vec::new(),
+            selected_run: None,
+            jobs: Vec::new(),
+            messages: Vec::new(),
+            generation: 0,
+            picker,
+            ctx: ctx.clone(),
+        };
+        shared.reload_runs();
+        Self {
+            view: settings.view,
+            shared,
+            settings,
+            settings_path,
+            last_version: None,
+            last_poll: Instant::now(),
+            show_about: false,
+            picking: None,
+            dataset: Default::default(),
+            curation: Default::default(),
+            training: Default::default(),
+            predict: Default::default(),
+            map: Default::default(),
+        }
+    }
+
+    /// Switches to another workspace folder (the picker's answer).
+    pub fn open_workspace(&mut self, path: PathBuf) {
+        match Workspace::open(&path) {
+            Ok(ws) => {
+                self.shared.ws = Some(ws);
+                self.shared.ws_error = None;
+                self.settings.workspace = Some(path.clone());
+                self.settings.save(self.settings_path.as_ref());
+            }
+            Err(e) => self.shared.ws_error = Some(e.to_string()),
+        }
+        self.shared.ws_path = path;
+        self.shared.selected_run = None;
+        self.shared.runs.clear();
+        self.shared.reload_runs();
+        self.shared.generation += 1;
+    }
+
+    fn set_view(&mut self, v: View) {
+        if self.view != v {
+            self.view = v;
+            self.settings.view = v;
+            self.settings.save(self.settings_path.as_ref());
+        }
+    }
+
+    /// Notices catalog changes made elsewhere (the CLI) and finished jobs.
+    fn poll(&mut self) {
+        let mut changed = false;
+        let mut i = 0;
+        while i < self.shared.jobs.len() {
+            if let Some(result) = self.shared.jobs[i].poll() {
+                let job = self.shared.jobs.remove(i);
+                self.shared.messages.push(match result {
+                    Ok(m) => format!("{}: {m}", job.name),
+                    Err(e) => format!("{} failed: {e}", job.name),
+                });
+                changed = true;
+            } else {
+                i += 1;
+            }
+        }
+        if self.last_poll.elapsed() > Duration::from_millis(500) {
+            self.last_poll = Instant::now();
+            if let Some(ws) = &self.shared.ws {
+                let v = ws.catalog.data_version().ok();
+                if v != self.last_version {
+                    changed |= self.last_version.is_some();
+                    self.last_version = v;
+                }
+            }
+        }
+        if let Some(rx) = &self.picking
+            && let Ok(answer) = rx.try_recv()
+        {
+            self.picking = None;
+            if let Some(p) = answer.into_iter().next() {
+                self.open_workspace(p);
+            }
+        }
+        if changed {
+            self.shared.generation += 1;
+            self.shared.reload_runs();
+        }
+        // Keep polling for other processes' changes even when idle.
+        self.shared.ctx.request_repaint_after(Duration::from_millis(500));
+    }
+
+    fn top_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.heading("artculture");
+            ui.separator();
+            ui.label("Workspace:");
+            ui.monospace(self.shared.ws_path.display().to_string());
+            if ui.button("Change…").on_hover_text("Open or create another workspace folder").clicked() && self.picking.is_none() {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let (picker, ctx) = (self.shared.picker.clone(), self.shared.ctx.clone());
+                std::thread::spawn(move || {
+                    let _ = tx.send(picker(PickKind::Folder));
+                    ctx.request_repaint();
+                });
+                self.picking = Some(rx);
+            }
+            ui.separator();
+            egui::ComboBox::from_label("Device").selected_text(self.shared.device.as_str()).show_ui(ui, |ui| {
+                for d in self.shared.devices.clone() {
+                    ui.selectable_value(&mut self.shared.device, d, d.as_str());
+                }
+            });
+            ui.separator();
+            let run_text = self.shared.selected_run.clone().unwrap_or_else(|| "no run yet".into());
+            egui::ComboBox::from_label("Run").selected_text(run_text).show_ui(ui, |ui| {
+                for r in self.shared.runs.clone() {
+                    let label = format!("{} ({}, {}{})", r.id, r.arch, r.method, r.val_acc.map(|a| format!(", val {:.1}%", a * 100.0)).unwrap_or_default());
+                    ui.selectable_value(&mut self.shared.selected_run, Some(r.id.clone()), label);
+                }
+            });
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                if ui.button("About").clicked() {
+                    self.show_about = true;
+                }
+            });
+        });
+        ui.horizontal(|ui| {
+            for (i, v) in View::ALL.into_iter().enumerate() {
+                let r = ui.selectable_label(self.view == v, v.title()).on_hover_text(format!("Ctrl+{}", i + 1));
+                if r.clicked() {
+                    self.set_view(v);
+                }
+            }
+        });
+    }
+
+    fn status_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            if self.shared.jobs.is_empty() {
+                ui.label(self.shared.messages.last().map(String::as_str).unwrap_or("Ready"));
+            }
+            for job in &self.shared.jobs {
+                ui.label(&job.name);
+                ui.add(egui::ProgressBar::new(job.fraction).desired_width(180.0).show_percentage());
+                ui.label(&job.message);
+                let cancel = ui.add_enabled(!job.is_cancelling(), egui::Button::new("Cancel"));
+                if cancel.clicked() {
+                    job.cancel();
+                }
+                ui.separator();
+            }
+        });
+    }
+
+    fn about(&mut self, ctx: &egui::Context) {
+        let mut open = self.show_about;
+        egui::Window::new("About artculture").open(&mut open).collapsible(false).resizable(false).show(ctx, |ui| {
+            ui.label("Tells where a painting comes from.");
+            ui.monospace(format!("version {}", crate::build_info::VERSION));
+            ui.monospace(format!("git {}", crate::build_info::GIT_HASH));
+            ui.monospace(format!("devices built in: {}", crate::build_info::DEVICE_FEATURES));
+        });
+        self.show_about = open;
+    }
+
+    fn shortcuts(&mut self, ui: &egui::Ui) {
+        let pressed = |k| ui.input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, k));
+        for (k, v) in [egui::Key::Num1, egui::Key::Num2, egui::Key::Num3, egui::Key::Num4, egui::Key::Num5].into_iter().zip(View::ALL) {
+            if pressed(k) {
+                self.set_view(v);
+            }
+        }
+    }
+
+    /// Draws the whole window (used by eframe and by the tests).
+    pub fn show(&mut self, ui: &mut egui::Ui) {
+        self.poll();
+        self.shortcuts(ui);
+        let size = ui.ctx().content_rect().size();
+        if (size.x - self.settings.window_size[0]).abs() > 1.0 || (size.y - self.settings.window_size[1]).abs() > 1.0 {
+            // Saved when a view changes or the app closes, not on every resize frame.
+            self.settings.window_size = [size.x, size.y];
+        }
+        egui::Panel::top("top_bar").show(ui, |ui| self.top_bar(ui));
+        egui::Panel::bottom("status_bar").show(ui, |ui| self.status_bar(ui));
+        egui::CentralPanel::default().show(ui, |ui| {
+            if let Some(e) = &self.shared.ws_error {
+                ui.colored_label(ui.visuals().error_fg_color, format!("The workspace could not be opened: {e}"));
+                ui.label("Choose another folder with “Change…” above.");
+                return;
+            }
+            match self.view {
+                View::Dataset => self.dataset.ui(ui, &mut self.shared),
+                View::Curation => self.curation.ui(ui, &mut self.shared),
+                View::Training => self.training.ui(ui, &mut self.shared),
+                View::Predict => self.predict.ui(ui, &mut self.shared),
+                View::Map => self.map.ui(ui, &mut self.shared),
+            }
+        });
+        let ctx = ui.ctx().clone();
+        self.about(&ctx);
+    }
+}
+
+impl eframe::App for ArtApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.show(ui);
+    }
+
+    fn on_exit(&mut self) {
+        self.settings.save(self.settings_path.as_ref());
+    }
+}

@@ -1,0 +1,199 @@
+//! The Dataset view: import The Met's paintings or a folder, watch the import, and read the
+//! study's Table 1 for this workspace as a table and a bar chart, with what was dropped.
+use super::app::{PickKind, Shared};
+use crate::catalog::DatasetStats;
+use crate::culture::CultureMapping;
+use crate::workspace::Workspace;
+use egui_plot::{Bar, BarChart, Legend, Plot};
+
+#[derive(Default)]
+pub struct DatasetView {
+    stats: Option<DatasetStats>,
+    loaded_generation: Option<u64>,
+    min_per_group: usize,
+}
+
+/// Starts an import of a folder chosen by the user.
+pub fn start_folder_import(shared: &mut Shared) {
+    let (picker, ws_path) = (shared.picker.clone(), shared.ws_path.clone());
+    shared.spawn("Import folder", move |rep| {
+        let Some(dir) = picker(PickKind::Folder).into_iter().next() else { return Ok("cancelled".into()) };
+        let mut ws = Workspace::open(&ws_path).map_err(|e| e.to_string())?;
+        let r = crate::ingest::folder::import_folder(&mut ws, &dir, |done, total| {
+            rep.progress(done as f32 / total.max(1) as f32, format!("{done} / {total} images"))
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(format!("{} new, {} updated, {} skipped", r.imported, r.updated, r.skipped.len()))
+    });
+}
+
+fn start_csv_import(shared: &mut Shared, min_per_group: usize) {
+    let (picker, ws_path) = (shared.picker.clone(), shared.ws_path.clone());
+    shared.spawn("Import MetObjects.csv", move |rep| {
+        let Some(csv) = picker(PickKind::CsvFile).into_iter().next() else { return Ok("cancelled".into()) };
+        let mut ws = Workspace::open(&ws_path).map_err(|e| e.to_string())?;
+        let mapping = CultureMapping::study_default();
+        let r = crate::ingest::import_met_csv(&mut ws, &csv, &mapping, min_per_group, None, |done, total| {
+            rep.progress(done as f32 / total.max(1) as f32, format!("{:.0} / {:.0} MB", done as f64 / 1e6, total as f64 / 1e6))
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(format!(
+            "{} paintings ({} new), {} lines skipped, {} groups kept",
+            r.scan.paintings,
+            r.inserted,
+            r.scan.skipped.len() as u64 + r.scan.skipped_unlisted,
+            r.kept_groups.len()
+        ))
+    });
+}
+
+fn start_met_download(shared: &mut Shared) {
+    let ws_path = shared.ws_path.clone();
+    shared.spawn("Download The Met's paintings", move |rep| {
+        use crate::ingest::met_api;
+        let mut ws = Workspace::open(&ws_path).map_err(|e| e.to_string())?;
+        let client = met_api::Client::new(Default::default()).map_err(|e| e.to_string())?;
+        let cancel = rep.cancel_flag();
+        let mapping = CultureMapping::study_default();
+        if ws.catalog.stats().map_err(|e| e.to_string())?.total_initial == 0 {
+            met_api::discover(&mut ws, &client, &mapping, None, &cancel, |i, n| {
+                rep.progress(i as f32 / n.max(1) as f32, format!("finding paintings: {i} / {n} records"))
+            })
+            .map_err(|e| e.to_string())?;
+            crate::ingest::apply_threshold(&mut ws, &mapping, crate::ingest::DEFAULT_MIN_PER_GROUP).map_err(|e| e.to_string())?;
+        }
+        let r = met_api::download_images(&mut ws, &client, &cancel, |p| {
+            rep.progress(
+                (p.done + p.failed) as f32 / p.total.max(1) as f32,
+                format!("{} / {} images, {} failed, {:.1}/s, ETA {:.0} s", p.done, p.total, p.failed, p.per_s, p.eta_s),
+            )
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(format!("{} downloaded, {} already there, {} failed", r.downloaded, r.already_there, r.failed.len()))
+    });
+}
+
+impl DatasetView {
+    fn reload(&mut self, shared: &Shared) {
+        if self.loaded_generation != Some(shared.generation) || self.stats.is_none() {
+            self.stats = shared.ws.as_ref().and_then(|ws| ws.catalog.stats().ok());
+            self.loaded_generation = Some(shared.generation);
+        }
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared) {
+        if self.min_per_group == 0 {
+            self.min_per_group = crate::ingest::DEFAULT_MIN_PER_GROUP;
+        }
+        self.reload(shared);
+        let stats = self.stats.clone().unwrap_or_default();
+        ui.horizontal(|ui| {
+            if ui.button("Import MetObjects.csv…").clicked() && !shared.busy("Import MetObjects.csv") {
+                start_csv_import(shared, self.min_per_group);
+            }
+            if ui.button("Open a folder of images…").on_hover_text("One sub-folder per culture: DIR/French/*.jpg").clicked() {
+                start_folder_import(shared);
+            }
+            if ui.button("Download images from The Met").clicked() && !shared.busy("Download The Met's paintings") {
+                start_met_download(shared);
+            }
+            ui.add(egui::DragValue::new(&mut self.min_per_group).range(0..=10_000).prefix("keep groups with more than "));
+        });
+        ui.separator();
+        if stats.total_initial == 0 {
+            welcome(ui, shared);
+            return;
+        }
+        ui.columns(2, |cols| {
+            table1(&mut cols[0], &stats);
+            bar_chart(&mut cols[1], &stats);
+        });
+    }
+}
+
+fn welcome(ui: &mut egui::Ui, shared: &mut Shared) {
+    ui.add_space(24.0);
+    ui.vertical_centered(|ui| {
+        ui.heading("This workspace is empty");
+        ui.add_space(8.0);
+        ui.label("Three ways to begin:");
+        ui.add_space(8.0);
+        if ui.button("① Import The Met's paintings (downloads the records and images)").clicked() {
+            start_met_download(shared);
+        }
+        if ui.button("② Open a folder of images, one sub-folder per culture").clicked() {
+            start_folder_import(shared);
+        }
+        if ui.button("③ Fetch pretrained ResNet-50 weights").clicked() {
+            shared.spawn("Fetch weights", |rep| {
+                let path = crate::model::weights::fetch(
+                    crate::model::Arch::Resnet50,
+                    &crate::model::weights::HubOptions::from_env(),
+                    {
+                        let rep = rep.clone();
+                        move |done, total| {
+                            rep.progress(done as f32 / total.max(1) as f32, format!("{:.0} / {:.0} MB", done as f64 / 1e6, total as f64 / 1e6))
+                        }
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+                Ok(path.display().to_string())
+            });
+        }
+        ui.add_space(8.0);
+        ui.label("Already have MetObjects.csv? Use “Import MetObjects.csv…” above.");
+    });
+}
+
+fn table1(ui: &mut egui::Ui, stats: &DatasetStats) {
+    ui.heading("Table 1: works per culture");
+    egui::Grid::new("table1").striped(true).num_columns(3).show(ui, |ui| {
+        ui.strong("Culture group");
+        ui.strong("Initial");
+        ui.strong("Final");
+        ui.end_row();
+        for g in &stats.groups {
+            ui.label(&g.culture);
+            ui.label(g.initial.to_string());
+            ui.label(g.final_.to_string());
+            ui.end_row();
+        }
+        ui.strong("Total");
+        ui.strong(stats.total_initial.to_string());
+        ui.strong(stats.total_final.to_string());
+        ui.end_row();
+    });
+    if !stats.dropped.is_empty() {
+        ui.add_space(8.0);
+        egui::CollapsingHeader::new(format!("Dropped at import ({} tags)", stats.dropped.len())).show(ui, |ui| {
+            egui::ScrollArea::vertical().max_height(200.0).show(ui, |ui| {
+                for d in &stats.dropped {
+                    ui.label(format!("{} — {} works ({})", d.tag, d.count, d.why));
+                }
+            });
+        });
+    }
+}
+
+fn bar_chart(ui: &mut egui::Ui, stats: &DatasetStats) {
+    let initial: Vec<Bar> =
+        stats.groups.iter().enumerate().map(|(i, g)| Bar::new(i as f64, g.initial as f64).name(&g.culture).width(0.4)).collect();
+    let final_: Vec<Bar> = stats
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| Bar::new(i as f64 + 0.4, g.final_ as f64).name(&g.culture).width(0.4))
+        .collect();
+    let names: Vec<String> = stats.groups.iter().map(|g| g.culture.clone()).collect();
+    Plot::new("table1_bars")
+        .legend(Legend::default())
+        .allow_scroll(false)
+        .x_axis_formatter(move |m, _| {
+            let i = m.value.round();
+            if (m.value - i).abs() < 1e-6 && i >= 0.0 { names.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
+        })
+        .show(ui, |p| {
+            p.bar_chart(BarChart::new("Initial", initial));
+            p.bar_chart(BarChart::new("Final", final_));
+        });
+}

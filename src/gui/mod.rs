@@ -1,0 +1,89 @@
+//! The desktop app: one window, a top bar (workspace, device, run), five views and a status
+//! bar with background jobs. UI code lives here; state changes go through the library; long
+//! work runs in [`jobs`].
+pub mod app;
+pub mod curation;
+pub mod dataset;
+pub mod jobs;
+pub mod map;
+pub mod predict;
+pub mod settings;
+pub mod training;
+pub mod widgets;
+
+use crate::model::device::DeviceKind;
+use std::path::PathBuf;
+
+pub use app::ArtApp;
+
+/// The five views, in tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum View {
+    #[default]
+    Dataset,
+    Curation,
+    Training,
+    Predict,
+    Map,
+}
+
+impl View {
+    pub const ALL: [View; 5] = [View::Dataset, View::Curation, View::Training, View::Predict, View::Map];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            View::Dataset => "Dataset",
+            View::Curation => "Curation",
+            View::Training => "Training",
+            View::Predict => "Predict",
+            View::Map => "Culture map",
+        }
+    }
+
+    /// The name used on the command line (`scripts/screenshot VIEW`, `ARTCULTURE_VIEW`).
+    pub fn cli_name(self) -> &'static str {
+        match self {
+            View::Dataset => "dataset",
+            View::Curation => "curation",
+            View::Training => "training",
+            View::Predict => "predict",
+            View::Map => "map",
+        }
+    }
+
+    pub fn from_cli_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.cli_name() == s.trim().to_lowercase())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuiError {
+    #[error(transparent)]
+    Workspace(#[from] crate::workspace::WorkspaceError),
+    #[error("the window could not be opened: {0}")]
+    Window(String),
+}
+
+/// Opens the app. `ARTCULTURE_VIEW` chooses the first view (used by `scripts/screenshot`).
+pub fn run_app(workspace: Option<PathBuf>, device: DeviceKind) -> Result<(), GuiError> {
+    let settings_path = settings::Settings::default_path();
+    let mut settings = settings::Settings::load(settings_path.as_ref());
+    if let Some(v) = std::env::var("ARTCULTURE_VIEW").ok().as_deref().and_then(View::from_cli_name) {
+        settings.view = v;
+    }
+    let ws_path = match workspace.or_else(|| settings.workspace.clone()) {
+        Some(p) => p,
+        None => crate::workspace::default_dir()?,
+    };
+    let size = settings.window_size;
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default().with_inner_size(size).with_min_inner_size([720.0, 480.0]).with_title("artculture"),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "artculture",
+        options,
+        Box::new(move |cc| Ok(Box::new(ArtApp::new(&cc.egui_ctx, ws_path, device, settings, settings_path, app::rfd_picker())))),
+    )
+    .map_err(|e| GuiError::Window(e.to_string()))
+}

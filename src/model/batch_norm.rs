@@ -1,0 +1,123 @@
+//! `nn.BatchNorm2d` with PyTorch's semantics: batch statistics in training mode (biased
+//! variance for normalising, unbiased for the running estimate, momentum 0.1), running
+//! statistics in evaluation mode.
+use candle_core::{D, ModuleT, Result, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+
+#[derive(Debug, Clone)]
+pub struct BatchNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+}
+
+impl BatchNorm2d {
+    pub fn new(num_features: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(num_features, "weight", Init::Const(1.))?;
+        let bias = vb.get_with_hints(num_features, "bias", Init::Const(0.))?;
+        // When `vb` is backed by a VarMap these tensors are its variables, and `Var::from_tensor`
+        // shares their storage: updating the running statistics updates what gets saved.
+        let running_mean = Var::from_tensor(&vb.get_with_hints(num_features, "running_mean", Init::Const(0.))?)?;
+        let running_var = Var::from_tensor(&vb.get_with_hints(num_features, "running_var", Init::Const(1.))?)?;
+        Ok(Self { weight, bias, running_mean, running_var, eps: 1e-5, momentum: 0.1 })
+    }
+
+    pub fn running_mean(&self) -> &Tensor {
+        self.running_mean.as_tensor()
+    }
+
+    pub fn running_var(&self) -> &Tensor {
+        self.running_var.as_tensor()
+    }
+
+    fn channel_shape(x: &Tensor) -> Result<(usize, usize, usize, usize)> {
+        x.dims4()
+    }
+
+    fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = Self::channel_shape(x)?;
+        let count = (n * h * w) as f64;
+        if count < 2.0 {
+            candle_core::bail!("batch norm in training mode needs more than one value per channel, got input {:?}", x.shape());
+        }
+        let mean = x.mean_keepdim((0, 2, 3))?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
+        let inv_std = (var.clone() + self.eps)?.sqrt()?.recip()?;
+        let scale = inv_std.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?;
+        let y = centred.broadcast_mul(&scale)?.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
+        let m = self.momentum;
+        let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?;
+        let unbiased = (var.detach().flatten_all()? * (count / (count - 1.0)))?;
+        let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+        self.running_mean.set(&new_mean.to_dtype(self.running_mean.dtype())?)?;
+        self.running_var.set(&new_var.to_dtype(self.running_var.dtype())?)?;
+        Ok(y)
+    }
+
+    /// The per-channel scale and shift of evaluation mode: `y = x * scale + shift`.
+    pub fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
+        let inv_std = (self.running_var.as_detached_tensor() + self.eps)?.sqrt()?.recip()?;
+        let scale = (&self.weight * inv_std)?;
+        let shift = (&self.bias - (self.running_mean.as_detached_tensor() * &scale)?)?;
+        Ok((scale, shift))
+    }
+}
+
+impl ModuleT for BatchNorm2d {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            return self.forward_train(x);
+        }
+        let c = x.dim(1)?;
+        let (scale, shift) = self.eval_affine()?;
+        x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?.broadcast_add(&shift.reshape((1, c, 1, 1))?)
+    }
+}
+
+/// A convolution without the bias PyTorch leaves out before batch norm.
+pub fn conv2d(
+    in_c: usize,
+    out_c: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+    bias: Option<Init>,
+    init: Init,
+    vb: VarBuilder,
+) -> Result<candle_nn::Conv2d> {
+    let w = vb.get_with_hints((out_c, in_c, k, k), "weight", init)?;
+    let b = bias.map(|init| vb.get_with_hints(out_c, "bias", init)).transpose()?;
+    let cfg = candle_nn::Conv2dConfig { padding, stride, dilation: 1, groups: 1, cudnn_fwd_algo: None };
+    Ok(candle_nn::Conv2d::new(w, b, cfg))
+}
+
+/// torchvision's initialisation for convolutions followed by ReLU: Kaiming normal, fan-out.
+pub fn kaiming_fan_out(out_c: usize, k: usize) -> Init {
+    Init::Randn { mean: 0.0, stdev: (2.0 / (out_c * k * k) as f64).sqrt() }
+}
+
+/// PyTorch's default initialisation of a layer (weight and bias): uniform in ±1/sqrt(fan_in).
+pub fn default_uniform(fan_in: usize) -> Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    Init::Uniform { lo: -bound, up: bound }
+}
+
+/// `nn.Linear` as PyTorch initialises it: weight and bias uniform in ±1/sqrt(fan_in).
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<candle_nn::Linear> {
+    linear_with_init(in_dim, out_dim, default_uniform(in_dim), default_uniform(in_dim), vb)
+}
+
+pub fn linear_with_init(in_dim: usize, out_dim: usize, w_init: Init, b_init: Init, vb: VarBuilder) -> Result<candle_nn::Linear> {
+    let w = vb.get_with_hints((out_dim, in_dim), "weight", w_init)?;
+    let b = vb.get_with_hints(out_dim, "bias", b_init)?;
+    Ok(candle_nn::Linear::new(w, Some(b)))
+}
+
+/// Softmax over the last dimension.
+pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::softmax(x, D::Minus1)
+}

@@ -1,0 +1,189 @@
+//! The networks: ResNet-50, VGG-16-BN and AlexNet as torchvision defines them, and the culture
+//! head that replaces their last layer.
+pub mod alexnet;
+pub mod batch_norm;
+pub mod checkpoint;
+pub mod device;
+pub mod head;
+pub mod pool;
+pub mod resnet;
+pub mod vgg;
+pub mod weights;
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+pub use head::CultureHead;
+
+/// The architectures the study compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    #[value(name = "resnet50")]
+    #[serde(rename = "resnet50")]
+    Resnet50,
+    #[value(name = "vgg16_bn")]
+    #[serde(rename = "vgg16_bn")]
+    Vgg16Bn,
+    #[value(name = "alexnet")]
+    Alexnet,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 3] = [Arch::Resnet50, Arch::Vgg16Bn, Arch::Alexnet];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Resnet50 => "resnet50",
+            Arch::Vgg16Bn => "vgg16_bn",
+            Arch::Alexnet => "alexnet",
+        }
+    }
+
+    /// The size of the vector the replaced last layer sees.
+    pub fn embed_dim(self) -> usize {
+        match self {
+            Arch::Resnet50 => resnet::RESNET50_EMBED_DIM,
+            Arch::Vgg16Bn => vgg::VGG_EMBED_DIM,
+            Arch::Alexnet => alexnet::ALEXNET_EMBED_DIM,
+        }
+    }
+
+    /// The smallest square input the architecture accepts.
+    pub fn min_input(self) -> usize {
+        match self {
+            Arch::Resnet50 | Arch::Vgg16Bn => 32,
+            Arch::Alexnet => 63,
+        }
+    }
+}
+
+impl std::str::FromStr for Arch {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s.trim().to_lowercase().replace('-', "_"))
+            .ok_or_else(|| format!("unknown architecture {s:?}; expected resnet50, vgg16_bn or alexnet"))
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A torchvision backbone, optionally with its own last layer (`fc` / `classifier.6`).
+#[derive(Debug, Clone)]
+pub enum Backbone {
+    Resnet(resnet::ResNet),
+    Vgg(vgg::Vgg),
+    Alexnet(alexnet::AlexNet),
+}
+
+/// Options that change how a backbone is built.
+#[derive(Debug, Clone, Copy)]
+pub struct BackboneConfig {
+    /// Size of the backbone's own last layer (ImageNet: 1000), or `None` to leave it out.
+    pub own_classes: Option<usize>,
+    /// Dropout of VGG's and AlexNet's classifier layers in training mode.
+    pub dropout: f32,
+}
+
+impl Default for BackboneConfig {
+    fn default() -> Self {
+        Self { own_classes: None, dropout: 0.5 }
+    }
+}
+
+impl Backbone {
+    pub fn new(arch: Arch, cfg: BackboneConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(match arch {
+            Arch::Resnet50 => Self::Resnet(resnet::ResNet::resnet50(cfg.own_classes, vb)?),
+            Arch::Vgg16Bn => Self::Vgg(vgg::Vgg::vgg16_bn(cfg.own_classes, cfg.dropout, vb)?),
+            Arch::Alexnet => Self::Alexnet(alexnet::AlexNet::new(cfg.own_classes, cfg.dropout, vb)?),
+        })
+    }
+
+    pub fn arch(&self) -> Arch {
+        match self {
+            Self::Resnet(_) => Arch::Resnet50,
+            Self::Vgg(_) => Arch::Vgg16Bn,
+            Self::Alexnet(_) => Arch::Alexnet,
+        }
+    }
+
+    /// The last convolutional feature map.
+    pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Self::Resnet(m) => m.features_t(x, train),
+            Self::Vgg(m) => m.features_t(x, train),
+            Self::Alexnet(m) => m.features_t(x, train),
+        }
+    }
+
+    /// From the feature map to the vector the last layer sees.
+    pub fn embed_from_features_t(&self, features: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Self::Resnet(m) => m.embed_from_features(features),
+            Self::Vgg(m) => m.embed_from_features_t(features, train),
+            Self::Alexnet(m) => m.embed_from_features_t(features, train),
+        }
+    }
+
+    pub fn embed_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.embed_from_features_t(&self.features_t(x, train)?, train)
+    }
+
+    /// The backbone's own last layer applied to an embedding, if it has one.
+    pub fn own_classifier(&self, embedding: &Tensor) -> Option<Result<Tensor>> {
+        match self {
+            Self::Resnet(m) => m.classifier(embedding),
+            Self::Vgg(m) => m.classifier(embedding),
+            Self::Alexnet(m) => m.classifier(embedding),
+        }
+    }
+
+    /// Features and the own classifier's logits in one pass (what `model forward` writes).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let features = self.features_t(x, train)?;
+        let emb = self.embed_from_features_t(&features, train)?;
+        let logits = self.own_classifier(&emb).transpose()?;
+        Ok((features, logits))
+    }
+}
+
+/// A culture classifier: a backbone whose last layer is replaced by the culture head.
+#[derive(Debug, Clone)]
+pub struct CultureNet {
+    pub backbone: Backbone,
+    pub head: CultureHead,
+}
+
+/// The prefix of the head's parameters in checkpoints.
+pub const HEAD_PREFIX: &str = "head";
+
+impl CultureNet {
+    pub fn new(arch: Arch, dropout: f32, hidden: [usize; 2], classes: usize, vb: VarBuilder) -> Result<Self> {
+        let backbone = Backbone::new(arch, BackboneConfig { own_classes: None, dropout }, vb.clone())?;
+        let head = CultureHead::new(arch.embed_dim(), hidden, classes, vb.pp(HEAD_PREFIX))?;
+        Ok(Self { backbone, head })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.head.forward(&self.backbone.embed_t(x, train)?)
+    }
+
+    /// Logits and the last conv map from one pass (prediction with an activation map).
+    pub fn forward_with_features(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let features = self.backbone.features_t(x, false)?;
+        let logits = self.head.forward(&self.backbone.embed_from_features_t(&features, false)?)?;
+        Ok((logits, features))
+    }
+
+    /// Logits from a feature map (Grad-CAM differentiates this with respect to the map).
+    pub fn logits_from_features(&self, features: &Tensor) -> Result<Tensor> {
+        self.head.forward(&self.backbone.embed_from_features_t(features, false)?)
+    }
+}

@@ -1,0 +1,112 @@
+//! ResNet-50 as torchvision builds it (v1.5: stride on the 3x3 convolution), with parameter
+//! names equal to torchvision's `state_dict` keys (`conv1.weight`, `bn1.*`,
+//! `layer1.0.conv1.weight`, `layer1.0.downsample.0.weight`, ..., `fc.weight`).
+use super::batch_norm::{BatchNorm2d, conv2d, kaiming_fan_out, linear};
+use super::pool::{global_avg_pool, max_pool2d};
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{Conv2d, Linear, VarBuilder};
+
+#[derive(Debug, Clone)]
+struct Bottleneck {
+    conv1: Conv2d,
+    bn1: BatchNorm2d,
+    conv2: Conv2d,
+    bn2: BatchNorm2d,
+    conv3: Conv2d,
+    bn3: BatchNorm2d,
+    downsample: Option<(Conv2d, BatchNorm2d)>,
+}
+
+impl Bottleneck {
+    fn new(in_c: usize, planes: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+        let out_c = planes * 4;
+        let downsample = if stride != 1 || in_c != out_c {
+            let d = vb.pp("downsample");
+            Some((
+                conv2d(in_c, out_c, 1, stride, 0, None, kaiming_fan_out(out_c, 1), d.pp("0"))?,
+                BatchNorm2d::new(out_c, d.pp("1"))?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1: conv2d(in_c, planes, 1, 1, 0, None, kaiming_fan_out(planes, 1), vb.pp("conv1"))?,
+            bn1: BatchNorm2d::new(planes, vb.pp("bn1"))?,
+            conv2: conv2d(planes, planes, 3, stride, 1, None, kaiming_fan_out(planes, 3), vb.pp("conv2"))?,
+            bn2: BatchNorm2d::new(planes, vb.pp("bn2"))?,
+            conv3: conv2d(planes, out_c, 1, 1, 0, None, kaiming_fan_out(out_c, 1), vb.pp("conv3"))?,
+            bn3: BatchNorm2d::new(out_c, vb.pp("bn3"))?,
+            downsample,
+        })
+    }
+}
+
+impl ModuleT for Bottleneck {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?.relu()?;
+        let y = self.bn3.forward_t(&self.conv3.forward(&y)?, train)?;
+        let identity = match &self.downsample {
+            Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
+            None => x.clone(),
+        };
+        (y + identity)?.relu()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ResNet {
+    conv1: Conv2d,
+    bn1: BatchNorm2d,
+    layers: Vec<Vec<Bottleneck>>,
+    fc: Option<Linear>,
+}
+
+/// Blocks per stage of ResNet-50.
+pub const RESNET50_BLOCKS: [usize; 4] = [3, 4, 6, 3];
+pub const RESNET50_EMBED_DIM: usize = 2048;
+
+impl ResNet {
+    /// Builds ResNet-50. `classes`: the size of torchvision's own `fc` layer (1000 for ImageNet
+    /// weights), or `None` for a backbone without it (our culture models).
+    pub fn resnet50(classes: Option<usize>, vb: VarBuilder) -> Result<Self> {
+        let conv1 = conv2d(3, 64, 7, 2, 3, None, kaiming_fan_out(64, 7), vb.pp("conv1"))?;
+        let bn1 = BatchNorm2d::new(64, vb.pp("bn1"))?;
+        let mut in_c = 64;
+        let mut layers = Vec::new();
+        for (i, (&blocks, planes)) in RESNET50_BLOCKS.iter().zip([64, 128, 256, 512]).enumerate() {
+            let stride = if i == 0 { 1 } else { 2 };
+            let lvb = vb.pp(format!("layer{}", i + 1));
+            let mut layer = Vec::new();
+            for b in 0..blocks {
+                layer.push(Bottleneck::new(in_c, planes, if b == 0 { stride } else { 1 }, lvb.pp(b.to_string()))?);
+                in_c = planes * 4;
+            }
+            layers.push(layer);
+        }
+        let fc = classes.map(|k| linear(RESNET50_EMBED_DIM, k, vb.pp("fc"))).transpose()?;
+        Ok(Self { conv1, bn1, layers, fc })
+    }
+
+    /// The last convolutional map (N x 2048 x H/32 x W/32; 7 x 7 for 224 x 224 input).
+    pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let mut x = max_pool2d(&x, 3, 2, 1)?;
+        for layer in &self.layers {
+            for block in layer {
+                x = block.forward_t(&x, train)?;
+            }
+        }
+        Ok(x)
+    }
+
+    /// The pooled vector the classifier sees (N x 2048).
+    pub fn embed_from_features(&self, features: &Tensor) -> Result<Tensor> {
+        global_avg_pool(features)
+    }
+
+    /// torchvision's own classifier, if the model was built with one.
+    pub fn classifier(&self, embedding: &Tensor) -> Option<Result<Tensor>> {
+        self.fc.as_ref().map(|fc| fc.forward(embedding))
+    }
+}
