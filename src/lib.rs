@@ -1,12 +1,18 @@
 //! artculture: tells where a painting comes from.
 //!
-//! The library holds everything; the CLI (`src/main.rs`) and the GUI (`gui`) are thin front
+//! The library holds everything; the CLI (`src/main.rs`) and the GUI ([`gui`]) are thin front
 //! ends over the same calls. Data flows one way: ingest -> catalog -> curation -> split ->
 //! training -> checkpoints -> prediction, activation maps and the culture map.
+pub mod analysis;
 pub mod catalog;
 pub mod culture;
 pub mod fsutil;
+pub mod gui;
+pub mod imaging;
+pub mod ingest;
 pub mod model;
+pub mod predict;
+pub mod train;
 pub mod workspace;
 
 /// Build metadata recorded by `build.rs`.
@@ -20,6 +26,3 @@ pub mod build_info {
         format!("{VERSION} (git {GIT_HASH}; devices: {DEVICE_FEATURES})")
     }
 }
-pub mod imaging;
-pub mod ingest;
-pub mod gui;

@@ -317,7 +317,7 @@ mod tests {
         c.apply_flags(&[flag(ids[1], FlagReason::Other)], "test").unwrap();
         assert!(!c.can_redo().unwrap());
         // Nothing is ever deleted from the log.
-        assert_eq!(c.curation_log().unwrap().len(), 3 + 2 + 2 + 1 + 1);
+        assert_eq!(c.curation_log().unwrap().len(), 1 + 2 + 2 + 2 + 2 + 1 + 1);
     }
 
     #[test]

@@ -108,13 +108,11 @@ impl Catalog {
         if res == "ok" { Ok(()) } else { Err(CatalogError::Corrupt { path: self.path.clone(), detail: res }) }
     }
 
-    /// A number that changes whenever any connection (this or another process) commits a
-    /// change: the GUI polls it to notice CLI edits.
+    /// A number that changes whenever another connection (another process, or a worker
+    /// thread) commits: the GUI polls it to notice CLI edits. This connection's own commits do
+    /// not change it; the code that makes them knows.
     pub fn data_version(&self) -> Result<i64> {
-        // PRAGMA data_version only sees other connections' commits; add our own change count.
-        let other: i64 =
-            self.conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(|e| self.err(e))?;
-        Ok(other.wrapping_mul(1 << 32).wrapping_add(self.conn.total_changes() as i64))
+        self.conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(|e| self.err(e))
     }
 
     fn err(&self, e: rusqlite::Error) -> CatalogError {
@@ -142,7 +140,7 @@ fn classify(path: &Path, e: rusqlite::Error) -> CatalogError {
     CatalogError::Sqlite { path: path.to_path_buf(), source: e }
 }
 
-pub(crate) fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     // SQLite formats the time; avoids a date-time dependency for one timestamp format.
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -176,7 +174,7 @@ mod tests {
     #[test]
     fn formats_unix_time() {
         assert_eq!(format_unix(0.0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_unix(1_796_000_000.5), "2026-11-30T01:33:20.500Z");
+        assert_eq!(format_unix(1_796_000_000.5), "2026-11-30T00:53:20.500Z");
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! The command line: argument definitions and dispatch. Each command is a thin wrapper over
 //! library calls; `--json` output goes to stdout, everything else to stderr.
 mod data;
+mod map;
 mod models;
+mod runs;
 
 use anyhow::Context;
 use artculture::model::Arch;
 use artculture::model::device::DeviceKind;
 use artculture::workspace::{Workspace, default_dir};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -60,7 +62,7 @@ pub enum Command {
         out: Option<PathBuf>,
     },
     /// Train a model.
-    Train(Box<TrainArgs>),
+    Train(Box<runs::TrainArgs>),
     /// The runs of this workspace (the study's Table 2).
     Runs {
         #[arg(long)]
@@ -73,7 +75,7 @@ pub enum Command {
         json: bool,
     },
     /// Predict the culture of paintings.
-    Predict(PredictArgs),
+    Predict(runs::PredictArgs),
     /// The culture map: distances, similarities, ForceAtlas2 layout, chords.
     Map {
         #[arg(long)]
@@ -99,32 +101,6 @@ pub enum ImportCommand {
     Folder { dir: PathBuf },
 }
 
-#[derive(Debug, Args)]
-pub struct TrainArgs {
-    #[arg(long, value_enum, default_value_t = Arch::Resnet50)]
-    pub arch: Arch,
-    #[arg(long)]
-    pub resume: Option<String>,
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct PredictArgs {
-    #[arg(required = true)]
-    pub images: Vec<PathBuf>,
-    #[arg(long)]
-    pub run: Option<String>,
-    #[arg(long, conflicts_with = "run")]
-    pub checkpoint: Option<PathBuf>,
-    #[arg(long, default_value_t = 3)]
-    pub top: usize,
-    #[arg(long)]
-    pub json: bool,
-    #[arg(long, value_name = "OUT.png")]
-    pub overlay: Option<PathBuf>,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum WeightsCommand {
     /// Download ImageNet weights into the Hugging Face cache (offline: check the cache only).
@@ -140,14 +116,6 @@ pub enum ModelCommand {
     Forward(models::ForwardArgs),
 }
 
-/// Exit code for commands that a later release fills in.
-const NOT_IMPLEMENTED: u8 = 2;
-
-pub fn not_implemented(what: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("artculture {what}: not implemented yet in this build");
-    Ok(ExitCode::from(NOT_IMPLEMENTED))
-}
-
 pub fn open_workspace(cli_dir: &Option<PathBuf>) -> anyhow::Result<Workspace> {
     let dir = match cli_dir {
         Some(d) => d.clone(),
@@ -158,7 +126,7 @@ pub fn open_workspace(cli_dir: &Option<PathBuf>) -> anyhow::Result<Workspace> {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Some(command) = cli.command else {
-        return artculture::gui::run_app(cli.workspace, cli.device).map(|_| ExitCode::SUCCESS);
+        return Ok(artculture::gui::run_app(cli.workspace, cli.device).map(|_| ExitCode::SUCCESS)?);
     };
     match command {
         Command::Import(ImportCommand::Met(args)) => data::import_met(&cli.workspace, args),
@@ -169,11 +137,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Undo => data::undo_redo(&cli.workspace, true),
         Command::Redo => data::undo_redo(&cli.workspace, false),
         Command::ExportCuration { out } => data::export_curation(&cli.workspace, out),
-        Command::Train(_) => not_implemented("train"),
-        Command::Runs { .. } => not_implemented("runs"),
-        Command::Eval { .. } => not_implemented("eval"),
-        Command::Predict(_) => not_implemented("predict"),
-        Command::Map { .. } => not_implemented("map"),
+        Command::Train(args) => runs::train(&cli.workspace, &args, cli.device),
+        Command::Runs { json } => runs::runs(&cli.workspace, json),
+        Command::Eval { run, json } => runs::eval(&cli.workspace, &run, json, cli.device),
+        Command::Predict(args) => runs::predict(&cli.workspace, args, cli.device),
+        Command::Map { run, json, png } => map::map(&cli.workspace, run.as_deref(), json, png, cli.device),
         Command::Weights(WeightsCommand::Fetch { arch }) => models::fetch_weights(arch),
         Command::Model(ModelCommand::Forward(args)) => models::forward(args, cli.device),
     }

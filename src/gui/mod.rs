@@ -8,6 +8,8 @@ pub mod jobs;
 pub mod map;
 pub mod predict;
 pub mod settings;
+pub mod suspicion_job;
+pub mod thumbs;
 pub mod training;
 pub mod widgets;
 

@@ -95,7 +95,7 @@ pub fn scan(
     let mut out = CsvScan::default();
     let mut record = csv::ByteRecord::new();
     let mut kept = 0usize;
-    let mut skip = |out: &mut CsvScan, line: u64, reason: String| {
+    let skip = |out: &mut CsvScan, line: u64, reason: String| {
         if out.skipped.len() < MAX_LISTED {
             out.skipped.push(SkippedLine { line, reason });
         } else {

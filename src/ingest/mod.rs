@@ -47,7 +47,7 @@ pub fn import_met_csv(
     let mut report = MetImportReport::default();
     let mut batch: Vec<NewArtwork> = Vec::with_capacity(1000);
     let mut db_err = None;
-    let mut flush = |ws: &mut Workspace, batch: &mut Vec<NewArtwork>, report: &mut MetImportReport| -> Result<(), CatalogError> {
+    let flush = |ws: &mut Workspace, batch: &mut Vec<NewArtwork>, report: &mut MetImportReport| -> Result<(), CatalogError> {
         for o in ws.catalog.upsert_artworks(batch)? {
             match o {
                 crate::catalog::UpsertOutcome::Inserted(_) => report.inserted += 1,

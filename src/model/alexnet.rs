@@ -2,7 +2,6 @@
 //! for the convolutions, `classifier.{1,4,6}` for the linear layers.
 use super::batch_norm::{conv2d, default_uniform, linear};
 use super::pool::{adaptive_avg_pool2d, max_pool2d};
-use super::vgg::dropout;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Linear, VarBuilder};
 
@@ -14,7 +13,7 @@ pub struct AlexNet {
     fc1: Linear,
     fc2: Linear,
     fc3: Option<Linear>,
-    dropout: f32,
+    pub(crate) dropout: super::dropout::Dropout,
 }
 
 impl AlexNet {
@@ -31,7 +30,7 @@ impl AlexNet {
         let fc1 = linear(256 * 6 * 6, ALEXNET_EMBED_DIM, c.pp("1"))?;
         let fc2 = linear(ALEXNET_EMBED_DIM, ALEXNET_EMBED_DIM, c.pp("4"))?;
         let fc3 = classes.map(|k| linear(ALEXNET_EMBED_DIM, k, c.pp("6"))).transpose()?;
-        Ok(Self { convs, fc1, fc2, fc3, dropout })
+        Ok(Self { convs, fc1, fc2, fc3, dropout: super::dropout::Dropout::new(dropout) })
     }
 
     /// The last convolutional map (256 x 6 x 6 for 224 x 224 input), after the last pool.
@@ -47,8 +46,8 @@ impl AlexNet {
     /// The 4096-vector the last layer sees (output of `classifier.5`).
     pub fn embed_from_features_t(&self, features: &Tensor, train: bool) -> Result<Tensor> {
         let x = adaptive_avg_pool2d(features, 6, 6)?.flatten_from(1)?;
-        let x = self.fc1.forward(&dropout(&x, self.dropout, train)?)?.relu()?;
-        self.fc2.forward(&dropout(&x, self.dropout, train)?)?.relu()
+        let x = self.fc1.forward(&self.dropout.forward_t(&x, train)?)?.relu()?;
+        self.fc2.forward(&self.dropout.forward_t(&x, train)?)?.relu()
     }
 
     pub fn classifier(&self, embedding: &Tensor) -> Option<Result<Tensor>> {

@@ -49,15 +49,26 @@ pub enum CheckpointError {
     Serialise { path: PathBuf, detail: String },
 }
 
-/// Writes tensors and metadata atomically.
-pub fn save(path: &Path, tensors: &HashMap<String, Tensor>, meta: &CheckpointMeta) -> Result<(), CheckpointError> {
+/// Writes tensors and metadata atomically. `extra` adds metadata entries (e.g. resume state).
+pub fn save(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    meta: &CheckpointMeta,
+    extra: &[(&str, String)],
+) -> Result<(), CheckpointError> {
     let json = serde_json::to_string(meta).map_err(|e| CheckpointError::Serialise { path: path.into(), detail: e.to_string() })?;
-    let info = HashMap::from([(META_KEY.to_string(), json)]);
+    let mut info = HashMap::from([(META_KEY.to_string(), json)]);
+    info.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     let mut items: Vec<(&String, &Tensor)> = tensors.iter().collect();
     items.sort_by(|a, b| a.0.cmp(b.0));
     let bytes = safetensors::serialize(items, Some(info)).map_err(|e| CheckpointError::Serialise { path: path.into(), detail: e.to_string() })?;
     write_bytes_atomic(path, &bytes)?;
     Ok(())
+}
+
+/// An extra metadata entry written by [`save`].
+pub fn read_extra(path: &Path, key: &str) -> Result<Option<String>, CheckpointError> {
+    Ok(read_header(path)?.1.get(key).cloned())
 }
 
 pub fn read_meta(path: &Path) -> Result<CheckpointMeta, CheckpointError> {

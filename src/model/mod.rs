@@ -4,6 +4,7 @@ pub mod alexnet;
 pub mod batch_norm;
 pub mod checkpoint;
 pub mod device;
+pub mod dropout;
 pub mod head;
 pub mod pool;
 pub mod resnet;
@@ -111,6 +112,15 @@ impl Backbone {
             Self::Resnet(_) => Arch::Resnet50,
             Self::Vgg(_) => Arch::Vgg16Bn,
             Self::Alexnet(_) => Arch::Alexnet,
+        }
+    }
+
+    /// Reseeds the dropout masks (VGG and AlexNet), so that a resumed run repeats them.
+    pub fn reseed_dropout(&self, seed: u64) {
+        match self {
+            Self::Resnet(_) => {}
+            Self::Vgg(m) => m.dropout.reseed(seed),
+            Self::Alexnet(m) => m.dropout.reseed(seed),
         }
     }
 

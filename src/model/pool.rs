@@ -41,25 +41,25 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
 /// Pads the last two dimensions with a constant.
 fn pad_with(x: &Tensor, top: usize, bottom: usize, left: usize, right: usize, value: f64) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
+    let fill = |rows: usize, cols: usize| Tensor::full(value, (n, c, rows, cols), x.device())?.to_dtype(x.dtype());
     let mut parts = Vec::new();
     if top > 0 {
-        parts.push(Tensor::full(value, (n, c, top, w), x.device())?.to_dtype(x.dtype())?);
+        parts.push(fill(top, w)?);
     }
     parts.push(x.clone());
     if bottom > 0 {
-        parts.push(Tensor::full(value, (n, c, bottom, w), x.device())?.to_dtype(x.dtype())?);
+        parts.push(fill(bottom, w)?);
     }
-    let x = Tensor::cat(&parts, 2)?;
     let hh = h + top + bottom;
-    let mut parts = Vec::new();
+    let mut cols = Vec::new();
     if left > 0 {
-        parts.push(Tensor::full(value, (n, c, hh, left), x.device())?.to_dtype(x.dtype())?);
+        cols.push(fill(hh, left)?);
     }
-    parts.push(x);
+    cols.push(Tensor::cat(&parts, 2)?);
     if right > 0 {
-        parts.push(Tensor::full(value, (n, c, hh, right), x.device())?.to_dtype(x.dtype())?);
+        cols.push(fill(hh, right)?);
     }
-    Tensor::cat(&parts, 3)
+    Tensor::cat(&cols, 3)
 }
 
 /// `nn.AdaptiveAvgPool2d((oh, ow))`: output cell i covers input rows

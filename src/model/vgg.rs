@@ -22,7 +22,7 @@ pub struct Vgg {
     fc1: Linear,
     fc2: Linear,
     fc3: Option<Linear>,
-    dropout: f32,
+    pub(crate) dropout: super::dropout::Dropout,
 }
 
 fn linear_init() -> (Init, Init) {
@@ -52,7 +52,7 @@ impl Vgg {
         let fc1 = linear_with_init(512 * 7 * 7, VGG_EMBED_DIM, w, b, cvb.pp("0"))?;
         let fc2 = linear_with_init(VGG_EMBED_DIM, VGG_EMBED_DIM, w, b, cvb.pp("3"))?;
         let fc3 = classes.map(|k| linear_with_init(VGG_EMBED_DIM, k, w, b, cvb.pp("6"))).transpose()?;
-        Ok(Self { features, fc1, fc2, fc3, dropout })
+        Ok(Self { features, fc1, fc2, fc3, dropout: super::dropout::Dropout::new(dropout) })
     }
 
     /// The last convolutional map (N x 512 x H/32 x W/32), before adaptive pooling.
@@ -70,16 +70,11 @@ impl Vgg {
     /// The 4096-vector the last layer sees (output of `classifier.4`).
     pub fn embed_from_features_t(&self, features: &Tensor, train: bool) -> Result<Tensor> {
         let x = adaptive_avg_pool2d(features, 7, 7)?.flatten_from(1)?;
-        let x = dropout(&self.fc1.forward(&x)?.relu()?, self.dropout, train)?;
-        dropout(&self.fc2.forward(&x)?.relu()?, self.dropout, train)
+        let x = self.dropout.forward_t(&self.fc1.forward(&x)?.relu()?, train)?;
+        self.dropout.forward_t(&self.fc2.forward(&x)?.relu()?, train)
     }
 
     pub fn classifier(&self, embedding: &Tensor) -> Option<Result<Tensor>> {
         self.fc3.as_ref().map(|fc| fc.forward(embedding))
     }
-}
-
-/// Dropout in training mode only, as `nn.Dropout` behaves.
-pub(crate) fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
-    if train && p > 0.0 { candle_nn::ops::dropout(x, p) } else { Ok(x.clone()) }
 }

@@ -1,0 +1,52 @@
+//! Embeddings of every non-flagged work under a run's best model, cached in `features/` keyed by
+//! the checkpoint and each image's content hash (recomputed only when either changes).
+use crate::catalog::ArtworkQuery;
+use crate::train::data::{self, Transform};
+use crate::train::{Control, TrainError, features};
+use crate::workspace::Workspace;
+use candle_core::Device;
+use std::path::Path;
+
+#[derive(Debug, Clone, Default)]
+pub struct WorkEmbeddings {
+    pub ids: Vec<i64>,
+    pub cultures: Vec<String>,
+    pub vectors: Vec<Vec<f32>>,
+}
+
+/// A key that changes when the checkpoint file changes.
+fn checkpoint_key(path: &Path) -> String {
+    let meta = std::fs::metadata(path).ok();
+    let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+    let mtime = meta.and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("checkpoint|{}|{len}|{mtime}", path.display())
+}
+
+pub fn embed_works(ws: &Workspace, checkpoint: &Path, device: &Device, control: &Control, progress: &mut dyn FnMut(usize, usize)) -> Result<WorkEmbeddings, TrainError> {
+    let model = crate::model::checkpoint::load(checkpoint, device)?;
+    let q = ArtworkQuery { grouped_only: true, flagged: Some(false), with_image_only: true, ..Default::default() };
+    let works: Vec<(i64, String)> = ws
+        .catalog
+        .artworks(&q)?
+        .into_iter()
+        .filter_map(|a| a.culture.filter(|c| model.meta.classes.contains(c)).map(|c| (a.id, c)))
+        .collect();
+    let exs = data::examples(ws, &works, &model.meta.classes)?;
+    let t = Transform { size: model.meta.image_size, train: false, flip: false, mean: model.meta.mean, std: model.meta.std };
+    let cache = features::cache_file(&ws.features_dir(), &checkpoint_key(checkpoint));
+    let emb = features::embeddings(&model.net.backbone, &exs, &t, 16, &cache, device, control, progress)?;
+    Ok(WorkEmbeddings {
+        ids: works.iter().map(|w| w.0).collect(),
+        cultures: works.into_iter().map(|w| w.1).collect(),
+        vectors: emb.to_vec2::<f32>()?,
+    })
+}
+
+/// The culture map of embedded works.
+pub fn culture_map(e: &WorkEmbeddings, seed: u64) -> super::culture_map::CultureMap {
+    let mut names: Vec<String> = e.cultures.clone();
+    names.sort();
+    names.dedup();
+    let groups: Vec<usize> = e.cultures.iter().map(|c| names.iter().position(|n| n == c).unwrap_or(0)).collect();
+    super::culture_map::build(&names, &e.vectors, &groups, seed)
+}

@@ -1,0 +1,9 @@
+//! What the trained network tells: activation maps, and the map of cultures.
+pub mod activation;
+pub mod culture_map;
+pub mod embed;
+pub mod forceatlas2;
+pub mod palette;
+pub mod pca;
+pub mod render;
+pub mod suspicion;

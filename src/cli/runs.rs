@@ -1,0 +1,320 @@
+//! Commands over runs: train, runs, eval, predict.
+use super::open_workspace;
+use anyhow::{Context, bail};
+use artculture::model::Arch;
+use artculture::model::device::DeviceKind;
+use artculture::predict::{self, CamKind};
+use artculture::train::schedule::{PlateauMode, SchedulerConfig, ThresholdMode};
+use artculture::train::{self, Control, Method, Pretrained, TrainConfig, TrainEvent, presets, trainer};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchedulerKind {
+    Step,
+    Plateau,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Continue a cancelled or killed run from its last completed epoch.
+    #[arg(long, value_name = "RUN")]
+    pub resume: Option<String>,
+    /// Start from a row of the study's Table 2 (options given as well override it).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(presets::PRESETS.map(|p| p.name)))]
+    pub preset: Option<String>,
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    #[arg(long, value_enum)]
+    pub scheduler: Option<SchedulerKind>,
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    #[arg(long)]
+    pub nesterov: bool,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Starting weights: a safetensors file, `hub` (ImageNet, from the Hugging Face cache) or `none`.
+    #[arg(long, value_name = "PATH|hub|none")]
+    pub pretrained: Option<Pretrained>,
+    /// StepLR: epochs between reductions.
+    #[arg(long)]
+    pub step_size: Option<u32>,
+    /// StepLR and ReduceLROnPlateau: the reduction factor.
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// ReduceLROnPlateau: watch validation loss (min) or validation accuracy (max).
+    #[arg(long, value_parser = ["min", "max"])]
+    pub plateau_mode: Option<String>,
+    #[arg(long)]
+    pub patience: Option<u32>,
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    #[arg(long)]
+    pub cooldown: Option<u32>,
+    #[arg(long)]
+    pub min_lr: Option<f64>,
+    /// Weight the loss by inverse class frequency.
+    #[arg(long)]
+    pub balanced: bool,
+    /// No random crops or flips.
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Hidden sizes of the culture head.
+    #[arg(long, num_args = 2, value_names = ["H1", "H2"])]
+    pub hidden: Option<Vec<usize>>,
+    #[arg(long)]
+    pub dropout: Option<f32>,
+    /// Reuse another run's split (otherwise a new seeded split is made).
+    #[arg(long, value_name = "RUN")]
+    pub split_from: Option<String>,
+}
+
+fn config_from(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
+    let mut c = match &args.preset {
+        Some(p) => presets::find(p).context("unknown preset")?.config(),
+        None => TrainConfig::default(),
+    };
+    if let Some(a) = args.arch {
+        c.arch = a;
+    }
+    if let Some(m) = args.method {
+        c.method = m;
+        if m == Method::Scratch {
+            c.pretrained = Pretrained::None;
+        }
+    }
+    let plateau = match args.scheduler {
+        Some(SchedulerKind::Plateau) => true,
+        Some(SchedulerKind::Step) => false,
+        None => matches!(c.scheduler, SchedulerConfig::Plateau { .. }),
+    };
+    c.scheduler = match (plateau, c.scheduler) {
+        (false, SchedulerConfig::Step { step_size, gamma }) => SchedulerConfig::Step { step_size: args.step_size.unwrap_or(step_size), gamma: args.gamma.unwrap_or(gamma) },
+        (false, _) => SchedulerConfig::Step { step_size: args.step_size.unwrap_or(7), gamma: args.gamma.unwrap_or(0.1) },
+        (true, cur) => {
+            let base = if let SchedulerConfig::Plateau { .. } = cur { cur } else { SchedulerConfig::plateau_default() };
+            let SchedulerConfig::Plateau { mode, factor, patience, threshold, cooldown, min_lr, eps, .. } = base else {
+                unreachable!("plateau configuration")
+            };
+            SchedulerConfig::Plateau {
+                mode: match args.plateau_mode.as_deref() {
+                    Some("max") => PlateauMode::Max,
+                    Some(_) => PlateauMode::Min,
+                    None => mode,
+                },
+                factor: args.gamma.unwrap_or(factor),
+                patience: args.patience.unwrap_or(patience),
+                threshold: args.threshold.unwrap_or(threshold),
+                threshold_mode: ThresholdMode::Rel,
+                cooldown: args.cooldown.unwrap_or(cooldown),
+                min_lr: args.min_lr.unwrap_or(min_lr),
+                eps,
+            }
+        }
+    };
+    macro_rules! set {
+        ($field:expr, $opt:expr) => {
+            if let Some(v) = $opt.clone() {
+                $field = v;
+            }
+        };
+    }
+    set!(c.epochs, args.epochs);
+    set!(c.sgd.lr, args.lr);
+    set!(c.sgd.momentum, args.momentum);
+    set!(c.sgd.weight_decay, args.weight_decay);
+    set!(c.batch, args.batch);
+    set!(c.image_size, args.image_size);
+    set!(c.seed, args.seed);
+    set!(c.pretrained, args.pretrained);
+    set!(c.dropout, args.dropout);
+    c.sgd.nesterov |= args.nesterov;
+    c.balanced |= args.balanced;
+    c.augment &= !args.no_augment;
+    if let Some(h) = &args.hidden {
+        c.hidden = [h[0], h[1]];
+    }
+    c.split_from = args.split_from.clone();
+    if c.image_size < c.arch.min_input() {
+        bail!("--image-size {} is too small for {} (at least {})", c.image_size, c.arch, c.arch.min_input());
+    }
+    if c.batch < 2 {
+        bail!("--batch must be at least 2 (batch norm needs two images)");
+    }
+    Ok(c)
+}
+
+pub fn train(ws_dir: &Option<PathBuf>, args: &TrainArgs, device: DeviceKind) -> anyhow::Result<ExitCode> {
+    let ws = open_workspace(ws_dir)?;
+    let ws_path = ws.root().to_path_buf();
+    drop(ws);
+    let device = device.open()?;
+    let control = Control::default();
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}").expect("static template").progress_chars("=> "));
+    let mut on_event = |e: TrainEvent| match e {
+        TrainEvent::Started { run_id, classes, train, val, test, epochs, first_epoch } => {
+            println!("{run_id}");
+            eprintln!("run {run_id}: {} classes, {train} training / {val} validation / {test} test works, epochs {first_epoch}..={epochs}", classes.len());
+        }
+        TrainEvent::Batch { epoch, batch, batches, loss, lr, images_per_s } => {
+            bar.set_prefix(epoch.to_string());
+            bar.set_length(batches as u64);
+            bar.set_position(batch as u64);
+            bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {images_per_s:.1} img/s"));
+        }
+        TrainEvent::Epoch(m) => {
+            bar.suspend(|| {
+                eprintln!(
+                    "epoch {}: train loss {:.4}, val loss {:.4}, val acc {:.2}%, val top-3 {:.2}%, lr {:.2e}, {:.1} img/s, {:.1} s",
+                    m.epoch, m.train_loss, m.val_loss, m.val_acc * 100.0, m.val_top3 * 100.0, m.lr, m.images_per_s, m.seconds
+                )
+            });
+        }
+        TrainEvent::Message(m) => bar.set_message(m),
+        TrainEvent::Paused | TrainEvent::Resumed => {}
+        TrainEvent::Finished { run_id, best_val_acc, top1, top3 } => {
+            bar.finish_and_clear();
+            eprintln!("run {run_id} finished: best val acc {:.2}%, test top-1 {:.2}%, top-3 {:.2}%", best_val_acc * 100.0, top1 * 100.0, top3 * 100.0);
+        }
+    };
+    match &args.resume {
+        Some(run) => trainer::resume(&ws_path, run, &device, &mut on_event, &control)?,
+        None => trainer::start(&ws_path, config_from(args)?, &device, &mut on_event, &control)?,
+    };
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.filter(|v| v.is_finite()).map(|v| format!("{:.2}", v * 100.0)).unwrap_or_else(|| "-".into())
+}
+
+pub fn runs(ws_dir: &Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    let ws = open_workspace(ws_dir)?;
+    let runs = ws.catalog.runs()?;
+    if json {
+        let rows: Vec<_> = runs
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id, "arch": r.arch, "method": r.method, "scheduler": r.scheduler,
+                    "epochs": r.epochs_done, "val_acc": r.val_acc, "top1": r.top1, "top3": r.top3,
+                    "seconds": r.seconds, "status": r.status,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "runs": rows }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<44} {:<9} {:<18} {:<9} {:>7} {:>7} {:>7} {:>6} {:>8}  status", "run", "arch", "scheduler", "method", "val %", "top-1", "top-3", "epochs", "time");
+    for r in &runs {
+        println!(
+            "{:<44} {:<9} {:<18} {:<9} {:>7} {:>7} {:>7} {:>6} {:>7.0}s  {}",
+            r.id, r.arch, r.scheduler, r.method, pct(r.val_acc), pct(r.top1), pct(r.top3), r.epochs_done, r.seconds, r.status.as_str()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn eval(ws_dir: &Option<PathBuf>, run: &str, json: bool, device: DeviceKind) -> anyhow::Result<ExitCode> {
+    let mut ws = open_workspace(ws_dir)?;
+    let e = train::evaluate::eval_run(&ws, run, &device.open()?)?;
+    ws.catalog.set_run_test_accuracy(run, e.top1, e.top3)?;
+    if json {
+        println!("{}", serde_json::to_string(&e)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("run {run}: {} test works, top-1 {:.2}%, top-3 {:.2}%, loss {:.4}", e.count, e.top1 * 100.0, e.top3 * 100.0, e.loss);
+    println!("{:<14} {:>9} {:>7} {:>8}", "culture", "precision", "recall", "support");
+    for c in &e.per_class {
+        println!("{:<14} {:>9.3} {:>7.3} {:>8}", c.culture, c.precision, c.recall, c.support);
+    }
+    println!("\nconfusion (rows: true, columns: predicted)");
+    for (name, row) in e.classes.iter().zip(&e.confusion) {
+        println!("{:<14} {}", name, row.iter().map(|v| format!("{v:>4}")).collect::<String>());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    #[arg(long)]
+    pub run: Option<String>,
+    #[arg(long, conflicts_with = "run")]
+    pub checkpoint: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+    #[arg(long)]
+    pub json: bool,
+    /// Write the painting with its activation map blended over it (a file for one image, a
+    /// folder for several).
+    #[arg(long, value_name = "OUT.png")]
+    pub overlay: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = CamKind::Sum)]
+    pub cam: CamKind,
+    /// Grad-CAM for this culture instead of the top one.
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Overlay opacity.
+    #[arg(long, default_value_t = 0.5)]
+    pub opacity: f32,
+}
+
+pub fn predict(ws_dir: &Option<PathBuf>, args: PredictArgs, device: DeviceKind) -> anyhow::Result<ExitCode> {
+    let device = device.open()?;
+    let ckpt = match &args.checkpoint {
+        Some(p) => p.clone(),
+        None => predict::run_checkpoint(&open_workspace(ws_dir)?, args.run.as_deref())?,
+    };
+    let model = predict::load_model(&ckpt, &device)?;
+    let class = args.class.as_deref().map(|c| predict::class_index(&model, c)).transpose()?;
+    let cam = if class.is_some() { CamKind::Gradcam } else { args.cam };
+    let several = args.images.len() > 1;
+    if let (Some(out), true) = (&args.overlay, several) {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    }
+    let mut failures = 0;
+    for path in &args.images {
+        match predict::predict_file(&model, path, args.top, cam, class, &device) {
+            Ok((p, img)) => {
+                if args.json {
+                    println!("{}", serde_json::json!({ "image": p.image, "top": p.top, "activation": p.heatmap.rows() }));
+                } else {
+                    let tops: Vec<String> = p.top.iter().map(|r| format!("{} {:.1}%", r.culture, r.p * 100.0)).collect();
+                    println!("{}: {}", path.display(), tops.join(", "));
+                }
+                if let Some(out) = &args.overlay {
+                    let dest = if several {
+                        out.join(format!("{}.png", path.file_stem().and_then(|s| s.to_str()).unwrap_or("image")))
+                    } else {
+                        out.clone()
+                    };
+                    let blended = artculture::analysis::activation::overlay(&img, &p.heatmap, p.frame, args.opacity);
+                    artculture::fsutil::write_atomic(&dest, |f| {
+                        blended.write_to(&mut std::io::BufWriter::new(f), image::ImageFormat::Png).map_err(std::io::Error::other)
+                    })?;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,432 @@
+//! The Curation view: a thumbnail grid of the workspace's works where annotators flag
+//! mis-tagged non-paintings by keyboard, with filters, multi-select, undo and a live Table 1.
+mod state;
+
+pub use state::{CurationState, FlagFilter, Filters, Sort};
+
+use super::app::{PickKind, Shared};
+use super::thumbs::ThumbCache;
+use crate::catalog::{DatasetStats, FlagReason};
+use egui::{Color32, Key, Modifiers, RichText, Sense, Stroke, Vec2};
+
+pub struct CurationView {
+    pub state: CurationState,
+    thumbs: Option<ThumbCache>,
+    loaded_generation: Option<u64>,
+    stats: Option<DatasetStats>,
+    pub zoom: f32,
+    pub show_help: bool,
+    pub show_large: bool,
+    note: String,
+    suspicion_job: Option<super::jobs::Job<(Vec<crate::analysis::suspicion::Suspicion>, bool)>>,
+    scroll_to_cursor: bool,
+    scroll_y: f32,
+}
+
+impl Default for CurationView {
+    fn default() -> Self {
+        Self {
+            state: CurationState::default(),
+            thumbs: None,
+            loaded_generation: None,
+            stats: None,
+            zoom: 140.0,
+            show_help: false,
+            show_large: false,
+            note: String::new(),
+            suspicion_job: None,
+            scroll_to_cursor: false,
+            scroll_y: 0.0,
+        }
+    }
+}
+
+/// Keys and what they do, shown in the help overlay.
+pub const KEYS: &[(&str, &str)] = &[
+    ("← → ↑ ↓", "move"),
+    ("1 … 7", "flag as sculpture, book, manuscript, container, jewelry, snuff box, other (then next)"),
+    ("0 or U", "remove the flag"),
+    ("Click / Ctrl+click / Shift+click", "select one / toggle / select a range"),
+    ("Ctrl+A", "select every work in the filter"),
+    ("Esc", "clear the selection, close overlays"),
+    ("Space", "show the work large with its record"),
+    ("Ctrl+Z / Ctrl+Shift+Z", "undo / redo (also after a restart)"),
+    ("?", "this help"),
+];
+
+impl CurationView {
+    fn reload(&mut self, shared: &mut Shared) {
+        let Some(ws) = &shared.ws else { return };
+        if let Err(e) = self.state.reload(&ws.catalog) {
+            self.state.last_error = Some(e.to_string());
+        }
+        self.stats = ws.catalog.stats().ok();
+        self.loaded_generation = Some(shared.generation);
+    }
+
+    /// Runs a flag action and records that the catalog changed.
+    fn flag(&mut self, shared: &mut Shared, reason: Option<FlagReason>) {
+        let Some(ws) = shared.ws.as_mut() else { return };
+        let note = Some(std::mem::take(&mut self.note)).filter(|n| !n.trim().is_empty());
+        match self.state.flag(&mut ws.catalog, reason, note) {
+            Ok(_) => {
+                self.stats = ws.catalog.stats().ok();
+                self.state.last_error = None;
+                self.scroll_to_cursor = true;
+                // Other views reload; this one is already up to date.
+                shared.generation += 1;
+                self.loaded_generation = Some(shared.generation);
+            }
+            Err(e) => self.state.last_error = Some(format!("not saved: {e}")),
+        }
+    }
+
+    fn undo(&mut self, shared: &mut Shared, redo: bool) {
+        let Some(ws) = shared.ws.as_mut() else { return };
+        match self.state.undo(&mut ws.catalog, redo) {
+            Ok(_) => {
+                self.stats = ws.catalog.stats().ok();
+                self.scroll_to_cursor = true;
+                shared.generation += 1;
+                self.loaded_generation = Some(shared.generation);
+            }
+            Err(e) => self.state.last_error = Some(e.to_string()),
+        }
+    }
+
+    fn columns(&self, width: f32) -> usize {
+        ((width / (self.zoom + 8.0)).floor() as usize).max(1)
+    }
+
+    /// Keyboard handling; `cols` is the grid's current number of columns.
+    pub fn handle_keys(&mut self, ui: &egui::Ui, shared: &mut Shared, cols: usize) {
+        if ui.ctx().egui_wants_keyboard_input() {
+            return;
+        }
+        let pressed = |m: Modifiers, k: Key| ui.input_mut(|i| i.consume_key(m, k));
+        let moves = [(Key::ArrowRight, 1isize), (Key::ArrowLeft, -1), (Key::ArrowDown, cols as isize), (Key::ArrowUp, -(cols as isize))];
+        for (k, d) in moves {
+            if pressed(Modifiers::NONE, k) {
+                self.state.move_cursor(d);
+                self.scroll_to_cursor = true;
+            }
+        }
+        if pressed(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z) || pressed(Modifiers::COMMAND, Key::Y) {
+            self.undo(shared, true);
+        } else if pressed(Modifiers::COMMAND, Key::Z) {
+            self.undo(shared, false);
+        }
+        if pressed(Modifiers::COMMAND, Key::A) {
+            self.state.select_all();
+        }
+        let digits = [Key::Num1, Key::Num2, Key::Num3, Key::Num4, Key::Num5, Key::Num6, Key::Num7];
+        for (k, r) in digits.into_iter().zip(FlagReason::ALL) {
+            if pressed(Modifiers::NONE, k) {
+                self.flag(shared, Some(r));
+            }
+        }
+        if pressed(Modifiers::NONE, Key::Num0) || pressed(Modifiers::NONE, Key::U) {
+            self.flag(shared, None);
+        }
+        if pressed(Modifiers::NONE, Key::Space) {
+            self.show_large = !self.show_large;
+        }
+        if pressed(Modifiers::NONE, Key::Escape) {
+            self.state.selection.clear();
+            self.show_large = false;
+            self.show_help = false;
+        }
+        if ui.input(|i| i.events.iter().any(|e| matches!(e, egui::Event::Text(t) if t == "?"))) {
+            self.show_help = !self.show_help;
+        }
+    }
+
+    fn toolbar(&mut self, ui: &mut egui::Ui, shared: &mut Shared) -> bool {
+        let mut changed = false;
+        let cultures: Vec<String> = self.stats.as_ref().map(|s| s.groups.iter().map(|g| g.culture.clone()).collect()).unwrap_or_default();
+        ui.horizontal_wrapped(|ui| {
+            let f = &mut self.state.filters;
+            egui::ComboBox::from_id_salt("culture_filter").selected_text(f.culture.clone().unwrap_or_else(|| "All cultures".into())).show_ui(ui, |ui| {
+                changed |= ui.selectable_value(&mut f.culture, None, "All cultures").changed();
+                for c in &cultures {
+                    changed |= ui.selectable_value(&mut f.culture, Some(c.clone()), c).changed();
+                }
+            });
+            egui::ComboBox::from_id_salt("flag_filter").selected_text(format!("{:?}", f.flag)).show_ui(ui, |ui| {
+                for v in [FlagFilter::All, FlagFilter::Flagged, FlagFilter::Unflagged] {
+                    changed |= ui.selectable_value(&mut f.flag, v, format!("{v:?}")).changed();
+                }
+            });
+            egui::ComboBox::from_id_salt("reason_filter").selected_text(f.reason.map(|r| r.as_str()).unwrap_or("any reason")).show_ui(ui, |ui| {
+                changed |= ui.selectable_value(&mut f.reason, None, "any reason").changed();
+                for r in FlagReason::ALL {
+                    changed |= ui.selectable_value(&mut f.reason, Some(r), r.as_str()).changed();
+                }
+            });
+            let search = ui.add(egui::TextEdit::singleline(&mut f.text).hint_text("title, artist or id").desired_width(160.0));
+            changed |= search.changed();
+            egui::ComboBox::from_id_salt("sort").selected_text(match f.sort {
+                Sort::Id => "by id",
+                Sort::Culture => "by culture",
+                Sort::Suspicious => "most suspicious first",
+            })
+            .show_ui(ui, |ui| {
+                changed |= ui.selectable_value(&mut f.sort, Sort::Id, "by id").changed();
+                changed |= ui.selectable_value(&mut f.sort, Sort::Culture, "by culture").changed();
+                changed |= ui.selectable_value(&mut f.sort, Sort::Suspicious, "most suspicious first").changed();
+            });
+            ui.add(egui::Slider::new(&mut self.zoom, 64.0..=320.0).text("zoom").show_value(false));
+            if ui.button("Rank suspicious").on_hover_text("Compute the suspicion ranking (model if a run exists, else image statistics)").clicked()
+                && self.suspicion_job.is_none()
+            {
+                self.start_suspicion(shared);
+            }
+            if ui.button("Export CSV…").clicked() {
+                export_csv(shared);
+            }
+            if ui.button("Keys (?)").clicked() {
+                self.show_help = !self.show_help;
+            }
+        });
+        changed
+    }
+
+    fn start_suspicion(&mut self, shared: &Shared) {
+        let (ws_path, run, device) = (shared.ws_path.clone(), shared.selected_run.clone(), shared.device);
+        self.suspicion_job = Some(super::jobs::Job::spawn(&shared.ctx, "Rank suspicious works", move |rep| {
+            super::suspicion_job::rank(&ws_path, run.as_deref(), device, rep)
+        }));
+    }
+
+    fn side_panel(&mut self, ui: &mut egui::Ui, shared: &mut Shared) {
+        if let Some(stats) = &self.stats {
+            ui.strong("Table 1 (live)");
+            egui::Grid::new("table1_live").striped(true).show(ui, |ui| {
+                ui.label("Culture");
+                ui.label("Initial");
+                ui.label("Final");
+                ui.end_row();
+                for g in &stats.groups {
+                    ui.label(&g.culture);
+                    ui.label(g.initial.to_string());
+                    ui.label(g.final_.to_string());
+                    ui.end_row();
+                }
+                ui.strong("Total");
+                ui.strong(stats.total_initial.to_string());
+                ui.strong(stats.total_final.to_string());
+                ui.end_row();
+            });
+        }
+        ui.separator();
+        let sel = self.state.selection.len();
+        ui.label(if sel > 0 { format!("{sel} selected: actions apply to all of them") } else { "Actions apply to the work under the cursor".into() });
+        ui.horizontal_wrapped(|ui| {
+            for r in FlagReason::ALL {
+                if ui.button(format!("{} {}", r.key(), r.as_str())).clicked() {
+                    self.flag(shared, Some(r));
+                }
+            }
+            if ui.button("0 unflag").clicked() {
+                self.flag(shared, None);
+            }
+        });
+        ui.add(egui::TextEdit::singleline(&mut self.note).hint_text("optional note for the next flag"));
+        if let Some(e) = &self.state.last_error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        }
+        ui.separator();
+        if let Some(a) = self.state.current().cloned() {
+            ui.strong(if a.title.is_empty() { "(untitled)".to_string() } else { a.title.clone() });
+            for (k, v) in [("id", a.display_id()), ("artist", a.artist.clone()), ("date", a.date.clone()), ("medium", a.medium.clone()), ("culture", a.culture.clone().unwrap_or_default())] {
+                if !v.is_empty() {
+                    ui.label(format!("{k}: {v}"));
+                }
+            }
+            let tags: Vec<&str> = a.tags.candidates().collect();
+            if !tags.is_empty() {
+                ui.label(format!("raw tags: {}", tags.join(" · ")));
+            }
+            if let Some(l) = &a.link {
+                ui.hyperlink_to("record at The Met", l);
+            }
+            match &a.flag {
+                Some(r) => ui.colored_label(Color32::from_rgb(220, 80, 60), format!("flagged: {r}{}", a.flag_note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())),
+                None => ui.label("not flagged"),
+            };
+            if let Some(s) = self.state.suspicion.get(&a.id) {
+                ui.label(format!("suspicion {:.2}{}", s.score, if self.state.suspicion_from_model { "" } else { " (image statistics; no model yet)" }));
+                for r in &s.reasons {
+                    ui.label(format!("• {r}"));
+                }
+            }
+        }
+    }
+
+    fn grid(&mut self, ui: &mut egui::Ui, shared: &Shared) {
+        let Some(thumbs) = self.thumbs.as_mut() else { return };
+        let cols = ((ui.available_width() / (self.zoom + 8.0)).floor() as usize).max(1);
+        let rows = self.state.items.len().div_ceil(cols);
+        let row_h = self.zoom + 26.0;
+        let mut clicked: Option<(usize, Modifiers)> = None;
+        let mut area = egui::ScrollArea::vertical().auto_shrink([false, false]);
+        if self.scroll_to_cursor {
+            let target = (self.state.cursor / cols) as f32 * (row_h + ui.spacing().item_spacing.y);
+            let view_h = ui.available_height();
+            let cur = self.scroll_y;
+            if target < cur || target + row_h > cur + view_h {
+                area = area.vertical_scroll_offset((target - view_h / 2.0).max(0.0));
+            }
+            self.scroll_to_cursor = false;
+        }
+        let ws = shared.ws.as_ref();
+        let out = area.show_rows(ui, row_h, rows, |ui, range| {
+            for row in range {
+                ui.horizontal(|ui| {
+                    for col in 0..cols {
+                        let i = row * cols + col;
+                        let Some(a) = self.state.items.get(i) else { break };
+                        let path = ws.and_then(|ws| a.content_hash.as_ref().map(|h| crate::imaging::cache_path(&ws.thumbs_dir(), h)));
+                        let tex = thumbs.get(a.id, path.as_ref());
+                        let (rect, resp) = ui.allocate_exact_size(Vec2::new(self.zoom, row_h - 4.0), Sense::click());
+                        let painter = ui.painter_at(rect);
+                        let img_rect = egui::Rect::from_min_size(rect.min, Vec2::splat(self.zoom));
+                        painter.rect_filled(img_rect, 2.0, ui.visuals().extreme_bg_color);
+                        match tex {
+                            Some(t) => {
+                                let s = t.size_vec2();
+                                let scale = (self.zoom / s.x).min(self.zoom / s.y);
+                                let r = egui::Rect::from_center_size(img_rect.center(), s * scale);
+                                painter.image(t.id(), r, egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0)), Color32::WHITE);
+                            }
+                            None => {
+                                let msg = if thumbs.is_broken(a.id) { "unreadable" } else if path.is_none() { "no image" } else { "…" };
+                                painter.text(img_rect.center(), egui::Align2::CENTER_CENTER, msg, egui::FontId::proportional(12.0), ui.visuals().weak_text_color());
+                            }
+                        }
+                        if let Some(r) = &a.flag {
+                            painter.rect_stroke(img_rect.shrink(1.0), 2.0, Stroke::new(3.0, Color32::from_rgb(220, 60, 50)), egui::StrokeKind::Inside);
+                            painter.text(img_rect.left_top() + Vec2::new(4.0, 4.0), egui::Align2::LEFT_TOP, r, egui::FontId::proportional(12.0), Color32::WHITE);
+                        }
+                        if self.state.selection.contains(&a.id) {
+                            painter.rect_filled(img_rect, 2.0, Color32::from_rgba_unmultiplied(60, 120, 255, 60));
+                        }
+                        if i == self.state.cursor {
+                            painter.rect_stroke(img_rect, 2.0, Stroke::new(2.5, Color32::from_rgb(250, 200, 40)), egui::StrokeKind::Outside);
+                        }
+                        let label = format!("{} · {}", a.display_id(), a.culture.as_deref().unwrap_or(""));
+                        painter.text(egui::pos2(rect.left() + 2.0, img_rect.bottom() + 3.0), egui::Align2::LEFT_TOP, label, egui::FontId::proportional(11.0), ui.visuals().text_color());
+                        if resp.clicked() {
+                            clicked = Some((i, ui.input(|inp| inp.modifiers)));
+                        }
+                        if resp.double_clicked() {
+                            self.show_large = true;
+                        }
+                    }
+                });
+            }
+        });
+        self.scroll_y = out.state.unclamped_offset().y;
+        if let Some((i, m)) = clicked {
+            self.state.click(i, m.command, m.shift);
+        }
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared) {
+        if self.thumbs.is_none() {
+            // 600 textures of at most 192 x 192 RGBA: under 90 MB.
+            self.thumbs = Some(ThumbCache::new(ui.ctx(), 2, 600));
+        }
+        if let Some(t) = self.thumbs.as_mut() {
+            t.poll(ui.ctx());
+        }
+        if let Some(job) = self.suspicion_job.as_mut()
+            && let Some(r) = job.poll()
+        {
+            self.suspicion_job = None;
+            match r {
+                Ok((list, from_model)) => {
+                    self.state.suspicion = list.into_iter().map(|s| (s.artwork_id, s)).collect();
+                    self.state.suspicion_from_model = from_model;
+                    self.state.filters.sort = Sort::Suspicious;
+                    self.loaded_generation = None;
+                }
+                Err(e) => self.state.last_error = Some(e),
+            }
+        }
+        if self.loaded_generation != Some(shared.generation) {
+            self.reload(shared);
+        }
+        if self.toolbar(ui, shared) {
+            self.reload(shared);
+            if let Some(t) = self.thumbs.as_mut() {
+                t.forget_queue();
+            }
+        }
+        if let Some(job) = &self.suspicion_job {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!("ranking: {}", job.message));
+            });
+        } else if self.state.filters.sort == Sort::Suspicious && !self.state.suspicion_from_model && !self.state.suspicion.is_empty() {
+            ui.label(RichText::new("Ranked by image statistics (aspect ratio, plain background): no trained model yet.").italics());
+        }
+        let cols = self.columns(ui.available_width() - 300.0);
+        self.handle_keys(ui, shared, cols);
+        egui::Panel::right("curation_side").default_size(290.0).show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| self.side_panel(ui, shared));
+        });
+        egui::CentralPanel::default().show(ui, |ui| {
+            ui.label(format!("{} works listed", self.state.items.len()));
+            if self.state.items.is_empty() {
+                ui.label("Nothing to curate here: import works in the Dataset view, or loosen the filters.");
+            }
+            self.grid(ui, shared);
+        });
+        self.overlays(ui, shared);
+    }
+
+    fn overlays(&mut self, ui: &mut egui::Ui, shared: &Shared) {
+        let ctx = ui.ctx().clone();
+        if self.show_help {
+            egui::Window::new("Curation keys").collapsible(false).resizable(false).open(&mut self.show_help).show(&ctx, |ui| {
+                egui::Grid::new("keys").striped(true).show(ui, |ui| {
+                    for (k, what) in KEYS {
+                        ui.monospace(*k);
+                        ui.label(*what);
+                        ui.end_row();
+                    }
+                });
+            });
+        }
+        if self.show_large
+            && let Some(a) = self.state.current().cloned()
+        {
+            let path = shared.ws.as_ref().and_then(|ws| a.content_hash.as_ref().map(|h| crate::imaging::cache_path(&ws.thumbs_dir(), h)));
+            let tex = self.thumbs.as_mut().and_then(|t| t.get(a.id, path.as_ref()));
+            egui::Window::new(if a.title.is_empty() { a.display_id() } else { a.title.clone() })
+                .id(egui::Id::unique("curation_large"))
+                .open(&mut self.show_large)
+                .default_size([560.0, 560.0])
+                .show(&ctx, |ui| {
+                    if let Some(t) = tex {
+                        ui.add(egui::Image::new(&t).max_size(Vec2::splat(520.0)).maintain_aspect_ratio(true));
+                    }
+                    ui.label(format!("{} · {} · {}", a.artist, a.date, a.medium));
+                });
+        }
+    }
+}
+
+fn export_csv(shared: &mut Shared) {
+    let (picker, ws_path) = (shared.picker.clone(), shared.ws_path.clone());
+    shared.spawn("Export curation", move |_| {
+        let Some(out) = picker(PickKind::SaveCsv).into_iter().next() else { return Ok("cancelled".into()) };
+        let ws = crate::workspace::Workspace::open(&ws_path).map_err(|e| e.to_string())?;
+        let works = ws.catalog.artworks(&crate::catalog::ArtworkQuery { grouped_only: true, ..Default::default() }).map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        crate::catalog::write_curation_csv(&works, &mut buf).map_err(|e| e.to_string())?;
+        crate::fsutil::write_bytes_atomic(&out, &buf).map_err(|e| e.to_string())?;
+        Ok(format!("{} works written to {}", works.len(), out.display()))
+    });
+}

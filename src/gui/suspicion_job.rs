@@ -1,0 +1,67 @@
+//! The work behind "Rank suspicious" (runs on a job thread): the model-based ranking when the
+//! workspace has a trained run, the image-statistics ranking otherwise.
+use super::jobs::Reporter;
+use crate::analysis::suspicion::{self, ModelView, Suspicion};
+use crate::model::device::DeviceKind;
+use crate::workspace::Workspace;
+use candle_core::{D, Module, Tensor};
+use rayon::prelude::*;
+use std::path::Path;
+
+type Ranking = (Vec<Suspicion>, bool);
+
+pub fn rank(ws_path: &Path, run: Option<&str>, device: DeviceKind, rep: &Reporter<Ranking>) -> Result<Ranking, String> {
+    let ws = Workspace::open(ws_path).map_err(|e| e.to_string())?;
+    match crate::predict::run_checkpoint(&ws, run) {
+        Ok(ckpt) => by_model(&ws, &ckpt, device, rep).map(|r| (r, true)),
+        Err(_) => by_statistics(&ws, rep).map(|r| (r, false)),
+    }
+}
+
+fn by_statistics(ws: &Workspace, rep: &Reporter<Ranking>) -> Result<Vec<Suspicion>, String> {
+    let q = crate::catalog::ArtworkQuery { grouped_only: true, with_image_only: true, ..Default::default() };
+    let works = ws.catalog.artworks(&q).map_err(|e| e.to_string())?;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let thumbs = ws.thumbs_dir();
+    let items: Vec<(i64, image::RgbImage)> = works
+        .par_iter()
+        .filter_map(|a| {
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n % 64 == 0 {
+                rep.progress(n as f32 / works.len().max(1) as f32, format!("{n} / {} images", works.len()));
+            }
+            let p = crate::imaging::cache_path(&thumbs, a.content_hash.as_ref()?);
+            crate::imaging::decode_file(&p).ok().map(|d| (a.id, d.rgb))
+        })
+        .collect();
+    Ok(suspicion::cheap_scores(&items))
+}
+
+fn by_model(ws: &Workspace, ckpt: &Path, device: DeviceKind, rep: &Reporter<Ranking>) -> Result<Vec<Suspicion>, String> {
+    let device = device.open().map_err(|e| e.to_string())?;
+    let control = crate::train::Control::default();
+    let e = crate::analysis::embed::embed_works(ws, ckpt, &device, &control, &mut |d, n| {
+        rep.progress(d as f32 / n.max(1) as f32, format!("embedding {d} / {n} works"))
+    })
+    .map_err(|e| e.to_string())?;
+    let model = crate::model::checkpoint::load(ckpt, &device).map_err(|e| e.to_string())?;
+    let emb = Tensor::new(e.vectors.concat(), &device).and_then(|t| t.reshape((e.vectors.len(), e.vectors.first().map(Vec::len).unwrap_or(0)))).map_err(|e| e.to_string())?;
+    let probs = model.net.head.forward(&emb).and_then(|l| candle_nn::ops::softmax(&l, D::Minus1)).and_then(|p| p.to_vec2::<f32>()).map_err(|e| e.to_string())?;
+    let run = model.meta.run_id.clone().unwrap_or_default();
+    let train: std::collections::HashSet<i64> =
+        ws.catalog.run_split(&run).unwrap_or_default().into_iter().filter(|(_, p)| p == "train").map(|(id, _)| id).collect();
+    let views: Vec<ModelView> = e
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| ModelView {
+            artwork_id: *id,
+            label: model.meta.classes.iter().position(|c| *c == e.cultures[i]).unwrap_or(0),
+            probs: &probs[i],
+            embedding: &e.vectors[i],
+            in_sample: train.contains(id),
+        })
+        .collect();
+    rep.progress(1.0, "ranking");
+    Ok(suspicion::model_scores(&views, &model.meta.classes, 10, 0.05))
+}

@@ -1,0 +1,157 @@
+//! Training and evaluation: the study's experiments (architecture x method x scheduler), run on
+//! a worker that reports over a channel, checkpointed every epoch and resumable.
+pub mod data;
+pub mod evaluate;
+pub mod features;
+pub mod metrics;
+pub mod presets;
+pub mod schedule;
+pub mod sgd;
+pub mod split;
+pub mod trainer;
+
+use crate::model::Arch;
+use schedule::SchedulerConfig;
+use std::path::PathBuf;
+
+/// How the backbone is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// All parameters, from pretrained weights.
+    #[value(name = "finetune")]
+    FineTune,
+    /// Backbone frozen (evaluation mode), only the head trains, on cached embeddings.
+    Transfer,
+    /// All parameters, from torchvision's random initialisation.
+    Scratch,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::FineTune => "finetune",
+            Method::Transfer => "transfer",
+            Method::Scratch => "scratch",
+        }
+    }
+}
+
+/// Where the backbone's starting weights come from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pretrained {
+    None,
+    /// ImageNet weights from the Hugging Face cache (fetched if online).
+    Hub,
+    Path(PathBuf),
+}
+
+impl std::str::FromStr for Pretrained {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "none" => Pretrained::None,
+            "hub" => Pretrained::Hub,
+            p => Pretrained::Path(PathBuf::from(p)),
+        })
+    }
+}
+
+/// Everything that defines a run. Stored with the run, so it can be repeated and resumed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    pub arch: Arch,
+    pub method: Method,
+    pub scheduler: SchedulerConfig,
+    pub epochs: u32,
+    pub sgd: sgd::SgdConfig,
+    pub batch: usize,
+    pub image_size: usize,
+    pub seed: u64,
+    pub pretrained: Pretrained,
+    pub hidden: [usize; 2],
+    pub dropout: f32,
+    /// Weight the loss by inverse class frequency.
+    pub balanced: bool,
+    /// Random resized crop and horizontal flip for training images.
+    pub augment: bool,
+    /// Reuse this run's split instead of making a new one.
+    pub split_from: Option<String>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            arch: Arch::Resnet50,
+            method: Method::FineTune,
+            scheduler: SchedulerConfig::step_default(),
+            epochs: 25,
+            sgd: sgd::SgdConfig { lr: 0.001, momentum: 0.9, dampening: 0.0, weight_decay: 1e-4, nesterov: false },
+            batch: 16,
+            image_size: 224,
+            seed: 0,
+            pretrained: Pretrained::Hub,
+            hidden: crate::model::head::DEFAULT_HIDDEN,
+            dropout: 0.5,
+            balanced: false,
+            augment: true,
+            split_from: None,
+        }
+    }
+}
+
+/// What a training run reports while it works.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainEvent {
+    Started { run_id: String, classes: Vec<String>, train: usize, val: usize, test: usize, epochs: u32, first_epoch: u32 },
+    Batch { epoch: u32, batch: usize, batches: usize, loss: f64, lr: f64, images_per_s: f64 },
+    Epoch(crate::catalog::EpochMetrics),
+    Message(String),
+    Paused,
+    Resumed,
+    Finished { run_id: String, best_val_acc: f64, top1: f64, top3: f64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error(transparent)]
+    Workspace(#[from] crate::workspace::WorkspaceError),
+    #[error(transparent)]
+    Weights(#[from] crate::model::weights::WeightsError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::model::checkpoint::CheckpointError),
+    #[error(transparent)]
+    Image(#[from] crate::imaging::ImageError),
+    #[error("model: {0}")]
+    Model(#[from] candle_core::Error),
+    #[error("{0}")]
+    Data(String),
+    #[error("training diverged at epoch {epoch}, batch {batch}: the loss is {loss}; lower --lr (now {lr}) and start again")]
+    Diverged { epoch: u32, batch: usize, loss: f64, lr: f64 },
+    #[error("run {0} was cancelled; continue it with `artculture train --resume {0}`")]
+    Cancelled(String),
+    #[error("cannot write {path}: {detail}")]
+    Io { path: PathBuf, detail: String },
+}
+
+/// Pause and cancel, shared between the UI and the training thread.
+#[derive(Debug, Default)]
+pub struct Control {
+    pub cancel: std::sync::atomic::AtomicBool,
+    pub pause: std::sync::atomic::AtomicBool,
+}
+
+/// Mixes numbers into one seed (splitmix64), so each epoch, batch and image has its own stream.
+pub fn mix_seed(parts: &[u64]) -> u64 {
+    let mut h: u64 = 0x243F6A8885A308D3;
+    for &p in parts {
+        let mut z = h ^ p.wrapping_add(0x9E3779B97F4A7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        h = z ^ (z >> 31);
+    }
+    h
+}

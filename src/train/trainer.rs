@@ -1,0 +1,382 @@
+//! The training loop: builds the model for the method, runs epochs, evaluates, checkpoints
+//! (atomically, every epoch) and resumes from the last completed epoch with identical state:
+//! weights, batch-norm statistics, momentum buffers, scheduler and random streams (every epoch,
+//! batch and image draws from a seed derived from the run's seed, not from a stateful generator).
+use super::data::{self, Example, Transform};
+use super::evaluate;
+use super::schedule::{PlateauMode, Scheduler, SchedulerConfig};
+use super::sgd::Sgd;
+use super::split::{Part, stratified_split};
+use super::{Control, Method, Pretrained, TrainConfig, TrainError, TrainEvent, features, mix_seed};
+use crate::catalog::{ArtworkQuery, EpochMetrics, RunStatus};
+use crate::model::checkpoint::{self, CheckpointMeta, FORMAT_VERSION, IMAGENET_MEAN, IMAGENET_STD};
+use crate::model::{CultureNet, weights};
+use crate::workspace::Workspace;
+use candle_core::{D, DType, Device, Module, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// What must survive a restart besides the weights and momentum buffers.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct TrainState {
+    epochs_done: u32,
+    scheduler: Scheduler,
+    best_val_acc: f64,
+    seconds: f64,
+}
+
+const STATE_KEY: &str = "train_state";
+const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
+
+fn run_dir(ws: &Workspace, run: &str) -> PathBuf {
+    ws.runs_dir().join(run)
+}
+
+fn new_run_id(cfg: &TrainConfig) -> String {
+    let t = crate::catalog::now_rfc3339();
+    let stamp: String = t.chars().filter(|c| c.is_ascii_digit()).take(14).collect();
+    let salt = mix_seed(&[std::process::id() as u64, Instant::now().elapsed().as_nanos() as u64, cfg.seed]) % 0xffff;
+    format!("{stamp}-{}-{}-{salt:04x}", cfg.arch, cfg.method.as_str())
+}
+
+fn is_buffer(name: &str) -> bool {
+    name.ends_with("running_mean") || name.ends_with("running_var")
+}
+
+/// Starts a new run; returns its id once it ends (finished, or an error).
+pub fn start(ws_path: &Path, cfg: TrainConfig, device: &Device, events: &mut dyn FnMut(TrainEvent), control: &Control) -> Result<String, TrainError> {
+    let mut ws = Workspace::open(ws_path)?;
+    let split: Vec<(i64, Part)> = match &cfg.split_from {
+        Some(other) => ws.catalog.run_split(other)?.into_iter().filter_map(|(id, p)| Part::parse(&p).map(|p| (id, p))).collect(),
+        None => {
+            let q = ArtworkQuery { grouped_only: true, flagged: Some(false), with_image_only: true, ..Default::default() };
+            let items: Vec<(i64, String)> =
+                ws.catalog.artworks(&q)?.into_iter().filter_map(|a| a.culture.map(|c| (a.id, c))).collect();
+            stratified_split(&items, cfg.seed)
+        }
+    };
+    let mut classes: Vec<String> =
+        split.iter().map(|(id, _)| ws.catalog.artwork(*id).map(|a| a.culture.unwrap_or_default())).collect::<Result<_, _>>()?;
+    classes.sort();
+    classes.dedup();
+    if classes.len() < 2 {
+        return Err(TrainError::Data(format!(
+            "training needs works of at least two cultures with images; this workspace has {} ({})",
+            classes.len(),
+            classes.join(", ")
+        )));
+    }
+    let run = new_run_id(&cfg);
+    let config = serde_json::to_string(&cfg).map_err(|e| TrainError::Data(e.to_string()))?;
+    let parts: Vec<(i64, &str)> = split.iter().map(|(id, p)| (*id, p.as_str())).collect();
+    ws.catalog.create_run(&run, cfg.arch.as_str(), cfg.method.as_str(), cfg.scheduler.name(), &config, &parts)?;
+    let dir = run_dir(&ws, &run);
+    let write = |p: PathBuf, b: &[u8]| crate::fsutil::write_bytes_atomic(&p, b).map_err(|e| TrainError::Io { path: p.clone(), detail: e.to_string() });
+    write(dir.join("config.json"), config.as_bytes())?;
+    write(dir.join("classes.json"), serde_json::to_string(&classes).unwrap_or_default().as_bytes())?;
+    run_loop(&mut ws, &run, &cfg, &classes, None, device, events, control)?;
+    Ok(run)
+}
+
+/// Continues a run from its last completed epoch.
+pub fn resume(ws_path: &Path, run: &str, device: &Device, events: &mut dyn FnMut(TrainEvent), control: &Control) -> Result<String, TrainError> {
+    let mut ws = Workspace::open(ws_path)?;
+    let rec = ws.catalog.run(run)?;
+    let cfg: TrainConfig = serde_json::from_str(&rec.config).map_err(|e| TrainError::Data(format!("run {run}: unreadable configuration: {e}")))?;
+    let dir = run_dir(&ws, run);
+    let classes: Vec<String> = std::fs::read(dir.join("classes.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| TrainError::Data(format!("run {run}: {} is missing", dir.join("classes.json").display())))?;
+    let last = dir.join("last.safetensors");
+    let state = if last.exists() {
+        let raw = checkpoint::read_extra(&last, STATE_KEY)?.ok_or_else(|| TrainError::Data(format!("{}: no training state", last.display())))?;
+        Some(serde_json::from_str::<TrainState>(&raw).map_err(|e| TrainError::Data(format!("{}: {e}", last.display())))?)
+    } else {
+        None
+    };
+    ws.catalog.set_run_status(run, RunStatus::Running, None)?;
+    run_loop(&mut ws, run, &cfg, &classes, state, device, events, control)?;
+    Ok(run.to_string())
+}
+
+struct Model {
+    map: VarMap,
+    net: CultureNet,
+    /// Transfer mode: the backbone on plain tensors, so no graph is recorded while embedding.
+    frozen: Option<crate::model::Backbone>,
+}
+
+fn build_model(ws: &Workspace, run: &str, cfg: &TrainConfig, classes: usize, resume_from: Option<&Path>, device: &Device) -> Result<Model, TrainError> {
+    let map = VarMap::new();
+    let vb = VarBuilder::from_varmap(&map, DType::F32, device);
+    let net = CultureNet::new(cfg.arch, cfg.dropout, cfg.hidden, classes, vb)?;
+    if let Some(last) = resume_from {
+        weights::load_into_varmap(&map, last, &[])?;
+    } else if cfg.method != Method::Scratch {
+        let path = match &cfg.pretrained {
+            Pretrained::None => None,
+            Pretrained::Path(p) => Some(p.clone()),
+            Pretrained::Hub => Some(weights::fetch(cfg.arch, &weights::HubOptions::from_env(), |_, _| {})?),
+        };
+        if let Some(p) = path {
+            weights::load_into_varmap(&map, &p, &[crate::model::HEAD_PREFIX])?;
+        }
+    }
+    let frozen = if cfg.method == Method::Transfer {
+        let tensors: HashMap<String, Tensor> =
+            map.data().lock().map_err(|_| TrainError::Data("poisoned".into()))?.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        Some(crate::model::Backbone::new(cfg.arch, crate::model::BackboneConfig { own_classes: None, dropout: cfg.dropout }, vb)?)
+    } else {
+        None
+    };
+    let _ = (ws, run);
+    Ok(Model { map, net, frozen })
+}
+
+fn trainable(map: &VarMap, method: Method) -> Vec<(String, Var)> {
+    let data = map.data().lock().unwrap_or_else(|p| p.into_inner());
+    let mut v: Vec<(String, Var)> = data
+        .iter()
+        .filter(|(n, _)| !is_buffer(n))
+        .filter(|(n, _)| method != Method::Transfer || n.starts_with(&format!("{}.", crate::model::HEAD_PREFIX)))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Cross-entropy, optionally weighted per class (PyTorch's weighted mean).
+fn loss_fn(logits: &Tensor, labels: &Tensor, class_weights: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = log_p.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?;
+    match class_weights {
+        None => picked.mean_all()?.neg(),
+        Some(w) => {
+            let w = w.index_select(labels, 0)?;
+            (picked * &w)?.sum_all()?.neg()?.broadcast_div(&w.sum_all()?)
+        }
+    }
+}
+
+fn meta(cfg: &TrainConfig, classes: &[String], run: &str) -> CheckpointMeta {
+    CheckpointMeta {
+        format: FORMAT_VERSION,
+        arch: cfg.arch,
+        classes: classes.to_vec(),
+        image_size: cfg.image_size,
+        mean: IMAGENET_MEAN,
+        std: IMAGENET_STD,
+        hidden: cfg.hidden,
+        dropout: cfg.dropout,
+        run_id: Some(run.to_string()),
+        train_config: serde_json::to_value(cfg).unwrap_or_default(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_loop(
+    ws: &mut Workspace,
+    run: &str,
+    cfg: &TrainConfig,
+    classes: &[String],
+    state: Option<TrainState>,
+    device: &Device,
+    events: &mut dyn FnMut(TrainEvent),
+    control: &Control,
+) -> Result<(), TrainError> {
+    let dir = run_dir(ws, run);
+    let last_path = dir.join("last.safetensors");
+    let best_path = dir.join("best.safetensors");
+    let mut parts: HashMap<Part, Vec<(i64, String)>> = HashMap::new();
+    for (id, p) in ws.catalog.run_split(run)? {
+        let culture = ws.catalog.artwork(id)?.culture.unwrap_or_default();
+        parts.entry(Part::parse(&p).unwrap_or(Part::Train)).or_default().push((id, culture));
+    }
+    let exs = |p: Part| data::examples(ws, parts.get(&p).map(Vec::as_slice).unwrap_or_default(), classes);
+    let (train, val, test) = (Arc::new(exs(Part::Train)?), exs(Part::Val)?, exs(Part::Test)?);
+    if train.is_empty() || val.is_empty() {
+        return Err(TrainError::Data(format!("the split has {} training and {} validation works: import more works", train.len(), val.len())));
+    }
+    let first_epoch = state.as_ref().map(|s| s.epochs_done + 1).unwrap_or(1);
+    events(TrainEvent::Started { run_id: run.into(), classes: classes.to_vec(), train: train.len(), val: val.len(), test: test.len(), epochs: cfg.epochs, first_epoch });
+
+    let model = build_model(ws, run, cfg, classes.len(), state.as_ref().map(|_| last_path.as_path()), device)?;
+    let mut sgd = Sgd::new(trainable(&model.map, cfg.method), cfg.sgd)?;
+    let mut sched = Scheduler::new(cfg.scheduler, cfg.sgd.lr);
+    let (mut best_val_acc, mut seconds) = (f64::NEG_INFINITY, 0.0);
+    if let Some(s) = &state {
+        sched = s.scheduler.clone();
+        best_val_acc = s.best_val_acc;
+        seconds = s.seconds;
+        let st = candle_core::safetensors::load(&last_path, device)?;
+        sgd.set_buffers(|n| st.get(&format!("{MOMENTUM_PREFIX}{n}")).cloned());
+    }
+    let class_weights = if cfg.balanced {
+        let mut counts = vec![0f32; classes.len()];
+        train.iter().for_each(|e| counts[e.label] += 1.0);
+        let n = train.len() as f32;
+        let w: Vec<f32> = counts.iter().map(|&c| if c > 0.0 { n / (classes.len() as f32 * c) } else { 0.0 }).collect();
+        Some(Tensor::from_vec(w, classes.len(), device)?)
+    } else {
+        None
+    };
+    let eval_t = Transform { size: cfg.image_size, train: false, flip: false, mean: IMAGENET_MEAN, std: IMAGENET_STD };
+    let train_t = Transform { train: cfg.augment, flip: cfg.augment, ..eval_t };
+
+    // Transfer mode: every split's embeddings once (cached across runs in features/).
+    let embedded = match &model.frozen {
+        Some(backbone) => {
+            let key = format!("{}|{:?}|{}|{}", cfg.arch, cfg.pretrained, cfg.image_size, if cfg.pretrained == Pretrained::None { run } else { "" });
+            let cache = features::cache_file(&ws.features_dir(), &key);
+            let mut emb = |exs: &[Example], what: &str| {
+                let mut report = |d: usize, n: usize| events(TrainEvent::Message(format!("embedding {what} images: {d} / {n}")));
+                features::embeddings(backbone, exs, &eval_t, cfg.batch, &cache, device, control, &mut report)
+            };
+            Some((emb(&train, "training")?, emb(&val, "validation")?, emb(&test, "test")?))
+        }
+        None => None,
+    };
+
+    for epoch in first_epoch..=cfg.epochs {
+        let started = Instant::now();
+        sgd.set_lr(sched.lr);
+        let epoch_seed = mix_seed(&[cfg.seed, epoch as u64]);
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(epoch_seed));
+        let batches = order.len().div_ceil(cfg.batch.max(1));
+        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        let wait_or_cancel = |events: &mut dyn FnMut(TrainEvent)| -> bool {
+            if control.pause.load(Ordering::Relaxed) {
+                events(TrainEvent::Paused);
+                while control.pause.load(Ordering::Relaxed) && !control.cancel.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                events(TrainEvent::Resumed);
+            }
+            control.cancel.load(Ordering::Relaxed)
+        };
+        let result: Result<(), TrainError> = (|| {
+            match &embedded {
+                Some((train_emb, _, _)) => {
+                    for (bi, chunk) in order.chunks(cfg.batch.max(1)).enumerate() {
+                        if wait_or_cancel(events) {
+                            return Err(TrainError::Cancelled(run.into()));
+                        }
+                        let idx = Tensor::from_vec(chunk.iter().map(|&i| i as u32).collect::<Vec<_>>(), chunk.len(), device)?;
+                        let labels = Tensor::from_vec(chunk.iter().map(|&i| train[i].label as u32).collect::<Vec<_>>(), chunk.len(), device)?;
+                        let logits = model.net.head.forward(&train_emb.index_select(&idx, 0)?)?;
+                        let l = train_step(&logits, &labels, class_weights.as_ref(), &mut sgd, (epoch, bi + 1, sched.lr))?;
+                        loss_sum += l * chunk.len() as f64;
+                        seen += chunk.len();
+                        let ips = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                        events(TrainEvent::Batch { epoch, batch: bi + 1, batches, loss: l, lr: sched.lr, images_per_s: ips });
+                    }
+                }
+                None => {
+                    let rx = data::batches(train.clone(), order.clone(), cfg.batch, train_t, epoch_seed, device.clone(), 2);
+                    for b in rx {
+                        let b = b?;
+                        if wait_or_cancel(events) {
+                            return Err(TrainError::Cancelled(run.into()));
+                        }
+                        model.net.backbone.reseed_dropout(mix_seed(&[epoch_seed, b.index as u64, 1]));
+                        let logits = model.net.forward_t(&b.images, true)?;
+                        let l = train_step(&logits, &b.labels, class_weights.as_ref(), &mut sgd, (epoch, b.index + 1, sched.lr))?;
+                        let n = b.label_vec.len();
+                        loss_sum += l * n as f64;
+                        seen += n;
+                        let ips = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                        events(TrainEvent::Batch { epoch, batch: b.index + 1, batches, loss: l, lr: sched.lr, images_per_s: ips });
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let status = if matches!(e, TrainError::Cancelled(_)) { RunStatus::Cancelled } else { RunStatus::Failed };
+            ws.catalog.set_run_status(run, status, Some(&e.to_string()))?;
+            return Err(e);
+        }
+        let val_eval = match &embedded {
+            Some((_, val_emb, _)) => evaluate::on_embeddings(&model.net.head, val_emb, &val.iter().map(|e| e.label).collect::<Vec<_>>(), classes)?,
+            None => evaluate::on_images(&model.net, &val, &eval_t, cfg.batch, classes, device)?,
+        };
+        let lr_used = sched.lr;
+        let watched = match cfg.scheduler {
+            SchedulerConfig::Plateau { mode: PlateauMode::Max, .. } => val_eval.top1,
+            _ => val_eval.loss,
+        };
+        sched.step(watched);
+        let epoch_s = started.elapsed().as_secs_f64();
+        seconds += epoch_s;
+        let m = EpochMetrics {
+            epoch,
+            train_loss: loss_sum / seen.max(1) as f64,
+            val_loss: val_eval.loss,
+            val_acc: val_eval.top1,
+            val_top3: val_eval.top3,
+            lr: lr_used,
+            images_per_s: seen as f64 / epoch_s.max(1e-9),
+            seconds: epoch_s,
+        };
+        let improved = val_eval.top1 > best_val_acc;
+        best_val_acc = best_val_acc.max(val_eval.top1);
+        let tensors: HashMap<String, Tensor> = {
+            let data = model.map.data().lock().unwrap_or_else(|p| p.into_inner());
+            data.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect()
+        };
+        let meta = meta(cfg, classes, run);
+        if improved {
+            checkpoint::save(&best_path, &tensors, &meta, &[])?;
+        }
+        let mut with_momentum = tensors;
+        with_momentum.extend(sgd.buffers().into_iter().map(|(n, b)| (format!("{MOMENTUM_PREFIX}{n}"), b)));
+        let st = TrainState { epochs_done: epoch, scheduler: sched.clone(), best_val_acc, seconds };
+        checkpoint::save(&last_path, &with_momentum, &meta, &[(STATE_KEY, serde_json::to_string(&st).unwrap_or_default())])?;
+        ws.catalog.record_epoch(run, &m, best_val_acc, seconds)?;
+        events(TrainEvent::Epoch(m));
+    }
+
+    // Test accuracy of the best checkpoint.
+    let best = checkpoint::load(&best_path, device)?;
+    let test_eval = if test.is_empty() {
+        None
+    } else {
+        Some(match (&embedded, cfg.method) {
+            (Some((_, _, test_emb)), Method::Transfer) => {
+                evaluate::on_embeddings(&best.net.head, test_emb, &test.iter().map(|e| e.label).collect::<Vec<_>>(), classes)?
+            }
+            _ => evaluate::on_images(&best.net, &test, &eval_t, cfg.batch, classes, device)?,
+        })
+    };
+    let (top1, top3) = test_eval.map(|e| (e.top1, e.top3)).unwrap_or((f64::NAN, f64::NAN));
+    if test_eval_is_valid(top1) {
+        ws.catalog.set_run_test_accuracy(run, top1, top3)?;
+    }
+    ws.catalog.set_run_status(run, RunStatus::Finished, None)?;
+    events(TrainEvent::Finished { run_id: run.into(), best_val_acc, top1, top3 });
+    Ok(())
+}
+
+/// One optimisation step; refuses to go on when the loss is no longer finite.
+fn train_step(logits: &Tensor, labels: &Tensor, class_weights: Option<&Tensor>, sgd: &mut Sgd, at: (u32, usize, f64)) -> Result<f64, TrainError> {
+    let loss = loss_fn(logits, labels, class_weights)?;
+    let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    if !l.is_finite() {
+        return Err(TrainError::Diverged { epoch: at.0, batch: at.1, loss: l, lr: at.2 });
+    }
+    sgd.step(&loss.backward()?)?;
+    Ok(l)
+}
+
+fn test_eval_is_valid(top1: f64) -> bool {
+    top1.is_finite()
+}

@@ -1,0 +1,83 @@
+//! SGD and the learning-rate schedules against sequences PyTorch produced
+//! (`scripts/make_schedule_fixtures.py` -> tests/fixtures/schedules.json).
+use artculture::train::schedule::{PlateauMode, Scheduler, SchedulerConfig, ThresholdMode};
+use artculture::train::sgd::{Sgd, SgdConfig};
+use candle_core::{Device, Tensor, Var};
+use serde_json::Value;
+
+fn fixtures() -> Value {
+    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schedules.json");
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or_else(|| panic!("{k}"))
+}
+
+#[test]
+fn schedulers_match_pytorch() {
+    let fx = fixtures();
+    for case in fx["schedulers"].as_array().unwrap() {
+        let cfg = if case["kind"] == "step" {
+            SchedulerConfig::Step { step_size: case["step_size"].as_u64().unwrap() as u32, gamma: f(case, "gamma") }
+        } else {
+            SchedulerConfig::Plateau {
+                mode: if case["mode"] == "min" { PlateauMode::Min } else { PlateauMode::Max },
+                factor: f(case, "factor"),
+                patience: case["patience"].as_u64().unwrap() as u32,
+                threshold: f(case, "threshold"),
+                threshold_mode: if case["threshold_mode"] == "rel" { ThresholdMode::Rel } else { ThresholdMode::Abs },
+                cooldown: case["cooldown"].as_u64().unwrap() as u32,
+                min_lr: f(case, "min_lr"),
+                eps: f(case, "eps"),
+            }
+        };
+        let mut s = Scheduler::new(cfg, f(case, "base_lr"));
+        let metrics = case["metrics"].as_array().unwrap();
+        let want = case["lrs"].as_array().unwrap();
+        let mut changes = 0;
+        for (i, (m, w)) in metrics.iter().zip(want).enumerate() {
+            let before = s.lr;
+            let got = s.step(m.as_f64().unwrap());
+            let w = w.as_f64().unwrap();
+            assert!((got - w).abs() <= 1e-15 * w.abs(), "{cfg:?} epoch {}: lr {got} vs PyTorch {w}", i + 1);
+            changes += (got != before) as usize;
+        }
+        // A resumed scheduler continues identically.
+        let json = serde_json::to_string(&s).unwrap();
+        let mut a: Scheduler = serde_json::from_str(&json).unwrap();
+        assert_eq!(a.step(0.3), s.step(0.3));
+        let _ = changes;
+    }
+}
+
+#[test]
+fn sgd_matches_pytorch() {
+    let fx = fixtures();
+    for case in fx["sgd"].as_array().unwrap() {
+        let cfg = SgdConfig {
+            lr: f(case, "lr"),
+            momentum: f(case, "momentum"),
+            dampening: f(case, "dampening"),
+            weight_decay: f(case, "weight_decay"),
+            nesterov: case["nesterov"].as_bool().unwrap(),
+        };
+        let start: Vec<f64> = case["start"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let w = Var::from_vec(start, 4, &Device::Cpu).unwrap();
+        let mut opt = Sgd::new(vec![("w".into(), w.clone())], cfg).unwrap();
+        for (step, want) in case["trajectory"].as_array().unwrap().iter().enumerate() {
+            let t = w.as_tensor();
+            let loss = (t.powf(4.0).unwrap().sum_all().unwrap() + (t.get(0).unwrap() * t.get(1).unwrap()).unwrap()).unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+            let got = w.as_tensor().to_vec1::<f64>().unwrap();
+            for (g, e) in got.iter().zip(want.as_array().unwrap()) {
+                let e = e.as_f64().unwrap();
+                assert!((g - e).abs() <= 1e-12 * e.abs().max(1.0), "{cfg:?} step {}: {got:?} vs {want:?}", step + 1);
+            }
+        }
+        // Momentum buffers survive a save and restore.
+        let bufs = opt.buffers();
+        assert_eq!(bufs.len(), if cfg.momentum > 0.0 { 1 } else { 0 });
+        let _ = Tensor::zeros(1, candle_core::DType::F64, &Device::Cpu);
+    }
+}
