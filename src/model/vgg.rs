@@ -2,7 +2,7 @@
 //! `features.{i}.*` for the convolutions and batch norms in `nn.Sequential` order,
 //! `classifier.{0,3,6}.*` for the linear layers.
 use super::batch_norm::{BatchNorm2d, conv2d, kaiming_fan_out, linear_with_init};
-use super::pool::adaptive_avg_pool2d;
+use super::pool::{adaptive_avg_pool2d, max_pool2d};
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2d, Init, Linear, VarBuilder};
 
@@ -61,7 +61,7 @@ impl Vgg {
         for layer in &self.features {
             x = match layer {
                 Layer::ConvBnRelu(conv, bn) => bn.forward_t(&conv.forward(&x)?, train)?.relu()?,
-                Layer::MaxPool => x.max_pool2d(2)?,
+                Layer::MaxPool => max_pool2d(&x, 2, 2, 0)?,
             };
         }
         Ok(x)
