@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 /// The 11 groups the study keeps, in the order of its Table 1 legend (alphabetical).
 pub const STUDY_GROUPS: [&str; 11] = [
-    "American", "British", "Chinese", "Dutch", "Flemish", "French", "German", "Indian", "Italian",
-    "Japanese", "Spanish",
+    "American", "British", "Chinese", "Dutch", "Flemish", "French", "German", "Indian", "Italian", "Japanese",
+    "Spanish",
 ];
 
 /// Default mapping table, the one that reproduces the study.
@@ -65,8 +65,8 @@ impl CultureMapping {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, MappingError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| MappingError::Io { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| MappingError::Io { path: path.to_path_buf(), source })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -79,22 +79,14 @@ impl CultureMapping {
                 continue;
             }
             let Some((tag, group)) = line.rsplit_once(',') else {
-                return Err(MappingError::BadLine {
-                    origin: origin.to_string(),
-                    line: i + 1,
-                    text: raw.to_string(),
-                });
+                return Err(MappingError::BadLine { origin: origin.to_string(), line: i + 1, text: raw.to_string() });
             };
             let (tag, group) = (tag.trim().trim_matches('"'), group.trim().trim_matches('"'));
             if tag.eq_ignore_ascii_case("tag") && group.eq_ignore_ascii_case("group") {
                 continue;
             }
             if tag.is_empty() || group.is_empty() {
-                return Err(MappingError::BadLine {
-                    origin: origin.to_string(),
-                    line: i + 1,
-                    text: raw.to_string(),
-                });
+                return Err(MappingError::BadLine { origin: origin.to_string(), line: i + 1, text: raw.to_string() });
             }
             table.insert(normalise(tag), group.to_string());
         }

@@ -73,14 +73,24 @@ pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel, PredictEr
 
 /// The class index of a culture name (case-insensitive).
 pub fn class_index(model: &LoadedModel, name: &str) -> Result<usize, PredictError> {
-    model.meta.classes.iter().position(|c| c.eq_ignore_ascii_case(name.trim())).ok_or_else(|| PredictError::UnknownClass {
-        name: name.into(),
-        known: model.meta.classes.join(", "),
-    })
+    model
+        .meta
+        .classes
+        .iter()
+        .position(|c| c.eq_ignore_ascii_case(name.trim()))
+        .ok_or_else(|| PredictError::UnknownClass { name: name.into(), known: model.meta.classes.join(", ") })
 }
 
 /// Predicts a decoded image.
-pub fn predict_rgb(model: &LoadedModel, img: &RgbImage, path: &Path, top_k: usize, cam: CamKind, class: Option<usize>, device: &Device) -> Result<Prediction, PredictError> {
+pub fn predict_rgb(
+    model: &LoadedModel,
+    img: &RgbImage,
+    path: &Path,
+    top_k: usize,
+    cam: CamKind,
+    class: Option<usize>,
+    device: &Device,
+) -> Result<Prediction, PredictError> {
     let size = model.meta.image_size;
     let crop = itensor::eval_crop(img, size);
     let data = itensor::to_chw(&crop, model.meta.mean, model.meta.std);
@@ -105,7 +115,14 @@ pub fn predict_rgb(model: &LoadedModel, img: &RgbImage, path: &Path, top_k: usiz
 }
 
 /// Decodes and predicts a file; also returns the decoded image (for overlays).
-pub fn predict_file(model: &LoadedModel, path: &Path, top_k: usize, cam: CamKind, class: Option<usize>, device: &Device) -> Result<(Prediction, RgbImage), PredictError> {
+pub fn predict_file(
+    model: &LoadedModel,
+    path: &Path,
+    top_k: usize,
+    cam: CamKind,
+    class: Option<usize>,
+    device: &Device,
+) -> Result<(Prediction, RgbImage), PredictError> {
     let img = imaging::decode_file(path)?.rgb;
     let p = predict_rgb(model, &img, path, top_k, cam, class, device)?;
     Ok((p, img))

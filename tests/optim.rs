@@ -67,7 +67,8 @@ fn sgd_matches_pytorch() {
         let mut opt = Sgd::new(vec![("w".into(), w.clone())], cfg).unwrap();
         for (step, want) in case["trajectory"].as_array().unwrap().iter().enumerate() {
             let t = w.as_tensor();
-            let loss = (t.powf(4.0).unwrap().sum_all().unwrap() + (t.get(0).unwrap() * t.get(1).unwrap()).unwrap()).unwrap();
+            let loss =
+                (t.powf(4.0).unwrap().sum_all().unwrap() + (t.get(0).unwrap() * t.get(1).unwrap()).unwrap()).unwrap();
             opt.step(&loss.backward().unwrap()).unwrap();
             let got = w.as_tensor().to_vec1::<f64>().unwrap();
             for (g, e) in got.iter().zip(want.as_array().unwrap()) {

@@ -62,7 +62,11 @@ pub fn similarity(distance: &[Vec<f64>]) -> Vec<Vec<f64>> {
 
 /// The q-quantile (linear interpolation, as numpy's default) of the off-diagonal similarities.
 pub fn quantile_threshold(sim: &[Vec<f64>], q: f64) -> f64 {
-    let mut v: Vec<f64> = sim.iter().enumerate().flat_map(|(i, r)| r.iter().enumerate().filter(move |(j, _)| *j != i).map(|(_, x)| *x)).collect();
+    let mut v: Vec<f64> = sim
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| r.iter().enumerate().filter(move |(j, _)| *j != i).map(|(_, x)| *x))
+        .collect();
     if v.is_empty() {
         return 0.0;
     }
@@ -152,6 +156,9 @@ mod tests {
         assert!((t - 0.725).abs() < 1e-12);
         let names: Vec<String> = ["A", "B", "C"].iter().map(|s| s.to_string()).collect();
         let c = chords(&names, &s, t);
-        assert_eq!(c.iter().map(|c| (c.from.as_str(), c.to.as_str())).collect::<Vec<_>>(), vec![("A", "B"), ("C", "B")]);
+        assert_eq!(
+            c.iter().map(|c| (c.from.as_str(), c.to.as_str())).collect::<Vec<_>>(),
+            vec![("A", "B"), ("C", "B")]
+        );
     }
 }

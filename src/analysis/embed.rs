@@ -18,11 +18,21 @@ pub struct WorkEmbeddings {
 fn checkpoint_key(path: &Path) -> String {
     let meta = std::fs::metadata(path).ok();
     let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
-    let mtime = meta.and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+    let mtime = meta
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("checkpoint|{}|{len}|{mtime}", path.display())
 }
 
-pub fn embed_works(ws: &Workspace, checkpoint: &Path, device: &Device, control: &Control, progress: &mut dyn FnMut(usize, usize)) -> Result<WorkEmbeddings, TrainError> {
+pub fn embed_works(
+    ws: &Workspace,
+    checkpoint: &Path,
+    device: &Device,
+    control: &Control,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<WorkEmbeddings, TrainError> {
     let model = crate::model::checkpoint::load(checkpoint, device)?;
     let q = ArtworkQuery { grouped_only: true, flagged: Some(false), with_image_only: true, ..Default::default() };
     let works: Vec<(i64, String)> = ws
@@ -32,7 +42,13 @@ pub fn embed_works(ws: &Workspace, checkpoint: &Path, device: &Device, control: 
         .filter_map(|a| a.culture.filter(|c| model.meta.classes.contains(c)).map(|c| (a.id, c)))
         .collect();
     let exs = data::examples(ws, &works, &model.meta.classes)?;
-    let t = Transform { size: model.meta.image_size, train: false, flip: false, mean: model.meta.mean, std: model.meta.std };
+    let t = Transform {
+        size: model.meta.image_size,
+        train: false,
+        flip: false,
+        mean: model.meta.mean,
+        std: model.meta.std,
+    };
     let cache = features::cache_file(&ws.features_dir(), &checkpoint_key(checkpoint));
     let emb = features::embeddings(&model.net.backbone, &exs, &t, 16, &cache, device, control, progress)?;
     Ok(WorkEmbeddings {

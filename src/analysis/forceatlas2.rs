@@ -19,7 +19,15 @@ pub struct Fa2Settings {
 
 impl Default for Fa2Settings {
     fn default() -> Self {
-        Self { scaling: 10.0, gravity: 1.0, strong_gravity: false, lin_log: false, edge_weight_influence: 1.0, jitter_tolerance: 1.0, max_iterations: 3000 }
+        Self {
+            scaling: 10.0,
+            gravity: 1.0,
+            strong_gravity: false,
+            lin_log: false,
+            edge_weight_influence: 1.0,
+            jitter_tolerance: 1.0,
+            max_iterations: 3000,
+        }
     }
 }
 
@@ -46,8 +54,19 @@ impl Layout {
         assert_eq!(weights.len(), n * n, "weights must be n x n");
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let pos = (0..n).map(|_| [rng.random_range(-1.0..1.0) * 10.0, rng.random_range(-1.0..1.0) * 10.0]).collect();
-        let mass = (0..n).map(|i| 1.0 + (0..n).filter(|&j| j != i && weights[i * n + j] > 0.0).count() as f64).collect();
-        Self { pos, weights, mass, old_force: vec![[0.0; 2]; n], speed: 1.0, speed_efficiency: 1.0, settings, iterations: 0, pinned: vec![false; n] }
+        let mass =
+            (0..n).map(|i| 1.0 + (0..n).filter(|&j| j != i && weights[i * n + j] > 0.0).count() as f64).collect();
+        Self {
+            pos,
+            weights,
+            mass,
+            old_force: vec![[0.0; 2]; n],
+            speed: 1.0,
+            speed_efficiency: 1.0,
+            settings,
+            iterations: 0,
+            pinned: vec![false; n],
+        }
     }
 
     fn forces(&self) -> Vec<[f64; 2]> {
@@ -104,8 +123,7 @@ impl Layout {
         // Gephi's adaptive speed.
         let estimated_jt = 0.05 * (n as f64).sqrt();
         let (min_jt, max_jt): (f64, f64) = (estimated_jt.sqrt(), 10.0);
-        let mut jt = self.settings.jitter_tolerance
-            * min_jt.max(max_jt.min(estimated_jt * traction / (n * n) as f64));
+        let mut jt = self.settings.jitter_tolerance * min_jt.max(max_jt.min(estimated_jt * traction / (n * n) as f64));
         let min_efficiency = 0.05;
         if traction > 0.0 && swinging / traction > 2.0 {
             if self.speed_efficiency > min_efficiency {
@@ -193,7 +211,10 @@ mod tests {
                     if (i < 4) == (j < 4) { inside = inside.max(d) } else { across = across.min(d) }
                 }
             }
-            assert!(across > inside, "seed {seed}: closest pair across clusters {across:.3} <= widest inside {inside:.3}");
+            assert!(
+                across > inside,
+                "seed {seed}: closest pair across clusters {across:.3} <= widest inside {inside:.3}"
+            );
         }
     }
 

@@ -4,9 +4,11 @@
 pub fn region(culture: &str) -> &'static str {
     match culture {
         "American" | "Canadian" | "Mexican" => "North American",
-        "Chinese" | "Japanese" | "Indian" | "Korean" | "Tibetan" | "Nepalese" | "Persian" | "Thai" | "Indonesian" => "Asian",
-        "British" | "Dutch" | "Flemish" | "French" | "German" | "Italian" | "Spanish" | "Russian" | "Swiss" | "Danish" | "Swedish"
-        | "Norwegian" | "Irish" => "European",
+        "Chinese" | "Japanese" | "Indian" | "Korean" | "Tibetan" | "Nepalese" | "Persian" | "Thai" | "Indonesian" => {
+            "Asian"
+        }
+        "British" | "Dutch" | "Flemish" | "French" | "German" | "Italian" | "Spanish" | "Russian" | "Swiss"
+        | "Danish" | "Swedish" | "Norwegian" | "Irish" => "European",
         _ => "Other",
     }
 }

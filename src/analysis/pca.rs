@@ -14,7 +14,8 @@ pub fn project_2d(rows: &[Vec<f32>]) -> Vec<[f32; 2]> {
             *m += *x as f64 / n as f64;
         }
     }
-    let centred: Vec<Vec<f64>> = rows.iter().map(|r| r.iter().zip(&mean).map(|(x, m)| *x as f64 - m).collect()).collect();
+    let centred: Vec<Vec<f64>> =
+        rows.iter().map(|r| r.iter().zip(&mean).map(|(x, m)| *x as f64 - m).collect()).collect();
     let mut comps: Vec<Vec<f64>> = Vec::new();
     for c in 0..2 {
         // Deterministic start, not orthogonal to typical data.
@@ -56,10 +57,12 @@ mod tests {
     #[test]
     fn finds_the_direction_of_largest_spread() {
         // Points along (1, 1, 0) with a little spread along (0, 0, 1).
-        let rows: Vec<Vec<f32>> = (0..50).map(|i| {
-            let t = i as f32 - 25.0;
-            vec![t, t, 0.1 * ((i % 5) as f32 - 2.0)]
-        }).collect();
+        let rows: Vec<Vec<f32>> = (0..50)
+            .map(|i| {
+                let t = i as f32 - 25.0;
+                vec![t, t, 0.1 * ((i % 5) as f32 - 2.0)]
+            })
+            .collect();
         let p = project_2d(&rows);
         let first_spread = p.iter().map(|q| q[0].abs()).fold(0f32, f32::max);
         let second_spread = p.iter().map(|q| q[1].abs()).fold(0f32, f32::max);

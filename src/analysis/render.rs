@@ -71,7 +71,8 @@ pub fn culture_map_png(m: &CultureMap) -> image::RgbaImage {
         }
     }
     let span = (hi[0] - lo[0]).max(hi[1] - lo[1]).max(1e-9);
-    let to_px = |p: [f64; 2]| (60.0 + ((p[0] - lo[0]) / span * 680.0) as f32, 90.0 + ((p[1] - lo[1]) / span * 680.0) as f32);
+    let to_px =
+        |p: [f64; 2]| (60.0 + ((p[0] - lo[0]) / span * 680.0) as f32, 90.0 + ((p[1] - lo[1]) / span * 680.0) as f32);
     let idx = |name: &str| m.cultures.iter().position(|c| c == name).unwrap_or(0);
     let max_s = m.chords.iter().map(|c| c.similarity).fold(1e-9, f64::max);
     for c in &m.chords {
@@ -112,6 +113,14 @@ pub fn culture_map_png(m: &CultureMap) -> image::RgbaImage {
         let (lx, ly) = point(i, radius + 34.0);
         text(&mut pix, name, lx, ly + 6.0, 18.0, [20, 20, 20], true);
     }
-    text(&mut pix, &format!("threshold {:.3}; similarity is not symmetric (rows sum to 1)", m.threshold), 1200.0, 800.0, 16.0, [90, 90, 90], true);
+    text(
+        &mut pix,
+        &format!("threshold {:.3}; similarity is not symmetric (rows sum to 1)", m.threshold),
+        1200.0,
+        800.0,
+        16.0,
+        [90, 90, 90],
+        true,
+    );
     image::RgbaImage::from_raw(W, H, pix.data().to_vec()).expect("buffer size")
 }

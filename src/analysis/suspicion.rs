@@ -101,7 +101,8 @@ pub fn model_scores(works: &[ModelView<'_>], classes: &[String], k: usize, dupli
     // Nearest neighbours (exact: a few thousand works).
     let neighbours: Vec<Vec<(f64, usize)>> = (0..n)
         .map(|i| {
-            let mut d: Vec<(f64, usize)> = (0..n).filter(|&j| j != i).map(|j| (l2(works[i].embedding, works[j].embedding), j)).collect();
+            let mut d: Vec<(f64, usize)> =
+                (0..n).filter(|&j| j != i).map(|j| (l2(works[i].embedding, works[j].embedding), j)).collect();
             d.sort_by(|a, b| a.0.total_cmp(&b.0));
             d.truncate(k.max(1));
             d
@@ -117,7 +118,8 @@ pub fn model_scores(works: &[ModelView<'_>], classes: &[String], k: usize, dupli
             let own = w.probs.get(w.label).copied().unwrap_or(0.0) as f64;
             let (mean, median) = &centre_stats[&w.label];
             let far = l2(w.embedding, mean) / median;
-            let disagree = neighbours[i].iter().filter(|(_, j)| works[*j].label != w.label).count() as f64 / neighbours[i].len().max(1) as f64;
+            let disagree = neighbours[i].iter().filter(|(_, j)| works[*j].label != w.label).count() as f64
+                / neighbours[i].len().max(1) as f64;
             let mut reasons = Vec::new();
             if own < 0.3 {
                 let best = crate::train::metrics::top_k(w.probs, 1)[0];
@@ -133,9 +135,16 @@ pub fn model_scores(works: &[ModelView<'_>], classes: &[String], k: usize, dupli
                 reasons.push(format!("{far:.1}x the typical distance from its culture's mean"));
             }
             if disagree >= 0.5 {
-                reasons.push(format!("{:.0}% of its {} nearest neighbours have other labels", disagree * 100.0, neighbours[i].len()));
+                reasons.push(format!(
+                    "{:.0}% of its {} nearest neighbours have other labels",
+                    disagree * 100.0,
+                    neighbours[i].len()
+                ));
             }
-            let duplicate_of = neighbours[i].first().filter(|(d, _)| median_nn > 0.0 && *d < duplicate_ratio * median_nn).map(|(_, j)| works[*j].artwork_id);
+            let duplicate_of = neighbours[i]
+                .first()
+                .filter(|(d, _)| median_nn > 0.0 && *d < duplicate_ratio * median_nn)
+                .map(|(_, j)| works[*j].artwork_id);
             if let Some(d) = duplicate_of {
                 reasons.push(format!("near-duplicate of work {d}"));
             }
@@ -153,9 +162,14 @@ mod tests {
 
     #[test]
     fn object_on_backdrop_outranks_a_busy_painting() {
-        let painting = RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) * 3) as u8]));
+        let painting =
+            RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) * 3) as u8]));
         let object = RgbImage::from_fn(64, 48, |x, y| {
-            if (x as i32 - 32).abs() < 10 && (y as i32 - 24).abs() < 10 { image::Rgb([120, 60, 20]) } else { image::Rgb([240, 240, 238]) }
+            if (x as i32 - 32).abs() < 10 && (y as i32 - 24).abs() < 10 {
+                image::Rgb([120, 60, 20])
+            } else {
+                image::Rgb([240, 240, 238])
+            }
         });
         let r = cheap_scores(&[(1, painting), (2, object)]);
         assert_eq!(r[0].artwork_id, 2);
@@ -177,7 +191,13 @@ mod tests {
         let probs_b = [0.1f32, 0.9];
         let works: Vec<ModelView> = embs
             .iter()
-            .map(|(id, l, e)| ModelView { artwork_id: *id, label: *l, probs: if e[0] > 5.0 { &probs_b } else { &probs_a }, embedding: e, in_sample: false })
+            .map(|(id, l, e)| ModelView {
+                artwork_id: *id,
+                label: *l,
+                probs: if e[0] > 5.0 { &probs_b } else { &probs_a },
+                embedding: e,
+                in_sample: false,
+            })
             .collect();
         let r = model_scores(&works, &classes, 5, 0.05);
         assert_eq!(r[0].artwork_id, 99, "{r:?}");

@@ -119,9 +119,8 @@ impl Catalog {
         let now = now_rfc3339();
         let mut out = Vec::with_capacity(works.len());
         {
-            let mut find = tx
-                .prepare_cached("SELECT id FROM artworks WHERE source = ?1 AND source_id = ?2")
-                .map_err(err)?;
+            let mut find =
+                tx.prepare_cached("SELECT id FROM artworks WHERE source = ?1 AND source_id = ?2").map_err(err)?;
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO artworks (source, source_id, title, artist, date, medium, tag_culture,
@@ -144,8 +143,18 @@ impl Catalog {
                     Some(id) => {
                         update
                             .execute(params![
-                                id, w.title, w.artist, w.date, w.medium, w.tags.culture, w.tags.country,
-                                w.tags.nationality, w.mapped_group, w.image_url, w.link, now
+                                id,
+                                w.title,
+                                w.artist,
+                                w.date,
+                                w.medium,
+                                w.tags.culture,
+                                w.tags.country,
+                                w.tags.nationality,
+                                w.mapped_group,
+                                w.image_url,
+                                w.link,
+                                now
                             ])
                             .map_err(err)?;
                         out.push(UpsertOutcome::Updated(id));
@@ -153,8 +162,19 @@ impl Catalog {
                     None => {
                         insert
                             .execute(params![
-                                w.source, w.source_id, w.title, w.artist, w.date, w.medium, w.tags.culture,
-                                w.tags.country, w.tags.nationality, w.mapped_group, w.image_url, w.link, now
+                                w.source,
+                                w.source_id,
+                                w.title,
+                                w.artist,
+                                w.date,
+                                w.medium,
+                                w.tags.culture,
+                                w.tags.country,
+                                w.tags.nationality,
+                                w.mapped_group,
+                                w.image_url,
+                                w.link,
+                                now
                             ])
                             .map_err(err)?;
                         out.push(UpsertOutcome::Inserted(tx.last_insert_rowid()));
@@ -176,7 +196,10 @@ impl Catalog {
         let mut n = 0;
         for g in kept {
             n += tx
-                .execute("UPDATE artworks SET culture = mapped_group WHERE source = ?1 AND mapped_group = ?2", params![source, g])
+                .execute(
+                    "UPDATE artworks SET culture = mapped_group WHERE source = ?1 AND mapped_group = ?2",
+                    params![source, g],
+                )
                 .map_err(err)?;
         }
         tx.commit().map_err(err)?;
@@ -196,7 +219,15 @@ impl Catalog {
     }
 
     /// Records where a work's image lies (relative to the workspace) and what it is.
-    pub fn set_image(&mut self, id: i64, rel_path: &str, hash: &str, width: u32, height: u32, bytes: u64) -> Result<()> {
+    pub fn set_image(
+        &mut self,
+        id: i64,
+        rel_path: &str,
+        hash: &str,
+        width: u32,
+        height: u32,
+        bytes: u64,
+    ) -> Result<()> {
         self.conn
             .execute(
                 "UPDATE artworks SET image_path = ?2, content_hash = ?3, width = ?4, height = ?5, bytes = ?6 WHERE id = ?1",
@@ -248,7 +279,11 @@ impl Catalog {
 
     pub fn find_by_source(&self, source: &str, source_id: &str) -> Result<Option<Artwork>> {
         self.conn
-            .query_row(&format!("{SELECT} WHERE a.source = ?1 AND a.source_id = ?2"), [source, source_id], row_to_artwork)
+            .query_row(
+                &format!("{SELECT} WHERE a.source = ?1 AND a.source_id = ?2"),
+                [source, source_id],
+                row_to_artwork,
+            )
             .optional()
             .map_err(|e| self.err(e))
     }
@@ -304,7 +339,10 @@ impl Catalog {
 
     pub fn set_kv(&mut self, key: &str, value: &str) -> Result<()> {
         self.conn
-            .execute("INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2", [key, value])
+            .execute(
+                "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+                [key, value],
+            )
             .map_err(|e| self.err(e))?;
         Ok(())
     }

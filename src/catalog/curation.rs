@@ -20,9 +20,8 @@ pub enum FlagReason {
 }
 
 impl FlagReason {
-    pub const ALL: [FlagReason; 7] = [
-        Self::Sculpture, Self::Book, Self::Manuscript, Self::Container, Self::Jewelry, Self::SnuffBox, Self::Other,
-    ];
+    pub const ALL: [FlagReason; 7] =
+        [Self::Sculpture, Self::Book, Self::Manuscript, Self::Container, Self::Jewelry, Self::SnuffBox, Self::Other];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -54,10 +53,12 @@ impl std::str::FromStr for FlagReason {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let norm = s.trim().to_lowercase().replace([' ', '_'], "-");
-        Self::ALL.into_iter().find(|r| r.as_str() == norm || (norm == "snuffbox" && *r == Self::SnuffBox)).ok_or_else(|| {
-            let names: Vec<_> = Self::ALL.iter().map(|r| r.as_str()).collect();
-            format!("unknown reason {s:?}; expected one of {}", names.join(", "))
-        })
+        Self::ALL.into_iter().find(|r| r.as_str() == norm || (norm == "snuffbox" && *r == Self::SnuffBox)).ok_or_else(
+            || {
+                let names: Vec<_> = Self::ALL.iter().map(|r| r.as_str()).collect();
+                format!("unknown reason {s:?}; expected one of {}", names.join(", "))
+            },
+        )
     }
 }
 
@@ -95,7 +96,10 @@ pub struct CurationEvent {
 pub enum UndoOutcome {
     Nothing,
     /// The batch that was undone or redone, and the works it touched.
-    Applied { batch: i64, artworks: Vec<i64> },
+    Applied {
+        batch: i64,
+        artworks: Vec<i64>,
+    },
 }
 
 fn current_state(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<FlagState> {
@@ -145,8 +149,10 @@ impl Catalog {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
         let mut batch = None;
         for c in changes {
-            let exists: Option<i64> =
-                tx.query_row("SELECT id FROM artworks WHERE id = ?1", [c.artwork_id], |r| r.get(0)).optional().map_err(err)?;
+            let exists: Option<i64> = tx
+                .query_row("SELECT id FROM artworks WHERE id = ?1", [c.artwork_id], |r| r.get(0))
+                .optional()
+                .map_err(err)?;
             if exists.is_none() {
                 return Err(super::CatalogError::UnknownArtwork(c.artwork_id.to_string()));
             }
@@ -169,7 +175,8 @@ impl Catalog {
 
     /// The undo and redo stacks (batch ids, most recent last), replayed from the log.
     fn undo_redo_stacks(&self) -> Result<(Vec<i64>, Vec<i64>)> {
-        let mut st = self.conn.prepare("SELECT id, kind, target FROM curation_batches ORDER BY id").map_err(|e| self.err(e))?;
+        let mut st =
+            self.conn.prepare("SELECT id, kind, target FROM curation_batches ORDER BY id").map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?)))
             .map_err(|e| self.err(e))?;
@@ -223,7 +230,11 @@ impl Catalog {
                 .prepare("SELECT artwork_id, reason, note, prev_reason, prev_note FROM curation_events WHERE batch_id = ?1 ORDER BY seq")
                 .map_err(err)?;
             st.query_map([target], |r| {
-                Ok((r.get(0)?, FlagState { reason: r.get(1)?, note: r.get(2)? }, FlagState { reason: r.get(3)?, note: r.get(4)? }))
+                Ok((
+                    r.get(0)?,
+                    FlagState { reason: r.get(1)?, note: r.get(2)? },
+                    FlagState { reason: r.get(3)?, note: r.get(4)? },
+                ))
             })
             .map_err(err)?
             .collect::<rusqlite::Result<_>>()
@@ -262,7 +273,13 @@ impl Catalog {
             .map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| {
-                Ok(CurationEvent { seq: r.get(0)?, batch_id: r.get(1)?, artwork_id: r.get(2)?, reason: r.get(3)?, note: r.get(4)? })
+                Ok(CurationEvent {
+                    seq: r.get(0)?,
+                    batch_id: r.get(1)?,
+                    artwork_id: r.get(2)?,
+                    reason: r.get(3)?,
+                    note: r.get(4)?,
+                })
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
@@ -324,7 +341,11 @@ mod tests {
     fn changing_a_reason_undoes_to_the_old_reason() {
         let (_d, mut c, ids) = catalog_with(1);
         c.apply_flags(&[flag(ids[0], FlagReason::Book)], "t").unwrap();
-        c.apply_flags(&[FlagChange { artwork_id: ids[0], reason: Some(FlagReason::Other), note: Some("a fan".into()) }], "t").unwrap();
+        c.apply_flags(
+            &[FlagChange { artwork_id: ids[0], reason: Some(FlagReason::Other), note: Some("a fan".into()) }],
+            "t",
+        )
+        .unwrap();
         assert_eq!(c.flag_state(ids[0]).unwrap().note.as_deref(), Some("a fan"));
         c.undo("t").unwrap();
         assert_eq!(c.flag_state(ids[0]).unwrap(), FlagState { reason: Some("book".into()), note: None });

@@ -64,16 +64,13 @@ impl Catalog {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
-        let conn = Connection::open_with_flags(path, flags)
-            .map_err(|e| classify(path, e))?;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e))?;
         let mut catalog = Self { conn, path: path.to_path_buf() };
         catalog.configure()?;
         schema::migrate(&mut catalog.conn).map_err(|e| match e {
-            schema::MigrateError::TooNew { found } => CatalogError::TooNew {
-                path: path.to_path_buf(),
-                found,
-                supported: SCHEMA_VERSION,
-            },
+            schema::MigrateError::TooNew { found } => {
+                CatalogError::TooNew { path: path.to_path_buf(), found, supported: SCHEMA_VERSION }
+            }
             schema::MigrateError::Sqlite(e) => classify(path, e),
         })?;
         Ok(catalog)
@@ -84,10 +81,8 @@ impl Catalog {
         self.conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| classify(&path, e))?;
         // Reading the journal mode is the first real read of the file: a file that is not a
         // database fails here, and so does one that another process holds exclusively.
-        let mode: String = self
-            .conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(|e| classify(&path, e))?;
+        let mode: String =
+            self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| classify(&path, e))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(CatalogError::Corrupt { path, detail: format!("cannot enable WAL (journal mode {mode})") });
         }
@@ -103,8 +98,7 @@ impl Catalog {
 
     /// Checks the file's integrity (`PRAGMA quick_check`).
     pub fn check_integrity(&self) -> Result<()> {
-        let res: String =
-            self.conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        let res: String = self.conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|e| self.err(e))?;
         if res == "ok" { Ok(()) } else { Err(CatalogError::Corrupt { path: self.path.clone(), detail: res }) }
     }
 
@@ -142,10 +136,8 @@ fn classify(path: &Path, e: rusqlite::Error) -> CatalogError {
 
 pub fn now_rfc3339() -> String {
     // SQLite formats the time; avoids a date-time dependency for one timestamp format.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     format_unix(secs)
 }
 

@@ -87,7 +87,15 @@ fn row_to_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 
 impl Catalog {
     /// Creates a run with its split (artwork id, part) in one transaction.
-    pub fn create_run(&mut self, id: &str, arch: &str, method: &str, scheduler: &str, config: &str, split: &[(i64, &str)]) -> Result<()> {
+    pub fn create_run(
+        &mut self,
+        id: &str,
+        arch: &str,
+        method: &str,
+        scheduler: &str,
+        config: &str,
+        split: &[(i64, &str)],
+    ) -> Result<()> {
         let path = self.path.clone();
         let err = |e| classify(&path, e);
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
@@ -97,7 +105,8 @@ impl Catalog {
         )
         .map_err(err)?;
         {
-            let mut ins = tx.prepare("INSERT INTO run_split (run_id, artwork_id, part) VALUES (?1, ?2, ?3)").map_err(err)?;
+            let mut ins =
+                tx.prepare("INSERT INTO run_split (run_id, artwork_id, part) VALUES (?1, ?2, ?3)").map_err(err)?;
             for (aid, part) in split {
                 ins.execute(params![id, aid, part]).map_err(err)?;
             }
@@ -106,7 +115,10 @@ impl Catalog {
     }
 
     pub fn run_split(&self, run: &str) -> Result<Vec<(i64, String)>> {
-        let mut st = self.conn.prepare("SELECT artwork_id, part FROM run_split WHERE run_id = ?1 ORDER BY artwork_id").map_err(|e| self.err(e))?;
+        let mut st = self
+            .conn
+            .prepare("SELECT artwork_id, part FROM run_split WHERE run_id = ?1 ORDER BY artwork_id")
+            .map_err(|e| self.err(e))?;
         let rows = st.query_map([run], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
     }
@@ -169,7 +181,10 @@ impl Catalog {
     }
 
     pub fn runs(&self) -> Result<Vec<RunRecord>> {
-        let mut st = self.conn.prepare(&format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at, id")).map_err(|e| self.err(e))?;
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at, id"))
+            .map_err(|e| self.err(e))?;
         let rows = st.query_map([], row_to_run).map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
     }

@@ -47,7 +47,10 @@ impl Catalog {
             .map_err(|e| self.err(e))?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.err(e))?;
-        let mut st = self.conn.prepare("SELECT tag, count, why FROM dropped_tags ORDER BY count DESC, tag").map_err(|e| self.err(e))?;
+        let mut st = self
+            .conn
+            .prepare("SELECT tag, count, why FROM dropped_tags ORDER BY count DESC, tag")
+            .map_err(|e| self.err(e))?;
         let dropped = st
             .query_map([], |r| Ok(DroppedTag { tag: r.get(0)?, count: r.get::<_, i64>(1)? as usize, why: r.get(2)? }))
             .map_err(|e| self.err(e))?
@@ -68,8 +71,11 @@ impl Catalog {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
         tx.execute("DELETE FROM dropped_tags", []).map_err(err)?;
         for d in dropped {
-            tx.execute("INSERT INTO dropped_tags (tag, count, why) VALUES (?1, ?2, ?3)", rusqlite::params![d.tag, d.count as i64, d.why])
-                .map_err(err)?;
+            tx.execute(
+                "INSERT INTO dropped_tags (tag, count, why) VALUES (?1, ?2, ?3)",
+                rusqlite::params![d.tag, d.count as i64, d.why],
+            )
+            .map_err(err)?;
         }
         tx.commit().map_err(err)
     }

@@ -107,8 +107,11 @@ pub fn import_met(ws_dir: &Option<PathBuf>, args: MetImportArgs) -> anyhow::Resu
         }
         let below: Vec<_> = r.dropped.iter().filter(|d| !d.why.starts_with("unmapped")).collect();
         if !below.is_empty() {
-            eprintln!("dropped groups with {} works or fewer: {}", args.min_per_group,
-                below.iter().map(|d| format!("{} ({})", d.tag, d.count)).collect::<Vec<_>>().join(", "));
+            eprintln!(
+                "dropped groups with {} works or fewer: {}",
+                args.min_per_group,
+                below.iter().map(|d| format!("{} ({})", d.tag, d.count)).collect::<Vec<_>>().join(", ")
+            );
         }
         json.insert("csv".into(), serde_json::to_value(&r)?);
     } else if args.download {
@@ -133,7 +136,13 @@ pub fn import_met(ws_dir: &Option<PathBuf>, args: MetImportArgs) -> anyhow::Resu
             b.set_message(format!("{} failed, {:.1}/s, ETA {:.0} s", p.failed, p.per_s, p.eta_s));
         })?;
         b.finish_and_clear();
-        eprintln!("images: {} downloaded, {} already there, {} without image, {} failed", r.downloaded, r.already_there, r.no_image, r.failed.len());
+        eprintln!(
+            "images: {} downloaded, {} already there, {} without image, {} failed",
+            r.downloaded,
+            r.already_there,
+            r.no_image,
+            r.failed.len()
+        );
         for (id, why) in r.failed.iter().take(20) {
             eprintln!("  object {id}: {why}");
         }
@@ -141,7 +150,13 @@ pub fn import_met(ws_dir: &Option<PathBuf>, args: MetImportArgs) -> anyhow::Resu
     }
     if let Some(dir) = &args.images {
         let r = ingest::met_images::attach_local_images(&mut ws, dir)?;
-        eprintln!("images from {}: {} attached, {} missing, {} unreadable", dir.display(), r.attached, r.missing, r.bad.len());
+        eprintln!(
+            "images from {}: {} attached, {} missing, {} unreadable",
+            dir.display(),
+            r.attached,
+            r.missing,
+            r.bad.len()
+        );
         for (f, why) in r.bad.iter().take(20) {
             eprintln!("  {f}: {why}");
         }
@@ -217,7 +232,9 @@ pub fn undo_redo(ws_dir: &Option<PathBuf>, undo: bool) -> anyhow::Result<ExitCod
     let out = if undo { ws.catalog.undo("cli")? } else { ws.catalog.redo("cli")? };
     match out {
         UndoOutcome::Nothing => eprintln!("nothing to {}", if undo { "undo" } else { "redo" }),
-        UndoOutcome::Applied { artworks, .. } => eprintln!("{} {} work(s)", if undo { "undid changes to" } else { "redid changes to" }, artworks.len()),
+        UndoOutcome::Applied { artworks, .. } => {
+            eprintln!("{} {} work(s)", if undo { "undid changes to" } else { "redid changes to" }, artworks.len())
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

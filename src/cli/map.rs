@@ -5,7 +5,13 @@ use artculture::model::device::DeviceKind;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub fn map(ws_dir: &Option<PathBuf>, run: Option<&str>, json: bool, png: Option<PathBuf>, device: DeviceKind) -> anyhow::Result<ExitCode> {
+pub fn map(
+    ws_dir: &Option<PathBuf>,
+    run: Option<&str>,
+    json: bool,
+    png: Option<PathBuf>,
+    device: DeviceKind,
+) -> anyhow::Result<ExitCode> {
     let ws = open_workspace(ws_dir)?;
     let ckpt = artculture::predict::run_checkpoint(&ws, run)?;
     let device = device.open()?;
@@ -30,7 +36,9 @@ pub fn map(ws_dir: &Option<PathBuf>, run: Option<&str>, json: bool, png: Option<
     }
     if let Some(p) = png {
         let img = artculture::analysis::render::culture_map_png(&m);
-        artculture::fsutil::write_atomic(&p, |f| img.write_to(&mut std::io::BufWriter::new(f), image::ImageFormat::Png).map_err(std::io::Error::other))?;
+        artculture::fsutil::write_atomic(&p, |f| {
+            img.write_to(&mut std::io::BufWriter::new(f), image::ImageFormat::Png).map_err(std::io::Error::other)
+        })?;
         eprintln!("wrote {}", p.display());
     }
     Ok(ExitCode::SUCCESS)

@@ -102,8 +102,12 @@ fn config_from(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         None => matches!(c.scheduler, SchedulerConfig::Plateau { .. }),
     };
     c.scheduler = match (plateau, c.scheduler) {
-        (false, SchedulerConfig::Step { step_size, gamma }) => SchedulerConfig::Step { step_size: args.step_size.unwrap_or(step_size), gamma: args.gamma.unwrap_or(gamma) },
-        (false, _) => SchedulerConfig::Step { step_size: args.step_size.unwrap_or(7), gamma: args.gamma.unwrap_or(0.1) },
+        (false, SchedulerConfig::Step { step_size, gamma }) => {
+            SchedulerConfig::Step { step_size: args.step_size.unwrap_or(step_size), gamma: args.gamma.unwrap_or(gamma) }
+        }
+        (false, _) => {
+            SchedulerConfig::Step { step_size: args.step_size.unwrap_or(7), gamma: args.gamma.unwrap_or(0.1) }
+        }
         (true, cur) => {
             let base = if let SchedulerConfig::Plateau { .. } = cur { cur } else { SchedulerConfig::plateau_default() };
             let SchedulerConfig::Plateau { mode, factor, patience, threshold, cooldown, min_lr, eps, .. } = base else {
@@ -164,11 +168,18 @@ pub fn train(ws_dir: &Option<PathBuf>, args: &TrainArgs, device: DeviceKind) -> 
     let device = device.open()?;
     let control = Control::default();
     let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}").expect("static template").progress_chars("=> "));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
     let mut on_event = |e: TrainEvent| match e {
         TrainEvent::Started { run_id, classes, train, val, test, epochs, first_epoch } => {
             println!("{run_id}");
-            eprintln!("run {run_id}: {} classes, {train} training / {val} validation / {test} test works, epochs {first_epoch}..={epochs}", classes.len());
+            eprintln!(
+                "run {run_id}: {} classes, {train} training / {val} validation / {test} test works, epochs {first_epoch}..={epochs}",
+                classes.len()
+            );
         }
         TrainEvent::Batch { epoch, batch, batches, loss, lr, images_per_s } => {
             bar.set_prefix(epoch.to_string());
@@ -188,7 +199,12 @@ pub fn train(ws_dir: &Option<PathBuf>, args: &TrainArgs, device: DeviceKind) -> 
         TrainEvent::Paused | TrainEvent::Resumed => {}
         TrainEvent::Finished { run_id, best_val_acc, top1, top3 } => {
             bar.finish_and_clear();
-            eprintln!("run {run_id} finished: best val acc {:.2}%, test top-1 {:.2}%, top-3 {:.2}%", best_val_acc * 100.0, top1 * 100.0, top3 * 100.0);
+            eprintln!(
+                "run {run_id} finished: best val acc {:.2}%, test top-1 {:.2}%, top-3 {:.2}%",
+                best_val_acc * 100.0,
+                top1 * 100.0,
+                top3 * 100.0
+            );
         }
     };
     match &args.resume {
@@ -219,11 +235,23 @@ pub fn runs(ws_dir: &Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::json!({ "runs": rows }));
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<44} {:<9} {:<18} {:<9} {:>7} {:>7} {:>7} {:>6} {:>8}  status", "run", "arch", "scheduler", "method", "val %", "top-1", "top-3", "epochs", "time");
+    println!(
+        "{:<44} {:<9} {:<18} {:<9} {:>7} {:>7} {:>7} {:>6} {:>8}  status",
+        "run", "arch", "scheduler", "method", "val %", "top-1", "top-3", "epochs", "time"
+    );
     for r in &runs {
         println!(
             "{:<44} {:<9} {:<18} {:<9} {:>7} {:>7} {:>7} {:>6} {:>7.0}s  {}",
-            r.id, r.arch, r.scheduler, r.method, pct(r.val_acc), pct(r.top1), pct(r.top3), r.epochs_done, r.seconds, r.status.as_str()
+            r.id,
+            r.arch,
+            r.scheduler,
+            r.method,
+            pct(r.val_acc),
+            pct(r.top1),
+            pct(r.top3),
+            r.epochs_done,
+            r.seconds,
+            r.status.as_str()
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -237,7 +265,13 @@ pub fn eval(ws_dir: &Option<PathBuf>, run: &str, json: bool, device: DeviceKind)
         println!("{}", serde_json::to_string(&e)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("run {run}: {} test works, top-1 {:.2}%, top-3 {:.2}%, loss {:.4}", e.count, e.top1 * 100.0, e.top3 * 100.0, e.loss);
+    println!(
+        "run {run}: {} test works, top-1 {:.2}%, top-3 {:.2}%, loss {:.4}",
+        e.count,
+        e.top1 * 100.0,
+        e.top3 * 100.0,
+        e.loss
+    );
     println!("{:<14} {:>9} {:>7} {:>8}", "culture", "precision", "recall", "support");
     for c in &e.per_class {
         println!("{:<14} {:>9.3} {:>7.3} {:>8}", c.culture, c.precision, c.recall, c.support);
@@ -293,9 +327,13 @@ pub fn predict(ws_dir: &Option<PathBuf>, args: PredictArgs, device: DeviceKind) 
         match predict::predict_file(&model, path, args.top, cam, class, &device) {
             Ok((p, img)) => {
                 if args.json {
-                    println!("{}", serde_json::json!({ "image": p.image, "top": p.top, "activation": p.heatmap.rows() }));
+                    println!(
+                        "{}",
+                        serde_json::json!({ "image": p.image, "top": p.top, "activation": p.heatmap.rows() })
+                    );
                 } else {
-                    let tops: Vec<String> = p.top.iter().map(|r| format!("{} {:.1}%", r.culture, r.p * 100.0)).collect();
+                    let tops: Vec<String> =
+                        p.top.iter().map(|r| format!("{} {:.1}%", r.culture, r.p * 100.0)).collect();
                     println!("{}: {}", path.display(), tops.join(", "));
                 }
                 if let Some(out) = &args.overlay {
@@ -306,7 +344,9 @@ pub fn predict(ws_dir: &Option<PathBuf>, args: PredictArgs, device: DeviceKind) 
                     };
                     let blended = artculture::analysis::activation::overlay(&img, &p.heatmap, p.frame, args.opacity);
                     artculture::fsutil::write_atomic(&dest, |f| {
-                        blended.write_to(&mut std::io::BufWriter::new(f), image::ImageFormat::Png).map_err(std::io::Error::other)
+                        blended
+                            .write_to(&mut std::io::BufWriter::new(f), image::ImageFormat::Png)
+                            .map_err(std::io::Error::other)
                     })?;
                 }
             }

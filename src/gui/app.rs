@@ -39,6 +39,16 @@ pub fn rfd_picker() -> Picker {
     })
 }
 
+/// A dialog running on its own thread; the view polls it each frame.
+pub struct PendingPick(std::sync::mpsc::Receiver<Vec<PathBuf>>);
+
+impl PendingPick {
+    /// The answer once the user has chosen (an empty list if they cancelled).
+    pub fn try_take(&self) -> Option<Vec<PathBuf>> {
+        self.0.try_recv().ok()
+    }
+}
+
 /// What every view may read and change.
 pub struct Shared {
     pub ws_path: PathBuf,
@@ -55,12 +65,29 @@ pub struct Shared {
     pub generation: u64,
     pub picker: Picker,
     pub ctx: egui::Context,
+    /// A work another view asked the Curation view to show.
+    pub focus_artwork: Option<i64>,
 }
 
 impl Shared {
     /// Starts a job whose result is a message for the status bar; the views reload after it.
-    pub fn spawn(&mut self, name: &str, work: impl FnOnce(&super::jobs::Reporter<String>) -> Result<String, String> + Send + 'static) {
+    pub fn spawn(
+        &mut self,
+        name: &str,
+        work: impl FnOnce(&super::jobs::Reporter<String>) -> Result<String, String> + Send + 'static,
+    ) {
         self.jobs.push(Job::spawn(&self.ctx, name, work));
+    }
+
+    /// Opens a dialog off the UI thread.
+    pub fn ask(&self, kind: PickKind) -> PendingPick {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (picker, ctx) = (self.picker.clone(), self.ctx.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(picker(kind));
+            ctx.request_repaint();
+        });
+        PendingPick(rx)
     }
 
     pub fn busy(&self, name: &str) -> bool {
@@ -85,7 +112,7 @@ pub struct ArtApp {
     last_version: Option<i64>,
     last_poll: Instant,
     show_about: bool,
-    picking: Option<std::sync::mpsc::Receiver<Vec<PathBuf>>>,
+    picking: Option<PendingPick>,
     pub dataset: dataset::DatasetView,
     pub curation: curation::CurationView,
     pub training: training::TrainingView,
@@ -119,6 +146,7 @@ impl ArtApp {
             generation: 0,
             picker,
             ctx: ctx.clone(),
+            focus_artwork: None,
         };
         shared.reload_runs();
         Self {
@@ -190,9 +218,7 @@ impl ArtApp {
                 }
             }
         }
-        if let Some(rx) = &self.picking
-            && let Ok(answer) = rx.try_recv()
-        {
+        if let Some(answer) = self.picking.as_ref().and_then(PendingPick::try_take) {
             self.picking = None;
             if let Some(p) = answer.into_iter().next() {
                 self.open_workspace(p);
@@ -212,14 +238,10 @@ impl ArtApp {
             ui.separator();
             ui.label("Workspace:");
             ui.monospace(self.shared.ws_path.display().to_string());
-            if ui.button("Change…").on_hover_text("Open or create another workspace folder").clicked() && self.picking.is_none() {
-                let (tx, rx) = std::sync::mpsc::channel();
-                let (picker, ctx) = (self.shared.picker.clone(), self.shared.ctx.clone());
-                std::thread::spawn(move || {
-                    let _ = tx.send(picker(PickKind::Folder));
-                    ctx.request_repaint();
-                });
-                self.picking = Some(rx);
+            if ui.button("Change…").on_hover_text("Open or create another workspace folder").clicked()
+                && self.picking.is_none()
+            {
+                self.picking = Some(self.shared.ask(PickKind::Folder));
             }
             ui.separator();
             egui::ComboBox::from_label("Device").selected_text(self.shared.device.as_str()).show_ui(ui, |ui| {
@@ -231,7 +253,13 @@ impl ArtApp {
             let run_text = self.shared.selected_run.clone().unwrap_or_else(|| "no run yet".into());
             egui::ComboBox::from_label("Run").selected_text(run_text).show_ui(ui, |ui| {
                 for r in self.shared.runs.clone() {
-                    let label = format!("{} ({}, {}{})", r.id, r.arch, r.method, r.val_acc.map(|a| format!(", val {:.1}%", a * 100.0)).unwrap_or_default());
+                    let label = format!(
+                        "{} ({}, {}{})",
+                        r.id,
+                        r.arch,
+                        r.method,
+                        r.val_acc.map(|a| format!(", val {:.1}%", a * 100.0)).unwrap_or_default()
+                    );
                     ui.selectable_value(&mut self.shared.selected_run, Some(r.id.clone()), label);
                 }
             });
@@ -282,7 +310,10 @@ impl ArtApp {
 
     fn shortcuts(&mut self, ui: &egui::Ui) {
         let pressed = |k| ui.input_mut(|i| i.consume_key(egui::Modifiers::COMMAND, k));
-        for (k, v) in [egui::Key::Num1, egui::Key::Num2, egui::Key::Num3, egui::Key::Num4, egui::Key::Num5].into_iter().zip(View::ALL) {
+        for (k, v) in [egui::Key::Num1, egui::Key::Num2, egui::Key::Num3, egui::Key::Num4, egui::Key::Num5]
+            .into_iter()
+            .zip(View::ALL)
+        {
             if pressed(k) {
                 self.set_view(v);
             }
@@ -314,6 +345,10 @@ impl ArtApp {
                 View::Map => self.map.ui(ui, &mut self.shared),
             }
         });
+        if let Some(id) = self.shared.focus_artwork.take() {
+            self.curation.focus(id);
+            self.set_view(View::Curation);
+        }
         let ctx = ui.ctx().clone();
         self.about(&ctx);
     }

@@ -34,7 +34,10 @@ fn start_csv_import(shared: &mut Shared, min_per_group: usize) {
         let mut ws = Workspace::open(&ws_path).map_err(|e| e.to_string())?;
         let mapping = CultureMapping::study_default();
         let r = crate::ingest::import_met_csv(&mut ws, &csv, &mapping, min_per_group, None, |done, total| {
-            rep.progress(done as f32 / total.max(1) as f32, format!("{:.0} / {:.0} MB", done as f64 / 1e6, total as f64 / 1e6))
+            rep.progress(
+                done as f32 / total.max(1) as f32,
+                format!("{:.0} / {:.0} MB", done as f64 / 1e6, total as f64 / 1e6),
+            )
         })
         .map_err(|e| e.to_string())?;
         Ok(format!(
@@ -60,7 +63,8 @@ fn start_met_download(shared: &mut Shared) {
                 rep.progress(i as f32 / n.max(1) as f32, format!("finding paintings: {i} / {n} records"))
             })
             .map_err(|e| e.to_string())?;
-            crate::ingest::apply_threshold(&mut ws, &mapping, crate::ingest::DEFAULT_MIN_PER_GROUP).map_err(|e| e.to_string())?;
+            crate::ingest::apply_threshold(&mut ws, &mapping, crate::ingest::DEFAULT_MIN_PER_GROUP)
+                .map_err(|e| e.to_string())?;
         }
         let r = met_api::download_images(&mut ws, &client, &cancel, |p| {
             rep.progress(
@@ -91,13 +95,19 @@ impl DatasetView {
             if ui.button("Import MetObjects.csv…").clicked() && !shared.busy("Import MetObjects.csv") {
                 start_csv_import(shared, self.min_per_group);
             }
-            if ui.button("Open a folder of images…").on_hover_text("One sub-folder per culture: DIR/French/*.jpg").clicked() {
+            if ui
+                .button("Open a folder of images…")
+                .on_hover_text("One sub-folder per culture: DIR/French/*.jpg")
+                .clicked()
+            {
                 start_folder_import(shared);
             }
             if ui.button("Download images from The Met").clicked() && !shared.busy("Download The Met's paintings") {
                 start_met_download(shared);
             }
-            ui.add(egui::DragValue::new(&mut self.min_per_group).range(0..=10_000).prefix("keep groups with more than "));
+            ui.add(
+                egui::DragValue::new(&mut self.min_per_group).range(0..=10_000).prefix("keep groups with more than "),
+            );
         });
         ui.separator();
         if stats.total_initial == 0 {
@@ -132,7 +142,10 @@ fn welcome(ui: &mut egui::Ui, shared: &mut Shared) {
                     {
                         let rep = rep.clone();
                         move |done, total| {
-                            rep.progress(done as f32 / total.max(1) as f32, format!("{:.0} / {:.0} MB", done as f64 / 1e6, total as f64 / 1e6))
+                            rep.progress(
+                                done as f32 / total.max(1) as f32,
+                                format!("{:.0} / {:.0} MB", done as f64 / 1e6, total as f64 / 1e6),
+                            )
                         }
                     },
                 )
@@ -176,13 +189,17 @@ fn table1(ui: &mut egui::Ui, stats: &DatasetStats) {
 }
 
 fn bar_chart(ui: &mut egui::Ui, stats: &DatasetStats) {
-    let initial: Vec<Bar> =
-        stats.groups.iter().enumerate().map(|(i, g)| Bar::new(i as f64, g.initial as f64).name(&g.culture).width(0.4)).collect();
+    let initial: Vec<Bar> = stats
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| Bar::new(i as f64 - 0.2, g.initial as f64).name(&g.culture).width(0.4))
+        .collect();
     let final_: Vec<Bar> = stats
         .groups
         .iter()
         .enumerate()
-        .map(|(i, g)| Bar::new(i as f64 + 0.4, g.final_ as f64).name(&g.culture).width(0.4))
+        .map(|(i, g)| Bar::new(i as f64 + 0.2, g.final_ as f64).name(&g.culture).width(0.4))
         .collect();
     let names: Vec<String> = stats.groups.iter().map(|g| g.culture.clone()).collect();
     Plot::new("table1_bars")
@@ -190,7 +207,11 @@ fn bar_chart(ui: &mut egui::Ui, stats: &DatasetStats) {
         .allow_scroll(false)
         .x_axis_formatter(move |m, _| {
             let i = m.value.round();
-            if (m.value - i).abs() < 1e-6 && i >= 0.0 { names.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
+            if (m.value - i).abs() < 1e-6 && i >= 0.0 {
+                names.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
         })
         .show(ui, |p| {
             p.bar_chart(BarChart::new("Initial", initial));

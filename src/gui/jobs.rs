@@ -43,7 +43,11 @@ pub struct Job<T> {
 }
 
 impl<T: Send + 'static> Job<T> {
-    pub fn spawn(ctx: &egui::Context, name: impl Into<String>, work: impl FnOnce(&Reporter<T>) -> Result<T, String> + Send + 'static) -> Self {
+    pub fn spawn(
+        ctx: &egui::Context,
+        name: impl Into<String>,
+        work: impl FnOnce(&Reporter<T>) -> Result<T, String> + Send + 'static,
+    ) -> Self {
         let (tx, rx) = channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let reporter = Reporter { tx, ctx: ctx.clone(), cancel: cancel.clone() };

@@ -79,13 +79,18 @@ pub fn run_app(workspace: Option<PathBuf>, device: DeviceKind) -> Result<(), Gui
     };
     let size = settings.window_size;
     let options = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default().with_inner_size(size).with_min_inner_size([720.0, 480.0]).with_title("artculture"),
+        viewport: egui::ViewportBuilder::default()
+            .with_inner_size(size)
+            .with_min_inner_size([720.0, 480.0])
+            .with_title("artculture"),
         ..Default::default()
     };
     eframe::run_native(
         "artculture",
         options,
-        Box::new(move |cc| Ok(Box::new(ArtApp::new(&cc.egui_ctx, ws_path, device, settings, settings_path, app::rfd_picker())))),
+        Box::new(move |cc| {
+            Ok(Box::new(ArtApp::new(&cc.egui_ctx, ws_path, device, settings, settings_path, app::rfd_picker())))
+        }),
     )
     .map_err(|e| GuiError::Window(e.to_string()))
 }

@@ -37,7 +37,12 @@ fn by_statistics(ws: &Workspace, rep: &Reporter<Ranking>) -> Result<Vec<Suspicio
     Ok(suspicion::cheap_scores(&items))
 }
 
-fn by_model(ws: &Workspace, ckpt: &Path, device: DeviceKind, rep: &Reporter<Ranking>) -> Result<Vec<Suspicion>, String> {
+fn by_model(
+    ws: &Workspace,
+    ckpt: &Path,
+    device: DeviceKind,
+    rep: &Reporter<Ranking>,
+) -> Result<Vec<Suspicion>, String> {
     let device = device.open().map_err(|e| e.to_string())?;
     let control = crate::train::Control::default();
     let e = crate::analysis::embed::embed_works(ws, ckpt, &device, &control, &mut |d, n| {
@@ -45,11 +50,25 @@ fn by_model(ws: &Workspace, ckpt: &Path, device: DeviceKind, rep: &Reporter<Rank
     })
     .map_err(|e| e.to_string())?;
     let model = crate::model::checkpoint::load(ckpt, &device).map_err(|e| e.to_string())?;
-    let emb = Tensor::new(e.vectors.concat(), &device).and_then(|t| t.reshape((e.vectors.len(), e.vectors.first().map(Vec::len).unwrap_or(0)))).map_err(|e| e.to_string())?;
-    let probs = model.net.head.forward(&emb).and_then(|l| candle_nn::ops::softmax(&l, D::Minus1)).and_then(|p| p.to_vec2::<f32>()).map_err(|e| e.to_string())?;
+    let emb = Tensor::new(e.vectors.concat(), &device)
+        .and_then(|t| t.reshape((e.vectors.len(), e.vectors.first().map(Vec::len).unwrap_or(0))))
+        .map_err(|e| e.to_string())?;
+    let probs = model
+        .net
+        .head
+        .forward(&emb)
+        .and_then(|l| candle_nn::ops::softmax(&l, D::Minus1))
+        .and_then(|p| p.to_vec2::<f32>())
+        .map_err(|e| e.to_string())?;
     let run = model.meta.run_id.clone().unwrap_or_default();
-    let train: std::collections::HashSet<i64> =
-        ws.catalog.run_split(&run).unwrap_or_default().into_iter().filter(|(_, p)| p == "train").map(|(id, _)| id).collect();
+    let train: std::collections::HashSet<i64> = ws
+        .catalog
+        .run_split(&run)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, p)| p == "train")
+        .map(|(id, _)| id)
+        .collect();
     let views: Vec<ModelView> = e
         .ids
         .iter()

@@ -53,7 +53,15 @@ impl ThumbCache {
                 }
             });
         }
-        Self { queue, results, textures: HashMap::new(), pending: HashSet::new(), failed: HashSet::new(), clock: 0, capacity }
+        Self {
+            queue,
+            results,
+            textures: HashMap::new(),
+            pending: HashSet::new(),
+            failed: HashSet::new(),
+            clock: 0,
+            capacity,
+        }
     }
 
     /// Takes finished decodes; creates their textures and evicts the oldest beyond capacity.

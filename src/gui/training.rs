@@ -1,12 +1,558 @@
-//! The Training view.
-use super::app::Shared;
+//! The Training view: a form with every option and the study's Table 2 presets; Start, Pause,
+//! Resume, Cancel; live plots of loss (raw per batch with a smoothed line over it, per-epoch train
+//! and validation), accuracy and learning rate; the runs table with side-by-side curves; a
+//! confusion matrix; export of a run's metrics as CSV.
+use super::app::{PickKind, Shared};
+use crate::catalog::{EpochMetrics, RunRecord};
+use crate::model::Arch;
+use crate::train::metrics::Evaluation;
+use crate::train::schedule::SchedulerConfig;
+use crate::train::{Control, Method, Pretrained, TrainConfig, TrainEvent, presets};
+use egui_plot::{Legend, Line, Plot, PlotPoints};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
 
+/// Live series of the run in progress.
 #[derive(Default)]
-pub struct TrainingView {}
+pub struct LiveRun {
+    pub run_id: Option<String>,
+    pub batch_loss: Vec<[f64; 2]>,
+    pub epochs: Vec<EpochMetrics>,
+    pub images_per_s: f64,
+    pub eta_s: f64,
+    pub message: String,
+    pub paused: bool,
+    pub total_epochs: u32,
+}
+
+/// Exponential moving average, as TensorBoard's smoothing slider.
+pub fn smooth(points: &[[f64; 2]], weight: f64) -> Vec<[f64; 2]> {
+    let mut last = None;
+    points
+        .iter()
+        .map(|p| {
+            let v = match last {
+                None => p[1],
+                Some(l) => l * weight + (1.0 - weight) * p[1],
+            };
+            last = Some(v);
+            [p[0], v]
+        })
+        .collect()
+}
+
+pub struct TrainingView {
+    pub cfg: TrainConfig,
+    pretrained_text: String,
+    preset: usize,
+    pub live: LiveRun,
+    events: Option<Receiver<Result<TrainEvent, String>>>,
+    control: Option<Arc<Control>>,
+    smoothing: f64,
+    compare: BTreeSet<String>,
+    compared: Vec<(String, Vec<EpochMetrics>)>,
+    sort_by: usize,
+    confusion: Option<(String, Evaluation)>,
+    confusion_job: Option<super::jobs::Job<Evaluation>>,
+    loaded_generation: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+impl Default for TrainingView {
+    fn default() -> Self {
+        Self {
+            cfg: TrainConfig::default(),
+            pretrained_text: "hub".into(),
+            preset: 1,
+            live: LiveRun::default(),
+            events: None,
+            control: None,
+            smoothing: 0.6,
+            compare: BTreeSet::new(),
+            compared: Vec::new(),
+            sort_by: 0,
+            confusion: None,
+            confusion_job: None,
+            loaded_generation: None,
+            last_error: None,
+        }
+    }
+}
 
 impl TrainingView {
-    pub fn ui(&mut self, ui: &mut egui::Ui, _shared: &mut Shared) {
-        ui.heading("Training");
-        ui.label("This view is not built yet in this version.");
+    pub fn running(&self) -> bool {
+        self.events.is_some()
+    }
+
+    /// Starts a new run (or resumes `resume`) on a worker thread.
+    pub fn start(&mut self, shared: &Shared, resume: Option<String>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let control = Arc::new(Control::default());
+        let (ws_path, device, ctx, cfg) = (shared.ws_path.clone(), shared.device, shared.ctx.clone(), self.cfg.clone());
+        let ctl = control.clone();
+        std::thread::spawn(move || {
+            let send = |e: Result<TrainEvent, String>| {
+                let _ = tx.send(e);
+                ctx.request_repaint();
+            };
+            let result = device.open().map_err(|e| e.to_string()).and_then(|dev| {
+                let mut on_event = |e: TrainEvent| send(Ok(e));
+                match &resume {
+                    Some(run) => crate::train::trainer::resume(&ws_path, run, &dev, &mut on_event, &ctl),
+                    None => crate::train::trainer::start(&ws_path, cfg, &dev, &mut on_event, &ctl),
+                }
+                .map_err(|e| e.to_string())
+            });
+            if let Err(e) = result {
+                send(Err(e));
+            }
+        });
+        self.live = LiveRun { total_epochs: self.cfg.epochs, ..Default::default() };
+        self.events = Some(rx);
+        self.control = Some(control);
+        self.last_error = None;
+    }
+
+    fn poll(&mut self, shared: &mut Shared) {
+        let Some(rx) = &self.events else { return };
+        let mut finished = false;
+        while let Ok(e) = rx.try_recv() {
+            match e {
+                Ok(TrainEvent::Started { run_id, epochs, .. }) => {
+                    self.live.run_id = Some(run_id);
+                    self.live.total_epochs = epochs;
+                }
+                Ok(TrainEvent::Batch { epoch, batch, batches, loss, images_per_s, .. }) => {
+                    let x = (epoch - 1) as f64 + batch as f64 / batches.max(1) as f64;
+                    self.live.batch_loss.push([x, loss]);
+                    self.live.images_per_s = images_per_s;
+                    let left_batches = (self.live.total_epochs.saturating_sub(epoch)) as f64 * batches as f64
+                        + (batches - batch) as f64;
+                    let per_batch = self.live.epochs.last().map(|m| m.seconds / batches.max(1) as f64).unwrap_or(0.0);
+                    self.live.eta_s = left_batches * per_batch;
+                    self.live.message = format!("epoch {epoch}, batch {batch}/{batches}");
+                }
+                Ok(TrainEvent::Epoch(m)) => {
+                    self.live.epochs.push(m);
+                    shared.generation += 1;
+                }
+                Ok(TrainEvent::Message(m)) => self.live.message = m,
+                Ok(TrainEvent::Paused) => self.live.paused = true,
+                Ok(TrainEvent::Resumed) => self.live.paused = false,
+                Ok(TrainEvent::Finished { best_val_acc, top1, top3, .. }) => {
+                    self.live.message = format!(
+                        "finished: best val {:.1}%, test top-1 {:.1}%, top-3 {:.1}%",
+                        best_val_acc * 100.0,
+                        top1 * 100.0,
+                        top3 * 100.0
+                    );
+                    finished = true;
+                }
+                Err(e) => {
+                    self.last_error = Some(e);
+                    finished = true;
+                }
+            }
+        }
+        if finished {
+            self.events = None;
+            self.control = None;
+            shared.generation += 1;
+        }
+    }
+
+    fn form(&mut self, ui: &mut egui::Ui) {
+        ui.heading("New run");
+        egui::ComboBox::from_label("Preset (Table 2)").selected_text(presets::PRESETS[self.preset].label).show_ui(
+            ui,
+            |ui| {
+                for (i, p) in presets::PRESETS.iter().enumerate() {
+                    let text = format!(
+                        "{} (study: val {:.1}, top-1 {:.1}, top-3 {:.1})",
+                        p.label, p.study.0, p.study.1, p.study.2
+                    );
+                    if ui.selectable_label(self.preset == i, text).clicked() {
+                        self.preset = i;
+                        self.cfg = p.config();
+                        self.pretrained_text = match &self.cfg.pretrained {
+                            Pretrained::Hub => "hub".into(),
+                            Pretrained::None => "none".into(),
+                            Pretrained::Path(p) => p.display().to_string(),
+                        };
+                    }
+                }
+            },
+        );
+        let c = &mut self.cfg;
+        egui::Grid::new("train_form").num_columns(2).show(ui, |ui| {
+            ui.label("Architecture");
+            egui::ComboBox::from_id_salt("arch").selected_text(c.arch.as_str()).show_ui(ui, |ui| {
+                for a in Arch::ALL {
+                    ui.selectable_value(&mut c.arch, a, a.as_str());
+                }
+            });
+            ui.end_row();
+            ui.label("Method");
+            egui::ComboBox::from_id_salt("method").selected_text(c.method.as_str()).show_ui(ui, |ui| {
+                for m in [Method::FineTune, Method::Transfer, Method::Scratch] {
+                    ui.selectable_value(&mut c.method, m, m.as_str());
+                }
+            });
+            ui.end_row();
+            ui.label("Scheduler");
+            let plateau = matches!(c.scheduler, SchedulerConfig::Plateau { .. });
+            egui::ComboBox::from_id_salt("sched").selected_text(c.scheduler.name()).show_ui(ui, |ui| {
+                if ui.selectable_label(!plateau, "StepLR").clicked() {
+                    c.scheduler = SchedulerConfig::step_default();
+                }
+                if ui.selectable_label(plateau, "ReduceLROnPlateau").clicked() {
+                    c.scheduler = SchedulerConfig::plateau_default();
+                }
+            });
+            ui.end_row();
+            match &mut c.scheduler {
+                SchedulerConfig::Step { step_size, gamma } => {
+                    ui.label("step every / gamma");
+                    ui.horizontal(|ui| {
+                        ui.add(egui::DragValue::new(step_size).range(1..=1000));
+                        ui.add(egui::DragValue::new(gamma).speed(0.01).range(0.0..=1.0));
+                    });
+                    ui.end_row();
+                }
+                SchedulerConfig::Plateau { factor, patience, cooldown, min_lr, .. } => {
+                    ui.label("factor / patience / cooldown");
+                    ui.horizontal(|ui| {
+                        ui.add(egui::DragValue::new(factor).speed(0.01).range(0.0..=1.0));
+                        ui.add(egui::DragValue::new(patience).range(0..=100));
+                        ui.add(egui::DragValue::new(cooldown).range(0..=100));
+                    });
+                    ui.end_row();
+                    ui.label("min lr");
+                    ui.add(egui::DragValue::new(min_lr).speed(1e-6));
+                    ui.end_row();
+                }
+            }
+            ui.label("Epochs");
+            ui.add(egui::DragValue::new(&mut c.epochs).range(1..=1000));
+            ui.end_row();
+            ui.label("Learning rate");
+            ui.add(egui::DragValue::new(&mut c.sgd.lr).speed(1e-4).range(1e-7..=10.0));
+            ui.end_row();
+            ui.label("Momentum / weight decay");
+            ui.horizontal(|ui| {
+                ui.add(egui::DragValue::new(&mut c.sgd.momentum).speed(0.01).range(0.0..=0.999));
+                ui.add(egui::DragValue::new(&mut c.sgd.weight_decay).speed(1e-5).range(0.0..=1.0));
+                ui.checkbox(&mut c.sgd.nesterov, "Nesterov");
+            });
+            ui.end_row();
+            ui.label("Batch / image size");
+            ui.horizontal(|ui| {
+                ui.add(egui::DragValue::new(&mut c.batch).range(2..=512));
+                ui.add(egui::DragValue::new(&mut c.image_size).range(c.arch.min_input()..=512));
+            });
+            ui.end_row();
+            ui.label("Seed");
+            ui.add(egui::DragValue::new(&mut c.seed));
+            ui.end_row();
+            ui.label("Pretrained");
+            ui.add(
+                egui::TextEdit::singleline(&mut self.pretrained_text)
+                    .hint_text("hub, none, or a .safetensors path")
+                    .desired_width(180.0),
+            );
+            ui.end_row();
+            ui.label("Options");
+            ui.horizontal(|ui| {
+                ui.checkbox(&mut c.balanced, "class-balanced loss");
+                ui.checkbox(&mut c.augment, "augment");
+            });
+            ui.end_row();
+        });
+        self.cfg.pretrained = self.pretrained_text.parse().unwrap_or(Pretrained::Hub);
+    }
+
+    fn controls(&mut self, ui: &mut egui::Ui, shared: &Shared) {
+        ui.horizontal(|ui| {
+            if !self.running() {
+                if ui.button("▶ Start").clicked() {
+                    self.start(shared, None);
+                }
+                let resumable: Vec<&RunRecord> = shared
+                    .runs
+                    .iter()
+                    .filter(|r| {
+                        matches!(r.status, crate::catalog::RunStatus::Cancelled | crate::catalog::RunStatus::Running)
+                    })
+                    .collect();
+                if let Some(r) = resumable.last()
+                    && ui.button(format!("⟳ Resume {}", r.id)).clicked()
+                {
+                    let id = r.id.clone();
+                    self.start(shared, Some(id));
+                }
+            } else if let Some(c) = &self.control {
+                let paused = c.pause.load(Ordering::Relaxed);
+                if ui.button(if paused { "▶ Continue" } else { "⏸ Pause" }).clicked() {
+                    c.pause.store(!paused, Ordering::Relaxed);
+                }
+                if ui.button("■ Cancel").clicked() {
+                    c.cancel.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+        if self.running() || !self.live.epochs.is_empty() {
+            ui.label(format!(
+                "{} {}  ·  {:.1} img/s  ·  ETA {:.0} s{}",
+                self.live.run_id.as_deref().unwrap_or("starting"),
+                self.live.message,
+                self.live.images_per_s,
+                self.live.eta_s,
+                if self.live.paused { "  ·  paused" } else { "" }
+            ));
+        }
+        if let Some(e) = &self.last_error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        }
+    }
+
+    fn plots(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.label("smoothing");
+            ui.add(egui::Slider::new(&mut self.smoothing, 0.0..=0.99));
+        });
+        let h = (ui.available_height() / 3.0 - 10.0).max(120.0);
+        let epochs = &self.live.epochs;
+        let ep = |f: fn(&EpochMetrics) -> f64| epochs.iter().map(|m| [m.epoch as f64, f(m)]).collect::<Vec<_>>();
+        Plot::new("loss_plot").height(h).legend(Legend::default()).x_axis_label("epoch").show(ui, |p| {
+            p.line(
+                Line::new("batch loss (raw)", PlotPoints::from(self.live.batch_loss.clone()))
+                    .color(egui::Color32::from_rgba_unmultiplied(100, 140, 220, 70)),
+            );
+            p.line(
+                Line::new("batch loss (smoothed)", PlotPoints::from(smooth(&self.live.batch_loss, self.smoothing)))
+                    .color(egui::Color32::from_rgb(60, 100, 220)),
+            );
+            p.line(Line::new("train loss", PlotPoints::from(ep(|m| m.train_loss))));
+            p.line(Line::new("validation loss", PlotPoints::from(ep(|m| m.val_loss))));
+            for (id, ms) in &self.compared {
+                p.line(Line::new(
+                    format!("{id} val loss"),
+                    PlotPoints::from(ms.iter().map(|m| [m.epoch as f64, m.val_loss]).collect::<Vec<_>>()),
+                ));
+            }
+        });
+        Plot::new("acc_plot")
+            .height(h)
+            .legend(Legend::default())
+            .x_axis_label("epoch")
+            .include_y(0.0)
+            .include_y(1.0)
+            .show(ui, |p| {
+                p.line(Line::new("val top-1", PlotPoints::from(ep(|m| m.val_acc))));
+                p.line(Line::new("val top-3", PlotPoints::from(ep(|m| m.val_top3))));
+                for (id, ms) in &self.compared {
+                    p.line(Line::new(
+                        format!("{id} val top-1"),
+                        PlotPoints::from(ms.iter().map(|m| [m.epoch as f64, m.val_acc]).collect::<Vec<_>>()),
+                    ));
+                }
+            });
+        Plot::new("lr_plot").height(h * 0.6).legend(Legend::default()).x_axis_label("epoch").show(ui, |p| {
+            p.line(Line::new("learning rate", PlotPoints::from(ep(|m| m.lr))));
+        });
+    }
+
+    fn runs_table(&mut self, ui: &mut egui::Ui, shared: &mut Shared) {
+        ui.heading("Runs (Table 2)");
+        let headers =
+            ["run", "arch", "scheduler", "method", "val %", "top-1 %", "top-3 %", "epochs", "time s", "status"];
+        let mut runs = shared.runs.clone();
+        let key = |r: &RunRecord, i: usize| -> (f64, String) {
+            match i {
+                4 => (r.val_acc.unwrap_or(-1.0), String::new()),
+                5 => (r.top1.unwrap_or(-1.0), String::new()),
+                6 => (r.top3.unwrap_or(-1.0), String::new()),
+                7 => (r.epochs_done as f64, String::new()),
+                8 => (r.seconds, String::new()),
+                1 => (0.0, r.arch.clone()),
+                2 => (0.0, r.scheduler.clone()),
+                3 => (0.0, r.method.clone()),
+                9 => (0.0, r.status.as_str().to_string()),
+                _ => (0.0, r.id.clone()),
+            }
+        };
+        runs.sort_by(|a, b| {
+            let (ka, kb) = (key(a, self.sort_by), key(b, self.sort_by));
+            kb.0.total_cmp(&ka.0).then(ka.1.cmp(&kb.1))
+        });
+        let pct = |v: Option<f64>| {
+            v.filter(|x| x.is_finite()).map(|x| format!("{:.2}", x * 100.0)).unwrap_or_else(|| "–".into())
+        };
+        let mut compare_changed = false;
+        egui::ScrollArea::horizontal().show(ui, |ui| {
+            egui::Grid::new("runs_table").striped(true).show(ui, |ui| {
+                ui.label("compare");
+                for (i, h) in headers.iter().enumerate() {
+                    if ui.selectable_label(self.sort_by == i, *h).clicked() {
+                        self.sort_by = i;
+                    }
+                }
+                ui.label("");
+                ui.end_row();
+                for r in &runs {
+                    let mut on = self.compare.contains(&r.id);
+                    if ui.checkbox(&mut on, "").changed() {
+                        compare_changed = true;
+                        if on {
+                            self.compare.insert(r.id.clone())
+                        } else {
+                            self.compare.remove(&r.id)
+                        };
+                    }
+                    if ui.selectable_label(shared.selected_run.as_deref() == Some(&r.id), &r.id).clicked() {
+                        shared.selected_run = Some(r.id.clone());
+                    }
+                    for v in [
+                        r.arch.clone(),
+                        r.scheduler.clone(),
+                        r.method.clone(),
+                        pct(r.val_acc),
+                        pct(r.top1),
+                        pct(r.top3),
+                        r.epochs_done.to_string(),
+                        format!("{:.0}", r.seconds),
+                        r.status.as_str().to_string(),
+                    ] {
+                        ui.label(v);
+                    }
+                    ui.horizontal(|ui| {
+                        if ui.small_button("confusion").clicked() && self.confusion_job.is_none() {
+                            let (ws_path, id, device) = (shared.ws_path.clone(), r.id.clone(), shared.device);
+                            self.confusion_job =
+                                Some(super::jobs::Job::spawn(&shared.ctx, format!("Evaluate {id}"), move |_| {
+                                    let ws = crate::workspace::Workspace::open(&ws_path).map_err(|e| e.to_string())?;
+                                    let dev = device.open().map_err(|e| e.to_string())?;
+                                    crate::train::evaluate::eval_run(&ws, &id, &dev).map_err(|e| e.to_string())
+                                }));
+                        }
+                        if ui.small_button("export CSV").clicked() {
+                            export_metrics(shared, &r.id);
+                        }
+                    });
+                    ui.end_row();
+                }
+            });
+        });
+        if compare_changed && let Some(ws) = &shared.ws {
+            self.compared =
+                self.compare.iter().map(|id| (id.clone(), ws.catalog.epoch_metrics(id).unwrap_or_default())).collect();
+        }
+    }
+
+    fn confusion_ui(&mut self, ui: &mut egui::Ui) {
+        if let Some(job) = self.confusion_job.as_mut()
+            && let Some(r) = job.poll()
+        {
+            let name = job.name.clone();
+            self.confusion_job = None;
+            match r {
+                Ok(e) => self.confusion = Some((name, e)),
+                Err(e) => self.last_error = Some(e),
+            }
+        }
+        if self.confusion_job.is_some() {
+            ui.spinner();
+        }
+        let Some((name, e)) = &self.confusion else { return };
+        ui.heading(format!("{name}: test top-1 {:.1}%, top-3 {:.1}%", e.top1 * 100.0, e.top3 * 100.0));
+        let max = e.confusion.iter().flatten().copied().max().unwrap_or(1).max(1) as f32;
+        egui::Grid::new("confusion").spacing([2.0, 2.0]).show(ui, |ui| {
+            ui.label("true \\ predicted");
+            for c in &e.classes {
+                ui.label(egui::RichText::new(c.chars().take(4).collect::<String>()).small());
+            }
+            ui.end_row();
+            for (c, row) in e.classes.iter().zip(&e.confusion) {
+                ui.label(c);
+                for &v in row {
+                    let t = v as f32 / max;
+                    let [r, g, b] = crate::analysis::activation::inferno(t);
+                    let text_color = if t > 0.6 { egui::Color32::BLACK } else { egui::Color32::WHITE };
+                    let (rect, _) = ui.allocate_exact_size(egui::vec2(34.0, 20.0), egui::Sense::hover());
+                    ui.painter().rect_filled(rect, 2.0, egui::Color32::from_rgb(r, g, b));
+                    ui.painter().text(
+                        rect.center(),
+                        egui::Align2::CENTER_CENTER,
+                        v.to_string(),
+                        egui::FontId::monospace(11.0),
+                        text_color,
+                    );
+                }
+                ui.end_row();
+            }
+        });
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared) {
+        self.poll(shared);
+        if self.loaded_generation != Some(shared.generation) {
+            self.loaded_generation = Some(shared.generation);
+            if !self.running()
+                && self.live.epochs.is_empty()
+                && let (Some(ws), Some(run)) = (&shared.ws, &shared.selected_run)
+            {
+                // Show the selected run's curves when nothing is training.
+                self.live.epochs = ws.catalog.epoch_metrics(run).unwrap_or_default();
+                self.live.run_id = Some(run.clone());
+            }
+        }
+        egui::Panel::left("train_form_panel").default_size(330.0).show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                ui.add_enabled_ui(!self.running(), |ui| self.form(ui));
+                ui.separator();
+                self.controls(ui, shared);
+            });
+        });
+        egui::Panel::bottom("runs_panel").default_size(240.0).resizable(true).show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                ui.columns(2, |cols| {
+                    self.runs_table(&mut cols[0], shared);
+                    self.confusion_ui(&mut cols[1]);
+                });
+            });
+        });
+        egui::CentralPanel::default().show(ui, |ui| self.plots(ui));
+    }
+}
+
+fn export_metrics(shared: &mut Shared, run: &str) {
+    let (picker, ws_path, run) = (shared.picker.clone(), shared.ws_path.clone(), run.to_string());
+    shared.spawn("Export metrics", move |_| {
+        let Some(out) = picker(PickKind::SaveCsv).into_iter().next() else { return Ok("cancelled".into()) };
+        let ws = crate::workspace::Workspace::open(&ws_path).map_err(|e| e.to_string())?;
+        let ms = ws.catalog.epoch_metrics(&run).map_err(|e| e.to_string())?;
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(["epoch", "train_loss", "val_loss", "val_acc", "val_top3", "lr", "images_per_s", "seconds"])
+            .map_err(|e| e.to_string())?;
+        for m in &ms {
+            w.serialize((m.epoch, m.train_loss, m.val_loss, m.val_acc, m.val_top3, m.lr, m.images_per_s, m.seconds))
+                .map_err(|e| e.to_string())?;
+        }
+        let bytes = w.into_inner().map_err(|e| e.to_string())?;
+        crate::fsutil::write_bytes_atomic(&out, &bytes).map_err(|e| e.to_string())?;
+        Ok(format!("{} epochs of {run} written to {}", ms.len(), out.display()))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoothing_is_an_ema() {
+        let s = smooth(&[[0.0, 1.0], [1.0, 0.0], [2.0, 0.0]], 0.5);
+        assert_eq!(s, vec![[0.0, 1.0], [1.0, 0.5], [2.0, 0.25]]);
     }
 }

@@ -52,7 +52,11 @@ fn hidden(p: &Path) -> bool {
 }
 
 /// Imports every file under `dir/<Culture>/` (recursively). `progress` gets (done, total).
-pub fn import_folder(ws: &mut Workspace, dir: &Path, progress: impl Fn(usize, usize) + Sync) -> Result<FolderReport, FolderError> {
+pub fn import_folder(
+    ws: &mut Workspace,
+    dir: &Path,
+    progress: impl Fn(usize, usize) + Sync,
+) -> Result<FolderReport, FolderError> {
     let cultures: Vec<PathBuf> = list_dir(dir)?.into_iter().filter(|p| p.is_dir() && !hidden(p)).collect();
     if cultures.is_empty() {
         return Err(FolderError::NoCultures { path: dir.into() });

@@ -224,9 +224,13 @@ pub fn discover(
             Err(ApiError::Cancelled) => return Err(ApiError::Cancelled),
             Err(_) => continue,
         };
-        let painting = v.get("classification").and_then(|c| c.as_str()).is_some_and(|c| c.eq_ignore_ascii_case("paintings"));
+        let painting =
+            v.get("classification").and_then(|c| c.as_str()).is_some_and(|c| c.eq_ignore_ascii_case("paintings"));
         let public = v.get("isPublicDomain").and_then(|c| c.as_bool()).unwrap_or(false);
-        if painting && public && let Some(a) = artwork_from_object(&v, mapping) {
+        if painting
+            && public
+            && let Some(a) = artwork_from_object(&v, mapping)
+        {
             kept.push(a);
         }
     }
@@ -270,7 +274,8 @@ pub fn download_images(
     std::thread::scope(|s| {
         for _ in 0..client.opts.workers.max(1) {
             let tx = tx.clone();
-            let (next, done, failed, todo, root, thumbs, progress) = (&next, &done, &failed, &todo, &root, &thumbs, &progress);
+            let (next, done, failed, todo, root, thumbs, progress) =
+                (&next, &done, &failed, &todo, &root, &thumbs, &progress);
             s.spawn(move || {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -285,7 +290,13 @@ pub fn download_images(
                     }
                     let (d, f) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
                     let per_s = (d + f) as f64 / start.elapsed().as_secs_f64().max(1e-3);
-                    progress(DownloadProgress { done: d, failed: f, total, per_s, eta_s: (total - d - f) as f64 / per_s.max(1e-9) });
+                    progress(DownloadProgress {
+                        done: d,
+                        failed: f,
+                        total,
+                        per_s,
+                        eta_s: (total - d - f) as f64 / per_s.max(1e-9),
+                    });
                 }
             });
         }
@@ -319,7 +330,13 @@ enum Fetched {
     NoImage,
 }
 
-fn fetch_one(client: &Client, object_id: &str, root: &Path, thumbs: &Path, cancel: &AtomicBool) -> Result<Fetched, ApiError> {
+fn fetch_one(
+    client: &Client,
+    object_id: &str,
+    root: &Path,
+    thumbs: &Path,
+    cancel: &AtomicBool,
+) -> Result<Fetched, ApiError> {
     let dest: PathBuf = root.join(image_rel_path(object_id));
     // A file left by an earlier, interrupted run counts if it decodes.
     if let Ok(bytes) = std::fs::read(&dest)
@@ -334,7 +351,8 @@ fn fetch_one(client: &Client, object_id: &str, root: &Path, thumbs: &Path, cance
     let record = client.get_json(&client.object_url(object_id), cancel)?;
     let key = if client.opts.full_size { "primaryImage" } else { "primaryImageSmall" };
     let url = record.get(key).and_then(|v| v.as_str()).unwrap_or_default();
-    let url = if url.is_empty() { record.get("primaryImage").and_then(|v| v.as_str()).unwrap_or_default() } else { url };
+    let url =
+        if url.is_empty() { record.get("primaryImage").and_then(|v| v.as_str()).unwrap_or_default() } else { url };
     if url.is_empty() {
         return Ok(Fetched::NoImage);
     }

@@ -39,8 +39,17 @@ const MAX_LISTED: usize = 1000;
 
 /// The columns we read.
 const COLUMNS: [&str; 11] = [
-    "Object ID", "Is Public Domain", "Classification", "Culture", "Country", "Artist Nationality", "Title",
-    "Artist Display Name", "Object Date", "Medium", "Link Resource",
+    "Object ID",
+    "Is Public Domain",
+    "Classification",
+    "Culture",
+    "Country",
+    "Artist Nationality",
+    "Title",
+    "Artist Display Name",
+    "Object Date",
+    "Medium",
+    "Link Resource",
 ];
 
 struct CountingReader<R> {
@@ -82,7 +91,9 @@ pub fn scan(
     let missing: Vec<&'static str> = COLUMNS.iter().zip(&idx).filter(|(_, i)| i.is_none()).map(|(c, _)| *c).collect();
     if !missing.is_empty() {
         let hint = match names.as_slice() {
-            [one] if one.contains(';') => "; the file seems to use ';' as delimiter, MetObjects.csv uses ','".to_string(),
+            [one] if one.contains(';') => {
+                "; the file seems to use ';' as delimiter, MetObjects.csv uses ','".to_string()
+            }
             [one] if one.contains('\t') => "; the file seems to be tab-separated, MetObjects.csv uses ','".to_string(),
             _ => String::new(),
         };

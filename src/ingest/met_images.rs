@@ -15,7 +15,8 @@ pub struct LocalImagesReport {
 
 /// Attaches `DIR/<Object ID>.<ext>` to each Met work with a culture group.
 pub fn attach_local_images(ws: &mut Workspace, dir: &Path) -> Result<LocalImagesReport, super::IngestError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| super::folder::FolderError::Io { path: dir.into(), source })?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|source| super::folder::FolderError::Io { path: dir.into(), source })?;
     let mut by_id: HashMap<String, PathBuf> = HashMap::new();
     for e in entries.flatten() {
         let p = e.path();

@@ -47,16 +47,17 @@ pub fn import_met_csv(
     let mut report = MetImportReport::default();
     let mut batch: Vec<NewArtwork> = Vec::with_capacity(1000);
     let mut db_err = None;
-    let flush = |ws: &mut Workspace, batch: &mut Vec<NewArtwork>, report: &mut MetImportReport| -> Result<(), CatalogError> {
-        for o in ws.catalog.upsert_artworks(batch)? {
-            match o {
-                crate::catalog::UpsertOutcome::Inserted(_) => report.inserted += 1,
-                crate::catalog::UpsertOutcome::Updated(_) => report.updated += 1,
+    let flush =
+        |ws: &mut Workspace, batch: &mut Vec<NewArtwork>, report: &mut MetImportReport| -> Result<(), CatalogError> {
+            for o in ws.catalog.upsert_artworks(batch)? {
+                match o {
+                    crate::catalog::UpsertOutcome::Inserted(_) => report.inserted += 1,
+                    crate::catalog::UpsertOutcome::Updated(_) => report.updated += 1,
+                }
             }
-        }
-        batch.clear();
-        Ok(())
-    };
+            batch.clear();
+            Ok(())
+        };
     let scan = {
         let ws_ref = &mut *ws;
         let report_ref = &mut report;
@@ -100,7 +101,8 @@ pub fn apply_threshold(
         .map(|(tag, count)| DroppedTag { tag, count, why: format!("group with {} works or fewer", min_per_group) })
         .collect();
     let mut unmapped: HashMap<String, usize> = HashMap::new();
-    for a in ws.catalog.artworks(&Default::default())?.iter().filter(|a| a.source == "met" && a.mapped_group.is_none()) {
+    for a in ws.catalog.artworks(&Default::default())?.iter().filter(|a| a.source == "met" && a.mapped_group.is_none())
+    {
         *unmapped.entry(a.tags.first().unwrap_or("(no location tag)").to_string()).or_default() += 1;
     }
     dropped.extend(unmapped.into_iter().map(|(tag, count)| DroppedTag { tag, count, why: "unmapped tag".into() }));

@@ -20,7 +20,13 @@ impl AlexNet {
     pub fn new(classes: Option<usize>, dropout: f32, vb: VarBuilder) -> Result<Self> {
         let f = vb.pp("features");
         // (index in `features`, in, out, kernel, stride, padding)
-        let spec = [(0, 3, 64, 11, 4, 2), (3, 64, 192, 5, 1, 2), (6, 192, 384, 3, 1, 1), (8, 384, 256, 3, 1, 1), (10, 256, 256, 3, 1, 1)];
+        let spec = [
+            (0, 3, 64, 11, 4, 2),
+            (3, 64, 192, 5, 1, 2),
+            (6, 192, 384, 3, 1, 1),
+            (8, 384, 256, 3, 1, 1),
+            (10, 256, 256, 3, 1, 1),
+        ];
         let conv = |&(i, cin, cout, k, s, p): &(usize, usize, usize, usize, usize, usize)| {
             let init = default_uniform(cin * k * k);
             conv2d(cin, cout, k, s, p, Some(init), init, f.pp(i.to_string()))

@@ -41,7 +41,10 @@ impl BatchNorm2d {
         let (n, c, h, w) = Self::channel_shape(x)?;
         let count = (n * h * w) as f64;
         if count < 2.0 {
-            candle_core::bail!("batch norm in training mode needs more than one value per channel, got input {:?}", x.shape());
+            candle_core::bail!(
+                "batch norm in training mode needs more than one value per channel, got input {:?}",
+                x.shape()
+            );
         }
         let mean = x.mean_keepdim((0, 2, 3))?;
         let centred = x.broadcast_sub(&mean)?;
@@ -111,7 +114,13 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<candle_nn
     linear_with_init(in_dim, out_dim, default_uniform(in_dim), default_uniform(in_dim), vb)
 }
 
-pub fn linear_with_init(in_dim: usize, out_dim: usize, w_init: Init, b_init: Init, vb: VarBuilder) -> Result<candle_nn::Linear> {
+pub fn linear_with_init(
+    in_dim: usize,
+    out_dim: usize,
+    w_init: Init,
+    b_init: Init,
+    vb: VarBuilder,
+) -> Result<candle_nn::Linear> {
     let w = vb.get_with_hints((out_dim, in_dim), "weight", w_init)?;
     let b = vb.get_with_hints(out_dim, "bias", b_init)?;
     Ok(candle_nn::Linear::new(w, Some(b)))

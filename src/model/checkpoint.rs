@@ -35,7 +35,9 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 pub enum CheckpointError {
     #[error(transparent)]
     Weights(#[from] WeightsError),
-    #[error("{path} is a safetensors file but not an artculture checkpoint (no `{META_KEY}` metadata); for raw backbone weights use `--pretrained`")]
+    #[error(
+        "{path} is a safetensors file but not an artculture checkpoint (no `{META_KEY}` metadata); for raw backbone weights use `--pretrained`"
+    )]
     NoMetadata { path: PathBuf },
     #[error("{path}: checkpoint metadata is unreadable: {detail}")]
     BadMetadata { path: PathBuf, detail: String },
@@ -56,12 +58,14 @@ pub fn save(
     meta: &CheckpointMeta,
     extra: &[(&str, String)],
 ) -> Result<(), CheckpointError> {
-    let json = serde_json::to_string(meta).map_err(|e| CheckpointError::Serialise { path: path.into(), detail: e.to_string() })?;
+    let json = serde_json::to_string(meta)
+        .map_err(|e| CheckpointError::Serialise { path: path.into(), detail: e.to_string() })?;
     let mut info = HashMap::from([(META_KEY.to_string(), json)]);
     info.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     let mut items: Vec<(&String, &Tensor)> = tensors.iter().collect();
     items.sort_by(|a, b| a.0.cmp(b.0));
-    let bytes = safetensors::serialize(items, Some(info)).map_err(|e| CheckpointError::Serialise { path: path.into(), detail: e.to_string() })?;
+    let bytes = safetensors::serialize(items, Some(info))
+        .map_err(|e| CheckpointError::Serialise { path: path.into(), detail: e.to_string() })?;
     write_bytes_atomic(path, &bytes)?;
     Ok(())
 }
@@ -74,8 +78,8 @@ pub fn read_extra(path: &Path, key: &str) -> Result<Option<String>, CheckpointEr
 pub fn read_meta(path: &Path) -> Result<CheckpointMeta, CheckpointError> {
     let (_, meta) = read_header(path)?;
     let raw = meta.get(META_KEY).ok_or_else(|| CheckpointError::NoMetadata { path: path.into() })?;
-    let value: serde_json::Value =
-        serde_json::from_str(raw).map_err(|e| CheckpointError::BadMetadata { path: path.into(), detail: e.to_string() })?;
+    let value: serde_json::Value = serde_json::from_str(raw)
+        .map_err(|e| CheckpointError::BadMetadata { path: path.into(), detail: e.to_string() })?;
     let format = value["format"].as_u64().unwrap_or(0) as u32;
     if format > FORMAT_VERSION {
         return Err(CheckpointError::TooNew { path: path.into(), found: format });

@@ -39,7 +39,8 @@ impl DeviceKind {
         if !self.compiled() {
             return Err(DeviceError::NotCompiled(self.as_str()));
         }
-        let unavailable = |e: candle_core::Error| DeviceError::Unavailable { kind: self.as_str(), detail: e.to_string() };
+        let unavailable =
+            |e: candle_core::Error| DeviceError::Unavailable { kind: self.as_str(), detail: e.to_string() };
         match self {
             Self::Cpu => Ok(Device::Cpu),
             Self::Cuda => Device::new_cuda(0).map_err(unavailable),

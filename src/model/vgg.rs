@@ -40,7 +40,8 @@ impl Vgg {
                 features.push(Layer::MaxPool);
                 index += 1;
             } else {
-                let conv = conv2d(in_c, c, 3, 1, 1, Some(Init::Const(0.0)), kaiming_fan_out(c, 3), fvb.pp(index.to_string()))?;
+                let conv =
+                    conv2d(in_c, c, 3, 1, 1, Some(Init::Const(0.0)), kaiming_fan_out(c, 3), fvb.pp(index.to_string()))?;
                 let bn = BatchNorm2d::new(c, fvb.pp((index + 1).to_string()))?;
                 features.push(Layer::ConvBnRelu(conv, bn));
                 index += 3;

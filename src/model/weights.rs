@@ -17,9 +17,13 @@ pub enum WeightsError {
     NotSafetensors { path: PathBuf, detail: String },
     #[error("{0}")]
     Tensor(String),
-    #[error("no published safetensors weights for {arch}; convert torchvision's with `scripts/convert_torchvision.py {arch}` and pass the file with --pretrained PATH")]
+    #[error(
+        "no published safetensors weights for {arch}; convert torchvision's with `scripts/convert_torchvision.py {arch}` and pass the file with --pretrained PATH"
+    )]
     NoHubSource { arch: Arch },
-    #[error("pretrained {arch} weights are not in the Hugging Face cache and this run is offline; run `artculture weights fetch {arch}` while online")]
+    #[error(
+        "pretrained {arch} weights are not in the Hugging Face cache and this run is offline; run `artculture weights fetch {arch}` while online"
+    )]
     NotCached { arch: Arch },
     #[error("downloading {arch} weights from {repo}: {detail}")]
     Download { arch: Arch, repo: String, detail: String },
@@ -32,7 +36,9 @@ impl From<candle_core::Error> for WeightsError {
 }
 
 /// Reads a safetensors file's header: tensor names with dtype and shape, and its metadata.
-pub fn read_header(path: &Path) -> Result<(HashMap<String, (String, Vec<usize>)>, HashMap<String, String>), WeightsError> {
+pub fn read_header(
+    path: &Path,
+) -> Result<(HashMap<String, (String, Vec<usize>)>, HashMap<String, String>), WeightsError> {
     let io = |source| WeightsError::Io { path: path.to_path_buf(), source };
     let bad = |detail: String| WeightsError::NotSafetensors { path: path.to_path_buf(), detail };
     let mut f = std::fs::File::open(path).map_err(io)?;
@@ -45,7 +51,8 @@ pub fn read_header(path: &Path) -> Result<(HashMap<String, (String, Vec<usize>)>
     }
     let mut header = vec![0u8; n as usize];
     f.read_exact(&mut header).map_err(io)?;
-    let json: serde_json::Value = serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
     let obj = json.as_object().ok_or_else(|| bad("header is not a JSON object".into()))?;
     let mut tensors = HashMap::new();
     let mut meta = HashMap::new();
@@ -106,7 +113,10 @@ impl CheckedSafetensors {
         let view = self.st.get(&found)?;
         use safetensors::Dtype as S;
         if !matches!(view.dtype(), S::F16 | S::BF16 | S::F32 | S::F64) {
-            candle_core::bail!("{file}: tensor `{found}` has dtype {:?}, expected a float type (F32, F64, F16 or BF16)", view.dtype());
+            candle_core::bail!(
+                "{file}: tensor `{found}` has dtype {:?}, expected a float type (F32, F64, F16 or BF16)",
+                view.dtype()
+            );
         }
         let t = self.st.load(&found, dev)?.to_dtype(dtype)?;
         if t.shape() == shape {
@@ -126,7 +136,9 @@ impl SimpleBackend for CheckedSafetensors {
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let found = self.find(name).ok_or_else(|| candle_core::Error::msg(format!("{}: tensor `{name}` is missing", self.path.display())))?;
+        let found = self
+            .find(name)
+            .ok_or_else(|| candle_core::Error::msg(format!("{}: tensor `{name}` is missing", self.path.display())))?;
         self.st.load(&found, dev)?.to_dtype(dtype)
     }
 
@@ -192,7 +204,11 @@ impl HubOptions {
 
 /// Fetches (or finds in the cache) an architecture's pretrained weights. `progress` gets
 /// (bytes done, bytes total). Offline, only the cache is read: no request is made.
-pub fn fetch(arch: Arch, opts: &HubOptions, progress: impl Fn(u64, u64) + Send + Sync + 'static) -> Result<PathBuf, WeightsError> {
+pub fn fetch(
+    arch: Arch,
+    opts: &HubOptions,
+    progress: impl Fn(u64, u64) + Send + Sync + 'static,
+) -> Result<PathBuf, WeightsError> {
     let src = hub_source(arch).ok_or(WeightsError::NoHubSource { arch })?;
     let repo = format!("{}/{}", src.owner, src.name);
     let dl = |detail: String| WeightsError::Download { arch, repo: repo.clone(), detail };
@@ -207,7 +223,12 @@ pub fn fetch(arch: Arch, opts: &HubOptions, progress: impl Fn(u64, u64) + Send +
     let client = hf_hub::HFClientSync::from_inner(client).map_err(|e| dl(e.to_string()))?;
     let model = client.model(src.owner, src.name);
     let handler = HubProgress { f: Box::new(progress), total: Default::default() };
-    let res = model.download_file().filename(src.file).local_files_only(opts.offline).progress(hf_hub::progress::Progress::new(handler)).send();
+    let res = model
+        .download_file()
+        .filename(src.file)
+        .local_files_only(opts.offline)
+        .progress(hf_hub::progress::Progress::new(handler))
+        .send();
     match res {
         Ok(p) => Ok(p),
         Err(hf_hub::HFError::LocalEntryNotFound { .. }) => Err(WeightsError::NotCached { arch }),
@@ -235,7 +256,9 @@ impl hf_hub::progress::ProgressHandler for HubProgress {
                         (self.f)(f.bytes_completed, f.total_bytes.max(self.total.load(Ordering::Relaxed)));
                     }
                 }
-                DownloadEvent::AggregateProgress { bytes_completed, total_bytes, .. } => (self.f)(*bytes_completed, *total_bytes),
+                DownloadEvent::AggregateProgress { bytes_completed, total_bytes, .. } => {
+                    (self.f)(*bytes_completed, *total_bytes)
+                }
                 DownloadEvent::Complete => {
                     let t = self.total.load(Ordering::Relaxed);
                     (self.f)(t, t)

@@ -24,7 +24,10 @@ pub fn examples(ws: &Workspace, ids: &[(i64, String)], classes: &[String]) -> Re
         .map(|(id, culture)| {
             let a = ws.catalog.artwork(*id)?;
             let (Some(rel), Some(hash)) = (&a.image_path, &a.content_hash) else {
-                return Err(TrainError::Data(format!("work {} has no image; download or attach images first", a.display_id())));
+                return Err(TrainError::Data(format!(
+                    "work {} has no image; download or attach images first",
+                    a.display_id()
+                )));
             };
             let cached = imaging::cache_path(&ws.thumbs_dir(), hash);
             let path = if cached.exists() { cached } else { ws.resolve(rel) };
@@ -65,8 +68,15 @@ pub struct Batch {
 }
 
 /// Assembles one batch on the rayon pool.
-pub fn assemble(exs: &[&Example], t: &Transform, seeds: &[u64], device: &Device, index: usize) -> Result<Batch, TrainError> {
-    let data: Vec<Vec<f32>> = exs.par_iter().zip(seeds.par_iter()).map(|(ex, s)| load(ex, t, *s)).collect::<Result<_, _>>()?;
+pub fn assemble(
+    exs: &[&Example],
+    t: &Transform,
+    seeds: &[u64],
+    device: &Device,
+    index: usize,
+) -> Result<Batch, TrainError> {
+    let data: Vec<Vec<f32>> =
+        exs.par_iter().zip(seeds.par_iter()).map(|(ex, s)| load(ex, t, *s)).collect::<Result<_, _>>()?;
     let n = exs.len();
     let flat: Vec<f32> = data.into_iter().flatten().collect();
     let images = Tensor::from_vec(flat, (n, 3, t.size, t.size), device)?;

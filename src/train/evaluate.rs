@@ -18,7 +18,14 @@ fn add_probs(acc: &mut Accumulator, logits: &Tensor, labels: &[usize]) -> Result
 }
 
 /// Evaluates a full model on images (evaluation transform).
-pub fn on_images(net: &CultureNet, exs: &[Example], t: &Transform, batch: usize, classes: &[String], device: &Device) -> Result<Evaluation, TrainError> {
+pub fn on_images(
+    net: &CultureNet,
+    exs: &[Example],
+    t: &Transform,
+    batch: usize,
+    classes: &[String],
+    device: &Device,
+) -> Result<Evaluation, TrainError> {
     let mut acc = Accumulator::new(classes);
     let refs: Vec<&Example> = exs.iter().collect();
     for (i, chunk) in refs.chunks(batch.max(1)).enumerate() {
@@ -30,7 +37,12 @@ pub fn on_images(net: &CultureNet, exs: &[Example], t: &Transform, batch: usize,
 }
 
 /// Evaluates a head on precomputed embeddings.
-pub fn on_embeddings(head: &CultureHead, emb: &Tensor, labels: &[usize], classes: &[String]) -> Result<Evaluation, TrainError> {
+pub fn on_embeddings(
+    head: &CultureHead,
+    emb: &Tensor,
+    labels: &[usize],
+    classes: &[String],
+) -> Result<Evaluation, TrainError> {
     let mut acc = Accumulator::new(classes);
     let logits = head.forward(emb)?;
     add_probs(&mut acc, &logits, labels)?;
@@ -47,7 +59,10 @@ pub fn eval_run(ws: &Workspace, run: &str, device: &Device) -> Result<Evaluation
     ws.catalog.run(run)?;
     let path = best_checkpoint(ws, run);
     if !path.exists() {
-        return Err(TrainError::Data(format!("run {run} has no checkpoint yet ({} is missing): it has not finished an epoch", path.display())));
+        return Err(TrainError::Data(format!(
+            "run {run} has no checkpoint yet ({} is missing): it has not finished an epoch",
+            path.display()
+        )));
     }
     let model = checkpoint::load(&path, device)?;
     let test: Vec<(i64, String)> = ws
@@ -58,7 +73,13 @@ pub fn eval_run(ws: &Workspace, run: &str, device: &Device) -> Result<Evaluation
         .map(|(id, _)| ws.catalog.artwork(id).map(|a| (id, a.culture.unwrap_or_default())))
         .collect::<Result<_, _>>()?;
     let exs = data::examples(ws, &test, &model.meta.classes)?;
-    let t = Transform { size: model.meta.image_size, train: false, flip: false, mean: model.meta.mean, std: model.meta.std };
+    let t = Transform {
+        size: model.meta.image_size,
+        train: false,
+        flip: false,
+        mean: model.meta.mean,
+        std: model.meta.std,
+    };
     on_images(&model.net, &exs, &t, 16, &model.meta.classes, device)
 }
 

@@ -34,8 +34,10 @@ fn write_cache(path: &Path, map: &HashMap<String, Vec<f32>>) -> Result<(), Train
     let flat: Vec<f32> = hashes.iter().flat_map(|h| map[*h].iter().copied()).collect();
     let t = Tensor::from_vec(flat, (hashes.len(), dim), &Device::Cpu)?;
     let meta = HashMap::from([("hashes".to_string(), serde_json::to_string(&hashes).unwrap_or_default())]);
-    let bytes = safetensors::serialize([("embeddings", &t)], Some(meta)).map_err(|e| TrainError::Io { path: path.into(), detail: e.to_string() })?;
-    crate::fsutil::write_bytes_atomic(path, &bytes).map_err(|e| TrainError::Io { path: path.into(), detail: e.to_string() })
+    let bytes = safetensors::serialize([("embeddings", &t)], Some(meta))
+        .map_err(|e| TrainError::Io { path: path.into(), detail: e.to_string() })?;
+    crate::fsutil::write_bytes_atomic(path, &bytes)
+        .map_err(|e| TrainError::Io { path: path.into(), detail: e.to_string() })
 }
 
 /// The embeddings of `examples` (rows in the same order), computing only what the cache lacks.

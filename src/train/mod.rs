@@ -104,13 +104,33 @@ impl Default for TrainConfig {
 /// What a training run reports while it works.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainEvent {
-    Started { run_id: String, classes: Vec<String>, train: usize, val: usize, test: usize, epochs: u32, first_epoch: u32 },
-    Batch { epoch: u32, batch: usize, batches: usize, loss: f64, lr: f64, images_per_s: f64 },
+    Started {
+        run_id: String,
+        classes: Vec<String>,
+        train: usize,
+        val: usize,
+        test: usize,
+        epochs: u32,
+        first_epoch: u32,
+    },
+    Batch {
+        epoch: u32,
+        batch: usize,
+        batches: usize,
+        loss: f64,
+        lr: f64,
+        images_per_s: f64,
+    },
     Epoch(crate::catalog::EpochMetrics),
     Message(String),
     Paused,
     Resumed,
-    Finished { run_id: String, best_val_acc: f64, top1: f64, top3: f64 },
+    Finished {
+        run_id: String,
+        best_val_acc: f64,
+        top1: f64,
+        top3: f64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +149,9 @@ pub enum TrainError {
     Model(#[from] candle_core::Error),
     #[error("{0}")]
     Data(String),
-    #[error("training diverged at epoch {epoch}, batch {batch}: the loss is {loss}; lower --lr (now {lr}) and start again")]
+    #[error(
+        "training diverged at epoch {epoch}, batch {batch}: the loss is {loss}; lower --lr (now {lr}) and start again"
+    )]
     Diverged { epoch: u32, batch: usize, loss: f64, lr: f64 },
     #[error("run {0} was cancelled; continue it with `artculture train --resume {0}`")]
     Cancelled(String),

@@ -17,12 +17,54 @@ pub struct Preset {
 }
 
 pub const PRESETS: [Preset; 6] = [
-    Preset { name: "resnet50-plateau-finetune", label: "ResNet50 · ReduceOnPlateau · Fine-tuned", study: (69.28, 71.79, 91.84), arch: Arch::Resnet50, plateau: true, method: Method::FineTune },
-    Preset { name: "resnet50-step-finetune", label: "ResNet50 · StepLR · Fine-tuned", study: (68.28, 70.09, 91.69), arch: Arch::Resnet50, plateau: false, method: Method::FineTune },
-    Preset { name: "vgg16bn-step-finetune", label: "VGG-16 BN · StepLR · Fine-tuned", study: (67.37, 68.13, 90.63), arch: Arch::Vgg16Bn, plateau: false, method: Method::FineTune },
-    Preset { name: "alexnet-step-finetune", label: "AlexNet · StepLR · Fine-tuned", study: (68.28, 65.71, 88.07), arch: Arch::Alexnet, plateau: false, method: Method::FineTune },
-    Preset { name: "resnet50-step-transfer", label: "ResNet50 · StepLR · Transfer", study: (60.88, 60.88, 86.86), arch: Arch::Resnet50, plateau: false, method: Method::Transfer },
-    Preset { name: "resnet50-step-scratch", label: "ResNet50 · StepLR · Scratch", study: (50.01, 48.04, 78.55), arch: Arch::Resnet50, plateau: false, method: Method::Scratch },
+    Preset {
+        name: "resnet50-plateau-finetune",
+        label: "ResNet50 · ReduceOnPlateau · Fine-tuned",
+        study: (69.28, 71.79, 91.84),
+        arch: Arch::Resnet50,
+        plateau: true,
+        method: Method::FineTune,
+    },
+    Preset {
+        name: "resnet50-step-finetune",
+        label: "ResNet50 · StepLR · Fine-tuned",
+        study: (68.28, 70.09, 91.69),
+        arch: Arch::Resnet50,
+        plateau: false,
+        method: Method::FineTune,
+    },
+    Preset {
+        name: "vgg16bn-step-finetune",
+        label: "VGG-16 BN · StepLR · Fine-tuned",
+        study: (67.37, 68.13, 90.63),
+        arch: Arch::Vgg16Bn,
+        plateau: false,
+        method: Method::FineTune,
+    },
+    Preset {
+        name: "alexnet-step-finetune",
+        label: "AlexNet · StepLR · Fine-tuned",
+        study: (68.28, 65.71, 88.07),
+        arch: Arch::Alexnet,
+        plateau: false,
+        method: Method::FineTune,
+    },
+    Preset {
+        name: "resnet50-step-transfer",
+        label: "ResNet50 · StepLR · Transfer",
+        study: (60.88, 60.88, 86.86),
+        arch: Arch::Resnet50,
+        plateau: false,
+        method: Method::Transfer,
+    },
+    Preset {
+        name: "resnet50-step-scratch",
+        label: "ResNet50 · StepLR · Scratch",
+        study: (50.01, 48.04, 78.55),
+        arch: Arch::Resnet50,
+        plateau: false,
+        method: Method::Scratch,
+    },
 ];
 
 impl Preset {

@@ -19,8 +19,20 @@ pub enum ThresholdMode {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SchedulerConfig {
-    Step { step_size: u32, gamma: f64 },
-    Plateau { mode: PlateauMode, factor: f64, patience: u32, threshold: f64, threshold_mode: ThresholdMode, cooldown: u32, min_lr: f64, eps: f64 },
+    Step {
+        step_size: u32,
+        gamma: f64,
+    },
+    Plateau {
+        mode: PlateauMode,
+        factor: f64,
+        patience: u32,
+        threshold: f64,
+        threshold_mode: ThresholdMode,
+        cooldown: u32,
+        min_lr: f64,
+        eps: f64,
+    },
 }
 
 impl SchedulerConfig {

@@ -72,10 +72,11 @@ mod tests {
         assert_eq!(a, stratified_split(&items, 7));
         assert_ne!(a, stratified_split(&items, 8));
         assert_eq!(a.len(), 1000);
-        let count = |c: &str, p: Part| {
-            a.iter().filter(|(id, part)| *part == p && items[*id as usize].1 == c).count()
-        };
-        assert_eq!((count("French", Part::Val), count("French", Part::Test), count("French", Part::Train)), (70, 70, 560));
+        let count = |c: &str, p: Part| a.iter().filter(|(id, part)| *part == p && items[*id as usize].1 == c).count();
+        assert_eq!(
+            (count("French", Part::Val), count("French", Part::Test), count("French", Part::Train)),
+            (70, 70, 560)
+        );
         assert_eq!((count("Dutch", Part::Val), count("Dutch", Part::Test), count("Dutch", Part::Train)), (30, 30, 240));
     }
 }

@@ -50,19 +50,30 @@ fn is_buffer(name: &str) -> bool {
 }
 
 /// Starts a new run; returns its id once it ends (finished, or an error).
-pub fn start(ws_path: &Path, cfg: TrainConfig, device: &Device, events: &mut dyn FnMut(TrainEvent), control: &Control) -> Result<String, TrainError> {
+pub fn start(
+    ws_path: &Path,
+    cfg: TrainConfig,
+    device: &Device,
+    events: &mut dyn FnMut(TrainEvent),
+    control: &Control,
+) -> Result<String, TrainError> {
     let mut ws = Workspace::open(ws_path)?;
     let split: Vec<(i64, Part)> = match &cfg.split_from {
-        Some(other) => ws.catalog.run_split(other)?.into_iter().filter_map(|(id, p)| Part::parse(&p).map(|p| (id, p))).collect(),
+        Some(other) => {
+            ws.catalog.run_split(other)?.into_iter().filter_map(|(id, p)| Part::parse(&p).map(|p| (id, p))).collect()
+        }
         None => {
-            let q = ArtworkQuery { grouped_only: true, flagged: Some(false), with_image_only: true, ..Default::default() };
+            let q =
+                ArtworkQuery { grouped_only: true, flagged: Some(false), with_image_only: true, ..Default::default() };
             let items: Vec<(i64, String)> =
                 ws.catalog.artworks(&q)?.into_iter().filter_map(|a| a.culture.map(|c| (a.id, c))).collect();
             stratified_split(&items, cfg.seed)
         }
     };
-    let mut classes: Vec<String> =
-        split.iter().map(|(id, _)| ws.catalog.artwork(*id).map(|a| a.culture.unwrap_or_default())).collect::<Result<_, _>>()?;
+    let mut classes: Vec<String> = split
+        .iter()
+        .map(|(id, _)| ws.catalog.artwork(*id).map(|a| a.culture.unwrap_or_default()))
+        .collect::<Result<_, _>>()?;
     classes.sort();
     classes.dedup();
     if classes.len() < 2 {
@@ -77,7 +88,9 @@ pub fn start(ws_path: &Path, cfg: TrainConfig, device: &Device, events: &mut dyn
     let parts: Vec<(i64, &str)> = split.iter().map(|(id, p)| (*id, p.as_str())).collect();
     ws.catalog.create_run(&run, cfg.arch.as_str(), cfg.method.as_str(), cfg.scheduler.name(), &config, &parts)?;
     let dir = run_dir(&ws, &run);
-    let write = |p: PathBuf, b: &[u8]| crate::fsutil::write_bytes_atomic(&p, b).map_err(|e| TrainError::Io { path: p.clone(), detail: e.to_string() });
+    let write = |p: PathBuf, b: &[u8]| {
+        crate::fsutil::write_bytes_atomic(&p, b).map_err(|e| TrainError::Io { path: p.clone(), detail: e.to_string() })
+    };
     write(dir.join("config.json"), config.as_bytes())?;
     write(dir.join("classes.json"), serde_json::to_string(&classes).unwrap_or_default().as_bytes())?;
     run_loop(&mut ws, &run, &cfg, &classes, None, device, events, control)?;
@@ -85,10 +98,17 @@ pub fn start(ws_path: &Path, cfg: TrainConfig, device: &Device, events: &mut dyn
 }
 
 /// Continues a run from its last completed epoch.
-pub fn resume(ws_path: &Path, run: &str, device: &Device, events: &mut dyn FnMut(TrainEvent), control: &Control) -> Result<String, TrainError> {
+pub fn resume(
+    ws_path: &Path,
+    run: &str,
+    device: &Device,
+    events: &mut dyn FnMut(TrainEvent),
+    control: &Control,
+) -> Result<String, TrainError> {
     let mut ws = Workspace::open(ws_path)?;
     let rec = ws.catalog.run(run)?;
-    let cfg: TrainConfig = serde_json::from_str(&rec.config).map_err(|e| TrainError::Data(format!("run {run}: unreadable configuration: {e}")))?;
+    let cfg: TrainConfig = serde_json::from_str(&rec.config)
+        .map_err(|e| TrainError::Data(format!("run {run}: unreadable configuration: {e}")))?;
     let dir = run_dir(&ws, run);
     let classes: Vec<String> = std::fs::read(dir.join("classes.json"))
         .ok()
@@ -96,8 +116,12 @@ pub fn resume(ws_path: &Path, run: &str, device: &Device, events: &mut dyn FnMut
         .ok_or_else(|| TrainError::Data(format!("run {run}: {} is missing", dir.join("classes.json").display())))?;
     let last = dir.join("last.safetensors");
     let state = if last.exists() {
-        let raw = checkpoint::read_extra(&last, STATE_KEY)?.ok_or_else(|| TrainError::Data(format!("{}: no training state", last.display())))?;
-        Some(serde_json::from_str::<TrainState>(&raw).map_err(|e| TrainError::Data(format!("{}: {e}", last.display())))?)
+        let raw = checkpoint::read_extra(&last, STATE_KEY)?
+            .ok_or_else(|| TrainError::Data(format!("{}: no training state", last.display())))?;
+        Some(
+            serde_json::from_str::<TrainState>(&raw)
+                .map_err(|e| TrainError::Data(format!("{}: {e}", last.display())))?,
+        )
     } else {
         None
     };
@@ -113,7 +137,14 @@ struct Model {
     frozen: Option<crate::model::Backbone>,
 }
 
-fn build_model(ws: &Workspace, run: &str, cfg: &TrainConfig, classes: usize, resume_from: Option<&Path>, device: &Device) -> Result<Model, TrainError> {
+fn build_model(
+    ws: &Workspace,
+    run: &str,
+    cfg: &TrainConfig,
+    classes: usize,
+    resume_from: Option<&Path>,
+    device: &Device,
+) -> Result<Model, TrainError> {
     let map = VarMap::new();
     let vb = VarBuilder::from_varmap(&map, DType::F32, device);
     let net = CultureNet::new(cfg.arch, cfg.dropout, cfg.hidden, classes, vb)?;
@@ -130,10 +161,19 @@ fn build_model(ws: &Workspace, run: &str, cfg: &TrainConfig, classes: usize, res
         }
     }
     let frozen = if cfg.method == Method::Transfer {
-        let tensors: HashMap<String, Tensor> =
-            map.data().lock().map_err(|_| TrainError::Data("poisoned".into()))?.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
+        let tensors: HashMap<String, Tensor> = map
+            .data()
+            .lock()
+            .map_err(|_| TrainError::Data("poisoned".into()))?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect();
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-        Some(crate::model::Backbone::new(cfg.arch, crate::model::BackboneConfig { own_classes: None, dropout: cfg.dropout }, vb)?)
+        Some(crate::model::Backbone::new(
+            cfg.arch,
+            crate::model::BackboneConfig { own_classes: None, dropout: cfg.dropout },
+            vb,
+        )?)
     } else {
         None
     };
@@ -203,10 +243,22 @@ fn run_loop(
     let exs = |p: Part| data::examples(ws, parts.get(&p).map(Vec::as_slice).unwrap_or_default(), classes);
     let (train, val, test) = (Arc::new(exs(Part::Train)?), exs(Part::Val)?, exs(Part::Test)?);
     if train.is_empty() || val.is_empty() {
-        return Err(TrainError::Data(format!("the split has {} training and {} validation works: import more works", train.len(), val.len())));
+        return Err(TrainError::Data(format!(
+            "the split has {} training and {} validation works: import more works",
+            train.len(),
+            val.len()
+        )));
     }
     let first_epoch = state.as_ref().map(|s| s.epochs_done + 1).unwrap_or(1);
-    events(TrainEvent::Started { run_id: run.into(), classes: classes.to_vec(), train: train.len(), val: val.len(), test: test.len(), epochs: cfg.epochs, first_epoch });
+    events(TrainEvent::Started {
+        run_id: run.into(),
+        classes: classes.to_vec(),
+        train: train.len(),
+        val: val.len(),
+        test: test.len(),
+        epochs: cfg.epochs,
+        first_epoch,
+    });
 
     let model = build_model(ws, run, cfg, classes.len(), state.as_ref().map(|_| last_path.as_path()), device)?;
     let mut sgd = Sgd::new(trainable(&model.map, cfg.method), cfg.sgd)?;
@@ -234,10 +286,17 @@ fn run_loop(
     // Transfer mode: every split's embeddings once (cached across runs in features/).
     let embedded = match &model.frozen {
         Some(backbone) => {
-            let key = format!("{}|{:?}|{}|{}", cfg.arch, cfg.pretrained, cfg.image_size, if cfg.pretrained == Pretrained::None { run } else { "" });
+            let key = format!(
+                "{}|{:?}|{}|{}",
+                cfg.arch,
+                cfg.pretrained,
+                cfg.image_size,
+                if cfg.pretrained == Pretrained::None { run } else { "" }
+            );
             let cache = features::cache_file(&ws.features_dir(), &key);
             let mut emb = |exs: &[Example], what: &str| {
-                let mut report = |d: usize, n: usize| events(TrainEvent::Message(format!("embedding {what} images: {d} / {n}")));
+                let mut report =
+                    |d: usize, n: usize| events(TrainEvent::Message(format!("embedding {what} images: {d} / {n}")));
                 features::embeddings(backbone, exs, &eval_t, cfg.batch, &cache, device, control, &mut report)
             };
             Some((emb(&train, "training")?, emb(&val, "validation")?, emb(&test, "test")?))
@@ -270,18 +329,32 @@ fn run_loop(
                         if wait_or_cancel(events) {
                             return Err(TrainError::Cancelled(run.into()));
                         }
-                        let idx = Tensor::from_vec(chunk.iter().map(|&i| i as u32).collect::<Vec<_>>(), chunk.len(), device)?;
-                        let labels = Tensor::from_vec(chunk.iter().map(|&i| train[i].label as u32).collect::<Vec<_>>(), chunk.len(), device)?;
+                        let idx =
+                            Tensor::from_vec(chunk.iter().map(|&i| i as u32).collect::<Vec<_>>(), chunk.len(), device)?;
+                        let labels = Tensor::from_vec(
+                            chunk.iter().map(|&i| train[i].label as u32).collect::<Vec<_>>(),
+                            chunk.len(),
+                            device,
+                        )?;
                         let logits = model.net.head.forward(&train_emb.index_select(&idx, 0)?)?;
-                        let l = train_step(&logits, &labels, class_weights.as_ref(), &mut sgd, (epoch, bi + 1, sched.lr))?;
+                        let l =
+                            train_step(&logits, &labels, class_weights.as_ref(), &mut sgd, (epoch, bi + 1, sched.lr))?;
                         loss_sum += l * chunk.len() as f64;
                         seen += chunk.len();
                         let ips = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                        events(TrainEvent::Batch { epoch, batch: bi + 1, batches, loss: l, lr: sched.lr, images_per_s: ips });
+                        events(TrainEvent::Batch {
+                            epoch,
+                            batch: bi + 1,
+                            batches,
+                            loss: l,
+                            lr: sched.lr,
+                            images_per_s: ips,
+                        });
                     }
                 }
                 None => {
-                    let rx = data::batches(train.clone(), order.clone(), cfg.batch, train_t, epoch_seed, device.clone(), 2);
+                    let rx =
+                        data::batches(train.clone(), order.clone(), cfg.batch, train_t, epoch_seed, device.clone(), 2);
                     for b in rx {
                         let b = b?;
                         if wait_or_cancel(events) {
@@ -289,12 +362,25 @@ fn run_loop(
                         }
                         model.net.backbone.reseed_dropout(mix_seed(&[epoch_seed, b.index as u64, 1]));
                         let logits = model.net.forward_t(&b.images, true)?;
-                        let l = train_step(&logits, &b.labels, class_weights.as_ref(), &mut sgd, (epoch, b.index + 1, sched.lr))?;
+                        let l = train_step(
+                            &logits,
+                            &b.labels,
+                            class_weights.as_ref(),
+                            &mut sgd,
+                            (epoch, b.index + 1, sched.lr),
+                        )?;
                         let n = b.label_vec.len();
                         loss_sum += l * n as f64;
                         seen += n;
                         let ips = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                        events(TrainEvent::Batch { epoch, batch: b.index + 1, batches, loss: l, lr: sched.lr, images_per_s: ips });
+                        events(TrainEvent::Batch {
+                            epoch,
+                            batch: b.index + 1,
+                            batches,
+                            loss: l,
+                            lr: sched.lr,
+                            images_per_s: ips,
+                        });
                     }
                 }
             }
@@ -306,7 +392,12 @@ fn run_loop(
             return Err(e);
         }
         let val_eval = match &embedded {
-            Some((_, val_emb, _)) => evaluate::on_embeddings(&model.net.head, val_emb, &val.iter().map(|e| e.label).collect::<Vec<_>>(), classes)?,
+            Some((_, val_emb, _)) => evaluate::on_embeddings(
+                &model.net.head,
+                val_emb,
+                &val.iter().map(|e| e.label).collect::<Vec<_>>(),
+                classes,
+            )?,
             None => evaluate::on_images(&model.net, &val, &eval_t, cfg.batch, classes, device)?,
         };
         let lr_used = sched.lr;
@@ -340,7 +431,12 @@ fn run_loop(
         let mut with_momentum = tensors;
         with_momentum.extend(sgd.buffers().into_iter().map(|(n, b)| (format!("{MOMENTUM_PREFIX}{n}"), b)));
         let st = TrainState { epochs_done: epoch, scheduler: sched.clone(), best_val_acc, seconds };
-        checkpoint::save(&last_path, &with_momentum, &meta, &[(STATE_KEY, serde_json::to_string(&st).unwrap_or_default())])?;
+        checkpoint::save(
+            &last_path,
+            &with_momentum,
+            &meta,
+            &[(STATE_KEY, serde_json::to_string(&st).unwrap_or_default())],
+        )?;
         ws.catalog.record_epoch(run, &m, best_val_acc, seconds)?;
         events(TrainEvent::Epoch(m));
     }
@@ -351,9 +447,12 @@ fn run_loop(
         None
     } else {
         Some(match (&embedded, cfg.method) {
-            (Some((_, _, test_emb)), Method::Transfer) => {
-                evaluate::on_embeddings(&best.net.head, test_emb, &test.iter().map(|e| e.label).collect::<Vec<_>>(), classes)?
-            }
+            (Some((_, _, test_emb)), Method::Transfer) => evaluate::on_embeddings(
+                &best.net.head,
+                test_emb,
+                &test.iter().map(|e| e.label).collect::<Vec<_>>(),
+                classes,
+            )?,
             _ => evaluate::on_images(&best.net, &test, &eval_t, cfg.batch, classes, device)?,
         })
     };
@@ -367,7 +466,13 @@ fn run_loop(
 }
 
 /// One optimisation step; refuses to go on when the loss is no longer finite.
-fn train_step(logits: &Tensor, labels: &Tensor, class_weights: Option<&Tensor>, sgd: &mut Sgd, at: (u32, usize, f64)) -> Result<f64, TrainError> {
+fn train_step(
+    logits: &Tensor,
+    labels: &Tensor,
+    class_weights: Option<&Tensor>,
+    sgd: &mut Sgd,
+    at: (u32, usize, f64),
+) -> Result<f64, TrainError> {
     let loss = loss_fn(logits, labels, class_weights)?;
     let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     if !l.is_finite() {

@@ -2,7 +2,7 @@
 //! mis-tagged non-paintings by keyboard, with filters, multi-select, undo and a live Table 1.
 mod state;
 
-pub use state::{CurationState, FlagFilter, Filters, Sort};
+pub use state::{CurationState, Filters, FlagFilter, Sort};
 
 use super::app::{PickKind, Shared};
 use super::thumbs::ThumbCache;
@@ -64,6 +64,14 @@ impl CurationView {
         self.loaded_generation = Some(shared.generation);
     }
 
+    /// Puts the cursor on a work (clearing filters that would hide it).
+    pub fn focus(&mut self, id: i64) {
+        self.state.filters = Filters::default();
+        self.state.focus_after_reload = Some(id);
+        self.loaded_generation = None;
+        self.scroll_to_cursor = true;
+    }
+
     /// Runs a flag action and records that the catalog changed.
     fn flag(&mut self, shared: &mut Shared, reason: Option<FlagReason>) {
         let Some(ws) = shared.ws.as_mut() else { return };
@@ -104,7 +112,12 @@ impl CurationView {
             return;
         }
         let pressed = |m: Modifiers, k: Key| ui.input_mut(|i| i.consume_key(m, k));
-        let moves = [(Key::ArrowRight, 1isize), (Key::ArrowLeft, -1), (Key::ArrowDown, cols as isize), (Key::ArrowUp, -(cols as isize))];
+        let moves = [
+            (Key::ArrowRight, 1isize),
+            (Key::ArrowLeft, -1),
+            (Key::ArrowDown, cols as isize),
+            (Key::ArrowUp, -(cols as isize)),
+        ];
         for (k, d) in moves {
             if pressed(Modifiers::NONE, k) {
                 self.state.move_cursor(d);
@@ -143,40 +156,50 @@ impl CurationView {
 
     fn toolbar(&mut self, ui: &mut egui::Ui, shared: &mut Shared) -> bool {
         let mut changed = false;
-        let cultures: Vec<String> = self.stats.as_ref().map(|s| s.groups.iter().map(|g| g.culture.clone()).collect()).unwrap_or_default();
+        let cultures: Vec<String> =
+            self.stats.as_ref().map(|s| s.groups.iter().map(|g| g.culture.clone()).collect()).unwrap_or_default();
         ui.horizontal_wrapped(|ui| {
             let f = &mut self.state.filters;
-            egui::ComboBox::from_id_salt("culture_filter").selected_text(f.culture.clone().unwrap_or_else(|| "All cultures".into())).show_ui(ui, |ui| {
-                changed |= ui.selectable_value(&mut f.culture, None, "All cultures").changed();
-                for c in &cultures {
-                    changed |= ui.selectable_value(&mut f.culture, Some(c.clone()), c).changed();
-                }
-            });
+            egui::ComboBox::from_id_salt("culture_filter")
+                .selected_text(f.culture.clone().unwrap_or_else(|| "All cultures".into()))
+                .show_ui(ui, |ui| {
+                    changed |= ui.selectable_value(&mut f.culture, None, "All cultures").changed();
+                    for c in &cultures {
+                        changed |= ui.selectable_value(&mut f.culture, Some(c.clone()), c).changed();
+                    }
+                });
             egui::ComboBox::from_id_salt("flag_filter").selected_text(format!("{:?}", f.flag)).show_ui(ui, |ui| {
                 for v in [FlagFilter::All, FlagFilter::Flagged, FlagFilter::Unflagged] {
                     changed |= ui.selectable_value(&mut f.flag, v, format!("{v:?}")).changed();
                 }
             });
-            egui::ComboBox::from_id_salt("reason_filter").selected_text(f.reason.map(|r| r.as_str()).unwrap_or("any reason")).show_ui(ui, |ui| {
-                changed |= ui.selectable_value(&mut f.reason, None, "any reason").changed();
-                for r in FlagReason::ALL {
-                    changed |= ui.selectable_value(&mut f.reason, Some(r), r.as_str()).changed();
-                }
-            });
-            let search = ui.add(egui::TextEdit::singleline(&mut f.text).hint_text("title, artist or id").desired_width(160.0));
+            egui::ComboBox::from_id_salt("reason_filter")
+                .selected_text(f.reason.map(|r| r.as_str()).unwrap_or("any reason"))
+                .show_ui(ui, |ui| {
+                    changed |= ui.selectable_value(&mut f.reason, None, "any reason").changed();
+                    for r in FlagReason::ALL {
+                        changed |= ui.selectable_value(&mut f.reason, Some(r), r.as_str()).changed();
+                    }
+                });
+            let search =
+                ui.add(egui::TextEdit::singleline(&mut f.text).hint_text("title, artist or id").desired_width(160.0));
             changed |= search.changed();
-            egui::ComboBox::from_id_salt("sort").selected_text(match f.sort {
-                Sort::Id => "by id",
-                Sort::Culture => "by culture",
-                Sort::Suspicious => "most suspicious first",
-            })
-            .show_ui(ui, |ui| {
-                changed |= ui.selectable_value(&mut f.sort, Sort::Id, "by id").changed();
-                changed |= ui.selectable_value(&mut f.sort, Sort::Culture, "by culture").changed();
-                changed |= ui.selectable_value(&mut f.sort, Sort::Suspicious, "most suspicious first").changed();
-            });
+            egui::ComboBox::from_id_salt("sort")
+                .selected_text(match f.sort {
+                    Sort::Id => "by id",
+                    Sort::Culture => "by culture",
+                    Sort::Suspicious => "most suspicious first",
+                })
+                .show_ui(ui, |ui| {
+                    changed |= ui.selectable_value(&mut f.sort, Sort::Id, "by id").changed();
+                    changed |= ui.selectable_value(&mut f.sort, Sort::Culture, "by culture").changed();
+                    changed |= ui.selectable_value(&mut f.sort, Sort::Suspicious, "most suspicious first").changed();
+                });
             ui.add(egui::Slider::new(&mut self.zoom, 64.0..=320.0).text("zoom").show_value(false));
-            if ui.button("Rank suspicious").on_hover_text("Compute the suspicion ranking (model if a run exists, else image statistics)").clicked()
+            if ui
+                .button("Rank suspicious")
+                .on_hover_text("Compute the suspicion ranking (model if a run exists, else image statistics)")
+                .clicked()
                 && self.suspicion_job.is_none()
             {
                 self.start_suspicion(shared);
@@ -220,7 +243,11 @@ impl CurationView {
         }
         ui.separator();
         let sel = self.state.selection.len();
-        ui.label(if sel > 0 { format!("{sel} selected: actions apply to all of them") } else { "Actions apply to the work under the cursor".into() });
+        ui.label(if sel > 0 {
+            format!("{sel} selected: actions apply to all of them")
+        } else {
+            "Actions apply to the work under the cursor".into()
+        });
         ui.horizontal_wrapped(|ui| {
             for r in FlagReason::ALL {
                 if ui.button(format!("{} {}", r.key(), r.as_str())).clicked() {
@@ -238,7 +265,13 @@ impl CurationView {
         ui.separator();
         if let Some(a) = self.state.current().cloned() {
             ui.strong(if a.title.is_empty() { "(untitled)".to_string() } else { a.title.clone() });
-            for (k, v) in [("id", a.display_id()), ("artist", a.artist.clone()), ("date", a.date.clone()), ("medium", a.medium.clone()), ("culture", a.culture.clone().unwrap_or_default())] {
+            for (k, v) in [
+                ("id", a.display_id()),
+                ("artist", a.artist.clone()),
+                ("date", a.date.clone()),
+                ("medium", a.medium.clone()),
+                ("culture", a.culture.clone().unwrap_or_default()),
+            ] {
                 if !v.is_empty() {
                     ui.label(format!("{k}: {v}"));
                 }
@@ -251,11 +284,18 @@ impl CurationView {
                 ui.hyperlink_to("record at The Met", l);
             }
             match &a.flag {
-                Some(r) => ui.colored_label(Color32::from_rgb(220, 80, 60), format!("flagged: {r}{}", a.flag_note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())),
+                Some(r) => ui.colored_label(
+                    Color32::from_rgb(220, 80, 60),
+                    format!("flagged: {r}{}", a.flag_note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()),
+                ),
                 None => ui.label("not flagged"),
             };
             if let Some(s) = self.state.suspicion.get(&a.id) {
-                ui.label(format!("suspicion {:.2}{}", s.score, if self.state.suspicion_from_model { "" } else { " (image statistics; no model yet)" }));
+                ui.label(format!(
+                    "suspicion {:.2}{}",
+                    s.score,
+                    if self.state.suspicion_from_model { "" } else { " (image statistics; no model yet)" }
+                ));
                 for r in &s.reasons {
                     ui.label(format!("• {r}"));
                 }
@@ -286,7 +326,9 @@ impl CurationView {
                     for col in 0..cols {
                         let i = row * cols + col;
                         let Some(a) = self.state.items.get(i) else { break };
-                        let path = ws.and_then(|ws| a.content_hash.as_ref().map(|h| crate::imaging::cache_path(&ws.thumbs_dir(), h)));
+                        let path = ws.and_then(|ws| {
+                            a.content_hash.as_ref().map(|h| crate::imaging::cache_path(&ws.thumbs_dir(), h))
+                        });
                         let tex = thumbs.get(a.id, path.as_ref());
                         let (rect, resp) = ui.allocate_exact_size(Vec2::new(self.zoom, row_h - 4.0), Sense::click());
                         let painter = ui.painter_at(rect);
@@ -297,25 +339,64 @@ impl CurationView {
                                 let s = t.size_vec2();
                                 let scale = (self.zoom / s.x).min(self.zoom / s.y);
                                 let r = egui::Rect::from_center_size(img_rect.center(), s * scale);
-                                painter.image(t.id(), r, egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0)), Color32::WHITE);
+                                painter.image(
+                                    t.id(),
+                                    r,
+                                    egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0)),
+                                    Color32::WHITE,
+                                );
                             }
                             None => {
-                                let msg = if thumbs.is_broken(a.id) { "unreadable" } else if path.is_none() { "no image" } else { "…" };
-                                painter.text(img_rect.center(), egui::Align2::CENTER_CENTER, msg, egui::FontId::proportional(12.0), ui.visuals().weak_text_color());
+                                let msg = if thumbs.is_broken(a.id) {
+                                    "unreadable"
+                                } else if path.is_none() {
+                                    "no image"
+                                } else {
+                                    "…"
+                                };
+                                painter.text(
+                                    img_rect.center(),
+                                    egui::Align2::CENTER_CENTER,
+                                    msg,
+                                    egui::FontId::proportional(12.0),
+                                    ui.visuals().weak_text_color(),
+                                );
                             }
                         }
                         if let Some(r) = &a.flag {
-                            painter.rect_stroke(img_rect.shrink(1.0), 2.0, Stroke::new(3.0, Color32::from_rgb(220, 60, 50)), egui::StrokeKind::Inside);
-                            painter.text(img_rect.left_top() + Vec2::new(4.0, 4.0), egui::Align2::LEFT_TOP, r, egui::FontId::proportional(12.0), Color32::WHITE);
+                            painter.rect_stroke(
+                                img_rect.shrink(1.0),
+                                2.0,
+                                Stroke::new(3.0, Color32::from_rgb(220, 60, 50)),
+                                egui::StrokeKind::Inside,
+                            );
+                            painter.text(
+                                img_rect.left_top() + Vec2::new(4.0, 4.0),
+                                egui::Align2::LEFT_TOP,
+                                r,
+                                egui::FontId::proportional(12.0),
+                                Color32::WHITE,
+                            );
                         }
                         if self.state.selection.contains(&a.id) {
                             painter.rect_filled(img_rect, 2.0, Color32::from_rgba_unmultiplied(60, 120, 255, 60));
                         }
                         if i == self.state.cursor {
-                            painter.rect_stroke(img_rect, 2.0, Stroke::new(2.5, Color32::from_rgb(250, 200, 40)), egui::StrokeKind::Outside);
+                            painter.rect_stroke(
+                                img_rect,
+                                2.0,
+                                Stroke::new(2.5, Color32::from_rgb(250, 200, 40)),
+                                egui::StrokeKind::Outside,
+                            );
                         }
                         let label = format!("{} · {}", a.display_id(), a.culture.as_deref().unwrap_or(""));
-                        painter.text(egui::pos2(rect.left() + 2.0, img_rect.bottom() + 3.0), egui::Align2::LEFT_TOP, label, egui::FontId::proportional(11.0), ui.visuals().text_color());
+                        painter.text(
+                            egui::pos2(rect.left() + 2.0, img_rect.bottom() + 3.0),
+                            egui::Align2::LEFT_TOP,
+                            label,
+                            egui::FontId::proportional(11.0),
+                            ui.visuals().text_color(),
+                        );
                         if resp.clicked() {
                             clicked = Some((i, ui.input(|inp| inp.modifiers)));
                         }
@@ -368,8 +449,14 @@ impl CurationView {
                 ui.spinner();
                 ui.label(format!("ranking: {}", job.message));
             });
-        } else if self.state.filters.sort == Sort::Suspicious && !self.state.suspicion_from_model && !self.state.suspicion.is_empty() {
-            ui.label(RichText::new("Ranked by image statistics (aspect ratio, plain background): no trained model yet.").italics());
+        } else if self.state.filters.sort == Sort::Suspicious
+            && !self.state.suspicion_from_model
+            && !self.state.suspicion.is_empty()
+        {
+            ui.label(
+                RichText::new("Ranked by image statistics (aspect ratio, plain background): no trained model yet.")
+                    .italics(),
+            );
         }
         let cols = self.columns(ui.available_width() - 300.0);
         self.handle_keys(ui, shared, cols);
@@ -389,20 +476,26 @@ impl CurationView {
     fn overlays(&mut self, ui: &mut egui::Ui, shared: &Shared) {
         let ctx = ui.ctx().clone();
         if self.show_help {
-            egui::Window::new("Curation keys").collapsible(false).resizable(false).open(&mut self.show_help).show(&ctx, |ui| {
-                egui::Grid::new("keys").striped(true).show(ui, |ui| {
-                    for (k, what) in KEYS {
-                        ui.monospace(*k);
-                        ui.label(*what);
-                        ui.end_row();
-                    }
-                });
-            });
+            egui::Window::new("Curation keys").collapsible(false).resizable(false).open(&mut self.show_help).show(
+                &ctx,
+                |ui| {
+                    egui::Grid::new("keys").striped(true).show(ui, |ui| {
+                        for (k, what) in KEYS {
+                            ui.monospace(*k);
+                            ui.label(*what);
+                            ui.end_row();
+                        }
+                    });
+                },
+            );
         }
         if self.show_large
             && let Some(a) = self.state.current().cloned()
         {
-            let path = shared.ws.as_ref().and_then(|ws| a.content_hash.as_ref().map(|h| crate::imaging::cache_path(&ws.thumbs_dir(), h)));
+            let path = shared
+                .ws
+                .as_ref()
+                .and_then(|ws| a.content_hash.as_ref().map(|h| crate::imaging::cache_path(&ws.thumbs_dir(), h)));
             let tex = self.thumbs.as_mut().and_then(|t| t.get(a.id, path.as_ref()));
             egui::Window::new(if a.title.is_empty() { a.display_id() } else { a.title.clone() })
                 .id(egui::Id::unique("curation_large"))
@@ -423,7 +516,10 @@ fn export_csv(shared: &mut Shared) {
     shared.spawn("Export curation", move |_| {
         let Some(out) = picker(PickKind::SaveCsv).into_iter().next() else { return Ok("cancelled".into()) };
         let ws = crate::workspace::Workspace::open(&ws_path).map_err(|e| e.to_string())?;
-        let works = ws.catalog.artworks(&crate::catalog::ArtworkQuery { grouped_only: true, ..Default::default() }).map_err(|e| e.to_string())?;
+        let works = ws
+            .catalog
+            .artworks(&crate::catalog::ArtworkQuery { grouped_only: true, ..Default::default() })
+            .map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
         crate::catalog::write_curation_csv(&works, &mut buf).map_err(|e| e.to_string())?;
         crate::fsutil::write_bytes_atomic(&out, &buf).map_err(|e| e.to_string())?;

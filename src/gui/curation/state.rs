@@ -1,8 +1,8 @@
 //! The Curation view's state and actions, apart from drawing: what is listed, which work has
 //! the cursor, what is selected, and flagging through the catalog (committed before the view
 //! shows a flag).
-use crate::catalog::{Artwork, ArtworkQuery, Catalog, CatalogError, FlagChange, FlagReason, SortOrder, UndoOutcome};
 use crate::analysis::suspicion::Suspicion;
+use crate::catalog::{Artwork, ArtworkQuery, Catalog, CatalogError, FlagChange, FlagReason, SortOrder, UndoOutcome};
 use std::collections::{BTreeSet, HashMap};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,13 +41,15 @@ pub struct CurationState {
     /// Whether `suspicion` comes from a model (else from image statistics).
     pub suspicion_from_model: bool,
     pub last_error: Option<String>,
+    /// A work to put the cursor on at the next reload.
+    pub focus_after_reload: Option<i64>,
 }
 
 impl CurationState {
     /// Reloads the list from the catalog, keeping the cursor on the same work if it is still
     /// listed.
     pub fn reload(&mut self, catalog: &Catalog) -> Result<(), CatalogError> {
-        let keep = self.current().map(|a| a.id);
+        let keep = self.focus_after_reload.take().or(self.current().map(|a| a.id));
         let f = &self.filters;
         let q = ArtworkQuery {
             culture: f.culture.clone(),
@@ -67,7 +69,10 @@ impl CurationState {
             let score = |a: &Artwork| self.suspicion.get(&a.id).map(|s| s.score).unwrap_or(f64::NEG_INFINITY);
             self.items.sort_by(|a, b| score(b).total_cmp(&score(a)).then(a.id.cmp(&b.id)));
         }
-        self.cursor = keep.and_then(|id| self.items.iter().position(|a| a.id == id)).unwrap_or(0).min(self.items.len().saturating_sub(1));
+        self.cursor = keep
+            .and_then(|id| self.items.iter().position(|a| a.id == id))
+            .unwrap_or(0)
+            .min(self.items.len().saturating_sub(1));
         let listed: BTreeSet<i64> = self.items.iter().map(|a| a.id).collect();
         self.selection.retain(|id| listed.contains(id));
         Ok(())
@@ -113,14 +118,24 @@ impl CurationState {
 
     /// The works an action applies to: the selection, or the work under the cursor.
     pub fn targets(&self) -> Vec<i64> {
-        if self.selection.is_empty() { self.current().map(|a| vec![a.id]).unwrap_or_default() } else { self.selection.iter().copied().collect() }
+        if self.selection.is_empty() {
+            self.current().map(|a| vec![a.id]).unwrap_or_default()
+        } else {
+            self.selection.iter().copied().collect()
+        }
     }
 
     /// Flags (or with `None` unflags) the targets in one transaction; on success moves to the
     /// next work when a single one was flagged. Returns how many changed.
-    pub fn flag(&mut self, catalog: &mut Catalog, reason: Option<FlagReason>, note: Option<String>) -> Result<usize, CatalogError> {
+    pub fn flag(
+        &mut self,
+        catalog: &mut Catalog,
+        reason: Option<FlagReason>,
+        note: Option<String>,
+    ) -> Result<usize, CatalogError> {
         let targets = self.targets();
-        let changes: Vec<FlagChange> = targets.iter().map(|&id| FlagChange { artwork_id: id, reason, note: note.clone() }).collect();
+        let changes: Vec<FlagChange> =
+            targets.iter().map(|&id| FlagChange { artwork_id: id, reason, note: note.clone() }).collect();
         catalog.apply_flags(&changes, "gui")?;
         let single = self.selection.is_empty();
         self.selection.clear();
@@ -165,7 +180,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
         let works: Vec<NewArtwork> = (0..n)
-            .map(|i| NewArtwork { source: "met".into(), source_id: (500 + i).to_string(), mapped_group: Some(if i % 2 == 0 { "French" } else { "Dutch" }.into()), ..Default::default() })
+            .map(|i| NewArtwork {
+                source: "met".into(),
+                source_id: (500 + i).to_string(),
+                mapped_group: Some(if i % 2 == 0 { "French" } else { "Dutch" }.into()),
+                ..Default::default()
+            })
             .collect();
         c.upsert_artworks(&works).unwrap();
         c.apply_group_threshold("met", &["French".into(), "Dutch".into()]).unwrap();
