@@ -149,12 +149,13 @@ impl ArtApp {
             focus_artwork: None,
         };
         shared.reload_runs();
+        let last_version = shared.ws.as_ref().and_then(|ws| ws.catalog.data_version().ok());
         Self {
             view: settings.view,
             shared,
             settings,
             settings_path,
-            last_version: None,
+            last_version,
             last_poll: Instant::now(),
             show_about: false,
             picking: None,
@@ -178,6 +179,7 @@ impl ArtApp {
             Err(e) => self.shared.ws_error = Some(e.to_string()),
         }
         self.shared.ws_path = path;
+        self.last_version = self.shared.ws.as_ref().and_then(|ws| ws.catalog.data_version().ok());
         self.shared.selected_run = None;
         self.shared.runs.clear();
         self.shared.reload_runs();
@@ -213,7 +215,7 @@ impl ArtApp {
             if let Some(ws) = &self.shared.ws {
                 let v = ws.catalog.data_version().ok();
                 if v != self.last_version {
-                    changed |= self.last_version.is_some();
+                    changed = true;
                     self.last_version = v;
                 }
             }
@@ -361,5 +363,84 @@ impl eframe::App for ArtApp {
 
     fn on_exit(&mut self) {
         self.settings.save(self.settings_path.as_ref());
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use egui_kittest::Harness;
+    use egui_kittest::kittest::Queryable;
+
+    /// A picker that answers every question with `answer`.
+    pub(crate) fn fixed_picker(answer: Vec<PathBuf>) -> Picker {
+        Arc::new(move |_| answer.clone())
+    }
+
+    pub(crate) fn harness(ws: &std::path::Path, picker: Picker) -> Harness<'static, ArtApp> {
+        let ws = ws.to_path_buf();
+        Harness::builder()
+            .with_size([1280.0, 800.0])
+            .build_eframe(move |cc| ArtApp::new(&cc.egui_ctx, ws, DeviceKind::Cpu, Settings::default(), None, picker))
+    }
+
+    /// Runs frames until `done` holds (background threads need real time), at most 10 s.
+    pub(crate) fn run_until(h: &mut Harness<'static, ArtApp>, mut done: impl FnMut(&ArtApp) -> bool) {
+        let start = Instant::now();
+        while !done(h.state()) {
+            assert!(start.elapsed() < Duration::from_secs(10), "condition not reached in 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+            h.step();
+        }
+    }
+
+    #[test]
+    fn tabs_switch_views() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = harness(dir.path(), fixed_picker(vec![]));
+        h.run_steps(2);
+        for v in View::ALL {
+            h.get_by_label(v.title()).click();
+            h.run_steps(2);
+            assert_eq!(h.state().view, v);
+        }
+        // The empty workspace says what to do first.
+        h.get_by_label("Dataset").click();
+        h.run_steps(2);
+        h.get_by_label("This workspace is empty");
+    }
+
+    #[test]
+    fn workspace_picker_opens_the_chosen_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other");
+        let mut h = harness(&dir.path().join("first"), fixed_picker(vec![other.clone()]));
+        h.run_steps(2);
+        h.get_by_label("Change…").click();
+        run_until(&mut h, |app| app.shared.ws_path == other);
+        assert!(other.join("catalog.sqlite").is_file());
+        assert!(h.state().shared.ws.is_some());
+    }
+
+    #[test]
+    fn background_job_shows_progress_and_cancels() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = harness(dir.path(), fixed_picker(vec![]));
+        h.run_steps(1);
+        h.state_mut().shared.spawn("Slow job", |rep| {
+            let mut i = 0;
+            while !rep.cancelled() {
+                rep.progress((i % 100) as f32 / 100.0, format!("step {i}"));
+                i += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err("cancelled by the user".into())
+        });
+        run_until(&mut h, |app| app.shared.jobs.first().is_some_and(|j| !j.message.is_empty()));
+        h.step();
+        h.get_by_label("Slow job");
+        h.get_by_label("Cancel").click();
+        run_until(&mut h, |app| app.shared.jobs.is_empty());
+        assert_eq!(h.state().shared.messages.last().unwrap(), "Slow job failed: cancelled by the user");
     }
 }

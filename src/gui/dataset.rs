@@ -128,13 +128,13 @@ fn welcome(ui: &mut egui::Ui, shared: &mut Shared) {
         ui.add_space(8.0);
         ui.label("Three ways to begin:");
         ui.add_space(8.0);
-        if ui.button("① Import The Met's paintings (downloads the records and images)").clicked() {
+        if ui.button("1. Import The Met's paintings (downloads the records and images)").clicked() {
             start_met_download(shared);
         }
-        if ui.button("② Open a folder of images, one sub-folder per culture").clicked() {
+        if ui.button("2. Open a folder of images, one sub-folder per culture").clicked() {
             start_folder_import(shared);
         }
-        if ui.button("③ Fetch pretrained ResNet-50 weights").clicked() {
+        if ui.button("3. Fetch pretrained ResNet-50 weights").clicked() {
             shared.spawn("Fetch weights", |rep| {
                 let path = crate::model::weights::fetch(
                     crate::model::Arch::Resnet50,

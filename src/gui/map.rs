@@ -323,7 +323,7 @@ impl MapView {
             if ui.button("top quartile").clicked() {
                 t = m.threshold;
             }
-            ui.label("Similarity is not symmetric: A → B is d(A,B)⁻¹ over the sum of A's inverse distances.");
+            ui.label("Similarity is not symmetric: A to B is 1/d(A,B) over the sum of A's inverse distances.");
         });
         self.threshold = Some(t);
         let (rect, resp) = ui.allocate_exact_size(ui.available_size(), Sense::hover());

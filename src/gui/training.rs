@@ -276,7 +276,7 @@ impl TrainingView {
     fn controls(&mut self, ui: &mut egui::Ui, shared: &Shared) {
         ui.horizontal(|ui| {
             if !self.running() {
-                if ui.button("▶ Start").clicked() {
+                if ui.button("Start").clicked() {
                     self.start(shared, None);
                 }
                 let resumable: Vec<&RunRecord> = shared
@@ -287,17 +287,17 @@ impl TrainingView {
                     })
                     .collect();
                 if let Some(r) = resumable.last()
-                    && ui.button(format!("⟳ Resume {}", r.id)).clicked()
+                    && ui.button(format!("Resume {}", r.id)).clicked()
                 {
                     let id = r.id.clone();
                     self.start(shared, Some(id));
                 }
             } else if let Some(c) = &self.control {
                 let paused = c.pause.load(Ordering::Relaxed);
-                if ui.button(if paused { "▶ Continue" } else { "⏸ Pause" }).clicked() {
+                if ui.button(if paused { "Continue" } else { "Pause" }).clicked() {
                     c.pause.store(!paused, Ordering::Relaxed);
                 }
-                if ui.button("■ Cancel").clicked() {
+                if ui.button("Cancel").clicked() {
                     c.cancel.store(true, Ordering::Relaxed);
                 }
             }

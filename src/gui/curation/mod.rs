@@ -43,8 +43,8 @@ impl Default for CurationView {
 
 /// Keys and what they do, shown in the help overlay.
 pub const KEYS: &[(&str, &str)] = &[
-    ("← → ↑ ↓", "move"),
-    ("1 … 7", "flag as sculpture, book, manuscript, container, jewelry, snuff box, other (then next)"),
+    ("Arrow keys", "move"),
+    ("1 to 7", "flag as sculpture, book, manuscript, container, jewelry, snuff box, other (then next)"),
     ("0 or U", "remove the flag"),
     ("Click / Ctrl+click / Shift+click", "select one / toggle / select a range"),
     ("Ctrl+A", "select every work in the filter"),
@@ -525,4 +525,112 @@ fn export_csv(shared: &mut Shared) {
         crate::fsutil::write_bytes_atomic(&out, &buf).map_err(|e| e.to_string())?;
         Ok(format!("{} works written to {}", works.len(), out.display()))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::catalog::NewArtwork;
+    use crate::gui::View;
+    use crate::gui::app::tests::{fixed_picker, harness};
+    use egui::{Key, Modifiers};
+    use egui_kittest::kittest::Queryable;
+
+    /// A workspace with `n` Met works alternating French and Dutch, and the app on Curation.
+    fn app_with(n: usize) -> (tempfile::TempDir, egui_kittest::Harness<'static, crate::gui::ArtApp>) {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut ws = crate::workspace::Workspace::open(dir.path()).unwrap();
+            let works: Vec<NewArtwork> = (0..n)
+                .map(|i| NewArtwork {
+                    source: "met".into(),
+                    source_id: (1000 + i).to_string(),
+                    title: format!("Work {i}"),
+                    mapped_group: Some(if i % 2 == 0 { "French" } else { "Dutch" }.into()),
+                    ..Default::default()
+                })
+                .collect();
+            ws.catalog.upsert_artworks(&works).unwrap();
+            ws.catalog.apply_group_threshold("met", &["French".into(), "Dutch".into()]).unwrap();
+        }
+        let mut h = harness(dir.path(), fixed_picker(vec![]));
+        h.state_mut().view = View::Curation;
+        h.run_steps(3);
+        (dir, h)
+    }
+
+    fn flag_of(h: &egui_kittest::Harness<'static, crate::gui::ArtApp>, source_id: &str) -> Option<String> {
+        let ws = h.state().shared.ws.as_ref().unwrap();
+        let id = ws.catalog.resolve_id(source_id).unwrap();
+        ws.catalog.flag_state(id).unwrap().reason
+    }
+
+    #[test]
+    fn keyboard_flagging_advances_and_commits() {
+        let (_d, mut h) = app_with(12);
+        h.key_press(Key::Num2);
+        h.run_steps(2);
+        assert_eq!(flag_of(&h, "1000").as_deref(), Some("book"));
+        assert_eq!(h.state().curation.state.cursor, 1);
+        h.key_press(Key::ArrowRight);
+        h.key_press(Key::Num6);
+        h.run_steps(2);
+        assert_eq!(flag_of(&h, "1002").as_deref(), Some("snuff-box"));
+        // Table 1 is live: 12 initial, 10 final.
+        let stats = h.state().shared.ws.as_ref().unwrap().catalog.stats().unwrap();
+        assert_eq!((stats.total_initial, stats.total_final), (12, 10));
+        h.get_by_label("Table 1 (live)");
+        // U removes the flag of the work under the cursor (it moved on to 1003, go back).
+        h.key_press(Key::ArrowLeft);
+        h.key_press(Key::U);
+        h.run_steps(2);
+        assert_eq!(flag_of(&h, "1002"), None);
+    }
+
+    #[test]
+    fn bulk_flag_then_undo_and_redo() {
+        let (_d, mut h) = app_with(10);
+        h.key_press_modifiers(Modifiers::COMMAND, Key::A);
+        h.run_steps(1);
+        assert_eq!(h.state().curation.state.selection.len(), 10);
+        h.key_press(Key::Num5);
+        h.run_steps(2);
+        assert!((0..10).all(|i| flag_of(&h, &(1000 + i).to_string()).as_deref() == Some("jewelry")));
+        h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+        h.run_steps(2);
+        assert!((0..10).all(|i| flag_of(&h, &(1000 + i).to_string()).is_none()));
+        h.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z);
+        h.run_steps(2);
+        assert_eq!(flag_of(&h, "1007").as_deref(), Some("jewelry"));
+    }
+
+    #[test]
+    fn filters_narrow_the_grid_and_help_lists_keys() {
+        let (_d, mut h) = app_with(8);
+        h.key_press(Key::Num1);
+        h.run_steps(2);
+        h.state_mut().curation.state.filters.flag = super::FlagFilter::Flagged;
+        let app = h.state_mut();
+        app.curation.state.reload(&app.shared.ws.as_ref().unwrap().catalog).unwrap();
+        h.run_steps(2);
+        h.get_by_label("1 works listed");
+        h.state_mut().curation.state.filters = super::Filters { culture: Some("Dutch".into()), ..Default::default() };
+        let app = h.state_mut();
+        app.curation.state.reload(&app.shared.ws.as_ref().unwrap().catalog).unwrap();
+        h.run_steps(2);
+        h.get_by_label("4 works listed");
+        h.get_by_label("Keys (?)").click();
+        h.run_steps(2);
+        h.get_by_label("Curation keys");
+        h.get_by_label("undo / redo (also after a restart)");
+    }
+
+    #[test]
+    fn flags_made_elsewhere_show_up() {
+        let (d, mut h) = app_with(4);
+        // Another process (here: another connection) flags a work.
+        let mut other = crate::workspace::Workspace::open(d.path()).unwrap();
+        let id = other.catalog.resolve_id("1003").unwrap();
+        other.catalog.apply_flags(&[crate::catalog::FlagChange { artwork_id: id, reason: Some(crate::catalog::FlagReason::Manuscript), note: None }], "cli").unwrap();
+        crate::gui::app::tests::run_until(&mut h, |app| app.curation.state.items.iter().any(|a| a.flag.as_deref() == Some("manuscript")));
+    }
 }
