@@ -79,8 +79,14 @@ pub fn scan(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<CsvScan, CsvError> {
     let io = |source| CsvError::Io { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(io)?;
+    let mut file = std::fs::File::open(path).map_err(io)?;
     let total = file.metadata().map_err(io)?.len();
+    // The csv crate (1.x) strips a UTF-8 BOM but then numbers the lines after the header one
+    // too low; MetObjects.csv starts with a BOM, so correct its line numbers.
+    let mut head = [0u8; 3];
+    let bom = std::io::Read::read(&mut file, &mut head).map_err(io)? == 3 && head == [0xEF, 0xBB, 0xBF];
+    std::io::Seek::rewind(&mut file).map_err(io)?;
+    let fix = |line: u64| if bom { line + 1 } else { line };
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let reader = CountingReader { inner: std::io::BufReader::with_capacity(1 << 20, file), count: count.clone() };
     let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(reader);
@@ -119,7 +125,7 @@ pub fn scan(
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(line);
+                let line = fix(e.position().map(|p| p.line()).unwrap_or(line));
                 skip(&mut out, line, format!("unreadable CSV: {e}"));
                 if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                     break;
@@ -131,7 +137,7 @@ pub fn scan(
         if out.rows.is_multiple_of(4096) {
             progress(count.load(std::sync::atomic::Ordering::Relaxed), total);
         }
-        let line = record.position().map(|p| p.line()).unwrap_or(line);
+        let line = fix(record.position().map(|p| p.line()).unwrap_or(line));
         if record.len() != header.len() {
             skip(&mut out, line, format!("{} fields, the header has {}", record.len(), header.len()));
             continue;

@@ -72,3 +72,83 @@ pub fn shared(rel: &str) -> Option<std::path::PathBuf> {
 pub fn bin() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_artculture"))
 }
+
+/// MetObjects.csv's real 54-column header (tests/fixtures/met_header.csv, BOM included).
+pub const MET_HEADER: &str = include_str!("../fixtures/met_header.csv");
+
+pub fn met_columns() -> Vec<String> {
+    MET_HEADER.trim_start_matches('\u{feff}').trim().split(',').map(str::to_string).collect()
+}
+
+/// One MetObjects.csv row with the given fields set (others empty or a lone space, as in the
+/// real file).
+pub fn met_row(fields: &[(&str, &str)]) -> String {
+    let cols = met_columns();
+    let mut rec: Vec<String> = cols.iter().map(|_| " ".to_string()).collect();
+    for (k, v) in fields {
+        let i = cols.iter().position(|c| c == k).unwrap_or_else(|| panic!("no column {k}"));
+        rec[i] = v.to_string();
+    }
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
+    w.write_record(&rec).unwrap();
+    String::from_utf8(w.into_inner().unwrap()).unwrap()
+}
+
+/// A public-domain painting row.
+pub fn painting(id: u64, culture: &str, country: &str, nationality: &str) -> String {
+    met_row(&[
+        ("Object ID", &id.to_string()),
+        ("Is Public Domain", "True"),
+        ("Classification", "Paintings"),
+        ("Culture", culture),
+        ("Country", country),
+        ("Artist Nationality", nationality),
+        ("Title", &format!("Painting {id}")),
+        ("Artist Display Name", "Anonymous|Workshop"),
+        ("Object Date", "ca. 1650 "),
+        ("Link Resource", &format!("http://www.metmuseum.org/art/collection/search/{id}")),
+    ])
+}
+
+/// Writes a synthetic image whose colour and texture depend on its class, so a network can
+/// tell the classes apart quickly.
+pub fn class_image(class: usize, index: usize, w: u32, h: u32) -> image::RgbImage {
+    let palette = [[200u8, 60, 50], [50, 170, 70], [60, 80, 210], [220, 200, 60], [150, 60, 170]];
+    let base = palette[class % palette.len()];
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let n = ((x * 7919 + y * 104729 + index as u32 * 31) % 61) as i32 - 30;
+        let stripe = if (class % 2 == 1) && (x / 5) % 2 == 0 { 40 } else { 0 };
+        image::Rgb(base.map(|c| (c as i32 + n + stripe).clamp(0, 255) as u8))
+    })
+}
+
+/// `dir/<Culture>/<i>.png` for each class.
+pub fn synth_folder(dir: &std::path::Path, cultures: &[&str], per_class: usize, size: u32) {
+    for (c, name) in cultures.iter().enumerate() {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..per_class {
+            let (w, h) = (size + (i as u32 * 7) % 23, size + (i as u32 * 11) % 19);
+            class_image(c, i, w, h).save(d.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+/// Runs the CLI; returns (exit code, stdout, stderr).
+pub fn run(ws: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(bin())
+        .arg("--workspace")
+        .arg(ws)
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Runs the CLI and insists on success.
+pub fn ok(ws: &std::path::Path, args: &[&str]) -> String {
+    let (code, out, err) = run(ws, args);
+    assert_eq!(code, 0, "artculture {args:?} failed:\n{err}");
+    out
+}
