@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod dropout;
 pub mod head;
+pub mod init;
 pub mod pool;
 pub mod resnet;
 pub mod vgg;

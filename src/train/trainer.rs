@@ -146,7 +146,7 @@ fn build_model(
     device: &Device,
 ) -> Result<Model, TrainError> {
     let map = VarMap::new();
-    let vb = VarBuilder::from_varmap(&map, DType::F32, device);
+    let vb = crate::model::init::seeded_var_builder(&map, cfg.seed, DType::F32, device);
     let net = CultureNet::new(cfg.arch, cfg.dropout, cfg.hidden, classes, vb)?;
     if let Some(last) = resume_from {
         weights::load_into_varmap(&map, last, &[])?;

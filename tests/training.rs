@@ -1,0 +1,149 @@
+//! Training, evaluation, prediction and the culture map end to end, on generated workspaces
+//! whose cultures differ visibly (colour and texture).
+mod common;
+
+use artculture::workspace::Workspace;
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+
+fn workspace(dir: &Path, per_class: usize, size: u32) -> std::path::PathBuf {
+    let (src, ws) = (dir.join("src"), dir.join("ws"));
+    synth_folder(&src, &["Dutch", "French", "Japanese"], per_class, size);
+    ok(&ws, &["import", "folder", src.to_str().unwrap()]);
+    ws
+}
+
+#[test]
+fn transfer_learns_distinct_cultures_then_predicts_evaluates_and_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = workspace(dir.path(), 30, 72);
+    // A frozen, randomly initialised ResNet-50 (no download in tests) still separates colours.
+    let out = ok(&ws, &["train", "--arch", "resnet50", "--method", "transfer", "--pretrained", "none", "--epochs", "20", "--lr", "1e-4", "--batch", "16", "--image-size", "64", "--seed", "1"]);
+    let run = out.lines().next().unwrap().trim().to_string();
+    let runs: Value = serde_json::from_str(&ok(&ws, &["runs", "--json"])).unwrap();
+    let r = &runs["runs"][0];
+    assert_eq!((r["id"].as_str().unwrap(), r["arch"].as_str().unwrap(), r["method"].as_str().unwrap(), r["scheduler"].as_str().unwrap()), (run.as_str(), "resnet50", "transfer", "StepLR"));
+    let val = r["val_acc"].as_f64().unwrap();
+    assert!(val >= 0.9, "validation accuracy {val}");
+    assert_eq!(r["epochs"], 20);
+    assert_eq!(r["status"], "finished");
+    for k in ["top1", "top3", "seconds"] {
+        let v = r[k].as_f64().unwrap();
+        assert!((0.0..=if k == "seconds" { 1e9 } else { 1.0 }).contains(&v), "{k} = {v}");
+    }
+
+    let e: Value = serde_json::from_str(&ok(&ws, &["eval", &run, "--json"])).unwrap();
+    assert_eq!(e["classes"].as_array().unwrap().len(), 3);
+    let n: u64 = e["confusion"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap())).sum();
+    assert_eq!(n, e["count"].as_u64().unwrap());
+    assert!(e["top3"].as_f64().unwrap() >= e["top1"].as_f64().unwrap());
+
+    // Predict: one good image, one broken; the good one still answers.
+    let img = dir.path().join("src/Japanese/3.png");
+    let broken = dir.path().join("broken.jpg");
+    std::fs::write(&broken, b"not an image").unwrap();
+    let overlay = dir.path().join("overlay.png");
+    let (code, out, err) = run_cli(&ws, &["predict", img.to_str().unwrap(), "--json", "--top", "3", "--overlay", overlay.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let p: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let total: f64 = p["top"].as_array().unwrap().iter().map(|t| t["p"].as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-5, "three classes' probabilities sum to 1: {total}");
+    assert_eq!(p["top"][0]["culture"], "Japanese");
+    let act = p["activation"].as_array().unwrap();
+    assert_eq!((act.len(), act[0].as_array().unwrap().len()), (2, 2), "64 px input -> 2 x 2 map");
+    let flat: Vec<f64> = act.iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap())).collect();
+    assert!(flat.iter().all(|v| (0.0..=1.0).contains(v)) && flat.contains(&1.0), "{flat:?}");
+    let (w, h) = image::image_dimensions(&img).unwrap();
+    assert_eq!(image::image_dimensions(&overlay).unwrap(), (w, h), "overlay at the image's own size");
+    let (code, out, err) = run_cli(&ws, &["predict", broken.to_str().unwrap(), img.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("broken.jpg"), "{err}");
+    assert!(out.contains("3.png: Japanese"), "the rest go on: {out}");
+
+    // The culture map's JSON contract.
+    let png = dir.path().join("map.png");
+    let m: Value = serde_json::from_str(&ok(&ws, &["map", "--json", "--png", png.to_str().unwrap()])).unwrap();
+    let k = m["cultures"].as_array().unwrap().len();
+    assert_eq!(k, 3);
+    assert_eq!(m["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum::<u64>(), 90);
+    for key in ["distance", "similarity"] {
+        let rows = m[key].as_array().unwrap();
+        assert_eq!(rows.len(), k);
+        assert!(rows.iter().all(|r| r.as_array().unwrap().len() == k));
+    }
+    for (i, row) in m["similarity"].as_array().unwrap().iter().enumerate() {
+        let s: f64 = row.as_array().unwrap().iter().enumerate().filter(|(j, _)| *j != i).map(|(_, v)| v.as_f64().unwrap()).sum();
+        assert!((s - 1.0).abs() < 1e-9, "row {i} sums to {s}");
+    }
+    assert!(m["positions"].as_array().unwrap().iter().all(|p| p.as_array().unwrap().len() == 2));
+    assert!(!m["chords"].as_array().unwrap().is_empty());
+    assert!(image::image_dimensions(&png).is_ok());
+    // Embeddings are cached per checkpoint and image: a second map computes none.
+    let before = std::fs::read_dir(ws.join("features")).unwrap().count();
+    ok(&ws, &["map", "--json"]);
+    assert_eq!(std::fs::read_dir(ws.join("features")).unwrap().count(), before);
+}
+
+fn run_cli(ws: &Path, args: &[&str]) -> (i32, String, String) {
+    run(ws, args)
+}
+
+fn epochs(ws: &Path, run: &str) -> Vec<artculture::catalog::EpochMetrics> {
+    Workspace::open(ws).unwrap().catalog.epoch_metrics(run).unwrap()
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = workspace(dir.path(), 10, 40);
+    let args = ["train", "--arch", "resnet50", "--method", "scratch", "--epochs", "3", "--lr", "0.01", "--batch", "8", "--image-size", "32", "--seed", "5"];
+    let straight = ok(&ws, &args).lines().next().unwrap().trim().to_string();
+
+    let mut child = std::process::Command::new(bin())
+        .arg("--workspace")
+        .arg(&ws)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+    let killed = line.trim().to_string();
+    // Kill it once it has finished its first epoch (mid-way through the second).
+    let start = std::time::Instant::now();
+    while epochs(&ws, &killed).is_empty() {
+        assert!(start.elapsed().as_secs() < 300, "no epoch finished");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(epochs(&ws, &killed).len() < 3, "killed before the end");
+    ok(&ws, &["train", "--resume", &killed]);
+    let (a, b) = (epochs(&ws, &straight), epochs(&ws, &killed));
+    assert_eq!(a.len(), 3);
+    assert_eq!(b.len(), 3);
+    for (x, y) in a.iter().zip(&b) {
+        for (what, p, q) in [("train loss", x.train_loss, y.train_loss), ("val loss", x.val_loss, y.val_loss), ("val acc", x.val_acc, y.val_acc), ("lr", x.lr, y.lr)] {
+            assert!((p - q).abs() <= 1e-3 * p.abs().max(1.0), "epoch {}: {what} {p} vs {q}", x.epoch);
+        }
+    }
+}
+
+#[test]
+fn divergence_stops_with_a_message_and_bad_options_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = workspace(dir.path(), 6, 40);
+    let (code, _, err) = run(&ws, &["train", "--arch", "resnet50", "--method", "transfer", "--pretrained", "none", "--epochs", "2", "--lr", "1e30", "--image-size", "32"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("diverged") && err.contains("lower --lr"), "{err}");
+    let runs: Value = serde_json::from_str(&ok(&ws, &["runs", "--json"])).unwrap();
+    assert_eq!(runs["runs"][0]["status"], "failed");
+    let (code, _, err) = run(&ws, &["train", "--arch", "alexnet", "--image-size", "32"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("too small for alexnet"), "{err}");
+    let (code, _, err) = run(&ws, &["train", "--pretrained", dir.path().join("missing.safetensors").to_str().unwrap(), "--image-size", "32", "--epochs", "1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("missing.safetensors"), "{err}");
+}
