@@ -20,7 +20,14 @@ fn stats(ws: &std::path::Path) -> Value {
 }
 
 fn counts(s: &Value) -> Vec<(String, u64, u64)> {
-    s["groups"].as_array().unwrap().iter().map(|g| (g["culture"].as_str().unwrap().to_string(), g["initial"].as_u64().unwrap(), g["final"].as_u64().unwrap())).collect()
+    s["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (g["culture"].as_str().unwrap().to_string(), g["initial"].as_u64().unwrap(), g["final"].as_u64().unwrap())
+        })
+        .collect()
 }
 
 #[test]
@@ -44,8 +51,18 @@ fn met_csv_gives_table1_with_threshold_union_and_bad_lines_reported() {
     add(1, "Korea", "", "", &mut rows);
     add(2, "Atlantis", "", "", &mut rows);
     // Not paintings, or not public domain: skipped silently.
-    rows.push(met_row(&[("Object ID", "900"), ("Is Public Domain", "True"), ("Classification", "Sculpture"), ("Culture", "French")]));
-    rows.push(met_row(&[("Object ID", "901"), ("Is Public Domain", "False"), ("Classification", "Paintings"), ("Culture", "French")]));
+    rows.push(met_row(&[
+        ("Object ID", "900"),
+        ("Is Public Domain", "True"),
+        ("Classification", "Sculpture"),
+        ("Culture", "French"),
+    ]));
+    rows.push(met_row(&[
+        ("Object ID", "901"),
+        ("Is Public Domain", "False"),
+        ("Classification", "Paintings"),
+        ("Culture", "French"),
+    ]));
     // Malformed: too few fields; then a truncated last line with an open quote.
     rows.push("1,2,3\r\n".to_string());
     rows.push(painting(902, "", "", "Dutch"));
@@ -53,15 +70,26 @@ fn met_csv_gives_table1_with_threshold_union_and_bad_lines_reported() {
     write_csv(&csv, &rows);
     let out = ok(&ws, &["import", "met", "--csv", csv.to_str().unwrap(), "--min-per-group", "2", "--json"]);
     let report: Value = serde_json::from_str(&out).unwrap();
-    let skipped: Vec<u64> = report["csv"]["scan"]["skipped"].as_array().unwrap().iter().map(|s| s["line"].as_u64().unwrap()).collect();
+    let skipped: Vec<u64> =
+        report["csv"]["scan"]["skipped"].as_array().unwrap().iter().map(|s| s["line"].as_u64().unwrap()).collect();
     assert!(skipped.contains(&18), "the short line (18) is reported: {skipped:?}");
     assert!(skipped.iter().any(|&l| l >= 20), "the truncated last line is reported: {skipped:?}");
     let s = stats(&ws);
     // Groups with more than 2 works: French 4, Indian 4 (union of Gujarat, India, Rajasthan),
     // British 3 (England + United Kingdom, Culture before Nationality).
     assert_eq!(counts(&s), vec![("French".into(), 4, 4), ("Indian".into(), 4, 4), ("British".into(), 3, 3)]);
-    let dropped: Vec<(String, u64)> = s["dropped"].as_array().unwrap().iter().map(|d| (d["tag"].as_str().unwrap().into(), d["count"].as_u64().unwrap())).collect();
-    assert!(dropped.contains(&("Atlantis".into(), 2)) && dropped.contains(&("Korean".into(), 1)) && dropped.contains(&("Dutch".into(), 1)), "{dropped:?}");
+    let dropped: Vec<(String, u64)> = s["dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["tag"].as_str().unwrap().into(), d["count"].as_u64().unwrap()))
+        .collect();
+    assert!(
+        dropped.contains(&("Atlantis".into(), 2))
+            && dropped.contains(&("Korean".into(), 1))
+            && dropped.contains(&("Dutch".into(), 1)),
+        "{dropped:?}"
+    );
     assert_eq!(s["total_initial"], 11);
 
     // Flag one, re-import a newer file: the flag stays, titles update in place.
@@ -106,15 +134,25 @@ fn folder_import_reports_every_bad_image_and_keeps_the_good() {
     let good = std::fs::read(f.join("0.png")).unwrap();
     std::fs::write(f.join("truncated.png"), &good[..good.len() / 2]).unwrap();
     image::DynamicImage::new_luma8(30_000, 2).save(f.join("huge.png")).unwrap();
-    image::DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(20, 10, image::Rgb([65535u16, 0, 300]))).save(f.join("deep.png")).unwrap();
+    image::DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(20, 10, image::Rgb([65535u16, 0, 300])))
+        .save(f.join("deep.png"))
+        .unwrap();
     image::DynamicImage::new_luma8(16, 16).save(src.join("Japanese").join("gray.png")).unwrap();
     // A CMYK image (print scans are often CMYK); the image crate cannot encode one, tiff can.
     let mut cmyk = std::io::Cursor::new(Vec::new());
-    tiff::encoder::TiffEncoder::new(&mut cmyk).unwrap().write_image::<tiff::encoder::colortype::CMYK8>(8, 8, &[10u8, 200, 30, 40].repeat(64)).unwrap();
+    tiff::encoder::TiffEncoder::new(&mut cmyk)
+        .unwrap()
+        .write_image::<tiff::encoder::colortype::CMYK8>(8, 8, &[10u8, 200, 30, 40].repeat(64))
+        .unwrap();
     std::fs::write(src.join("Japanese").join("cmyk.tif"), cmyk.into_inner()).unwrap();
     let (code, _, err) = run(&ws, &["import", "folder", src.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    for (file, why) in [("empty.jpg", "empty file"), ("error.jpg", "HTML page"), ("truncated.png", "cannot decode"), ("huge.png", "20000-pixel limit")] {
+    for (file, why) in [
+        ("empty.jpg", "empty file"),
+        ("error.jpg", "HTML page"),
+        ("truncated.png", "cannot decode"),
+        ("huge.png", "20000-pixel limit"),
+    ] {
         assert!(err.lines().any(|l| l.contains(file) && l.contains(why)), "{file}: {why}\n{err}");
     }
     assert!(err.contains("deep.png: Rgb16 converted"), "{err}");

@@ -17,16 +17,45 @@ fn workspace(dir: &Path, per_class: usize, size: u32) -> std::path::PathBuf {
 #[test]
 fn transfer_learns_distinct_cultures_then_predicts_evaluates_and_maps() {
     let dir = tempfile::tempdir().unwrap();
-    let ws = workspace(dir.path(), 30, 72);
+    let ws = workspace(dir.path(), 40, 72);
     // A frozen, randomly initialised ResNet-50 (no download in tests) still separates colours.
-    let out = ok(&ws, &["train", "--arch", "resnet50", "--method", "transfer", "--pretrained", "none", "--epochs", "20", "--lr", "1e-4", "--batch", "16", "--image-size", "64", "--seed", "1"]);
+    let out = ok(
+        &ws,
+        &[
+            "train",
+            "--arch",
+            "resnet50",
+            "--method",
+            "transfer",
+            "--pretrained",
+            "none",
+            "--epochs",
+            "30",
+            "--lr",
+            "1e-4",
+            "--batch",
+            "16",
+            "--image-size",
+            "64",
+            "--seed",
+            "1",
+        ],
+    );
     let run = out.lines().next().unwrap().trim().to_string();
     let runs: Value = serde_json::from_str(&ok(&ws, &["runs", "--json"])).unwrap();
     let r = &runs["runs"][0];
-    assert_eq!((r["id"].as_str().unwrap(), r["arch"].as_str().unwrap(), r["method"].as_str().unwrap(), r["scheduler"].as_str().unwrap()), (run.as_str(), "resnet50", "transfer", "StepLR"));
+    assert_eq!(
+        (
+            r["id"].as_str().unwrap(),
+            r["arch"].as_str().unwrap(),
+            r["method"].as_str().unwrap(),
+            r["scheduler"].as_str().unwrap()
+        ),
+        (run.as_str(), "resnet50", "transfer", "StepLR")
+    );
     let val = r["val_acc"].as_f64().unwrap();
     assert!(val >= 0.9, "validation accuracy {val}");
-    assert_eq!(r["epochs"], 20);
+    assert_eq!(r["epochs"], 30);
     assert_eq!(r["status"], "finished");
     for k in ["top1", "top3", "seconds"] {
         let v = r[k].as_f64().unwrap();
@@ -35,7 +64,12 @@ fn transfer_learns_distinct_cultures_then_predicts_evaluates_and_maps() {
 
     let e: Value = serde_json::from_str(&ok(&ws, &["eval", &run, "--json"])).unwrap();
     assert_eq!(e["classes"].as_array().unwrap().len(), 3);
-    let n: u64 = e["confusion"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap())).sum();
+    let n: u64 = e["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()))
+        .sum();
     assert_eq!(n, e["count"].as_u64().unwrap());
     assert!(e["top3"].as_f64().unwrap() >= e["top1"].as_f64().unwrap());
 
@@ -44,7 +78,10 @@ fn transfer_learns_distinct_cultures_then_predicts_evaluates_and_maps() {
     let broken = dir.path().join("broken.jpg");
     std::fs::write(&broken, b"not an image").unwrap();
     let overlay = dir.path().join("overlay.png");
-    let (code, out, err) = run_cli(&ws, &["predict", img.to_str().unwrap(), "--json", "--top", "3", "--overlay", overlay.to_str().unwrap()]);
+    let (code, out, err) = run_cli(
+        &ws,
+        &["predict", img.to_str().unwrap(), "--json", "--top", "3", "--overlay", overlay.to_str().unwrap()],
+    );
     assert_eq!(code, 0, "{err}");
     let p: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     let total: f64 = p["top"].as_array().unwrap().iter().map(|t| t["p"].as_f64().unwrap()).sum();
@@ -66,14 +103,15 @@ fn transfer_learns_distinct_cultures_then_predicts_evaluates_and_maps() {
     let m: Value = serde_json::from_str(&ok(&ws, &["map", "--json", "--png", png.to_str().unwrap()])).unwrap();
     let k = m["cultures"].as_array().unwrap().len();
     assert_eq!(k, 3);
-    assert_eq!(m["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum::<u64>(), 90);
+    assert_eq!(m["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum::<u64>(), 120);
     for key in ["distance", "similarity"] {
         let rows = m[key].as_array().unwrap();
         assert_eq!(rows.len(), k);
         assert!(rows.iter().all(|r| r.as_array().unwrap().len() == k));
     }
     for (i, row) in m["similarity"].as_array().unwrap().iter().enumerate() {
-        let s: f64 = row.as_array().unwrap().iter().enumerate().filter(|(j, _)| *j != i).map(|(_, v)| v.as_f64().unwrap()).sum();
+        let s: f64 =
+            row.as_array().unwrap().iter().enumerate().filter(|(j, _)| *j != i).map(|(_, v)| v.as_f64().unwrap()).sum();
         assert!((s - 1.0).abs() < 1e-9, "row {i} sums to {s}");
     }
     assert!(m["positions"].as_array().unwrap().iter().all(|p| p.as_array().unwrap().len() == 2));
@@ -97,7 +135,23 @@ fn epochs(ws: &Path, run: &str) -> Vec<artculture::catalog::EpochMetrics> {
 fn a_killed_run_resumes_to_the_same_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let ws = workspace(dir.path(), 10, 40);
-    let args = ["train", "--arch", "resnet50", "--method", "scratch", "--epochs", "3", "--lr", "0.01", "--batch", "8", "--image-size", "32", "--seed", "5"];
+    let args = [
+        "train",
+        "--arch",
+        "resnet50",
+        "--method",
+        "scratch",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.01",
+        "--batch",
+        "8",
+        "--image-size",
+        "32",
+        "--seed",
+        "5",
+    ];
     let straight = ok(&ws, &args).lines().next().unwrap().trim().to_string();
 
     let mut child = std::process::Command::new(bin())
@@ -125,7 +179,12 @@ fn a_killed_run_resumes_to_the_same_metrics() {
     assert_eq!(a.len(), 3);
     assert_eq!(b.len(), 3);
     for (x, y) in a.iter().zip(&b) {
-        for (what, p, q) in [("train loss", x.train_loss, y.train_loss), ("val loss", x.val_loss, y.val_loss), ("val acc", x.val_acc, y.val_acc), ("lr", x.lr, y.lr)] {
+        for (what, p, q) in [
+            ("train loss", x.train_loss, y.train_loss),
+            ("val loss", x.val_loss, y.val_loss),
+            ("val acc", x.val_acc, y.val_acc),
+            ("lr", x.lr, y.lr),
+        ] {
             assert!((p - q).abs() <= 1e-3 * p.abs().max(1.0), "epoch {}: {what} {p} vs {q}", x.epoch);
         }
     }
@@ -135,7 +194,24 @@ fn a_killed_run_resumes_to_the_same_metrics() {
 fn divergence_stops_with_a_message_and_bad_options_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ws = workspace(dir.path(), 6, 40);
-    let (code, _, err) = run(&ws, &["train", "--arch", "resnet50", "--method", "transfer", "--pretrained", "none", "--epochs", "2", "--lr", "1e30", "--image-size", "32"]);
+    let (code, _, err) = run(
+        &ws,
+        &[
+            "train",
+            "--arch",
+            "resnet50",
+            "--method",
+            "transfer",
+            "--pretrained",
+            "none",
+            "--epochs",
+            "2",
+            "--lr",
+            "1e30",
+            "--image-size",
+            "32",
+        ],
+    );
     assert_ne!(code, 0);
     assert!(err.contains("diverged") && err.contains("lower --lr"), "{err}");
     let runs: Value = serde_json::from_str(&ok(&ws, &["runs", "--json"])).unwrap();
@@ -143,7 +219,18 @@ fn divergence_stops_with_a_message_and_bad_options_are_refused() {
     let (code, _, err) = run(&ws, &["train", "--arch", "alexnet", "--image-size", "32"]);
     assert_ne!(code, 0);
     assert!(err.contains("too small for alexnet"), "{err}");
-    let (code, _, err) = run(&ws, &["train", "--pretrained", dir.path().join("missing.safetensors").to_str().unwrap(), "--image-size", "32", "--epochs", "1"]);
+    let (code, _, err) = run(
+        &ws,
+        &[
+            "train",
+            "--pretrained",
+            dir.path().join("missing.safetensors").to_str().unwrap(),
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+        ],
+    );
     assert_ne!(code, 0);
     assert!(err.contains("missing.safetensors"), "{err}");
 }

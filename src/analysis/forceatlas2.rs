@@ -69,6 +69,7 @@ impl Layout {
         }
     }
 
+    #[allow(clippy::needless_range_loop)] // pairs (i, j) index positions, masses and weights
     fn forces(&self) -> Vec<[f64; 2]> {
         let n = self.pos.len();
         let s = &self.settings;
@@ -107,6 +108,7 @@ impl Layout {
     }
 
     /// One iteration; returns the largest displacement.
+    #[allow(clippy::needless_range_loop)] // i indexes positions, masses, forces and old forces together
     pub fn step(&mut self) -> f64 {
         let n = self.pos.len();
         if n == 0 {

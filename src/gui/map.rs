@@ -219,10 +219,10 @@ impl MapView {
                 None => self.pan += resp.drag_delta(),
             }
         }
-        if resp.drag_stopped() {
-            if let Some(i) = self.dragging.take() {
-                layout.pinned[i] = false;
-            }
+        if resp.drag_stopped()
+            && let Some(i) = self.dragging.take()
+        {
+            layout.pinned[i] = false;
         }
         if resp.clicked() {
             self.selected = hover;

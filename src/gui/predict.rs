@@ -15,6 +15,9 @@ const DISPLAY_SIDE: u32 = 2048;
 /// Side of the upsampled map texture (values are interpolated before colouring).
 const MAP_SIDE: usize = 224;
 
+/// Each image with its prediction or the reason it has none.
+type Results = Vec<(PathBuf, Result<Shown, String>)>;
+
 /// A finished prediction, ready to draw.
 pub struct Shown {
     pub pred: Prediction,
@@ -50,7 +53,7 @@ pub struct PredictView {
     checkpoint: Option<PathBuf>,
     zoom: f32,
     pan: Vec2,
-    job: Option<Job<Vec<(PathBuf, Result<Shown, String>)>>>,
+    job: Option<Job<Results>>,
     pending: Option<(PickKind, PendingPick)>,
 }
 
@@ -95,8 +98,8 @@ fn run_request(
     req: Request,
     ws_path: PathBuf,
     device: crate::model::device::DeviceKind,
-    rep: &super::jobs::Reporter<Vec<(PathBuf, Result<Shown, String>)>>,
-) -> Result<Vec<(PathBuf, Result<Shown, String>)>, String> {
+    rep: &super::jobs::Reporter<Results>,
+) -> Result<Results, String> {
     let dev = device.open().map_err(|e| e.to_string())?;
     let ckpt = match req.checkpoint {
         Some(c) => c,

@@ -27,7 +27,7 @@ fn by_statistics(ws: &Workspace, rep: &Reporter<Ranking>) -> Result<Vec<Suspicio
         .par_iter()
         .filter_map(|a| {
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if n % 64 == 0 {
+            if n.is_multiple_of(64) {
                 rep.progress(n as f32 / works.len().max(1) as f32, format!("{n} / {} images", works.len()));
             }
             let p = crate::imaging::cache_path(&thumbs, a.content_hash.as_ref()?);

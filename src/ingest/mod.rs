@@ -85,13 +85,16 @@ pub fn import_met_csv(
     Ok(report)
 }
 
+/// Kept groups with their counts, and what was dropped.
+pub type ThresholdOutcome = (Vec<(String, usize)>, Vec<DroppedTag>);
+
 /// Keeps the groups with more than `min_per_group` Met works; records the rest, and the raw
 /// tags no group takes, as dropped.
 pub fn apply_threshold(
     ws: &mut Workspace,
     _mapping: &CultureMapping,
     min_per_group: usize,
-) -> Result<(Vec<(String, usize)>, Vec<DroppedTag>), CatalogError> {
+) -> Result<ThresholdOutcome, CatalogError> {
     let counts = ws.catalog.mapped_group_counts("met")?;
     let (kept, below): (Vec<_>, Vec<_>) = counts.into_iter().partition(|(_, n)| *n > min_per_group);
     let names: Vec<String> = kept.iter().map(|(g, _)| g.clone()).collect();

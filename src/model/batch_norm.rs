@@ -81,7 +81,9 @@ impl ModuleT for BatchNorm2d {
     }
 }
 
-/// A convolution without the bias PyTorch leaves out before batch norm.
+/// A convolution (without bias where PyTorch leaves it out before batch norm). The arguments
+/// mirror `nn.Conv2d`'s, hence their number.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d(
     in_c: usize,
     out_c: usize,

@@ -52,7 +52,9 @@ impl SimpleBackend for Seeded {
 
     fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
         let data = self.map.data().lock().map_err(|_| candle_core::Error::msg("variable map poisoned"))?;
-        data.get(name).map(|v| v.as_tensor().clone()).ok_or_else(|| candle_core::Error::msg(format!("no variable {name}")))
+        data.get(name)
+            .map(|v| v.as_tensor().clone())
+            .ok_or_else(|| candle_core::Error::msg(format!("no variable {name}")))
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
@@ -75,8 +77,7 @@ mod tests {
             let map = VarMap::new();
             let vb = seeded_var_builder(&map, seed, DType::F32, &Device::Cpu);
             crate::model::CultureNet::new(crate::model::Arch::Alexnet, 0.5, [16, 8], 3, vb).unwrap();
-            let w = map.data().lock().unwrap()["features.0.weight"].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            w
+            map.data().lock().unwrap()["features.0.weight"].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
         };
         assert_eq!(build(7), build(7));
         assert_ne!(build(7), build(8));

@@ -35,10 +35,11 @@ impl From<candle_core::Error> for WeightsError {
     }
 }
 
+/// Tensor name -> (dtype, shape), and the `__metadata__` entries.
+pub type Header = (HashMap<String, (String, Vec<usize>)>, HashMap<String, String>);
+
 /// Reads a safetensors file's header: tensor names with dtype and shape, and its metadata.
-pub fn read_header(
-    path: &Path,
-) -> Result<(HashMap<String, (String, Vec<usize>)>, HashMap<String, String>), WeightsError> {
+pub fn read_header(path: &Path) -> Result<Header, WeightsError> {
     let io = |source| WeightsError::Io { path: path.to_path_buf(), source };
     let bad = |detail: String| WeightsError::NotSafetensors { path: path.to_path_buf(), detail };
     let mut f = std::fs::File::open(path).map_err(io)?;

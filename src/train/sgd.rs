@@ -123,8 +123,12 @@ mod fused {
         let (o, _) = l1.contiguous_offsets().ok_or_else(|| candle_core::Error::msg("sgd: non-contiguous tensor"))?;
         let n = l1.shape().elem_count();
         match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(z)) => f32_kernel(&mut x[o..o + n], slices(y, l2)?, slices(z, l3)?),
-            (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(z)) => f64_kernel(&mut x[o..o + n], slices(y, l2)?, slices(z, l3)?),
+            (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(z)) => {
+                f32_kernel(&mut x[o..o + n], slices(y, l2)?, slices(z, l3)?)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(z)) => {
+                f64_kernel(&mut x[o..o + n], slices(y, l2)?, slices(z, l3)?)
+            }
             _ => candle_core::bail!("sgd: unsupported dtypes"),
         }
         Ok(())
@@ -153,9 +157,26 @@ mod fused {
         fn name(&self) -> &'static str {
             "sgd-momentum"
         }
-        fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<()> {
+        fn cpu_fwd(
+            &self,
+            s1: &mut CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<()> {
             let c = self.c;
-            dispatch(s1, l1, s2, l2, s3, l3, |b, g, p| momentum_kernel(b, g, p, c), |b, g, p| momentum_kernel(b, g, p, c))
+            dispatch(
+                s1,
+                l1,
+                s2,
+                l2,
+                s3,
+                l3,
+                |b, g, p| momentum_kernel(b, g, p, c),
+                |b, g, p| momentum_kernel(b, g, p, c),
+            )
         }
     }
 
@@ -163,9 +184,26 @@ mod fused {
         fn name(&self) -> &'static str {
             "sgd-update"
         }
-        fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<()> {
+        fn cpu_fwd(
+            &self,
+            s1: &mut CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<()> {
             let (c, h) = (self.c, self.has_buf);
-            dispatch(s1, l1, s2, l2, s3, l3, |p, g, b| update_kernel(p, g, b, c, h), |p, g, b| update_kernel(p, g, b, c, h))
+            dispatch(
+                s1,
+                l1,
+                s2,
+                l2,
+                s3,
+                l3,
+                |p, g, b| update_kernel(p, g, b, c, h),
+                |p, g, b| update_kernel(p, g, b, c, h),
+            )
         }
     }
 
@@ -174,7 +212,11 @@ mod fused {
             match buf {
                 // PyTorch starts the buffer at the first gradient (with weight decay added).
                 None => {
-                    let first = if c.weight_decay != 0.0 { (g.detach() + (p.detach() * c.weight_decay)?)? } else { g.detach().copy()? };
+                    let first = if c.weight_decay != 0.0 {
+                        (g.detach() + (p.detach() * c.weight_decay)?)?
+                    } else {
+                        g.detach().copy()?
+                    };
                     *buf = Some(first);
                 }
                 Some(b) => b.inplace_op3(g, p, &Momentum { c: *c })?,

@@ -143,7 +143,11 @@ pub fn run(ws: &std::path::Path, args: &[&str]) -> (i32, String, String) {
         .env("HF_HUB_OFFLINE", "1")
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Runs the CLI and insists on success.

@@ -630,7 +630,19 @@ mod tests {
         // Another process (here: another connection) flags a work.
         let mut other = crate::workspace::Workspace::open(d.path()).unwrap();
         let id = other.catalog.resolve_id("1003").unwrap();
-        other.catalog.apply_flags(&[crate::catalog::FlagChange { artwork_id: id, reason: Some(crate::catalog::FlagReason::Manuscript), note: None }], "cli").unwrap();
-        crate::gui::app::tests::run_until(&mut h, |app| app.curation.state.items.iter().any(|a| a.flag.as_deref() == Some("manuscript")));
+        other
+            .catalog
+            .apply_flags(
+                &[crate::catalog::FlagChange {
+                    artwork_id: id,
+                    reason: Some(crate::catalog::FlagReason::Manuscript),
+                    note: None,
+                }],
+                "cli",
+            )
+            .unwrap();
+        crate::gui::app::tests::run_until(&mut h, |app| {
+            app.curation.state.items.iter().any(|a| a.flag.as_deref() == Some("manuscript"))
+        });
     }
 }
