@@ -231,7 +231,11 @@ pub fn fetch(
         .progress(hf_hub::progress::Progress::new(handler))
         .send();
     match res {
-        Ok(p) => Ok(p),
+        Ok(p) => {
+            // A proxy's error page or a truncated file must not pass for weights.
+            read_header(&p)?;
+            Ok(p)
+        }
         Err(hf_hub::HFError::LocalEntryNotFound { .. }) => Err(WeightsError::NotCached { arch }),
         Err(e) => Err(dl(e.to_string())),
     }
