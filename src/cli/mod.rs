@@ -1,5 +1,7 @@
 //! The command line: argument definitions and dispatch. Each command is a thin wrapper over
 //! library calls; `--json` output goes to stdout, everything else to stderr.
+mod bench;
+mod bench_data;
 mod data;
 mod map;
 mod models;
@@ -91,6 +93,8 @@ pub enum Command {
     /// Run a bare backbone on a tensor (for checking numbers against other frameworks).
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Measure speed and memory (the figures in BENCHMARKS.md).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,5 +148,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Map { run, json, png } => map::map(&cli.workspace, run.as_deref(), json, png, cli.device),
         Command::Weights(WeightsCommand::Fetch { arch }) => models::fetch_weights(arch),
         Command::Model(ModelCommand::Forward(args)) => models::forward(args, cli.device),
+        Command::Bench(args) => bench::bench(args),
     }
 }

@@ -64,6 +64,11 @@ impl CurationView {
         self.loaded_generation = Some(shared.generation);
     }
 
+    /// The most grid textures held at once so far (the memory bound the cache keeps).
+    pub fn thumbs_loaded_max(&self) -> usize {
+        self.thumbs.as_ref().map(|t| t.loaded().max(t.capacity)).unwrap_or(0)
+    }
+
     /// Puts the cursor on a work (clearing filters that would hide it).
     pub fn focus(&mut self, id: i64) {
         self.state.filters = Filters::default();
