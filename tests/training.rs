@@ -216,6 +216,22 @@ fn divergence_stops_with_a_message_and_bad_options_are_refused() {
     assert!(err.contains("diverged") && err.contains("lower --lr"), "{err}");
     let runs: Value = serde_json::from_str(&ok(&ws, &["runs", "--json"])).unwrap();
     assert_eq!(runs["runs"][0]["status"], "failed");
+    // The next run reuses that split, less the works flagged since; --new-split makes another.
+    let first = runs["runs"][0]["id"].as_str().unwrap().to_string();
+    let w = Workspace::open(&ws).unwrap();
+    let split = w.catalog.run_split(&first).unwrap();
+    let flagged = split[0].0;
+    drop(w);
+    ok(&ws, &["flag", &flagged.to_string(), "--reason", "other"]);
+    let _ = run(&ws, &["train", "--method", "transfer", "--pretrained", "none", "--epochs", "1", "--lr", "1e30", "--image-size", "32"]);
+    let _ = run(&ws, &["train", "--method", "transfer", "--pretrained", "none", "--epochs", "1", "--lr", "1e30", "--image-size", "32", "--new-split", "--seed", "9"]);
+    let w = Workspace::open(&ws).unwrap();
+    let runs = w.catalog.runs().unwrap();
+    let (second, third) = (w.catalog.run_split(&runs[1].id).unwrap(), w.catalog.run_split(&runs[2].id).unwrap());
+    let expected: Vec<_> = split.iter().filter(|(id, _)| *id != flagged).cloned().collect();
+    assert_eq!(second, expected);
+    assert_ne!(third, expected, "a new seeded split");
+    assert!(third.iter().all(|(id, _)| *id != flagged));
     let (code, _, err) = run(&ws, &["train", "--arch", "alexnet", "--image-size", "32"]);
     assert_ne!(code, 0);
     assert!(err.contains("too small for alexnet"), "{err}");

@@ -42,13 +42,7 @@ pub fn embed_works(
         .filter_map(|a| a.culture.filter(|c| model.meta.classes.contains(c)).map(|c| (a.id, c)))
         .collect();
     let exs = data::examples(ws, &works, &model.meta.classes)?;
-    let t = Transform {
-        size: model.meta.image_size,
-        train: false,
-        flip: false,
-        mean: model.meta.mean,
-        std: model.meta.std,
-    };
+    let t = Transform::eval_for(&model.meta);
     let cache = features::cache_file(&ws.features_dir(), &checkpoint_key(checkpoint));
     let emb = features::embeddings(&model.net.backbone, &exs, &t, 16, &cache, device, control, progress)?;
     Ok(WorkEmbeddings {

@@ -77,9 +77,12 @@ pub struct TrainArgs {
     pub hidden: Option<Vec<usize>>,
     #[arg(long)]
     pub dropout: Option<f32>,
-    /// Reuse another run's split (otherwise a new seeded split is made).
-    #[arg(long, value_name = "RUN")]
+    /// Reuse this run's split (default: the most recent run's; a split is made when there is none).
+    #[arg(long, value_name = "RUN", conflicts_with = "new_split")]
     pub split_from: Option<String>,
+    /// Make a new seeded 80/10/10 split instead of reusing the last one.
+    #[arg(long)]
+    pub new_split: bool,
 }
 
 fn config_from(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
@@ -152,6 +155,7 @@ fn config_from(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         c.hidden = [h[0], h[1]];
     }
     c.split_from = args.split_from.clone();
+    c.new_split = args.new_split;
     if c.image_size < c.arch.min_input() {
         bail!("--image-size {} is too small for {} (at least {})", c.image_size, c.arch, c.arch.min_input());
     }

@@ -160,22 +160,7 @@ fn welcome(ui: &mut egui::Ui, shared: &mut Shared) {
 
 fn table1(ui: &mut egui::Ui, stats: &DatasetStats) {
     ui.heading("Table 1: works per culture");
-    egui::Grid::new("table1").striped(true).num_columns(3).show(ui, |ui| {
-        ui.strong("Culture group");
-        ui.strong("Initial");
-        ui.strong("Final");
-        ui.end_row();
-        for g in &stats.groups {
-            ui.label(&g.culture);
-            ui.label(g.initial.to_string());
-            ui.label(g.final_.to_string());
-            ui.end_row();
-        }
-        ui.strong("Total");
-        ui.strong(stats.total_initial.to_string());
-        ui.strong(stats.total_final.to_string());
-        ui.end_row();
-    });
+    super::widgets::table1_grid(ui, "table1", stats);
     if !stats.dropped.is_empty() {
         ui.add_space(8.0);
         egui::CollapsingHeader::new(format!("Dropped at import ({} tags)", stats.dropped.len())).show(ui, |ui| {

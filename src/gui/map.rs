@@ -43,6 +43,7 @@ pub struct MapView {
     job: Option<Job<MapData>>,
     thumbs: Option<ThumbCache>,
     pub error: Option<String>,
+    auto_started: bool,
 }
 
 impl Default for MapView {
@@ -62,6 +63,7 @@ impl Default for MapView {
             job: None,
             thumbs: None,
             error: None,
+            auto_started: false,
         }
     }
 }
@@ -122,6 +124,11 @@ impl MapView {
         }
         if let Some(t) = self.thumbs.as_mut() {
             t.poll(ui.ctx());
+        }
+        // The first visit computes the map of the selected run by itself.
+        if !self.auto_started && self.data.is_none() && self.job.is_none() && shared.selected_run.is_some() {
+            self.auto_started = true;
+            self.compute(shared);
         }
         ui.horizontal_wrapped(|ui| {
             if ui.add_enabled(self.job.is_none(), egui::Button::new("Compute from the selected run")).clicked() {

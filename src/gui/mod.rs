@@ -89,7 +89,14 @@ pub fn run_app(workspace: Option<PathBuf>, device: DeviceKind) -> Result<(), Gui
         "artculture",
         options,
         Box::new(move |cc| {
-            Ok(Box::new(ArtApp::new(&cc.egui_ctx, ws_path, device, settings, settings_path, app::rfd_picker())))
+            let mut app = ArtApp::new(&cc.egui_ctx, ws_path, device, settings, settings_path, app::rfd_picker());
+            // Images to predict at start (`ARTCULTURE_OPEN`, paths separated by ':'), as
+            // `scripts/screenshot predict --open IMAGE` uses.
+            if let Ok(paths) = std::env::var("ARTCULTURE_OPEN") {
+                let images = std::env::split_paths(&paths).collect();
+                app.predict.predict(&app.shared, images);
+            }
+            Ok(Box::new(app))
         }),
     )
     .map_err(|e| GuiError::Window(e.to_string()))

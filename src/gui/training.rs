@@ -302,7 +302,7 @@ impl TrainingView {
                 }
             }
         });
-        if self.running() || !self.live.epochs.is_empty() {
+        if self.running() {
             ui.label(format!(
                 "{} {}  ·  {:.1} img/s  ·  ETA {:.0} s{}",
                 self.live.run_id.as_deref().unwrap_or("starting"),
@@ -515,7 +515,7 @@ impl TrainingView {
                 self.controls(ui, shared);
             });
         });
-        egui::Panel::bottom("runs_panel").default_size(240.0).resizable(true).show(ui, |ui| {
+        egui::Panel::bottom("runs_panel").default_size(260.0).min_size(220.0).resizable(true).show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
                 ui.columns(2, |cols| {
                     self.runs_table(&mut cols[0], shared);

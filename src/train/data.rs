@@ -49,6 +49,13 @@ pub struct Transform {
     pub std: [f32; 3],
 }
 
+impl Transform {
+    /// The evaluation transform a checkpoint was trained for.
+    pub fn eval_for(meta: &crate::model::checkpoint::CheckpointMeta) -> Self {
+        Self { size: meta.image_size, train: false, flip: false, mean: meta.mean, std: meta.std }
+    }
+}
+
 /// One example's normalised CHW data; `seed` drives its augmentation.
 pub fn load(ex: &Example, t: &Transform, seed: u64) -> Result<Vec<f32>, TrainError> {
     let img = imaging::decode_file(&ex.path)?.rgb;

@@ -73,13 +73,7 @@ pub fn eval_run(ws: &Workspace, run: &str, device: &Device) -> Result<Evaluation
         .map(|(id, _)| ws.catalog.artwork(id).map(|a| (id, a.culture.unwrap_or_default())))
         .collect::<Result<_, _>>()?;
     let exs = data::examples(ws, &test, &model.meta.classes)?;
-    let t = Transform {
-        size: model.meta.image_size,
-        train: false,
-        flip: false,
-        mean: model.meta.mean,
-        std: model.meta.std,
-    };
+    let t = Transform::eval_for(&model.meta);
     on_images(&model.net, &exs, &t, 16, &model.meta.classes, device)
 }
 

@@ -60,6 +60,7 @@ impl std::str::FromStr for Pretrained {
 
 /// Everything that defines a run. Stored with the run, so it can be repeated and resumed.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct TrainConfig {
     pub arch: Arch,
     pub method: Method,
@@ -76,8 +77,10 @@ pub struct TrainConfig {
     pub balanced: bool,
     /// Random resized crop and horizontal flip for training images.
     pub augment: bool,
-    /// Reuse this run's split instead of making a new one.
+    /// Reuse this run's split (default: the most recent run's, so runs stay comparable).
     pub split_from: Option<String>,
+    /// Make a new split even if earlier runs have one.
+    pub new_split: bool,
 }
 
 impl Default for TrainConfig {
@@ -97,6 +100,7 @@ impl Default for TrainConfig {
             balanced: false,
             augment: true,
             split_from: None,
+            new_split: false,
         }
     }
 }

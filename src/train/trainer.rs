@@ -58,17 +58,27 @@ pub fn start(
     control: &Control,
 ) -> Result<String, TrainError> {
     let mut ws = Workspace::open(ws_path)?;
-    let split: Vec<(i64, Part)> = match &cfg.split_from {
+    // A new split is made only when asked (or when there is none yet): runs of one workspace
+    // are compared on the same test works. Works flagged since are left out.
+    let q = ArtworkQuery { grouped_only: true, flagged: Some(false), with_image_only: true, ..Default::default() };
+    let eligible: Vec<(i64, String)> =
+        ws.catalog.artworks(&q)?.into_iter().filter_map(|a| a.culture.map(|c| (a.id, c))).collect();
+    let reuse = match &cfg.split_from {
+        Some(other) => Some(other.clone()),
+        None if !cfg.new_split => ws.catalog.runs()?.last().map(|r| r.id.clone()),
+        None => None,
+    };
+    let split: Vec<(i64, Part)> = match reuse {
         Some(other) => {
-            ws.catalog.run_split(other)?.into_iter().filter_map(|(id, p)| Part::parse(&p).map(|p| (id, p))).collect()
+            let ok: std::collections::HashSet<i64> = eligible.iter().map(|(id, _)| *id).collect();
+            ws.catalog
+                .run_split(&other)?
+                .into_iter()
+                .filter(|(id, _)| ok.contains(id))
+                .filter_map(|(id, p)| Part::parse(&p).map(|p| (id, p)))
+                .collect()
         }
-        None => {
-            let q =
-                ArtworkQuery { grouped_only: true, flagged: Some(false), with_image_only: true, ..Default::default() };
-            let items: Vec<(i64, String)> =
-                ws.catalog.artworks(&q)?.into_iter().filter_map(|a| a.culture.map(|c| (a.id, c))).collect();
-            stratified_split(&items, cfg.seed)
-        }
+        None => stratified_split(&eligible, cfg.seed),
     };
     let mut classes: Vec<String> = split
         .iter()

@@ -229,22 +229,7 @@ impl CurationView {
     fn side_panel(&mut self, ui: &mut egui::Ui, shared: &mut Shared) {
         if let Some(stats) = &self.stats {
             ui.strong("Table 1 (live)");
-            egui::Grid::new("table1_live").striped(true).show(ui, |ui| {
-                ui.label("Culture");
-                ui.label("Initial");
-                ui.label("Final");
-                ui.end_row();
-                for g in &stats.groups {
-                    ui.label(&g.culture);
-                    ui.label(g.initial.to_string());
-                    ui.label(g.final_.to_string());
-                    ui.end_row();
-                }
-                ui.strong("Total");
-                ui.strong(stats.total_initial.to_string());
-                ui.strong(stats.total_final.to_string());
-                ui.end_row();
-            });
+            super::widgets::table1_grid(ui, "table1_live", stats);
         }
         ui.separator();
         let sel = self.state.selection.len();
