@@ -3,6 +3,7 @@
 
     python3 -m venv ~/torchvenv && ~/torchvenv/bin/pip install torch torchvision
     ~/torchvenv/bin/python scripts/make_parity_fixtures.py
+    ~/torchvenv/bin/python scripts/make_parity_fixtures.py --gradcam   # tests/fixtures/parity/gradcam.json
 
 Weights and inputs are not stored: both sides generate them from the same formula
 (`det_values` here, `det_values` in tests/common/mod.rs): a splitmix64 stream seeded by the
@@ -134,6 +135,8 @@ def fixture(arch: str) -> dict:
 
 
 def main():
+    if "--gradcam" in sys.argv:
+        return  # handled below, once gradcam_fixture is defined
     archs = sys.argv[1:] or ["resnet50", "vgg16_bn", "alexnet"]
     for arch in archs:
         f = fixture(arch)
@@ -145,3 +148,42 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+def gradcam_fixture():
+    """Grad-CAM and the channel-sum map of a ResNet-50 with a small culture head (hidden sizes
+    16 and 8, 3 classes), deterministic weights under artculture's names (`head.0` ...)."""
+    torch.set_num_threads(2)
+    model = torchvision.models.resnet50()
+    model.fc = torch.nn.Sequential(torch.nn.Linear(2048, 16), torch.nn.ReLU(), torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    model = model.double().eval()
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            if not k.endswith("num_batches_tracked"):
+                ours = k.replace("fc.", "head.")
+                v.copy_(torch.from_numpy(det_tensor(ours, tuple(v.shape))))
+    shape = (1, 3, 64, 64)
+    x = torch.from_numpy(det_values("input", int(np.prod(shape))).reshape(shape))
+    feats = features_of(model, "resnet50", x).detach().requires_grad_(True)
+    logits = model.fc(torch.flatten(model.avgpool(feats), 1))
+    out = {"input_shape": list(shape), "hidden": [16, 8], "classes": 3, "logits": logits[0].tolist()}
+
+    def norm(m):
+        m = m.flatten()
+        lo, hi = m.min(), m.max()
+        return ((m - lo) / (hi - lo) if hi > lo else torch.zeros_like(m)).tolist()
+
+    out["sum"] = norm(feats.detach().sum(1)[0])
+    out["gradcam"] = []
+    for c in range(3):
+        g, = torch.autograd.grad(logits[0, c], feats, retain_graph=True)
+        w = g.mean(dim=(2, 3), keepdim=True)
+        cam = torch.relu((w * feats).sum(1))[0].detach()
+        out["gradcam"].append({"class": c, "raw": cam.flatten().tolist(), "normalised": norm(cam)})
+    with open("tests/fixtures/parity/gradcam.json", "w") as f:
+        json.dump(out, f)
+    print("wrote tests/fixtures/parity/gradcam.json")
+
+
+if __name__ == "__main__" and "--gradcam" in sys.argv:
+    gradcam_fixture()

@@ -155,3 +155,31 @@ fn alexnet_train() {
 fn alexnet_grad_f64() {
     grad_parity(Arch::Alexnet);
 }
+
+/// Grad-CAM and the study's channel-sum map against PyTorch (fixture from
+/// `scripts/make_parity_fixtures.py --gradcam`), in f64 on a ResNet-50 with a small head.
+#[test]
+fn gradcam_and_channel_sum_match_pytorch() {
+    use artculture::analysis::activation::{channel_sum, grad_cam};
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/parity/gradcam.json");
+    let f: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let map = VarMap::new();
+    let vb = VarBuilder::from_varmap(&map, DType::F64, &Device::Cpu);
+    let net = artculture::model::CultureNet::new(Arch::Resnet50, 0.0, [16, 8], 3, vb).unwrap();
+    fill_deterministic(&map, DType::F64);
+    let (logits, features) = net.forward_with_features(&det_input(&[1, 3, 64, 64], DType::F64)).unwrap();
+    let err = rel_err(&to_f64(&logits), &floats(&f["logits"]));
+    assert!(err < 1e-10, "logits: {err:e}");
+    let close = |got: &[f32], want: &[f64], what: &str| {
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert!((*g as f64 - w).abs() < 1e-5, "{what}: {got:?} vs {want:?}");
+        }
+    };
+    close(&channel_sum(&features).unwrap().values, &floats(&f["sum"]), "channel sum");
+    for g in f["gradcam"].as_array().unwrap() {
+        let c = g["class"].as_u64().unwrap() as usize;
+        let cam = grad_cam(&net, &features, c).unwrap();
+        close(&cam.values, &floats(&g["normalised"]), &format!("Grad-CAM class {c}"));
+    }
+}
