@@ -13,9 +13,14 @@ pub enum WorkspaceError {
     NoDataDir,
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Mapping(#[from] crate::culture::MappingError),
 }
 
 pub const SUBFOLDERS: [&str; 4] = ["images", "thumbs", "runs", "features"];
+
+/// The editable culture mapping table inside a workspace.
+pub const MAPPING_FILE: &str = "culture_map.csv";
 
 #[derive(Debug)]
 pub struct Workspace {
@@ -41,7 +46,19 @@ impl Workspace {
             std::fs::create_dir_all(&p).map_err(|source| WorkspaceError::Create { path: p.clone(), source })?;
         }
         let catalog = Catalog::open(&root.join("catalog.sqlite"))?;
+        // The mapping table lives in the workspace so users can edit it; a new workspace gets
+        // the study's table.
+        let mapping = root.join(MAPPING_FILE);
+        if !mapping.exists() {
+            crate::fsutil::write_bytes_atomic(&mapping, crate::culture::DEFAULT_MAPPING_CSV.as_bytes())
+                .map_err(|e| WorkspaceError::Create { path: mapping.clone(), source: e.source })?;
+        }
         Ok(Self { root: root.to_path_buf(), catalog })
+    }
+
+    /// The workspace's culture mapping table (`culture_map.csv`), read now.
+    pub fn culture_mapping(&self) -> Result<crate::culture::CultureMapping, WorkspaceError> {
+        Ok(crate::culture::CultureMapping::from_file(&self.root.join(MAPPING_FILE))?)
     }
 
     pub fn root(&self) -> &Path {
@@ -83,7 +100,10 @@ mod tests {
             assert!(root.join(sub).is_dir(), "{sub}");
         }
         assert!(root.join("catalog.sqlite").is_file());
-        Workspace::open(&root).unwrap();
+        // The editable mapping table is there, and an edit is what the workspace reads.
+        std::fs::write(root.join(MAPPING_FILE), "tag,group\nAtlantis,Atlantean\n").unwrap();
+        let ws = Workspace::open(&root).unwrap();
+        assert_eq!(ws.culture_mapping().unwrap().group_of_tag("atlantis"), Some("Atlantean"));
     }
 
     #[test]

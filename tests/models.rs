@@ -13,7 +13,8 @@ fn resnet_file(dir: &std::path::Path) -> (std::path::PathBuf, HashMap<String, Te
     let map = VarMap::new();
     let vb = artculture::model::init::seeded_var_builder(&map, 3, DType::F32, &Device::Cpu);
     Backbone::new(Arch::Resnet50, BackboneConfig { own_classes: Some(1000), dropout: 0.0 }, vb).unwrap();
-    let tensors: HashMap<String, Tensor> = map.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let tensors: HashMap<String, Tensor> =
+        map.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
     let path = dir.join("resnet50.safetensors");
     candle_core::safetensors::save(&tensors, &path).unwrap();
     (path, tensors)
@@ -21,7 +22,8 @@ fn resnet_file(dir: &std::path::Path) -> (std::path::PathBuf, HashMap<String, Te
 
 fn load(path: &std::path::Path) -> Result<Backbone, String> {
     let vb = weights::var_builder(path, DType::F32, &Device::Cpu).map_err(|e| e.to_string())?;
-    Backbone::new(Arch::Resnet50, BackboneConfig { own_classes: Some(1000), dropout: 0.0 }, vb).map_err(|e| e.to_string())
+    Backbone::new(Arch::Resnet50, BackboneConfig { own_classes: Some(1000), dropout: 0.0 }, vb)
+        .map_err(|e| e.to_string())
 }
 
 #[test]
@@ -56,7 +58,10 @@ fn model_forward_matches_the_library_and_bad_weights_name_the_tensor() {
     let p = dir.path().join("missing.safetensors");
     candle_core::safetensors::save(&missing, &p).unwrap();
     let e = load(&p).unwrap_err();
-    assert!(e.contains("missing.safetensors") && e.contains("`layer3.2.bn2.running_var` is missing") && e.contains("[256]"), "{e}");
+    assert!(
+        e.contains("missing.safetensors") && e.contains("`layer3.2.bn2.running_var` is missing") && e.contains("[256]"),
+        "{e}"
+    );
 
     let mut wrong = tensors.clone();
     wrong.insert("fc.weight".into(), Tensor::zeros((10, 2048), DType::F32, &Device::Cpu).unwrap());
@@ -85,7 +90,8 @@ fn timm_vgg_names_map_to_torchvision() {
     let map = VarMap::new();
     let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
     Backbone::new(Arch::Vgg16Bn, BackboneConfig { own_classes: Some(1000), dropout: 0.0 }, vb).unwrap();
-    let mut tensors: HashMap<String, Tensor> = map.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let mut tensors: HashMap<String, Tensor> =
+        map.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
     let fc1 = tensors.remove("classifier.0.weight").unwrap();
     tensors.insert("pre_logits.fc1.weight".into(), fc1.reshape((4096, 512, 7, 7)).unwrap());
     tensors.insert("pre_logits.fc1.bias".into(), tensors["classifier.0.bias"].clone());

@@ -31,6 +31,9 @@ fn met_server() -> (common::http::Server, Arc<Mutex<HashMap<String, usize>>>) {
             *c
         };
         let base = b2.lock().unwrap().clone();
+        if req.path.starts_with("/public/collection/v1/search") {
+            return Response::ok(serde_json::json!({"total": 3, "objectIDs": [1, 6, 7]}).to_string());
+        }
         if let Some(id) = req.path.strip_prefix("/public/collection/v1/objects/") {
             let id: u64 = id.parse().unwrap();
             match (id, n) {
@@ -40,10 +43,15 @@ fn met_server() -> (common::http::Server, Arc<Mutex<HashMap<String, usize>>>) {
                 _ => {}
             }
             let img = if id == 6 { String::new() } else { format!("{base}/img/{id}.png") };
-            return Response::ok(serde_json::json!({"objectID": id, "primaryImage": img, "primaryImageSmall": img, "isPublicDomain": true, "classification": "Paintings", "culture": "France"}).to_string());
+            let class = if id == 7 { "Prints" } else { "Paintings" };
+            return Response::ok(serde_json::json!({"objectID": id, "primaryImage": img, "primaryImageSmall": img, "isPublicDomain": true, "classification": class, "culture": "France", "title": format!("Object {id}")}).to_string());
         }
         if let Some(id) = req.path.strip_prefix("/img/") {
-            return if id.starts_with("4.") { Response::ok("<!DOCTYPE html><html>Service unavailable</html>") } else { Response::ok(png_bytes(id.len())) };
+            return if id.starts_with("4.") {
+                Response::ok("<!DOCTYPE html><html>Service unavailable</html>")
+            } else {
+                Response::ok(png_bytes(id.len()))
+            };
         }
         Response::status(404)
     });
@@ -68,7 +76,26 @@ fn download_retries_reports_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path().join("ws");
     let csv = csv_with(dir.path(), &[1, 2, 3, 4, 5, 6]);
-    let args = ["import", "met", "--csv", csv.to_str().unwrap(), "--min-per-group", "0", "--download", "--api", &server.url, "--timeout", "0.5", "--retries", "3", "--rate", "200", "--workers", "3", "--json"];
+    let args = [
+        "import",
+        "met",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--min-per-group",
+        "0",
+        "--download",
+        "--api",
+        &server.url,
+        "--timeout",
+        "0.5",
+        "--retries",
+        "3",
+        "--rate",
+        "200",
+        "--workers",
+        "3",
+        "--json",
+    ];
     let (code, out, err) = run(&ws, &args);
     assert_eq!(code, 0, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
@@ -82,7 +109,11 @@ fn download_retries_reports_and_resumes() {
         assert!(ws.join(format!("images/{id}.jpg")).is_file(), "image {id}");
     }
     assert!(!ws.join("images/4.jpg").exists(), "a bad image is never kept");
-    let leftovers: Vec<_> = std::fs::read_dir(ws.join("images")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(ws.join("images"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "no half-written files");
     {
         let h = hits.lock().unwrap();
@@ -107,7 +138,10 @@ fn an_image_left_by_an_interrupted_run_is_kept_without_downloading() {
     ok(&ws, &["import", "met", "--csv", csv.to_str().unwrap(), "--min-per-group", "0"]);
     // A run killed after writing the image but before recording it.
     std::fs::write(ws.join("images/1.jpg"), png_bytes(3)).unwrap();
-    ok(&ws, &["import", "met", "--csv", csv.to_str().unwrap(), "--min-per-group", "0", "--download", "--api", &server.url]);
+    ok(
+        &ws,
+        &["import", "met", "--csv", csv.to_str().unwrap(), "--min-per-group", "0", "--download", "--api", &server.url],
+    );
     assert!(hits.lock().unwrap().is_empty(), "nothing fetched: {:?}", server.log.lock().unwrap());
     let s: Value = serde_json::from_str(&ok(&ws, &["stats", "--json"])).unwrap();
     assert_eq!(s["total_initial"], 1);
@@ -133,14 +167,21 @@ fn hub_server(body: Vec<u8>) -> common::http::Server {
 
 fn fetch(cache: &std::path::Path, endpoint: &str, offline: bool) -> (i32, String, String) {
     let mut cmd = std::process::Command::new(bin());
-    cmd.args(["weights", "fetch", "resnet50"]).env("HF_HUB_CACHE", cache).env("HF_ENDPOINT", endpoint).env_remove("HF_TOKEN");
+    cmd.args(["weights", "fetch", "resnet50"])
+        .env("HF_HUB_CACHE", cache)
+        .env("HF_ENDPOINT", endpoint)
+        .env_remove("HF_TOKEN");
     if offline {
         cmd.env("HF_HUB_OFFLINE", "1");
     } else {
         cmd.env_remove("HF_HUB_OFFLINE");
     }
     let out = cmd.output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -175,4 +216,19 @@ fn a_download_that_is_not_safetensors_is_refused() {
     let (code, _, err) = fetch(cache.path(), &server.url, false);
     assert_ne!(code, 0);
     assert!(err.contains("not a safetensors file"), "{err}");
+}
+
+#[test]
+fn without_a_csv_the_api_itself_finds_the_paintings() {
+    let (server, _) = met_server();
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let (code, _, err) =
+        run(&ws, &["import", "met", "--download", "--api", &server.url, "--min-per-group", "0", "--rate", "200"]);
+    assert_eq!(code, 0, "{err}");
+    let s: Value = serde_json::from_str(&ok(&ws, &["stats", "--json"])).unwrap();
+    // 1 and 6 are paintings (6 without an image), 7 is a print.
+    assert_eq!(s["groups"][0]["culture"], "French");
+    assert_eq!(s["total_initial"], 2);
+    assert!(ws.join("images/1.jpg").is_file());
 }

@@ -87,7 +87,14 @@ fn a_workspace_made_by_the_cli_opens_in_the_library_the_app_uses_and_back() {
         let mut w = Workspace::open(&ws).unwrap();
         let works = w.catalog.artworks(&Default::default()).unwrap();
         w.catalog
-            .apply_flags(&[artculture::catalog::FlagChange { artwork_id: works[0].id, reason: Some(artculture::catalog::FlagReason::Other), note: None }], "gui")
+            .apply_flags(
+                &[artculture::catalog::FlagChange {
+                    artwork_id: works[0].id,
+                    reason: Some(artculture::catalog::FlagReason::Other),
+                    note: None,
+                }],
+                "gui",
+            )
             .unwrap();
     }
     let s: Value = serde_json::from_str(&ok(&ws, &["stats", "--json"])).unwrap();

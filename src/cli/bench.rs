@@ -35,7 +35,9 @@ pub struct BenchArgs {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -64,9 +66,18 @@ fn net(train: bool) -> anyhow::Result<(CultureNet, candle_nn::VarMap)> {
         return Ok((net, map));
     }
     // Inference holds weights as plain tensors: no autograd graph is recorded.
-    let tensors = map.data().lock().map_err(|_| anyhow::anyhow!("poisoned"))?.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
+    let tensors = map
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect();
     let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-    Ok((CultureNet::new(Arch::Resnet50, 0.5, artculture::model::head::DEFAULT_HIDDEN, 11, vb)?, candle_nn::VarMap::new()))
+    Ok((
+        CultureNet::new(Arch::Resnet50, 0.5, artculture::model::head::DEFAULT_HIDDEN, 11, vb)?,
+        candle_nn::VarMap::new(),
+    ))
 }
 
 fn jpeg(img: &image::RgbImage, path: &std::path::Path) -> anyhow::Result<()> {
@@ -97,7 +108,14 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         }
         "train16" => {
             let (net, map) = net(true)?;
-            let params: Vec<(String, candle_core::Var)> = map.data().lock().map_err(|_| anyhow::anyhow!("poisoned"))?.iter().filter(|(k, _)| !k.contains("running")).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let params: Vec<(String, candle_core::Var)> = map
+                .data()
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .iter()
+                .filter(|(k, _)| !k.contains("running"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             let mut sgd = artculture::train::sgd::Sgd::new(params, Default::default())?;
             let x = Tensor::randn(0f32, 1.0, (16, 3, 224, 224), &dev)?;
             let y = Tensor::from_vec((0..16u32).map(|i| i % 11).collect::<Vec<_>>(), 16, &dev)?;
@@ -112,14 +130,24 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         "transfer_epoch" => {
             // The study's ~5,300 training images as cached 2048-d embeddings: an epoch costs only the head.
             let (net, map) = net(true)?;
-            let params: Vec<(String, candle_core::Var)> = map.data().lock().map_err(|_| anyhow::anyhow!("poisoned"))?.iter().filter(|(k, _)| k.starts_with("head.")).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let params: Vec<(String, candle_core::Var)> = map
+                .data()
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .iter()
+                .filter(|(k, _)| k.starts_with("head."))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             let mut sgd = artculture::train::sgd::Sgd::new(params, Default::default())?;
             let emb = Tensor::randn(0f32, 1.0, (5300, 2048), &dev)?;
             let labels = Tensor::from_vec((0..5300u32).map(|i| i % 11).collect::<Vec<_>>(), 5300, &dev)?;
             let s = timed(a.reps, || {
                 for b in 0..5300usize.div_ceil(16) {
                     let (lo, n) = (b * 16, 16.min(5300 - b * 16));
-                    let loss = candle_nn::loss::cross_entropy(&net.head.forward(&emb.narrow(0, lo, n)?)?, &labels.narrow(0, lo, n)?)?;
+                    let loss = candle_nn::loss::cross_entropy(
+                        &net.head.forward(&emb.narrow(0, lo, n)?)?,
+                        &labels.narrow(0, lo, n)?,
+                    )?;
                     sgd.step(&loss.backward()?)?;
                 }
                 Ok(())
@@ -202,7 +230,15 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
                 let t0 = Instant::now();
                 let img = artculture::imaging::decode_file(&p)?.rgb;
                 let t1 = Instant::now();
-                let pred = artculture::predict::predict_rgb(&model, &img, &p, 3, artculture::predict::CamKind::Sum, None, &dev)?;
+                let pred = artculture::predict::predict_rgb(
+                    &model,
+                    &img,
+                    &p,
+                    3,
+                    artculture::predict::CamKind::Sum,
+                    None,
+                    &dev,
+                )?;
                 drop(artculture::analysis::activation::overlay(&img, &pred.heatmap, pred.frame, 0.5));
                 parts = ((t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());
                 Ok(())
@@ -236,7 +272,8 @@ fn cpu_seconds() -> f64 {
 }
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let names: Vec<String> = if args.only.is_empty() { WORKLOADS.iter().map(|s| s.to_string()).collect() } else { args.only.clone() };
+    let names: Vec<String> =
+        if args.only.is_empty() { WORKLOADS.iter().map(|s| s.to_string()).collect() } else { args.only.clone() };
     if args.child {
         for n in &names {
             println!("{}", run_one(n, &args)?);
@@ -246,7 +283,17 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let exe: PathBuf = std::env::current_exe().context("locating artculture")?;
     for n in &names {
         let out = std::process::Command::new(&exe)
-            .args(["bench", "--child", "--reps", &args.reps.to_string(), "--csv-rows", &args.csv_rows.to_string(), "--folder-images", &args.folder_images.to_string(), n])
+            .args([
+                "bench",
+                "--child",
+                "--reps",
+                &args.reps.to_string(),
+                "--csv-rows",
+                &args.csv_rows.to_string(),
+                "--folder-images",
+                &args.folder_images.to_string(),
+                n,
+            ])
             .output()?;
         if !out.status.success() {
             eprintln!("{n}: {}", String::from_utf8_lossy(&out.stderr).trim());

@@ -59,12 +59,19 @@ pub fn grid_frame_time(dir: &Path, n: usize, frames: usize) -> anyhow::Result<(f
         screen_rect: Some(egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(1280.0, 800.0))),
         events: vec![
             egui::Event::PointerMoved(egui::pos2(400.0, 400.0)),
-            egui::Event::MouseWheel { unit: egui::MouseWheelUnit::Point, delta: egui::vec2(0.0, scroll), phase: egui::TouchPhase::Move, modifiers: Default::default(), source: egui::MouseWheelSource::Wheel },
+            egui::Event::MouseWheel {
+                unit: egui::MouseWheelUnit::Point,
+                delta: egui::vec2(0.0, scroll),
+                phase: egui::TouchPhase::Move,
+                modifiers: Default::default(),
+                source: egui::MouseWheelSource::Wheel,
+            },
         ],
         ..Default::default()
     };
     let mut frame = |scroll: f32| {
-        let egui::FullOutput { shapes, pixels_per_point, mut textures_delta, .. } = ctx.run_ui(input(scroll), |ui| app.show(ui));
+        let egui::FullOutput { shapes, pixels_per_point, mut textures_delta, .. } =
+            ctx.run_ui(input(scroll), |ui| app.show(ui));
         // No GPU here: the texture uploads a renderer would do are dropped.
         textures_delta.clear();
         ctx.tessellate(shapes, pixels_per_point);
@@ -76,5 +83,9 @@ pub fn grid_frame_time(dir: &Path, n: usize, frames: usize) -> anyhow::Result<(f
     for i in 0..frames {
         frame(if i % 40 < 20 { -300.0 } else { 300.0 });
     }
-    Ok((start.elapsed().as_secs_f64() / frames as f64, app.curation.thumbs_loaded_max(), app.curation.state.items.len()))
+    Ok((
+        start.elapsed().as_secs_f64() / frames as f64,
+        app.curation.thumbs_loaded_max(),
+        app.curation.state.items.len(),
+    ))
 }

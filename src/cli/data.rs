@@ -23,7 +23,7 @@ pub struct MetImportArgs {
     /// Import at most N paintings.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Culture mapping table (default: the built-in one that reproduces the study).
+    /// Culture mapping table (default: the workspace's culture_map.csv, which starts as the study's).
     #[arg(long, value_name = "FILE")]
     pub mapping: Option<PathBuf>,
     /// Keep culture groups with more than this many works.
@@ -62,7 +62,7 @@ pub fn import_met(ws_dir: &Option<PathBuf>, args: MetImportArgs) -> anyhow::Resu
     let mut ws = open_workspace(ws_dir)?;
     let mapping = match &args.mapping {
         Some(p) => CultureMapping::from_file(p)?,
-        None => CultureMapping::study_default(),
+        None => ws.culture_mapping()?,
     };
     let mut json = serde_json::Map::new();
     let opts = met_api::DownloadOptions {

@@ -2,7 +2,6 @@
 //! study's Table 1 for this workspace as a table and a bar chart, with what was dropped.
 use super::app::{PickKind, Shared};
 use crate::catalog::DatasetStats;
-use crate::culture::CultureMapping;
 use crate::workspace::Workspace;
 use egui_plot::{Bar, BarChart, Legend, Plot};
 
@@ -23,7 +22,11 @@ pub fn start_folder_import(shared: &mut Shared) {
             rep.progress(done as f32 / total.max(1) as f32, format!("{done} / {total} images"))
         })
         .map_err(|e| e.to_string())?;
-        Ok(format!("{} new, {} updated, {} skipped", r.imported, r.updated, r.skipped.len()))
+        let mut msg = format!("{} new, {} updated, {} skipped", r.imported, r.updated, r.skipped.len());
+        for (file, why) in r.skipped.iter().take(20) {
+            msg.push_str(&format!("\n  skipped {file}: {why}"));
+        }
+        Ok(msg)
     });
 }
 
@@ -32,7 +35,7 @@ fn start_csv_import(shared: &mut Shared, min_per_group: usize) {
     shared.spawn("Import MetObjects.csv", move |rep| {
         let Some(csv) = picker(PickKind::CsvFile).into_iter().next() else { return Ok("cancelled".into()) };
         let mut ws = Workspace::open(&ws_path).map_err(|e| e.to_string())?;
-        let mapping = CultureMapping::study_default();
+        let mapping = ws.culture_mapping().map_err(|e| e.to_string())?;
         let r = crate::ingest::import_met_csv(&mut ws, &csv, &mapping, min_per_group, None, |done, total| {
             rep.progress(
                 done as f32 / total.max(1) as f32,
@@ -40,13 +43,17 @@ fn start_csv_import(shared: &mut Shared, min_per_group: usize) {
             )
         })
         .map_err(|e| e.to_string())?;
-        Ok(format!(
+        let mut msg = format!(
             "{} paintings ({} new), {} lines skipped, {} groups kept",
             r.scan.paintings,
             r.inserted,
             r.scan.skipped.len() as u64 + r.scan.skipped_unlisted,
             r.kept_groups.len()
-        ))
+        );
+        for l in r.scan.skipped.iter().take(20) {
+            msg.push_str(&format!("\n  {}, line {}: {}", csv.display(), l.line, l.reason));
+        }
+        Ok(msg)
     });
 }
 
@@ -57,7 +64,7 @@ fn start_met_download(shared: &mut Shared) {
         let mut ws = Workspace::open(&ws_path).map_err(|e| e.to_string())?;
         let client = met_api::Client::new(Default::default()).map_err(|e| e.to_string())?;
         let cancel = rep.cancel_flag();
-        let mapping = CultureMapping::study_default();
+        let mapping = ws.culture_mapping().map_err(|e| e.to_string())?;
         if ws.catalog.stats().map_err(|e| e.to_string())?.total_initial == 0 {
             met_api::discover(&mut ws, &client, &mapping, None, &cancel, |i, n| {
                 rep.progress(i as f32 / n.max(1) as f32, format!("finding paintings: {i} / {n} records"))
@@ -116,6 +123,7 @@ impl DatasetView {
         }
         ui.columns(2, |cols| {
             table1(&mut cols[0], &stats);
+            recent_imports(&mut cols[0], shared);
             bar_chart(&mut cols[1], &stats);
         });
     }
@@ -155,6 +163,21 @@ fn welcome(ui: &mut egui::Ui, shared: &mut Shared) {
         }
         ui.add_space(8.0);
         ui.label("Already have MetObjects.csv? Use “Import MetObjects.csv…” above.");
+    });
+}
+
+/// What the last imports did, with what they skipped and why.
+fn recent_imports(ui: &mut egui::Ui, shared: &Shared) {
+    let imports: Vec<&String> =
+        shared.messages.iter().filter(|m| m.starts_with("Import") || m.starts_with("Download")).collect();
+    if imports.is_empty() {
+        return;
+    }
+    ui.add_space(8.0);
+    egui::CollapsingHeader::new("Recent imports").default_open(true).show(ui, |ui| {
+        for m in imports.iter().rev().take(5) {
+            ui.label(m.as_str());
+        }
     });
 }
 
@@ -202,4 +225,36 @@ fn bar_chart(ui: &mut egui::Ui, stats: &DatasetStats) {
             p.bar_chart(BarChart::new("Initial", initial));
             p.bar_chart(BarChart::new("Final", final_));
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::gui::app::tests::{fixed_picker, harness, run_until};
+    use egui_kittest::kittest::Queryable;
+
+    #[test]
+    fn a_folder_chosen_in_the_dialog_is_imported_and_table1_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        for (culture, color) in [("Dutch", [10u8, 200, 10]), ("Spanish", [200, 10, 10])] {
+            std::fs::create_dir_all(src.join(culture)).unwrap();
+            for i in 0..3 {
+                image::RgbImage::from_pixel(20 + i, 16, image::Rgb(color))
+                    .save(src.join(culture).join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+        std::fs::write(src.join("Dutch/broken.jpg"), b"<html>").unwrap();
+        let mut h = harness(&dir.path().join("ws"), fixed_picker(vec![src]));
+        h.run_steps(2);
+        h.get_by_label("Open a folder of images…").click();
+        run_until(&mut h, |app| app.shared.jobs.is_empty() && !app.shared.messages.is_empty());
+        h.run_steps(3);
+        let msg = h.state().shared.messages.last().unwrap().clone();
+        assert!(msg.starts_with("Import folder: 6 new") && msg.contains("broken.jpg"), "{msg}");
+        h.get_by_label("Table 1: works per culture");
+        h.get_by_label("Recent imports");
+        let stats = h.state().shared.ws.as_ref().unwrap().catalog.stats().unwrap();
+        assert_eq!(stats.total_initial, 6);
+    }
 }
