@@ -17,6 +17,7 @@ pub enum PickKind {
     ImageFiles,
     CheckpointFile,
     SaveCsv,
+    SavePng,
 }
 
 /// Asks the user for paths; injected so tests never open a dialog. Always called off the UI
@@ -35,6 +36,7 @@ pub fn rfd_picker() -> Picker {
                 .unwrap_or_default(),
             PickKind::CheckpointFile => d.add_filter("Checkpoint", &["safetensors"]).pick_file().into_iter().collect(),
             PickKind::SaveCsv => d.add_filter("CSV", &["csv"]).save_file().into_iter().collect(),
+            PickKind::SavePng => d.add_filter("PNG", &["png"]).save_file().into_iter().collect(),
         }
     })
 }

@@ -438,7 +438,10 @@ impl TrainingView {
                                 }));
                         }
                         if ui.small_button("export CSV").clicked() {
-                            export_metrics(shared, &r.id);
+                            export_metrics(shared, &r.id, false);
+                        }
+                        if ui.small_button("plots PNG").clicked() {
+                            export_metrics(shared, &r.id, true);
                         }
                     });
                     ui.end_row();
@@ -527,12 +530,22 @@ impl TrainingView {
     }
 }
 
-fn export_metrics(shared: &mut Shared, run: &str) {
+/// Exports a run's metrics as CSV, or its plots as PNG.
+fn export_metrics(shared: &mut Shared, run: &str, png: bool) {
     let (picker, ws_path, run) = (shared.picker.clone(), shared.ws_path.clone(), run.to_string());
     shared.spawn("Export metrics", move |_| {
-        let Some(out) = picker(PickKind::SaveCsv).into_iter().next() else { return Ok("cancelled".into()) };
+        let kind = if png { PickKind::SavePng } else { PickKind::SaveCsv };
+        let Some(out) = picker(kind).into_iter().next() else { return Ok("cancelled".into()) };
         let ws = crate::workspace::Workspace::open(&ws_path).map_err(|e| e.to_string())?;
         let ms = ws.catalog.epoch_metrics(&run).map_err(|e| e.to_string())?;
+        if png {
+            let img = crate::analysis::render::metrics_png(&run, &ms);
+            crate::fsutil::write_atomic(&out, |f| {
+                img.write_to(&mut std::io::BufWriter::new(f), image::ImageFormat::Png).map_err(std::io::Error::other)
+            })
+            .map_err(|e| e.to_string())?;
+            return Ok(format!("plots of {run} written to {}", out.display()));
+        }
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record(["epoch", "train_loss", "val_loss", "val_acc", "val_top3", "lr", "images_per_s", "seconds"])
             .map_err(|e| e.to_string())?;
