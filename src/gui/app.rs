@@ -69,6 +69,8 @@ pub struct Shared {
     pub ctx: egui::Context,
     /// A work another view asked the Curation view to show.
     pub focus_artwork: Option<i64>,
+    /// An image another view asked the Predict view to predict.
+    pub predict_request: Option<PathBuf>,
 }
 
 impl Shared {
@@ -149,6 +151,7 @@ impl ArtApp {
             picker,
             ctx: ctx.clone(),
             focus_artwork: None,
+            predict_request: None,
         };
         shared.reload_runs();
         let last_version = shared.ws.as_ref().and_then(|ws| ws.catalog.data_version().ok());
@@ -352,6 +355,10 @@ impl ArtApp {
         if let Some(id) = self.shared.focus_artwork.take() {
             self.curation.focus(id);
             self.set_view(View::Curation);
+        }
+        if let Some(path) = self.shared.predict_request.take() {
+            self.predict.predict(&self.shared, vec![path]);
+            self.set_view(View::Predict);
         }
         let ctx = ui.ctx().clone();
         self.about(&ctx);

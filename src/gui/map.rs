@@ -411,34 +411,48 @@ impl MapView {
         let mut names: Vec<String> = d.cultures.clone();
         names.sort();
         names.dedup();
-        let mut clicked = None;
+        ui.label("Each point is a work (first two principal components of its embedding). Hover for the work; click to open it in the Curation view, Ctrl+click to predict it.");
         let resp = egui_plot::Plot::new("pca").legend(egui_plot::Legend::default()).data_aspect(1.0).show(ui, |p| {
             for n in &names {
-                let pts: Vec<[f64; 2]> = d
-                    .pca
-                    .iter()
-                    .zip(&d.cultures)
-                    .filter(|(_, c)| *c == n)
-                    .map(|(q, _)| [q[0] as f64, q[1] as f64])
-                    .collect();
+                let pts: Vec<[f64; 2]> =
+                    d.pca.iter().zip(&d.cultures).filter(|(_, c)| *c == n).map(|(q, _)| [q[0] as f64, q[1] as f64]).collect();
                 p.points(egui_plot::Points::new(n.clone(), pts).radius(2.5).color(to_color(culture_color(n))));
             }
-            if p.response().clicked() {
-                clicked = p.pointer_coordinate();
+        });
+        // The work nearest the pointer, within a few pixels on screen.
+        let nearest = resp.response.hover_pos().and_then(|hp| {
+            d.pca
+                .iter()
+                .enumerate()
+                .map(|(i, q)| (i, resp.transform.position_from_point(&egui_plot::PlotPoint::new(q[0], q[1])).distance(hp)))
+                .filter(|(_, dist)| *dist < 8.0)
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(i, _)| i)
+        });
+        let Some(i) = nearest else { return };
+        let (id, culture) = (d.ids[i], d.cultures[i].clone());
+        let thumb = shared.ws.as_ref().and_then(|ws| d.hashes[i].as_ref().map(|h| crate::imaging::cache_path(&ws.thumbs_dir(), h)));
+        let title = shared.ws.as_ref().and_then(|ws| ws.catalog.artwork(id).ok()).map(|a| format!("{} ({})", a.title, a.display_id())).unwrap_or_default();
+        let tex = self.thumbs.as_mut().and_then(|t| t.get(id, thumb.as_ref()));
+        resp.response.clone().on_hover_ui_at_pointer(|ui| {
+            ui.strong(&title);
+            ui.label(&culture);
+            match &tex {
+                Some(t) => {
+                    ui.add(egui::Image::new(t).max_size(Vec2::splat(160.0)));
+                }
+                None => {
+                    ui.spinner();
+                }
             }
         });
-        let _ = resp;
-        if let Some(c) = clicked {
-            let nearest = d.pca.iter().enumerate().min_by(|a, b| {
-                let da = (a.1[0] as f64 - c.x).powi(2) + (a.1[1] as f64 - c.y).powi(2);
-                let db = (b.1[0] as f64 - c.x).powi(2) + (b.1[1] as f64 - c.y).powi(2);
-                da.total_cmp(&db)
-            });
-            if let Some((i, _)) = nearest {
-                shared.focus_artwork = Some(d.ids[i]);
+        if resp.response.clicked() {
+            if ui.input(|inp| inp.modifiers.command) {
+                shared.predict_request = shared.ws.as_ref().and_then(|ws| ws.catalog.artwork(id).ok()?.image_path.map(|p| ws.resolve(&p)));
+            } else {
+                shared.focus_artwork = Some(id);
             }
         }
-        ui.label("Click a point to open the work in the Curation view.");
     }
 }
 

@@ -96,6 +96,15 @@ pub fn run_app(workspace: Option<PathBuf>, device: DeviceKind) -> Result<(), Gui
                 let images = std::env::split_paths(&paths).collect();
                 app.predict.predict(&app.shared, images);
             }
+            // The Culture map's tab (`ARTCULTURE_MAP_TAB`: force, chord, matrices, works).
+            if let Ok(tab) = std::env::var("ARTCULTURE_MAP_TAB") {
+                app.map.tab = match tab.as_str() {
+                    "chord" => map::Tab::Chord,
+                    "matrices" => map::Tab::Matrices,
+                    "works" => map::Tab::Works,
+                    _ => map::Tab::Force,
+                };
+            }
             Ok(Box::new(app))
         }),
     )
