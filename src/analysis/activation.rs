@@ -4,7 +4,7 @@
 //! a perceptually uniform colour map on the painting.
 use crate::model::CultureNet;
 use candle_core::{D, Result, Tensor, Var};
-use image::{Rgb, RgbImage};
+use image::RgbImage;
 
 /// A coarse map (e.g. 7 x 7) in [0, 1], row-major.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -86,18 +86,32 @@ pub fn inferno(v: f32) -> [u8; 3] {
 }
 
 /// Blends the map over the image region `frame` (the network's crop, in image pixels) at
-/// `opacity`; pixels outside the frame are left as they are.
+/// `opacity`; pixels outside the frame are left as they are. Rows are blended in parallel with
+/// a 256-entry colour table: a 12-megapixel painting takes tens of milliseconds.
 pub fn overlay(img: &RgbImage, map: &Heatmap, frame: crate::imaging::tensor::CropFrame, opacity: f32) -> RgbImage {
+    use rayon::prelude::*;
     let mut out = img.clone();
     let a = opacity.clamp(0.0, 1.0);
-    for (x, y, p) in out.enumerate_pixels_mut() {
-        let (fx, fy) = ((x as f32 + 0.5 - frame.x) / frame.side, (y as f32 + 0.5 - frame.y) / frame.side);
-        if !(0.0..1.0).contains(&fx) || !(0.0..1.0).contains(&fy) {
-            continue;
+    let lut: Vec<[u8; 3]> = (0..256).map(|i| inferno(i as f32 / 255.0)).collect();
+    let width = img.width() as usize;
+    out.par_chunks_mut(width * 3).enumerate().for_each(|(y, row)| {
+        let fy = (y as f32 + 0.5 - frame.y) / frame.side;
+        if !(0.0..1.0).contains(&fy) {
+            return;
         }
-        let c = inferno(map.sample(fx * map.width as f32, fy * map.height as f32));
-        *p = Rgb([0, 1, 2].map(|i| (p[i] as f32 * (1.0 - a) + c[i] as f32 * a).round() as u8));
-    }
+        for x in 0..width {
+            let fx = (x as f32 + 0.5 - frame.x) / frame.side;
+            if !(0.0..1.0).contains(&fx) {
+                continue;
+            }
+            let v = map.sample(fx * map.width as f32, fy * map.height as f32);
+            let c = lut[(v.clamp(0.0, 1.0) * 255.0).round() as usize];
+            let p = &mut row[x * 3..x * 3 + 3];
+            for i in 0..3 {
+                p[i] = (p[i] as f32 * (1.0 - a) + c[i] as f32 * a).round() as u8;
+            }
+        }
+    });
     out
 }
 
@@ -135,6 +149,7 @@ mod tests {
 
     #[test]
     fn overlay_keeps_size_and_leaves_outside_the_frame_alone() {
+        use image::Rgb;
         let img = RgbImage::from_pixel(40, 20, Rgb([10, 200, 30]));
         let map = Heatmap { height: 1, width: 1, values: vec![1.0] };
         let frame = crate::imaging::tensor::CropFrame { x: 10.0, y: 0.0, side: 20.0 };

@@ -149,7 +149,8 @@ pub fn charts_png(title: &str, charts: &[(&str, Vec<Series<'_>>)]) -> image::Rgb
         let top = 60.0 + ci as f32 * chart_h as f32;
         let (x0, x1, y0, y1) = (90.0f32, w as f32 - 200.0, top + 20.0, top + chart_h as f32 - 50.0);
         let pts = series.iter().flat_map(|s| s.points.iter());
-        let (mut xmin, mut xmax, mut ymin, mut ymax) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+        let (mut xmin, mut xmax, mut ymin, mut ymax) =
+            (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
         for p in pts.filter(|p| p[1].is_finite()) {
             xmin = xmin.min(p[0]);
             xmax = xmax.max(p[0]);
@@ -206,14 +207,20 @@ pub fn metrics_png(run: &str, m: &[crate::catalog::EpochMetrics]) -> image::Rgba
     charts_png(
         &format!("run {run}"),
         &[
-            ("loss per epoch", vec![
-                Series { name: "train", color: [214, 96, 77], points: ep(|e| e.train_loss) },
-                Series { name: "validation", color: [67, 147, 195], points: ep(|e| e.val_loss) },
-            ]),
-            ("validation accuracy per epoch", vec![
-                Series { name: "top-1", color: [90, 174, 97], points: ep(|e| e.val_acc) },
-                Series { name: "top-3", color: [150, 100, 200], points: ep(|e| e.val_top3) },
-            ]),
+            (
+                "loss per epoch",
+                vec![
+                    Series { name: "train", color: [214, 96, 77], points: ep(|e| e.train_loss) },
+                    Series { name: "validation", color: [67, 147, 195], points: ep(|e| e.val_loss) },
+                ],
+            ),
+            (
+                "validation accuracy per epoch",
+                vec![
+                    Series { name: "top-1", color: [90, 174, 97], points: ep(|e| e.val_acc) },
+                    Series { name: "top-3", color: [150, 100, 200], points: ep(|e| e.val_top3) },
+                ],
+            ),
             ("learning rate per epoch", vec![Series { name: "lr", color: [120, 120, 120], points: ep(|e| e.lr) }]),
         ],
     )
@@ -226,7 +233,16 @@ mod tests {
     #[test]
     fn metrics_chart_draws_lines_in_their_colours() {
         let m: Vec<crate::catalog::EpochMetrics> = (1..=5)
-            .map(|e| crate::catalog::EpochMetrics { epoch: e, train_loss: 2.0 / e as f64, val_loss: 2.2 / e as f64, val_acc: 0.1 * e as f64, val_top3: 0.15 * e as f64, lr: 0.01, images_per_s: 1.0, seconds: 1.0 })
+            .map(|e| crate::catalog::EpochMetrics {
+                epoch: e,
+                train_loss: 2.0 / e as f64,
+                val_loss: 2.2 / e as f64,
+                val_acc: 0.1 * e as f64,
+                val_top3: 0.15 * e as f64,
+                lr: 0.01,
+                images_per_s: 1.0,
+                seconds: 1.0,
+            })
             .collect();
         let img = metrics_png("r1", &m);
         assert_eq!(img.dimensions(), (1200, 960));

@@ -102,7 +102,10 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
             let n = if name == "forward1" { 1 } else { 16 };
             let (net, _) = net(false)?;
             let x = Tensor::randn(0f32, 1.0, (n, 3, 224, 224), &dev)?;
-            let s = timed(a.reps, || Ok(drop(net.forward_t(&x, false)?.to_vec2::<f32>()?)))?;
+            let s = timed(a.reps, || {
+                std::hint::black_box(net.forward_t(&x, false)?.to_vec2::<f32>()?);
+                Ok(())
+            })?;
             v["seconds"] = s.into();
             v["images_per_s"] = (n as f64 / s).into();
         }
@@ -225,10 +228,12 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
                 train_config: serde_json::Value::Null,
             };
             let model = artculture::model::checkpoint::LoadedModel { net, meta, path: p.clone() };
+            // What the Predict view does: decode at display size, predict, colour the map.
             let mut parts = (0.0, 0.0);
             let s = timed(a.reps, || {
                 let t0 = Instant::now();
-                let img = artculture::imaging::decode_file(&p)?.rgb;
+                let bytes = std::fs::read(&p)?;
+                let img = artculture::imaging::decode_reduced(&bytes, &p, 2048)?.rgb;
                 let t1 = Instant::now();
                 let pred = artculture::predict::predict_rgb(
                     &model,
@@ -239,13 +244,32 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
                     None,
                     &dev,
                 )?;
-                drop(artculture::analysis::activation::overlay(&img, &pred.heatmap, pred.frame, 0.5));
+                let map: Vec<f32> = (0..224 * 224)
+                    .map(|i| pred.heatmap.sample((i % 224) as f32 / 32.0, (i / 224) as f32 / 32.0))
+                    .collect();
+                std::hint::black_box(map);
                 parts = ((t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());
                 Ok(())
             })?;
             v["seconds"] = s.into();
             v["decode_seconds"] = parts.0.into();
-            v["model_and_overlay_seconds"] = parts.1.into();
+            v["model_seconds"] = parts.1.into();
+            // What `predict --overlay` adds: the full-size decode and blend.
+            let full = timed(a.reps, || {
+                let img = artculture::imaging::decode_file(&p)?.rgb;
+                let pred = artculture::predict::predict_rgb(
+                    &model,
+                    &img,
+                    &p,
+                    3,
+                    artculture::predict::CamKind::Sum,
+                    None,
+                    &dev,
+                )?;
+                std::hint::black_box(artculture::analysis::activation::overlay(&img, &pred.heatmap, pred.frame, 0.5));
+                Ok(())
+            })?;
+            v["cli_full_overlay_seconds"] = full.into();
         }
         "grid" => {
             let (per_frame, textures, items) = crate::cli::bench_data::grid_frame_time(tmp.path(), 10_000, 120)?;

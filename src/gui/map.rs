@@ -414,8 +414,13 @@ impl MapView {
         ui.label("Each point is a work (first two principal components of its embedding). Hover for the work; click to open it in the Curation view, Ctrl+click to predict it.");
         let resp = egui_plot::Plot::new("pca").legend(egui_plot::Legend::default()).data_aspect(1.0).show(ui, |p| {
             for n in &names {
-                let pts: Vec<[f64; 2]> =
-                    d.pca.iter().zip(&d.cultures).filter(|(_, c)| *c == n).map(|(q, _)| [q[0] as f64, q[1] as f64]).collect();
+                let pts: Vec<[f64; 2]> = d
+                    .pca
+                    .iter()
+                    .zip(&d.cultures)
+                    .filter(|(_, c)| *c == n)
+                    .map(|(q, _)| [q[0] as f64, q[1] as f64])
+                    .collect();
                 p.points(egui_plot::Points::new(n.clone(), pts).radius(2.5).color(to_color(culture_color(n))));
             }
         });
@@ -424,15 +429,25 @@ impl MapView {
             d.pca
                 .iter()
                 .enumerate()
-                .map(|(i, q)| (i, resp.transform.position_from_point(&egui_plot::PlotPoint::new(q[0], q[1])).distance(hp)))
+                .map(|(i, q)| {
+                    (i, resp.transform.position_from_point(&egui_plot::PlotPoint::new(q[0], q[1])).distance(hp))
+                })
                 .filter(|(_, dist)| *dist < 8.0)
                 .min_by(|a, b| a.1.total_cmp(&b.1))
                 .map(|(i, _)| i)
         });
         let Some(i) = nearest else { return };
         let (id, culture) = (d.ids[i], d.cultures[i].clone());
-        let thumb = shared.ws.as_ref().and_then(|ws| d.hashes[i].as_ref().map(|h| crate::imaging::cache_path(&ws.thumbs_dir(), h)));
-        let title = shared.ws.as_ref().and_then(|ws| ws.catalog.artwork(id).ok()).map(|a| format!("{} ({})", a.title, a.display_id())).unwrap_or_default();
+        let thumb = shared
+            .ws
+            .as_ref()
+            .and_then(|ws| d.hashes[i].as_ref().map(|h| crate::imaging::cache_path(&ws.thumbs_dir(), h)));
+        let title = shared
+            .ws
+            .as_ref()
+            .and_then(|ws| ws.catalog.artwork(id).ok())
+            .map(|a| format!("{} ({})", a.title, a.display_id()))
+            .unwrap_or_default();
         let tex = self.thumbs.as_mut().and_then(|t| t.get(id, thumb.as_ref()));
         resp.response.clone().on_hover_ui_at_pointer(|ui| {
             ui.strong(&title);
@@ -448,7 +463,8 @@ impl MapView {
         });
         if resp.response.clicked() {
             if ui.input(|inp| inp.modifiers.command) {
-                shared.predict_request = shared.ws.as_ref().and_then(|ws| ws.catalog.artwork(id).ok()?.image_path.map(|p| ws.resolve(&p)));
+                shared.predict_request =
+                    shared.ws.as_ref().and_then(|ws| ws.catalog.artwork(id).ok()?.image_path.map(|p| ws.resolve(&p)));
             } else {
                 shared.focus_artwork = Some(id);
             }

@@ -118,19 +118,25 @@ fn run_request(
             break;
         }
         rep.progress(i as f32 / req.images.len() as f32, format!("{} / {}", i, req.images.len()));
-        let r = predict::predict_file(&model, path, 3, req.cam, class, &dev).map_err(|e| e.to_string()).map(
-            |(pred, img)| {
-                let small = if img.width().max(img.height()) > DISPLAY_SIDE {
-                    image::imageops::thumbnail(&img, DISPLAY_SIDE, DISPLAY_SIDE)
-                } else {
-                    img
-                };
-                let image =
-                    egui::ColorImage::from_rgb([small.width() as usize, small.height() as usize], small.as_raw());
-                let map = map_image(&pred.heatmap);
-                Shown { pred, image, map, model: name.clone() }
-            },
-        );
+        // Decoded at the display's size where the format allows (large JPEGs).
+        let decoded = std::fs::read(path)
+            .map_err(|e| format!("{}: {e}", path.display()))
+            .and_then(|b| crate::imaging::decode_reduced(&b, path, DISPLAY_SIDE).map_err(|e| e.to_string()));
+        let r = decoded.and_then(|d| {
+            predict::predict_rgb(&model, &d.rgb, path, 3, req.cam, class, &dev)
+                .map(|p| (p, d.rgb))
+                .map_err(|e| e.to_string())
+        });
+        let r = r.map(|(pred, img)| {
+            let small = if img.width().max(img.height()) > DISPLAY_SIDE {
+                image::imageops::thumbnail(&img, DISPLAY_SIDE, DISPLAY_SIDE)
+            } else {
+                img
+            };
+            let image = egui::ColorImage::from_rgb([small.width() as usize, small.height() as usize], small.as_raw());
+            let map = map_image(&pred.heatmap);
+            Shown { pred, image, map, model: name.clone() }
+        });
         out.push((path.clone(), r));
     }
     Ok(out)

@@ -89,6 +89,51 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<Decoded, ImageError> {
     Ok(Decoded { rgb: img.into_rgb8(), source_color })
 }
 
+/// Decodes for display and prediction, where a few thousand pixels suffice: JPEGs larger than
+/// needed are decoded at 1/2, 1/4 or 1/8 scale in the DCT (the `image` crate's JPEG decoder
+/// cannot), so that the long side is still at least `min_long_side`. Anything else, or any
+/// JPEG the scaled decoder refuses, goes through [`decode_bytes`].
+pub fn decode_reduced(bytes: &[u8], path: &Path, min_long_side: u32) -> Result<Decoded, ImageError> {
+    if bytes.starts_with(&[0xFF, 0xD8])
+        && let Some(d) = decode_jpeg_scaled(bytes, min_long_side)
+    {
+        return Ok(d);
+    }
+    decode_bytes(bytes, path)
+}
+
+fn decode_jpeg_scaled(bytes: &[u8], min_long_side: u32) -> Option<Decoded> {
+    let mut dec = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    dec.read_info().ok()?;
+    let info = dec.info()?;
+    let (w, h) = (info.width as u32, info.height as u32);
+    if w > MAX_SIDE || h > MAX_SIDE || w.max(h) <= 2 * min_long_side {
+        return None;
+    }
+    // The scale keeps the requested size in at least one axis: ask for the long side.
+    let target = |side: u32| ((side as u64 * min_long_side as u64) / w.max(h) as u64).max(1) as u16;
+    let (sw, sh) = dec.scale(target(w), target(h)).ok()?;
+    let pixels = dec.decode().ok()?;
+    let info = dec.info()?;
+    let rgb = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => RgbImage::from_raw(sw as u32, sh as u32, pixels)?,
+        jpeg_decoder::PixelFormat::L8 => {
+            DynamicImage::ImageLuma8(image::GrayImage::from_raw(sw as u32, sh as u32, pixels)?).into_rgb8()
+        }
+        _ => return None,
+    };
+    // EXIF orientation, read from the header only.
+    let orientation = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.into_decoder().ok())
+        .and_then(|mut d| d.orientation().ok())
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::ImageRgb8(rgb);
+    img.apply_orientation(orientation);
+    Some(Decoded { rgb: img.into_rgb8(), source_color: format!("{:?}", info.pixel_format) })
+}
+
 pub fn decode_file(path: &Path) -> Result<Decoded, ImageError> {
     let bytes = std::fs::read(path).map_err(|source| ImageError::Io { path: path.to_path_buf(), source })?;
     decode_bytes(&bytes, path)
@@ -171,6 +216,20 @@ mod tests {
         let img = DynamicImage::new_luma8(30_000, 1);
         let e = decode_bytes(&png_bytes(img), Path::new("big.png")).unwrap_err();
         assert!(matches!(e, ImageError::TooLarge { width: 30_000, .. }), "{e}");
+    }
+
+    #[test]
+    fn large_jpegs_decode_at_reduced_size() {
+        let img = RgbImage::from_fn(1600, 1200, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90).encode_image(&img).unwrap();
+        let d = decode_reduced(&bytes, Path::new("big.jpg"), 400).unwrap();
+        assert_eq!(d.rgb.dimensions(), (400, 300), "1/4 scale keeps the long side at 400");
+        // Small enough already: full decode.
+        assert_eq!(decode_reduced(&bytes, Path::new("big.jpg"), 1000).unwrap().rgb.dimensions(), (1600, 1200));
+        // Colours survive the scaled decode.
+        let p = d.rgb.get_pixel(200, 150);
+        assert!((p[2] as i32 - 90).abs() < 12, "{p:?}");
     }
 
     #[test]
