@@ -171,6 +171,10 @@ fn a_killed_run_resumes_to_the_same_metrics() {
         assert!(start.elapsed().as_secs() < 300, "no epoch finished");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // While it runs, nobody else may train it.
+    let (code, _, err) = run(&ws, &["train", "--resume", &killed]);
+    assert_ne!(code, 0);
+    assert!(err.contains("being trained by another process"), "{err}");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(epochs(&ws, &killed).len() < 3, "killed before the end");

@@ -503,10 +503,13 @@ impl TrainingView {
         if self.loaded_generation != Some(shared.generation) {
             self.loaded_generation = Some(shared.generation);
             if !self.running()
-                && self.live.epochs.is_empty()
                 && let (Some(ws), Some(run)) = (&shared.ws, &shared.selected_run)
             {
-                // Show the selected run's curves when nothing is training.
+                // When this window is not training, show the selected run's curves; a run that
+                // the CLI is training grows here epoch by epoch (each epoch is a catalog commit).
+                if self.live.run_id.as_ref() != Some(run) {
+                    self.live = LiveRun::default();
+                }
                 self.live.epochs = ws.catalog.epoch_metrics(run).unwrap_or_default();
                 self.live.run_id = Some(run.clone());
             }
@@ -520,10 +523,8 @@ impl TrainingView {
         });
         egui::Panel::bottom("runs_panel").default_size(260.0).min_size(220.0).resizable(true).show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
-                ui.columns(2, |cols| {
-                    self.runs_table(&mut cols[0], shared);
-                    self.confusion_ui(&mut cols[1]);
-                });
+                self.runs_table(ui, shared);
+                self.confusion_ui(ui);
             });
         });
         egui::CentralPanel::default().show(ui, |ui| self.plots(ui));

@@ -243,6 +243,14 @@ fn run_loop(
     control: &Control,
 ) -> Result<(), TrainError> {
     let dir = run_dir(ws, run);
+    // One process trains a run at a time: a second `--resume` (or the app's Resume) while the
+    // first still runs would write the same checkpoints. The OS drops the lock if we die.
+    let lock_path = dir.join("train.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .map_err(|e| TrainError::Io { path: lock_path.clone(), detail: e.to_string() })?;
+    if lock.try_lock().is_err() {
+        return Err(TrainError::Data(format!("run {run} is being trained by another process right now")));
+    }
     let last_path = dir.join("last.safetensors");
     let best_path = dir.join("best.safetensors");
     let mut parts: HashMap<Part, Vec<(i64, String)>> = HashMap::new();
