@@ -122,7 +122,7 @@ pub fn import_met(ws_dir: &Option<PathBuf>, args: MetImportArgs) -> anyhow::Resu
             b.set_position(i as u64);
         })?;
         b.finish_and_clear();
-        let (kept, _) = ingest::apply_threshold(&mut ws, &mapping, args.min_per_group)?;
+        let (kept, _) = ingest::apply_threshold(&mut ws, args.min_per_group)?;
         eprintln!("found {n} public-domain paintings through the Collection API; {} groups kept", kept.len());
     } else if args.images.is_none() {
         bail!("nothing to do: give --csv FILE, --download, or both");

@@ -70,8 +70,7 @@ fn start_met_download(shared: &mut Shared) {
                 rep.progress(i as f32 / n.max(1) as f32, format!("finding paintings: {i} / {n} records"))
             })
             .map_err(|e| e.to_string())?;
-            crate::ingest::apply_threshold(&mut ws, &mapping, crate::ingest::DEFAULT_MIN_PER_GROUP)
-                .map_err(|e| e.to_string())?;
+            crate::ingest::apply_threshold(&mut ws, crate::ingest::DEFAULT_MIN_PER_GROUP).map_err(|e| e.to_string())?;
         }
         let r = met_api::download_images(&mut ws, &client, &cancel, |p| {
             rep.progress(

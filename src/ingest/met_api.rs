@@ -7,8 +7,8 @@ use crate::culture::{CultureMapping, RawTags};
 use crate::imaging;
 use crate::workspace::Workspace;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 
@@ -365,5 +365,3 @@ fn fetch_one(
     let (width, height) = decoded.rgb.dimensions();
     Ok(Fetched::Image { hash, width, height, bytes: bytes.len() as u64 })
 }
-
-pub type SharedCancel = Arc<AtomicBool>;

@@ -79,7 +79,7 @@ pub fn import_met_csv(
     }
     flush(ws, &mut batch, &mut report)?;
     report.scan = scan;
-    let (kept, dropped) = apply_threshold(ws, mapping, min_per_group)?;
+    let (kept, dropped) = apply_threshold(ws, min_per_group)?;
     report.kept_groups = kept;
     report.dropped = dropped;
     Ok(report)
@@ -90,11 +90,7 @@ pub type ThresholdOutcome = (Vec<(String, usize)>, Vec<DroppedTag>);
 
 /// Keeps the groups with more than `min_per_group` Met works; records the rest, and the raw
 /// tags no group takes, as dropped.
-pub fn apply_threshold(
-    ws: &mut Workspace,
-    _mapping: &CultureMapping,
-    min_per_group: usize,
-) -> Result<ThresholdOutcome, CatalogError> {
+pub fn apply_threshold(ws: &mut Workspace, min_per_group: usize) -> Result<ThresholdOutcome, CatalogError> {
     let counts = ws.catalog.mapped_group_counts("met")?;
     let (kept, below): (Vec<_>, Vec<_>) = counts.into_iter().partition(|(_, n)| *n > min_per_group);
     let names: Vec<String> = kept.iter().map(|(g, _)| g.clone()).collect();

@@ -1,7 +1,7 @@
 //! `nn.BatchNorm2d` with PyTorch's semantics: batch statistics in training mode (biased
 //! variance for normalising, unbiased for the running estimate, momentum 0.1), running
 //! statistics in evaluation mode.
-use candle_core::{D, ModuleT, Result, Tensor, Var};
+use candle_core::{ModuleT, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 #[derive(Debug, Clone)]
@@ -126,9 +126,4 @@ pub fn linear_with_init(
     let w = vb.get_with_hints((out_dim, in_dim), "weight", w_init)?;
     let b = vb.get_with_hints(out_dim, "bias", b_init)?;
     Ok(candle_nn::Linear::new(w, Some(b)))
-}
-
-/// Softmax over the last dimension.
-pub fn softmax(x: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::softmax(x, D::Minus1)
 }

@@ -4,7 +4,7 @@ use super::data::{Example, Transform, assemble};
 use super::metrics::{Accumulator, Evaluation};
 use super::split::Part;
 use super::{TrainError, data};
-use crate::model::checkpoint::{self, IMAGENET_MEAN, IMAGENET_STD};
+use crate::model::checkpoint;
 use crate::model::{CultureHead, CultureNet};
 use crate::workspace::Workspace;
 use candle_core::{D, DType, Device, Module, Tensor};
@@ -75,8 +75,4 @@ pub fn eval_run(ws: &Workspace, run: &str, device: &Device) -> Result<Evaluation
     let exs = data::examples(ws, &test, &model.meta.classes)?;
     let t = Transform::eval_for(&model.meta);
     on_images(&model.net, &exs, &t, 16, &model.meta.classes, device)
-}
-
-pub const fn imagenet_norm() -> ([f32; 3], [f32; 3]) {
-    (IMAGENET_MEAN, IMAGENET_STD)
 }

@@ -148,8 +148,6 @@ struct Model {
 }
 
 fn build_model(
-    ws: &Workspace,
-    run: &str,
     cfg: &TrainConfig,
     classes: usize,
     resume_from: Option<&Path>,
@@ -187,7 +185,6 @@ fn build_model(
     } else {
         None
     };
-    let _ = (ws, run);
     Ok(Model { map, net, frozen })
 }
 
@@ -278,7 +275,7 @@ fn run_loop(
         first_epoch,
     });
 
-    let model = build_model(ws, run, cfg, classes.len(), state.as_ref().map(|_| last_path.as_path()), device)?;
+    let model = build_model(cfg, classes.len(), state.as_ref().map(|_| last_path.as_path()), device)?;
     let mut sgd = Sgd::new(trainable(&model.map, cfg.method), cfg.sgd)?;
     let mut sched = Scheduler::new(cfg.scheduler, cfg.sgd.lr);
     let (mut best_val_acc, mut seconds) = (f64::NEG_INFINITY, 0.0);
@@ -475,7 +472,7 @@ fn run_loop(
         })
     };
     let (top1, top3) = test_eval.map(|e| (e.top1, e.top3)).unwrap_or((f64::NAN, f64::NAN));
-    if test_eval_is_valid(top1) {
+    if top1.is_finite() {
         ws.catalog.set_run_test_accuracy(run, top1, top3)?;
     }
     ws.catalog.set_run_status(run, RunStatus::Finished, None)?;
@@ -498,8 +495,4 @@ fn train_step(
     }
     sgd.step(&loss.backward()?)?;
     Ok(l)
-}
-
-fn test_eval_is_valid(top1: f64) -> bool {
-    top1.is_finite()
 }
