@@ -501,18 +501,7 @@ fn heat_table(ui: &mut egui::Ui, title: &str, names: &[String], v: &[Vec<f64>]) 
         for (name, row) in names.iter().zip(v) {
             ui.label(name);
             for &x in row {
-                let t = (x / max) as f32;
-                let [r, g, b] = crate::analysis::activation::inferno(t);
-                let (rect, _) = ui.allocate_exact_size(egui::vec2(40.0, 18.0), Sense::hover());
-                ui.painter().rect_filled(rect, 1.0, Color32::from_rgb(r, g, b));
-                let tc = if t > 0.6 { Color32::BLACK } else { Color32::WHITE };
-                ui.painter().text(
-                    rect.center(),
-                    egui::Align2::CENTER_CENTER,
-                    format!("{x:.2}"),
-                    egui::FontId::monospace(9.0),
-                    tc,
-                );
+                super::widgets::heat_cell(ui, (x / max) as f32, format!("{x:.2}"), egui::vec2(40.0, 18.0));
             }
             ui.end_row();
         }

@@ -295,17 +295,7 @@ impl PredictView {
             egui::Grid::new("raw_map").spacing([2.0, 2.0]).show(ui, |ui| {
                 for row in heatmap.rows() {
                     for v in row {
-                        let [r, g, b] = inferno(v);
-                        let (rect, _) = ui.allocate_exact_size(egui::vec2(30.0, 18.0), Sense::hover());
-                        ui.painter().rect_filled(rect, 1.0, Color32::from_rgb(r, g, b));
-                        let tc = if v > 0.6 { Color32::BLACK } else { Color32::WHITE };
-                        ui.painter().text(
-                            rect.center(),
-                            egui::Align2::CENTER_CENTER,
-                            format!("{v:.2}"),
-                            egui::FontId::monospace(9.0),
-                            tc,
-                        );
+                        super::widgets::heat_cell(ui, v, format!("{v:.2}"), egui::vec2(30.0, 18.0));
                     }
                     ui.end_row();
                 }

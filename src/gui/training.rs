@@ -480,18 +480,7 @@ impl TrainingView {
             for (c, row) in e.classes.iter().zip(&e.confusion) {
                 ui.label(c);
                 for &v in row {
-                    let t = v as f32 / max;
-                    let [r, g, b] = crate::analysis::activation::inferno(t);
-                    let text_color = if t > 0.6 { egui::Color32::BLACK } else { egui::Color32::WHITE };
-                    let (rect, _) = ui.allocate_exact_size(egui::vec2(34.0, 20.0), egui::Sense::hover());
-                    ui.painter().rect_filled(rect, 2.0, egui::Color32::from_rgb(r, g, b));
-                    ui.painter().text(
-                        rect.center(),
-                        egui::Align2::CENTER_CENTER,
-                        v.to_string(),
-                        egui::FontId::monospace(11.0),
-                        text_color,
-                    );
+                    super::widgets::heat_cell(ui, v as f32 / max, v.to_string(), egui::vec2(34.0, 20.0));
                 }
                 ui.end_row();
             }

@@ -20,3 +20,13 @@ pub fn table1_grid(ui: &mut egui::Ui, id: &str, stats: &DatasetStats) {
         ui.end_row();
     });
 }
+
+/// One cell of a heat map: `t` in [0, 1] coloured with inferno, `label` written on it in a
+/// colour that stays readable.
+pub fn heat_cell(ui: &mut egui::Ui, t: f32, label: String, size: egui::Vec2) {
+    let [r, g, b] = crate::analysis::activation::inferno(t);
+    let (rect, _) = ui.allocate_exact_size(size, egui::Sense::hover());
+    ui.painter().rect_filled(rect, 1.0, egui::Color32::from_rgb(r, g, b));
+    let text = if t > 0.6 { egui::Color32::BLACK } else { egui::Color32::WHITE };
+    ui.painter().text(rect.center(), egui::Align2::CENTER_CENTER, label, egui::FontId::monospace(size.y * 0.5), text);
+}
