@@ -1,6 +1,7 @@
 //! Embeddings of every non-flagged work under a run's best model, cached in `features/` keyed by
 //! the checkpoint and each image's content hash (recomputed only when either changes).
 use crate::catalog::ArtworkQuery;
+use crate::model::checkpoint::LoadedModel;
 use crate::train::data::{self, Transform};
 use crate::train::{Control, TrainError, features};
 use crate::workspace::Workspace;
@@ -26,14 +27,14 @@ fn checkpoint_key(path: &Path) -> String {
     format!("checkpoint|{}|{len}|{mtime}", path.display())
 }
 
+/// `model` is the loaded checkpoint (callers use it afterwards too, so it is loaded once).
 pub fn embed_works(
     ws: &Workspace,
-    checkpoint: &Path,
+    model: &LoadedModel,
     device: &Device,
     control: &Control,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<WorkEmbeddings, TrainError> {
-    let model = crate::model::checkpoint::load(checkpoint, device)?;
     let q = ArtworkQuery { grouped_only: true, flagged: Some(false), with_image_only: true, ..Default::default() };
     let works: Vec<(i64, String)> = ws
         .catalog
@@ -43,7 +44,7 @@ pub fn embed_works(
         .collect();
     let exs = data::examples(ws, &works, &model.meta.classes)?;
     let t = Transform::eval_for(&model.meta);
-    let cache = features::cache_file(&ws.features_dir(), &checkpoint_key(checkpoint));
+    let cache = features::cache_file(&ws.features_dir(), &checkpoint_key(&model.path));
     let emb = features::embeddings(&model.net.backbone, &exs, &t, 16, &cache, device, control, progress)?;
     Ok(WorkEmbeddings {
         ids: works.iter().map(|w| w.0).collect(),

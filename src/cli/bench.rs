@@ -232,8 +232,7 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
             let mut parts = (0.0, 0.0);
             let s = timed(a.reps, || {
                 let t0 = Instant::now();
-                let bytes = std::fs::read(&p)?;
-                let img = artculture::imaging::decode_reduced(&bytes, &p, 2048)?.rgb;
+                let img = artculture::imaging::decode_file_reduced(&p, 2048)?.rgb;
                 let t1 = Instant::now();
                 let pred = artculture::predict::predict_rgb(
                     &model,

@@ -16,7 +16,8 @@ pub fn map(
     let ckpt = artculture::predict::run_checkpoint(&ws, run)?;
     let device = device.open()?;
     let bar = indicatif::ProgressBar::new(0);
-    let e = embed::embed_works(&ws, &ckpt, &device, &Default::default(), &mut |d, n| {
+    let model = artculture::model::checkpoint::load(&ckpt, &device)?;
+    let e = embed::embed_works(&ws, &model, &device, &Default::default(), &mut |d, n| {
         bar.set_length(n as u64);
         bar.set_position(d as u64);
     })?;

@@ -80,7 +80,8 @@ impl MapView {
             let ckpt = crate::predict::run_checkpoint(&ws, run.as_deref()).map_err(|e| e.to_string())?;
             let dev = device.open().map_err(|e| e.to_string())?;
             let control = crate::train::Control::default();
-            let e = crate::analysis::embed::embed_works(&ws, &ckpt, &dev, &control, &mut |d, n| {
+            let model = crate::model::checkpoint::load(&ckpt, &dev).map_err(|e| e.to_string())?;
+            let e = crate::analysis::embed::embed_works(&ws, &model, &dev, &control, &mut |d, n| {
                 rep.progress(d as f32 / n.max(1) as f32, format!("embedding {d} / {n} works"))
             })
             .map_err(|e| e.to_string())?;

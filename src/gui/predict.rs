@@ -119,9 +119,7 @@ fn run_request(
         }
         rep.progress(i as f32 / req.images.len() as f32, format!("{} / {}", i, req.images.len()));
         // Decoded at the display's size where the format allows (large JPEGs).
-        let decoded = std::fs::read(path)
-            .map_err(|e| format!("{}: {e}", path.display()))
-            .and_then(|b| crate::imaging::decode_reduced(&b, path, DISPLAY_SIDE).map_err(|e| e.to_string()));
+        let decoded = crate::imaging::decode_file_reduced(path, DISPLAY_SIDE).map_err(|e| e.to_string());
         let r = decoded.and_then(|d| {
             predict::predict_rgb(&model, &d.rgb, path, 3, req.cam, class, &dev)
                 .map(|p| (p, d.rgb))

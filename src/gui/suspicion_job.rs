@@ -45,11 +45,11 @@ fn by_model(
 ) -> Result<Vec<Suspicion>, String> {
     let device = device.open().map_err(|e| e.to_string())?;
     let control = crate::train::Control::default();
-    let e = crate::analysis::embed::embed_works(ws, ckpt, &device, &control, &mut |d, n| {
+    let model = crate::model::checkpoint::load(ckpt, &device).map_err(|e| e.to_string())?;
+    let e = crate::analysis::embed::embed_works(ws, &model, &device, &control, &mut |d, n| {
         rep.progress(d as f32 / n.max(1) as f32, format!("embedding {d} / {n} works"))
     })
     .map_err(|e| e.to_string())?;
-    let model = crate::model::checkpoint::load(ckpt, &device).map_err(|e| e.to_string())?;
     let emb = Tensor::new(e.vectors.concat(), &device)
         .and_then(|t| t.reshape((e.vectors.len(), e.vectors.first().map(Vec::len).unwrap_or(0))))
         .map_err(|e| e.to_string())?;

@@ -134,6 +134,12 @@ fn decode_jpeg_scaled(bytes: &[u8], min_long_side: u32) -> Option<Decoded> {
     Some(Decoded { rgb: img.into_rgb8(), source_color: format!("{:?}", info.pixel_format) })
 }
 
+/// [`decode_reduced`] of a file.
+pub fn decode_file_reduced(path: &Path, min_long_side: u32) -> Result<Decoded, ImageError> {
+    let bytes = std::fs::read(path).map_err(|source| ImageError::Io { path: path.to_path_buf(), source })?;
+    decode_reduced(&bytes, path, min_long_side)
+}
+
 pub fn decode_file(path: &Path) -> Result<Decoded, ImageError> {
     let bytes = std::fs::read(path).map_err(|source| ImageError::Io { path: path.to_path_buf(), source })?;
     decode_bytes(&bytes, path)
