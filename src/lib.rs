@@ -10,6 +10,7 @@ pub mod fsutil;
 pub mod gui;
 pub mod imaging;
 pub mod ingest;
+pub mod kernels;
 pub mod model;
 pub mod predict;
 pub mod train;

@@ -1,9 +1,10 @@
 //! AlexNet as torchvision builds it, parameter names as torchvision's: `features.{0,3,6,8,10}`
 //! for the convolutions, `classifier.{1,4,6}` for the linear layers.
-use super::batch_norm::{conv2d, default_uniform, linear};
+use super::batch_norm::{default_uniform, linear};
+use super::conv::{Conv2d, conv2d};
 use super::pool::{adaptive_avg_pool2d, max_pool2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 pub const ALEXNET_EMBED_DIM: usize = 4096;
 

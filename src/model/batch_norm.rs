@@ -1,7 +1,12 @@
 //! `nn.BatchNorm2d` with PyTorch's semantics: batch statistics in training mode (biased
 //! variance for normalising, unbiased for the running estimate, momentum 0.1), running
 //! statistics in evaluation mode.
-use candle_core::{ModuleT, Result, Tensor, Var};
+use crate::kernels::{
+    self,
+    batch_norm::{BatchNormTrainOp, channel_stats},
+    with_slice,
+};
+use candle_core::{DType, ModuleT, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 #[derive(Debug, Clone)]
@@ -70,6 +75,42 @@ impl BatchNorm2d {
     }
 }
 
+impl BatchNorm2d {
+    /// `relu?(bn(x))`; on the CPU in training mode one fused op (see [`kernels::batch_norm`]).
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        if train && kernels::applies(x) {
+            return self.forward_train_fused(x, relu);
+        }
+        let y = self.forward_t(x, train)?;
+        if relu { y.relu() } else { Ok(y) }
+    }
+
+    fn forward_train_fused(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let (n, _, h, w) = Self::channel_shape(x)?;
+        let count = (n * h * w) as f64;
+        if count < 2.0 {
+            candle_core::bail!(
+                "batch norm in training mode needs more than one value per channel, got input {:?}",
+                x.shape()
+            );
+        }
+        let x = x.contiguous()?;
+        let (mean, var) = match x.dtype() {
+            DType::F64 => with_slice::<f64, _>(&x, "batch norm input", |s| channel_stats(s, x.dims()))??,
+            _ => with_slice::<f32, _>(&x, "batch norm input", |s| channel_stats(s, x.dims()))??,
+        };
+        let m = self.momentum;
+        let update = |running: &Var, batch: Vec<f64>| -> Result<()> {
+            let batch = Tensor::from_vec(batch, running.dims(), running.device())?.to_dtype(running.dtype())?;
+            running.set(&((running.as_detached_tensor() * (1.0 - m))? + (batch * m)?)?)
+        };
+        update(&self.running_mean, mean.clone())?;
+        update(&self.running_var, var.iter().map(|v| v * count / (count - 1.0)).collect())?;
+        let inv_std = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        x.apply_op3(&self.weight, &self.bias, BatchNormTrainOp { mean, inv_std, relu })
+    }
+}
+
 impl ModuleT for BatchNorm2d {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
@@ -79,25 +120,6 @@ impl ModuleT for BatchNorm2d {
         let (scale, shift) = self.eval_affine()?;
         x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?.broadcast_add(&shift.reshape((1, c, 1, 1))?)
     }
-}
-
-/// A convolution (without bias where PyTorch leaves it out before batch norm). The arguments
-/// mirror `nn.Conv2d`'s, hence their number.
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d(
-    in_c: usize,
-    out_c: usize,
-    k: usize,
-    stride: usize,
-    padding: usize,
-    bias: Option<Init>,
-    init: Init,
-    vb: VarBuilder,
-) -> Result<candle_nn::Conv2d> {
-    let w = vb.get_with_hints((out_c, in_c, k, k), "weight", init)?;
-    let b = bias.map(|init| vb.get_with_hints(out_c, "bias", init)).transpose()?;
-    let cfg = candle_nn::Conv2dConfig { padding, stride, dilation: 1, groups: 1, cudnn_fwd_algo: None };
-    Ok(candle_nn::Conv2d::new(w, b, cfg))
 }
 
 /// torchvision's initialisation for convolutions followed by ReLU: Kaiming normal, fan-out.

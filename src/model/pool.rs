@@ -13,6 +13,14 @@ const NEG: f64 = -1e30;
 
 /// `nn.MaxPool2d(kernel, stride, padding)` with floor mode.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    if crate::kernels::applies(x) {
+        return x.contiguous()?.apply_op1(crate::kernels::pool::MaxPool2dOp { kernel, stride, pad: padding });
+    }
+    max_pool2d_strided(x, kernel, stride, padding)
+}
+
+/// The same pool from strided views, for devices without our CPU kernel.
+fn max_pool2d_strided(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let (hp, wp) = (h + 2 * padding, w + 2 * padding);
     if hp < kernel || wp < kernel {
@@ -124,28 +132,32 @@ mod tests {
         for &(h, w, k, s, p) in &[(9, 9, 3, 2, 1), (8, 11, 3, 2, 1), (13, 13, 3, 2, 0), (7, 6, 3, 2, 0)] {
             let data: Vec<f32> = (0..h * w).map(|i| ((i * 7919) % 101) as f32 - 50.0).collect();
             let x = Tensor::from_vec(data.clone(), (1, 1, h, w), &Device::Cpu).unwrap();
-            let got = max_pool2d(&x, k, s, p).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            assert_eq!(got, naive(&data, h, w, k, s, p), "{h}x{w} k{k} s{s} p{p}");
+            for pool in [max_pool2d, max_pool2d_strided] {
+                let got = pool(&x, k, s, p).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(got, naive(&data, h, w, k, s, p), "{h}x{w} k{k} s{s} p{p}");
+            }
         }
     }
 
     #[test]
     fn max_pool_has_a_gradient() {
-        let x = candle_core::Var::from_vec((0..25).map(|i| i as f32).collect::<Vec<_>>(), (1, 1, 5, 5), &Device::Cpu)
-            .unwrap();
-        let y = max_pool2d(x.as_tensor(), 3, 2, 1).unwrap().sum_all().unwrap();
-        let g = y.backward().unwrap().get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        // Windows' maxima are at (1,1),(1,3),(1,4),(3,1),(3,3),(3,4),(4,1),(4,3),(4,4).
-        assert_eq!(g.iter().sum::<f32>(), 9.0);
-        assert_eq!(g[24], 1.0);
-        assert_eq!(g[0], 0.0);
-        // 2x2 stride 2 (where candle's own pool gives 1/4): each window passes a gradient of 1.
-        let x = candle_core::Var::from_vec((0..16).map(|i| i as f32).collect::<Vec<_>>(), (1, 1, 4, 4), &Device::Cpu)
-            .unwrap();
-        let y = max_pool2d(x.as_tensor(), 2, 2, 0).unwrap().sum_all().unwrap();
-        let g = y.backward().unwrap().get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(g.iter().sum::<f32>(), 4.0);
-        assert_eq!((g[5], g[7], g[13], g[15]), (1.0, 1.0, 1.0, 1.0));
+        for pool in [max_pool2d, max_pool2d_strided] {
+            let x = candle_core::Var::from_vec((0..25).map(|i| i as f32).collect::<Vec<_>>(), (1, 1, 5, 5), &Device::Cpu)
+                .unwrap();
+            let y = pool(x.as_tensor(), 3, 2, 1).unwrap().sum_all().unwrap();
+            let g = y.backward().unwrap().get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            // Windows' maxima are at (1,1),(1,3),(1,4),(3,1),(3,3),(3,4),(4,1),(4,3),(4,4).
+            assert_eq!(g.iter().sum::<f32>(), 9.0);
+            assert_eq!(g[24], 1.0);
+            assert_eq!(g[0], 0.0);
+            // 2x2 stride 2 (where candle's own pool gives 1/4): each window passes a gradient of 1.
+            let x = candle_core::Var::from_vec((0..16).map(|i| i as f32).collect::<Vec<_>>(), (1, 1, 4, 4), &Device::Cpu)
+                .unwrap();
+            let y = pool(x.as_tensor(), 2, 2, 0).unwrap().sum_all().unwrap();
+            let g = y.backward().unwrap().get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(g.iter().sum::<f32>(), 4.0);
+            assert_eq!((g[5], g[7], g[13], g[15]), (1.0, 1.0, 1.0, 1.0));
+        }
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! ResNet-50 as torchvision builds it (v1.5: stride on the 3x3 convolution), with parameter
 //! names equal to torchvision's `state_dict` keys (`conv1.weight`, `bn1.*`,
 //! `layer1.0.conv1.weight`, `layer1.0.downsample.0.weight`, ..., `fc.weight`).
-use super::batch_norm::{BatchNorm2d, conv2d, kaiming_fan_out, linear};
+use super::batch_norm::{BatchNorm2d, kaiming_fan_out, linear};
+use super::conv::{Conv2d, conv2d};
 use super::pool::{global_avg_pool, max_pool2d};
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{Conv2d, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 #[derive(Debug, Clone)]
 struct Bottleneck {
@@ -43,14 +44,13 @@ impl Bottleneck {
 
 impl ModuleT for Bottleneck {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
-        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?.relu()?;
-        let y = self.bn3.forward_t(&self.conv3.forward(&y)?, train)?;
+        let y = self.conv1.forward_bn(x, &self.bn1, train, None, true)?;
+        let y = self.conv2.forward_bn(&y, &self.bn2, train, None, true)?;
         let identity = match &self.downsample {
-            Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
+            Some((conv, bn)) => conv.forward_bn(x, bn, train, None, false)?,
             None => x.clone(),
         };
-        (y + identity)?.relu()
+        self.conv3.forward_bn(&y, &self.bn3, train, Some(&identity), true)
     }
 }
 
@@ -90,7 +90,7 @@ impl ResNet {
 
     /// The last convolutional map (N x 2048 x H/32 x W/32; 7 x 7 for 224 x 224 input).
     pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let x = self.conv1.forward_bn(x, &self.bn1, train, None, true)?;
         let mut x = max_pool2d(&x, 3, 2, 1)?;
         for layer in &self.layers {
             for block in layer {

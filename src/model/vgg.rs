@@ -1,10 +1,11 @@
 //! VGG-16 with batch norm (`torchvision.models.vgg16_bn`), parameter names as torchvision's:
 //! `features.{i}.*` for the convolutions and batch norms in `nn.Sequential` order,
 //! `classifier.{0,3,6}.*` for the linear layers.
-use super::batch_norm::{BatchNorm2d, conv2d, kaiming_fan_out, linear_with_init};
+use super::batch_norm::{BatchNorm2d, kaiming_fan_out, linear_with_init};
+use super::conv::{Conv2d, conv2d};
 use super::pool::{adaptive_avg_pool2d, max_pool2d};
-use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{Conv2d, Init, Linear, VarBuilder};
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Init, Linear, VarBuilder};
 
 /// torchvision's configuration "D": channels, or 0 for a 2x2 max pool.
 const CFG_D: [usize; 18] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0];
@@ -61,7 +62,7 @@ impl Vgg {
         let mut x = x.clone();
         for layer in &self.features {
             x = match layer {
-                Layer::ConvBnRelu(conv, bn) => bn.forward_t(&conv.forward(&x)?, train)?.relu()?,
+                Layer::ConvBnRelu(conv, bn) => conv.forward_bn(&x, bn, train, None, true)?,
                 Layer::MaxPool => max_pool2d(&x, 2, 2, 0)?,
             };
         }

@@ -1,0 +1,106 @@
+//! The convolution kernels of [`super::conv`] as candle custom ops.
+use super::conv::{ConvGeom, Epilogue, forward, input_grad, weight_grad};
+use super::{Float, contiguous_slice, dispatch_float, tensor_from, with_slice};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
+
+/// `conv2d(x, w)` with both gradients as matrix products.
+pub struct Conv2dOp {
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "conv2d (gemm)"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = ConvGeom::new(l1.dims(), l2.dims(), self.stride, self.pad)?;
+        dispatch_float!(s1, "conv2d", |T| {
+            let x = contiguous_slice::<T>(s1, l1, "conv2d input")?;
+            let w = contiguous_slice::<T>(s2, l2, "conv2d weight")?;
+            Ok((<T as WithDType>::to_cpu_storage_owned(forward(&g, x, w, None)), Shape::from(g.out_shape().to_vec())))
+        })
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = ConvGeom::new(x.dims(), w.dims(), self.stride, self.pad)?;
+        match x.dtype() {
+            DType::F32 => grads::<f32>(&g, x, w, dy),
+            DType::F64 => grads::<f64>(&g, x, w, dy),
+            dt => candle_core::bail!("conv2d backward: unsupported dtype {dt:?}"),
+        }
+    }
+}
+
+fn grads<T: Float>(g: &ConvGeom, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    // The image batch itself needs no gradient: skipping it saves the first layer's
+    // full-resolution col2im.
+    let dx = if x.track_op() {
+        let v = with_slice::<T, _>(w, "conv2d weight", |w| with_slice::<T, _>(dy, "conv2d grad", |dy| input_grad(g, w, dy)))??;
+        Some(tensor_from(v, x.dims(), x)?)
+    } else {
+        None
+    };
+    let dw = if w.track_op() {
+        let v = with_slice::<T, _>(x, "conv2d input", |x| with_slice::<T, _>(dy, "conv2d grad", |dy| weight_grad(g, x, dy)))??;
+        Some(tensor_from(v, w.dims(), w)?)
+    } else {
+        None
+    };
+    Ok((dx, dw))
+}
+
+/// Evaluation only: convolution, batch norm as a per-channel scale and shift, an optional
+/// residual add and an optional ReLU, in one pass over each output. It has no backward pass; the
+/// layers use it only outside training.
+pub struct Conv2dEvalOp {
+    pub stride: usize,
+    pub pad: usize,
+    /// All contiguous, on the CPU, in the input's dtype.
+    pub weight: Tensor,
+    pub scale: Tensor,
+    pub shift: Tensor,
+    pub residual: Option<Tensor>,
+    pub relu: bool,
+}
+
+fn cpu_slice<'a, T: Float>(storage: &'a Storage, layout: &Layout, what: &str) -> Result<&'a [T]> {
+    match storage {
+        Storage::Cpu(s) => contiguous_slice::<T>(s, layout, what),
+        _ => candle_core::bail!("fused conv2d: {what} is not on the CPU"),
+    }
+}
+
+impl CustomOp1 for Conv2dEvalOp {
+    fn name(&self) -> &'static str {
+        "conv2d + batch norm (eval, fused)"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = ConvGeom::new(l.dims(), self.weight.dims(), self.stride, self.pad)?;
+        if let Some(r) = &self.residual
+            && r.dims() != g.out_shape()
+        {
+            candle_core::bail!("fused conv2d: residual {:?} does not match output {:?}", r.dims(), g.out_shape());
+        }
+        let (ws, wl) = self.weight.storage_and_layout();
+        let (scs, scl) = self.scale.storage_and_layout();
+        let (shs, shl) = self.shift.storage_and_layout();
+        let residual = self.residual.as_ref().map(|r| r.storage_and_layout());
+        dispatch_float!(s, "fused conv2d", |T| {
+            let x = contiguous_slice::<T>(s, l, "fused conv2d input")?;
+            let e = Epilogue {
+                scale: cpu_slice::<T>(&scs, scl, "scale")?,
+                shift: cpu_slice::<T>(&shs, shl, "shift")?,
+                residual: match &residual {
+                    Some((rs, rl)) => Some(cpu_slice::<T>(rs, rl, "residual")?),
+                    None => None,
+                },
+                relu: self.relu,
+            };
+            let w = cpu_slice::<T>(&ws, wl, "weight")?;
+            Ok((<T as WithDType>::to_cpu_storage_owned(forward(&g, x, w, Some(&e))), Shape::from(g.out_shape().to_vec())))
+        })
+    }
+}

@@ -1,0 +1,109 @@
+//! Max pooling (floor mode, padding ignored as PyTorch's -inf padding is) with the gradient
+//! routed to the first maximum of each window, as PyTorch does. One pass forward, one pass
+//! backward, in parallel over planes; the strided-view composition in `model::pool` stays the
+//! path for other devices.
+use super::{Float, contiguous_slice, dispatch_float, tensor_from, with_slice};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug)]
+pub struct MaxPool2dOp {
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+struct Geom {
+    planes: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl MaxPool2dOp {
+    fn geom(&self, dims: &[usize]) -> Result<Geom> {
+        let &[n, c, h, w] = dims else { candle_core::bail!("max pool: expected (N, C, H, W), got {dims:?}") };
+        let (k, s, p) = (self.kernel, self.stride, self.pad);
+        if h + 2 * p < k || w + 2 * p < k || s == 0 {
+            candle_core::bail!("max pool {k}x{k}: input {h}x{w} is smaller than the kernel");
+        }
+        Ok(Geom { planes: n * c, h, w, oh: (h + 2 * p - k) / s + 1, ow: (w + 2 * p - k) / s + 1 })
+    }
+
+    /// The index (within the plane) of the first maximum of output (oy, ox)'s window.
+    fn argmax<T: Float>(&self, g: &Geom, plane: &[T], oy: usize, ox: usize) -> usize {
+        let (k, s, p) = (self.kernel, self.stride, self.pad);
+        let (y0, x0) = ((oy * s) as isize - p as isize, (ox * s) as isize - p as isize);
+        let (ya, yb) = (y0.max(0) as usize, ((y0 + k as isize) as usize).min(g.h));
+        let (xa, xb) = (x0.max(0) as usize, ((x0 + k as isize) as usize).min(g.w));
+        let mut best = ya * g.w + xa;
+        for y in ya..yb {
+            for x in xa..xb {
+                let i = y * g.w + x;
+                // `>` keeps the first maximum; a NaN wins, as in PyTorch.
+                if plane[i] > plane[best] || plane[i].is_nan() && !plane[best].is_nan() {
+                    best = i;
+                }
+            }
+        }
+        best
+    }
+
+    fn forward<T: Float>(&self, x: &[T], dims: &[usize]) -> Result<(Vec<T>, Geom)> {
+        let g = self.geom(dims)?;
+        let mut y = vec![T::zero(); g.planes * g.oh * g.ow];
+        y.par_chunks_mut(g.oh * g.ow).zip(x.par_chunks(g.h * g.w)).for_each(|(y, plane)| {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    y[oy * g.ow + ox] = plane[self.argmax(&g, plane, oy, ox)];
+                }
+            }
+        });
+        Ok((y, g))
+    }
+
+    fn backward<T: Float>(&self, x: &[T], dy: &[T], dims: &[usize]) -> Result<Vec<T>> {
+        let g = self.geom(dims)?;
+        let mut dx = vec![T::zero(); x.len()];
+        dx.par_chunks_mut(g.h * g.w).zip(x.par_chunks(g.h * g.w)).zip(dy.par_chunks(g.oh * g.ow)).for_each(
+            |((dx, plane), dy)| {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let i = self.argmax(&g, plane, oy, ox);
+                        dx[i] = dx[i] + dy[oy * g.ow + ox];
+                    }
+                }
+            },
+        );
+        Ok(dx)
+    }
+}
+
+impl CustomOp1 for MaxPool2dOp {
+    fn name(&self) -> &'static str {
+        "max pool 2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        dispatch_float!(s, "max pool", |T| {
+            let x = contiguous_slice::<T>(s, l, "max pool input")?;
+            let (y, g) = self.forward(x, l.dims())?;
+            Ok((<T as WithDType>::to_cpu_storage_owned(y), Shape::from(vec![l.dims()[0], l.dims()[1], g.oh, g.ow])))
+        })
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        fn grad<T: Float>(op: &MaxPool2dOp, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+            let dx = with_slice::<T, _>(x, "max pool input", |xs| {
+                with_slice::<T, _>(dy, "max pool grad", |dys| op.backward(xs, dys, x.dims()))
+            })???;
+            tensor_from(dx, x.dims(), x)
+        }
+        Ok(Some(match x.dtype() {
+            DType::F32 => grad::<f32>(self, x, dy)?,
+            DType::F64 => grad::<f64>(self, x, dy)?,
+            dt => candle_core::bail!("max pool backward: unsupported dtype {dt:?}"),
+        }))
+    }
+}
