@@ -3,6 +3,7 @@
 //! The library holds everything; the CLI (`src/main.rs`) and the GUI ([`gui`]) are thin front
 //! ends over the same calls. Data flows one way: ingest -> catalog -> curation -> split ->
 //! training -> checkpoints -> prediction, activation maps and the culture map.
+pub mod alloc;
 pub mod analysis;
 pub mod catalog;
 pub mod culture;

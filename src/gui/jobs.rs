@@ -54,6 +54,8 @@ impl<T: Send + 'static> Job<T> {
         std::thread::spawn(move || {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&reporter)))
                 .unwrap_or_else(|_| Err("the job crashed (a bug: please report it)".to_string()));
+            // A job's tensors are freed by now; give their pages back (see `crate::alloc`).
+            crate::alloc::release_free_memory();
             let _ = reporter.tx.send(JobEvent::Done(result));
             reporter.ctx.request_repaint();
         });
