@@ -52,6 +52,9 @@ pub fn channel_stats<T: Float>(x: &[T], dims: &[usize]) -> Result<(Vec<f64>, Vec
     Ok(stats.into_iter().unzip())
 }
 
+/// Gradients for (x, gamma, beta); `None` where no gradient is tracked.
+type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
 /// The training-mode op over `(x, gamma, beta)`, given the statistics of `x`.
 pub struct BatchNormTrainOp {
     pub mean: Vec<f64>,
@@ -88,6 +91,7 @@ impl BatchNormTrainOp {
         let (n, c, p) = ncp(dims)?;
         let relu = self.relu;
         let grad = |i: usize| if relu && y[i] <= T::zero() { T::zero() } else { dy[i] };
+        #[allow(clippy::needless_range_loop)] // `grad` reads three arrays at one index
         let sums = per_channel(c, |ch| {
             let (mean, mut sg, mut sgx) = (self.mean[ch], 0.0, 0.0);
             for b in 0..n {
@@ -144,14 +148,7 @@ impl CustomOp3 for BatchNormTrainOp {
         })
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
         match x.dtype() {
             DType::F32 => self.grads::<f32>(x, gamma, beta, y, dy),
             DType::F64 => self.grads::<f64>(x, gamma, beta, y, dy),
@@ -161,14 +158,7 @@ impl CustomOp3 for BatchNormTrainOp {
 }
 
 impl BatchNormTrainOp {
-    fn grads<T: Float>(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
-        y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn grads<T: Float>(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
         let (dx, dgamma, dbeta) = with_slice::<T, _>(x, "batch norm input", |xs| {
             with_slice::<T, _>(gamma, "batch norm weight", |gs| {
                 with_slice::<T, _>(y, "batch norm output", |ys| {
@@ -195,11 +185,8 @@ mod tests {
     /// The loss `sum(y * r)` for fixed `r`, so its gradient with respect to y is `r`.
     fn loss(op: &BatchNormTrainOp, x: &[f64], gamma: &[f64], beta: &[f64], r: &[f64], dims: &[usize]) -> f64 {
         let (mean, var) = channel_stats(x, dims).unwrap();
-        let op = BatchNormTrainOp {
-            mean,
-            inv_std: var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect(),
-            relu: op.relu,
-        };
+        let op =
+            BatchNormTrainOp { mean, inv_std: var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect(), relu: op.relu };
         op.forward(x, gamma, beta, dims).unwrap().iter().zip(r).map(|(y, r)| y * r).sum()
     }
 
@@ -214,7 +201,8 @@ mod tests {
             let y = op.forward(&x, &gamma, &beta, &dims).unwrap();
             let (dx, dgamma, dbeta) = op.backward(&x, &gamma, &y, &r, &dims).unwrap();
             let h = 1e-6;
-            let numeric = |bump: &dyn Fn(&mut Vec<f64>, &mut Vec<f64>, &mut Vec<f64>)| {
+            type Bump<'a> = &'a dyn Fn(&mut Vec<f64>, &mut Vec<f64>, &mut Vec<f64>);
+            let numeric = |bump: Bump| {
                 let (mut x2, mut g2, mut b2) = (x.clone(), gamma.clone(), beta.clone());
                 bump(&mut x2, &mut g2, &mut b2);
                 (loss(&op, &x2, &g2, &b2, &r, &dims) - loss(&op, &x, &gamma, &beta, &r, &dims)) / h

@@ -37,13 +37,17 @@ fn grads<T: Float>(g: &ConvGeom, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<
     // The image batch itself needs no gradient: skipping it saves the first layer's
     // full-resolution col2im.
     let dx = if x.track_op() {
-        let v = with_slice::<T, _>(w, "conv2d weight", |w| with_slice::<T, _>(dy, "conv2d grad", |dy| input_grad(g, w, dy)))??;
+        let v = with_slice::<T, _>(w, "conv2d weight", |w| {
+            with_slice::<T, _>(dy, "conv2d grad", |dy| input_grad(g, w, dy))
+        })??;
         Some(tensor_from(v, x.dims(), x)?)
     } else {
         None
     };
     let dw = if w.track_op() {
-        let v = with_slice::<T, _>(x, "conv2d input", |x| with_slice::<T, _>(dy, "conv2d grad", |dy| weight_grad(g, x, dy)))??;
+        let v = with_slice::<T, _>(x, "conv2d input", |x| {
+            with_slice::<T, _>(dy, "conv2d grad", |dy| weight_grad(g, x, dy))
+        })??;
         Some(tensor_from(v, w.dims(), w)?)
     } else {
         None
@@ -100,7 +104,10 @@ impl CustomOp1 for Conv2dEvalOp {
                 relu: self.relu,
             };
             let w = cpu_slice::<T>(&ws, wl, "weight")?;
-            Ok((<T as WithDType>::to_cpu_storage_owned(forward(&g, x, w, Some(&e))), Shape::from(g.out_shape().to_vec())))
+            Ok((
+                <T as WithDType>::to_cpu_storage_owned(forward(&g, x, w, Some(&e))),
+                Shape::from(g.out_shape().to_vec()),
+            ))
         })
     }
 }

@@ -67,7 +67,11 @@ macro_rules! dispatch_float {
                 type $t = f64;
                 $body
             }
-            other => candle_core::bail!("{}: unsupported dtype {:?} (f32 or f64 only)", $op, candle_core::backend::BackendStorage::dtype(other)),
+            other => candle_core::bail!(
+                "{}: unsupported dtype {:?} (f32 or f64 only)",
+                $op,
+                candle_core::backend::BackendStorage::dtype(other)
+            ),
         }
     };
 }
@@ -155,11 +159,7 @@ pub(crate) fn matmul<T: Float>(
 /// How to spread `n` independent images over the threads: one image per task when there are at
 /// least as many images as threads (each matrix product single-threaded, so the two levels do
 /// not oversubscribe), otherwise one image at a time with multi-threaded matrix products.
-pub(crate) fn per_image<T: Send>(
-    out: &mut [T],
-    n: usize,
-    f: impl Fn(usize, &mut [T], Parallelism) + Sync + Send,
-) {
+pub(crate) fn per_image<T: Send>(out: &mut [T], n: usize, f: impl Fn(usize, &mut [T], Parallelism) + Sync + Send) {
     if n == 0 {
         return;
     }

@@ -71,7 +71,7 @@ impl MaxPool2dOp {
                 for oy in 0..g.oh {
                     for ox in 0..g.ow {
                         let i = self.argmax(&g, plane, oy, ox);
-                        dx[i] = dx[i] + dy[oy * g.ow + ox];
+                        dx[i] += dy[oy * g.ow + ox];
                     }
                 }
             },

@@ -80,7 +80,8 @@ impl Conv2d {
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = if kernels::applies(x) {
-            x.contiguous()?.apply_op2(&self.weight.contiguous()?, Conv2dOp { stride: self.stride, pad: self.padding })?
+            x.contiguous()?
+                .apply_op2(&self.weight.contiguous()?, Conv2dOp { stride: self.stride, pad: self.padding })?
         } else {
             x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
         };

@@ -142,8 +142,9 @@ mod tests {
     #[test]
     fn max_pool_has_a_gradient() {
         for pool in [max_pool2d, max_pool2d_strided] {
-            let x = candle_core::Var::from_vec((0..25).map(|i| i as f32).collect::<Vec<_>>(), (1, 1, 5, 5), &Device::Cpu)
-                .unwrap();
+            let x =
+                candle_core::Var::from_vec((0..25).map(|i| i as f32).collect::<Vec<_>>(), (1, 1, 5, 5), &Device::Cpu)
+                    .unwrap();
             let y = pool(x.as_tensor(), 3, 2, 1).unwrap().sum_all().unwrap();
             let g = y.backward().unwrap().get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             // Windows' maxima are at (1,1),(1,3),(1,4),(3,1),(3,3),(3,4),(4,1),(4,3),(4,4).
@@ -151,8 +152,9 @@ mod tests {
             assert_eq!(g[24], 1.0);
             assert_eq!(g[0], 0.0);
             // 2x2 stride 2 (where candle's own pool gives 1/4): each window passes a gradient of 1.
-            let x = candle_core::Var::from_vec((0..16).map(|i| i as f32).collect::<Vec<_>>(), (1, 1, 4, 4), &Device::Cpu)
-                .unwrap();
+            let x =
+                candle_core::Var::from_vec((0..16).map(|i| i as f32).collect::<Vec<_>>(), (1, 1, 4, 4), &Device::Cpu)
+                    .unwrap();
             let y = pool(x.as_tensor(), 2, 2, 0).unwrap().sum_all().unwrap();
             let g = y.backward().unwrap().get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             assert_eq!(g.iter().sum::<f32>(), 4.0);
