@@ -11,8 +11,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-pub const WORKLOADS: [&str; 9] =
-    ["forward1", "forward16", "train16", "transfer_epoch", "pipeline", "csv", "folder", "predict_large", "grid"];
+pub const WORKLOADS: [&str; 12] = [
+    "forward1",
+    "forward16",
+    "forward16_vars",
+    "train16",
+    "train16_forward",
+    "transfer_epoch",
+    "pipeline",
+    "conv_layers",
+    "csv",
+    "folder",
+    "predict_large",
+    "grid",
+];
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -98,9 +110,11 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     let tmp = tempfile::tempdir()?;
     let mut v = serde_json::json!({ "workload": name });
     match name {
-        "forward1" | "forward16" => {
+        "forward1" | "forward16" | "forward16_vars" => {
+            // forward16_vars: the weights stay trainable variables (as during a fine-tuning
+            // run's validation), which must not cost an autograd graph's memory.
             let n = if name == "forward1" { 1 } else { 16 };
-            let (net, _) = net(false)?;
+            let (net, _) = net(name == "forward16_vars")?;
             let x = Tensor::randn(0f32, 1.0, (n, 3, 224, 224), &dev)?;
             let s = timed(a.reps, || {
                 std::hint::black_box(net.forward_t(&x, false)?.to_vec2::<f32>()?);
@@ -177,6 +191,23 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
             })?;
             v["seconds"] = s.into();
             v["images_per_s"] = (64.0 / s).into();
+        }
+        "train16_forward" => {
+            // The forward half of a training step (graph recorded, no backward): the step minus
+            // this is the backward pass and the update.
+            let (net, _map) = net(true)?;
+            let x = Tensor::randn(0f32, 1.0, (16, 3, 224, 224), &dev)?;
+            let y = Tensor::from_vec((0..16u32).map(|i| i % 11).collect::<Vec<_>>(), 16, &dev)?;
+            let s = timed(a.reps, || {
+                std::hint::black_box(candle_nn::loss::cross_entropy(&net.forward_t(&x, true)?, &y)?);
+                Ok(())
+            })?;
+            v["seconds"] = s.into();
+            v["images_per_s"] = (16.0 / s).into();
+        }
+        "conv_layers" => {
+            v = crate::cli::bench_kernels::conv_layers(a.reps, 16)?;
+            v["workload"] = name.into();
         }
         "csv" => {
             let p = tmp.path().join("MetObjects.csv");

@@ -1,0 +1,86 @@
+//! `artculture bench conv_layers`: every distinct convolution of ResNet-50 at 224 x 224 and
+//! batch 16, forward and both gradients, through our kernels and through candle's own CPU ops
+//! (`conv2d`; `conv_transpose2d` for the input gradient, as candle's backward pass does it), in
+//! GFLOP/s. This is the per-layer profile behind BENCHMARKS.md's explanation of the gap.
+use artculture::kernels::conv::{ConvGeom, forward, input_grad, weight_grad};
+use candle_core::{Device, Tensor};
+use std::time::Instant;
+
+/// (in channels, input size, out channels, kernel, stride, padding, uses in the network).
+const RESNET50_CONVS: [(usize, usize, usize, usize, usize, usize, usize); 23] = [
+    (3, 224, 64, 7, 2, 3, 1),
+    (64, 56, 64, 1, 1, 0, 1),
+    (64, 56, 64, 3, 1, 1, 3),
+    (64, 56, 256, 1, 1, 0, 4),
+    (256, 56, 64, 1, 1, 0, 2),
+    (256, 56, 128, 1, 1, 0, 1),
+    (128, 56, 128, 3, 2, 1, 1),
+    (128, 28, 512, 1, 1, 0, 4),
+    (256, 56, 512, 1, 2, 0, 1),
+    (512, 28, 128, 1, 1, 0, 3),
+    (128, 28, 128, 3, 1, 1, 3),
+    (512, 28, 256, 1, 1, 0, 1),
+    (256, 28, 256, 3, 2, 1, 1),
+    (256, 14, 1024, 1, 1, 0, 6),
+    (512, 28, 1024, 1, 2, 0, 1),
+    (1024, 14, 256, 1, 1, 0, 5),
+    (256, 14, 256, 3, 1, 1, 5),
+    (1024, 14, 512, 1, 1, 0, 1),
+    (512, 14, 512, 3, 2, 1, 1),
+    (512, 7, 2048, 1, 1, 0, 3),
+    (1024, 14, 2048, 1, 2, 0, 1),
+    (2048, 7, 512, 1, 1, 0, 2),
+    (512, 7, 512, 3, 1, 1, 2),
+];
+
+fn best_of(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    f()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+pub fn conv_layers(reps: usize, batch: usize) -> anyhow::Result<serde_json::Value> {
+    let mut layers = Vec::new();
+    let (mut ours_total, mut candle_total) = (0.0, 0.0);
+    for &(c, h, o, k, s, p, uses) in &RESNET50_CONVS {
+        let g = ConvGeom::new(&[batch, c, h, h], &[o, c, k, k], s, p)?;
+        let x = Tensor::randn(0f32, 1.0, (batch, c, h, h), &Device::Cpu)?;
+        let w = Tensor::randn(0f32, 0.05, (o, c, k, k), &Device::Cpu)?;
+        let y = x.conv2d(&w, p, s, 1, 1)?;
+        let dy = Tensor::randn(0f32, 1.0, y.dims(), &Device::Cpu)?;
+        let (xv, wv, dyv) = (x.flatten_all()?.to_vec1::<f32>()?, w.flatten_all()?.to_vec1::<f32>()?, dy.flatten_all()?.to_vec1::<f32>()?);
+        let gflop = 2.0 * (batch * o * c * k * k * y.dim(2)? * y.dim(3)?) as f64 / 1e9;
+        let fwd = best_of(reps, || Ok(drop(std::hint::black_box(forward(&g, &xv, &wv, None)))))?;
+        let dx = best_of(reps, || Ok(drop(std::hint::black_box(input_grad(&g, &wv, &dyv)))))?;
+        let dw = best_of(reps, || Ok(drop(std::hint::black_box(weight_grad(&g, &xv, &dyv)))))?;
+        let c_fwd = best_of(reps, || Ok(drop(std::hint::black_box(x.conv2d(&w, p, s, 1, 1)?))))?;
+        // candle's backward: conv_transpose2d for the input, conv2d of the transposed input and
+        // gradient for the weights.
+        let out_pad = h + 2 * p - ((y.dim(2)? - 1) * s + k);
+        let c_dx = best_of(reps, || Ok(drop(std::hint::black_box(dy.conv_transpose2d(&w, p, out_pad, s, 1)?))))?;
+        let c_dw = best_of(reps, || {
+            let gw = x.transpose(0, 1)?.conv2d(&dy.transpose(0, 1)?, p, 1, s, 1)?;
+            Ok(drop(std::hint::black_box(gw)))
+        })?;
+        ours_total += uses as f64 * (fwd + dx + dw);
+        candle_total += uses as f64 * (c_fwd + c_dx + c_dw);
+        layers.push(serde_json::json!({
+            "layer": format!("{c}x{h}x{h} -> {o}, {k}x{k}/{s}"),
+            "uses": uses,
+            "gflop": gflop,
+            "ours_gflops": [gflop / fwd, gflop / dx, gflop / dw],
+            "candle_gflops": [gflop / c_fwd, gflop / c_dx, gflop / c_dw],
+        }));
+    }
+    Ok(serde_json::json!({
+        "batch": batch,
+        "columns": "GFLOP/s of [forward, input gradient, weight gradient]",
+        "layers": layers,
+        "all_convolutions_seconds": { "ours": ours_total, "candle": candle_total },
+    }))
+}
