@@ -53,7 +53,11 @@ pub fn conv_layers(reps: usize, batch: usize) -> anyhow::Result<serde_json::Valu
         let w = Tensor::randn(0f32, 0.05, (o, c, k, k), &Device::Cpu)?;
         let y = x.conv2d(&w, p, s, 1, 1)?;
         let dy = Tensor::randn(0f32, 1.0, y.dims(), &Device::Cpu)?;
-        let (xv, wv, dyv) = (x.flatten_all()?.to_vec1::<f32>()?, w.flatten_all()?.to_vec1::<f32>()?, dy.flatten_all()?.to_vec1::<f32>()?);
+        let (xv, wv, dyv) = (
+            x.flatten_all()?.to_vec1::<f32>()?,
+            w.flatten_all()?.to_vec1::<f32>()?,
+            dy.flatten_all()?.to_vec1::<f32>()?,
+        );
         let gflop = 2.0 * (batch * o * c * k * k * y.dim(2)? * y.dim(3)?) as f64 / 1e9;
         let fwd = best_of(reps, || Ok(drop(std::hint::black_box(forward(&g, &xv, &wv, None)))))?;
         let dx = best_of(reps, || Ok(drop(std::hint::black_box(input_grad(&g, &wv, &dyv)))))?;
