@@ -33,12 +33,13 @@ const RESNET50_CONVS: [(usize, usize, usize, usize, usize, usize, usize); 23] = 
     (512, 7, 512, 3, 1, 1, 2),
 ];
 
-fn best_of(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    f()?;
+/// The fastest of `reps` runs after a warm-up (the result is kept from the optimiser).
+fn best_of<R>(reps: usize, mut f: impl FnMut() -> anyhow::Result<R>) -> anyhow::Result<f64> {
+    std::hint::black_box(f()?);
     let mut best = f64::INFINITY;
     for _ in 0..reps.max(1) {
         let t = Instant::now();
-        f()?;
+        std::hint::black_box(f()?);
         best = best.min(t.elapsed().as_secs_f64());
     }
     Ok(best)
@@ -59,18 +60,15 @@ pub fn conv_layers(reps: usize, batch: usize) -> anyhow::Result<serde_json::Valu
             dy.flatten_all()?.to_vec1::<f32>()?,
         );
         let gflop = 2.0 * (batch * o * c * k * k * y.dim(2)? * y.dim(3)?) as f64 / 1e9;
-        let fwd = best_of(reps, || Ok(drop(std::hint::black_box(forward(&g, &xv, &wv, None)))))?;
-        let dx = best_of(reps, || Ok(drop(std::hint::black_box(input_grad(&g, &wv, &dyv)))))?;
-        let dw = best_of(reps, || Ok(drop(std::hint::black_box(weight_grad(&g, &xv, &dyv)))))?;
-        let c_fwd = best_of(reps, || Ok(drop(std::hint::black_box(x.conv2d(&w, p, s, 1, 1)?))))?;
+        let fwd = best_of(reps, || Ok(forward(&g, &xv, &wv, None)))?;
+        let dx = best_of(reps, || Ok(input_grad(&g, &wv, &dyv)))?;
+        let dw = best_of(reps, || Ok(weight_grad(&g, &xv, &dyv)))?;
+        let c_fwd = best_of(reps, || Ok(x.conv2d(&w, p, s, 1, 1)?))?;
         // candle's backward: conv_transpose2d for the input, conv2d of the transposed input and
         // gradient for the weights.
         let out_pad = h + 2 * p - ((y.dim(2)? - 1) * s + k);
-        let c_dx = best_of(reps, || Ok(drop(std::hint::black_box(dy.conv_transpose2d(&w, p, out_pad, s, 1)?))))?;
-        let c_dw = best_of(reps, || {
-            let gw = x.transpose(0, 1)?.conv2d(&dy.transpose(0, 1)?, p, 1, s, 1)?;
-            Ok(drop(std::hint::black_box(gw)))
-        })?;
+        let c_dx = best_of(reps, || Ok(dy.conv_transpose2d(&w, p, out_pad, s, 1)?))?;
+        let c_dw = best_of(reps, || Ok(x.transpose(0, 1)?.conv2d(&dy.transpose(0, 1)?, p, 1, s, 1)?))?;
         ours_total += uses as f64 * (fwd + dx + dw);
         candle_total += uses as f64 * (c_fwd + c_dx + c_dw);
         layers.push(serde_json::json!({
