@@ -118,7 +118,15 @@ pub struct BatchNormTrainOp {
 }
 
 impl BatchNormTrainOp {
-    fn forward<T: Float>(&self, x: &[T], gamma: &[T], beta: &[T], dims: &[usize]) -> Result<Vec<T>> {
+    /// `relu?(bn(x) + residual?)`.
+    fn forward<T: Float>(
+        &self,
+        x: &[T],
+        gamma: &[T],
+        beta: &[T],
+        residual: Option<&[T]>,
+        dims: &[usize],
+    ) -> Result<Vec<T>> {
         let (_, c, p) = ncp(dims)?;
         let mut y = vec![T::zero(); x.len()];
         y.par_chunks_mut(p).zip(x.par_chunks(p)).enumerate().for_each(|(i, (y, x))| {
@@ -126,9 +134,19 @@ impl BatchNormTrainOp {
             // (x - mean) * a + beta rather than x * a + (beta - mean * a): the latter loses
             // f32 precision to cancellation when the mean is large against the spread.
             let (mean, a, beta) = (t::<T>(self.mean[ch]), t::<T>(f(gamma[ch]) * self.inv_std[ch]), beta[ch]);
-            for (y, &x) in y.iter_mut().zip(x) {
-                let v = (x - mean) * a + beta;
-                *y = if self.relu { num_traits::Float::max(v, T::zero()) } else { v };
+            match residual {
+                Some(r) => {
+                    for ((y, &x), &r) in y.iter_mut().zip(x).zip(&r[i * p..][..p]) {
+                        let v = (x - mean) * a + beta + r;
+                        *y = if self.relu { num_traits::Float::max(v, T::zero()) } else { v };
+                    }
+                }
+                None => {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        let v = (x - mean) * a + beta;
+                        *y = if self.relu { num_traits::Float::max(v, T::zero()) } else { v };
+                    }
+                }
             }
         });
         Ok(y)
@@ -194,7 +212,7 @@ impl CustomOp3 for BatchNormTrainOp {
             let x = contiguous_slice::<T>(s1, l1, "batch norm input")?;
             let gamma = contiguous_slice::<T>(s2, l2, "batch norm weight")?;
             let beta = contiguous_slice::<T>(s3, l3, "batch norm bias")?;
-            let y = self.forward(x, gamma, beta, l1.dims())?;
+            let y = self.forward(x, gamma, beta, None, l1.dims())?;
             Ok((<T as WithDType>::to_cpu_storage_owned(y), l1.shape().clone()))
         })
     }
@@ -225,6 +243,71 @@ impl BatchNormTrainOp {
     }
 }
 
+/// `relu(bn(x) + residual)` in training mode (the end of a ResNet block) over
+/// `(x, [gamma; beta], residual)`: the add and the ReLU cost no pass and no graph node of their
+/// own, and the residual's gradient is the masked output gradient.
+pub struct BatchNormAddReluOp(pub BatchNormTrainOp);
+
+impl CustomOp3 for BatchNormAddReluOp {
+    fn name(&self) -> &'static str {
+        "batch norm + residual + relu (training, fused)"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l3.dims() != l1.dims() {
+            candle_core::bail!("batch norm + residual: residual {:?} does not match input {:?}", l3.dims(), l1.dims());
+        }
+        dispatch_float!(s1, "batch norm", |T| {
+            let x = contiguous_slice::<T>(s1, l1, "batch norm input")?;
+            let gb = contiguous_slice::<T>(s2, l2, "batch norm weight and bias")?;
+            let r = contiguous_slice::<T>(s3, l3, "residual")?;
+            let (gamma, beta) = gb.split_at(gb.len() / 2);
+            let y = self.0.forward(x, gamma, beta, Some(r), l1.dims())?;
+            Ok((<T as WithDType>::to_cpu_storage_owned(y), l1.shape().clone()))
+        })
+    }
+
+    fn bwd(&self, x: &Tensor, gb: &Tensor, r: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
+        fn grads<T: Float>(op: &BatchNormTrainOp, x: &Tensor, gb: &Tensor, r: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
+            let c = gb.elem_count() / 2;
+            let (dx, mut dgb, dbeta, dr) = with_slice::<T, _>(x, "batch norm input", |xs| {
+                with_slice::<T, _>(gb, "batch norm weight", |gbs| {
+                    with_slice::<T, _>(y, "batch norm output", |ys| {
+                        with_slice::<T, _>(dy, "batch norm grad", |dys| {
+                            let (dx, dgamma, dbeta) = op.backward(xs, &gbs[..c], ys, dys, x.dims())?;
+                            let dr: Vec<T> = if r.track_op() {
+                                ys.par_iter().zip(dys).map(|(&y, &d)| masked(true, y, d)).collect()
+                            } else {
+                                Vec::new()
+                            };
+                            Ok::<_, candle_core::Error>((dx, dgamma, dbeta, dr))
+                        })
+                    })
+                })
+            })?????;
+            dgb.extend(dbeta);
+            Ok((
+                x.track_op().then(|| tensor_from(dx, x.dims(), x)).transpose()?,
+                gb.track_op().then(|| tensor_from(dgb, gb.dims(), gb)).transpose()?,
+                r.track_op().then(|| tensor_from(dr, r.dims(), r)).transpose()?,
+            ))
+        }
+        match x.dtype() {
+            DType::F32 => grads::<f32>(&self.0, x, gb, r, y, dy),
+            DType::F64 => grads::<f64>(&self.0, x, gb, r, y, dy),
+            dt => candle_core::bail!("batch norm backward: unsupported dtype {dt:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,7 +321,7 @@ mod tests {
         let (mean, var) = channel_stats(x, dims).unwrap();
         let op =
             BatchNormTrainOp { mean, inv_std: var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect(), relu: op.relu };
-        op.forward(x, gamma, beta, dims).unwrap().iter().zip(r).map(|(y, r)| y * r).sum()
+        op.forward(x, gamma, beta, None, dims).unwrap().iter().zip(r).map(|(y, r)| y * r).sum()
     }
 
     #[test]
@@ -266,7 +349,7 @@ mod tests {
             let (mean, var) = channel_stats(&x, &dims).unwrap();
             let inv_std = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
             let op = BatchNormTrainOp { mean, inv_std, relu };
-            let y = op.forward(&x, &gamma, &beta, &dims).unwrap();
+            let y = op.forward(&x, &gamma, &beta, None, &dims).unwrap();
             let (dx, dgamma, dbeta) = op.backward(&x, &gamma, &y, &r, &dims).unwrap();
             let h = 1e-6;
             type Bump<'a> = &'a dyn Fn(&mut Vec<f64>, &mut Vec<f64>, &mut Vec<f64>);

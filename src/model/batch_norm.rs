@@ -3,7 +3,7 @@
 //! statistics in evaluation mode.
 use crate::kernels::{
     self,
-    batch_norm::{BatchNormTrainOp, channel_stats},
+    batch_norm::{BatchNormAddReluOp, BatchNormTrainOp, channel_stats},
     with_slice,
 };
 use candle_core::{DType, ModuleT, Result, Tensor, Var};
@@ -85,7 +85,21 @@ impl BatchNorm2d {
         if relu { y.relu() } else { Ok(y) }
     }
 
+    /// `relu(bn(x) + residual)` in training mode on the CPU, one fused op.
+    pub fn forward_add_relu_train(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        let op = BatchNormAddReluOp(self.batch_statistics(&x, true)?);
+        x.apply_op3(&Tensor::cat(&[&self.weight, &self.bias], 0)?, &residual.contiguous()?, op)
+    }
+
     fn forward_train_fused(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        let op = self.batch_statistics(&x, relu)?;
+        x.apply_op3(&self.weight, &self.bias, op)
+    }
+
+    /// The batch's statistics (updating the running estimates), as the fused op that uses them.
+    fn batch_statistics(&self, x: &Tensor, relu: bool) -> Result<BatchNormTrainOp> {
         let (n, _, h, w) = Self::channel_shape(x)?;
         let count = (n * h * w) as f64;
         if count < 2.0 {
@@ -94,10 +108,9 @@ impl BatchNorm2d {
                 x.shape()
             );
         }
-        let x = x.contiguous()?;
         let (mean, var) = match x.dtype() {
-            DType::F64 => with_slice::<f64, _>(&x, "batch norm input", |s| channel_stats(s, x.dims()))??,
-            _ => with_slice::<f32, _>(&x, "batch norm input", |s| channel_stats(s, x.dims()))??,
+            DType::F64 => with_slice::<f64, _>(x, "batch norm input", |s| channel_stats(s, x.dims()))??,
+            _ => with_slice::<f32, _>(x, "batch norm input", |s| channel_stats(s, x.dims()))??,
         };
         let m = self.momentum;
         let update = |running: &Var, batch: Vec<f64>| -> Result<()> {
@@ -107,7 +120,7 @@ impl BatchNorm2d {
         update(&self.running_mean, mean.clone())?;
         update(&self.running_var, var.iter().map(|v| v * count / (count - 1.0)).collect())?;
         let inv_std = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        x.apply_op3(&self.weight, &self.bias, BatchNormTrainOp { mean, inv_std, relu })
+        Ok(BatchNormTrainOp { mean, inv_std, relu })
     }
 }
 

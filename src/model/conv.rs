@@ -68,6 +68,13 @@ impl Conv2d {
             };
             return x.contiguous()?.apply_op1_no_bwd(&op);
         }
+        if let Some(r) = residual
+            && train
+            && relu
+            && kernels::applies(x)
+        {
+            return bn.forward_add_relu_train(&self.forward(x)?, r);
+        }
         let y = bn.forward_relu_t(&self.forward(x)?, train, relu && residual.is_none())?;
         match residual {
             Some(r) if relu => (y + r)?.relu(),
