@@ -338,13 +338,16 @@ mod tests {
 
     /// n, c_in, h, w, c_out, k, stride, pad
     type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
-    const CASES: [Case; 6] = [
+    const CASES: [Case; 8] = [
         (2, 3, 9, 11, 4, 3, 1, 1),
         (3, 2, 10, 9, 5, 3, 2, 1),
         (1, 3, 15, 13, 2, 7, 2, 3),
         (2, 6, 5, 5, 7, 1, 1, 0),
         (2, 4, 7, 8, 3, 1, 2, 0),
         (1, 2, 12, 12, 3, 11, 4, 2),
+        // Batch 1 on maps of several bands (13 and 4), output channels split between threads.
+        (1, 64, 64, 64, 2, 3, 1, 1),
+        (1, 256, 48, 48, 3, 1, 1, 0),
     ];
 
     #[test]
@@ -381,17 +384,19 @@ mod tests {
 
     #[test]
     fn epilogue_applies_scale_shift_residual_and_relu() {
-        // Batch 1 splits the output channels between threads (3 = 2 + 1 here), batch 2 does not.
-        for n in [1, 2] {
-            let g = ConvGeom::new(&[n, 2, 4, 4], &[3, 2, 3, 3], 1, 1).unwrap();
-            let (x, wt) = (data(n * 32, 8), data(54, 9));
-            let r = data(n * 48, 10);
+        // Batch 1 splits the output channels between threads (3 = 2 + 1 here), batch 2 does not;
+        // the 40 x 40 map takes five bands.
+        for (n, c, h) in [(1, 2, 4), (2, 2, 4), (1, 64, 40)] {
+            let g = ConvGeom::new(&[n, c, h, h], &[3, c, 3, 3], 1, 1).unwrap();
+            let p = h * h;
+            let (x, wt) = (data(n * c * p, 8), data(27 * c, 9));
+            let r = data(n * 3 * p, 10);
             let (scale, shift) = ([2.0, -1.0, 0.5], [0.1, 0.2, -0.3]);
             let e = Epilogue { scale: &scale, shift: &shift, residual: Some(&r), relu: true };
             let got = forward(&g, &x, &wt, Some(&e));
             let plain = naive(&g, &x, &wt);
             for (i, (got, y)) in got.iter().zip(&plain).enumerate() {
-                let c = (i / 16) % 3;
+                let c = (i / p) % 3;
                 assert!((got - (y * scale[c] + shift[c] + r[i]).max(0.0)).abs() < 1e-12, "n {n}, output {i}");
             }
         }
