@@ -276,7 +276,14 @@ impl CustomOp3 for BatchNormAddReluOp {
     }
 
     fn bwd(&self, x: &Tensor, gb: &Tensor, r: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
-        fn grads<T: Float>(op: &BatchNormTrainOp, x: &Tensor, gb: &Tensor, r: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
+        fn grads<T: Float>(
+            op: &BatchNormTrainOp,
+            x: &Tensor,
+            gb: &Tensor,
+            r: &Tensor,
+            y: &Tensor,
+            dy: &Tensor,
+        ) -> Result<Grads3> {
             let c = gb.elem_count() / 2;
             let (dx, mut dgb, dbeta, dr) = with_slice::<T, _>(x, "batch norm input", |xs| {
                 with_slice::<T, _>(gb, "batch norm weight", |gbs| {

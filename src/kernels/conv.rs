@@ -200,19 +200,21 @@ pub fn forward<T: Float>(g: &ConvGeom, x: &[T], w: &[T], epilogue: Option<&Epilo
     }
     let threads = rayon::current_num_threads();
     let block = g.c_out.div_ceil(threads.div_ceil(g.n)).max(1);
-    let task = |b: usize, m0: usize, yb: &mut [T], cols: &mut Vec<T>| {
+    let task = |b: usize, m0: usize, yb: &mut [T]| {
         let rows_out = yb.len() / p;
         let xb = &x[b * img..][..img];
         let weights = MatRef::rows(&w[m0 * ckk..], rows_out, ckk);
         if g.pointwise() {
             matmul(yb, p, false, weights, MatRef::rows(xb, g.c_in, p), Parallelism::None);
         } else {
-            for (r0, rows) in g.bands::<T>() {
-                let band = rows * g.ow;
-                cols.resize(ckk * band, T::zero());
-                im2col(g, xb, r0, rows, cols);
-                matmul(&mut yb[r0 * g.ow..], p, false, weights, MatRef::rows(cols, ckk, band), Parallelism::None);
-            }
+            T::with_scratch(|cols| {
+                for (r0, rows) in g.bands::<T>() {
+                    let band = rows * g.ow;
+                    cols.resize(ckk * band, T::zero());
+                    im2col(g, xb, r0, rows, cols);
+                    matmul(&mut yb[r0 * g.ow..], p, false, weights, MatRef::rows(cols, ckk, band), Parallelism::None);
+                }
+            });
         }
         if let Some(e) = epilogue {
             e.apply(b, m0, yb, p);
@@ -221,7 +223,7 @@ pub fn forward<T: Float>(g: &ConvGeom, x: &[T], w: &[T], epilogue: Option<&Epilo
     y.par_chunks_mut(g.c_out * p)
         .enumerate()
         .flat_map(|(b, yb)| yb.par_chunks_mut(block * p).enumerate().map(move |(j, yc)| (b, j * block, yc)))
-        .for_each_init(Vec::new, |cols, (b, m0, yc)| task(b, m0, yc, cols));
+        .for_each(|(b, m0, yc)| task(b, m0, yc));
     y
 }
 
@@ -229,19 +231,21 @@ pub fn forward<T: Float>(g: &ConvGeom, x: &[T], w: &[T], epilogue: Option<&Epilo
 pub fn weight_grad<T: Float>(g: &ConvGeom, x: &[T], dy: &[T]) -> Vec<T> {
     let (p, ckk, img) = (g.pixels(), g.ckk(), g.c_in * g.h * g.w);
     let size = g.c_out * ckk;
-    let image_grad = |b: usize, acc: &mut Vec<T>, cols: &mut Vec<T>, par: Parallelism| {
+    let image_grad = |b: usize, acc: &mut Vec<T>, par: Parallelism| {
         let (xb, dyb) = (&x[b * img..][..img], &dy[b * g.c_out * p..][..g.c_out * p]);
         if g.pointwise() {
             matmul(acc, ckk, true, MatRef::rows(dyb, g.c_out, p), MatRef::transposed(xb, p, g.c_in), par);
             return;
         }
-        for (r0, rows) in g.bands::<T>() {
-            let band = rows * g.ow;
-            cols.resize(ckk * band, T::zero());
-            im2col(g, xb, r0, rows, cols);
-            let dy_band = MatRef::new(&dyb[r0 * g.ow..], g.c_out, band, p, 1);
-            matmul(acc, ckk, true, dy_band, MatRef::transposed(cols, band, ckk), par);
-        }
+        T::with_scratch(|cols| {
+            for (r0, rows) in g.bands::<T>() {
+                let band = rows * g.ow;
+                cols.resize(ckk * band, T::zero());
+                im2col(g, xb, r0, rows, cols);
+                let dy_band = MatRef::new(&dyb[r0 * g.ow..], g.c_out, band, p, 1);
+                matmul(acc, ckk, true, dy_band, MatRef::transposed(cols, band, ckk), par);
+            }
+        });
     };
     let threads = rayon::current_num_threads();
     if threads > 1 && g.n >= threads {
@@ -250,13 +254,12 @@ pub fn weight_grad<T: Float>(g: &ConvGeom, x: &[T], dy: &[T]) -> Vec<T> {
             .into_par_iter()
             .with_min_len(g.n.div_ceil(threads))
             .fold(
-                || (vec![T::zero(); size], Vec::new()),
-                |(mut acc, mut cols), b| {
-                    image_grad(b, &mut acc, &mut cols, Parallelism::None);
-                    (acc, cols)
+                || vec![T::zero(); size],
+                |mut acc, b| {
+                    image_grad(b, &mut acc, Parallelism::None);
+                    acc
                 },
             )
-            .map(|(acc, _)| acc)
             .reduce_with(|mut a, b| {
                 a.iter_mut().zip(&b).for_each(|(a, b)| *a += *b);
                 a
@@ -264,9 +267,9 @@ pub fn weight_grad<T: Float>(g: &ConvGeom, x: &[T], dy: &[T]) -> Vec<T> {
             .unwrap_or_else(|| vec![T::zero(); size])
     } else {
         let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
-        let (mut acc, mut cols) = (vec![T::zero(); size], Vec::new());
+        let mut acc = vec![T::zero(); size];
         for b in 0..g.n {
-            image_grad(b, &mut acc, &mut cols, par);
+            image_grad(b, &mut acc, par);
         }
         acc
     }
@@ -283,14 +286,15 @@ pub fn input_grad<T: Float>(g: &ConvGeom, w: &[T], dy: &[T]) -> Vec<T> {
             matmul(dxb, p, false, weights_t, MatRef::rows(dyb, g.c_out, p), par);
             return;
         }
-        let mut cols = Vec::new();
-        for (r0, rows) in g.bands::<T>() {
-            let band = rows * g.ow;
-            cols.resize(ckk * band, T::zero());
-            let dy_band = MatRef::new(&dyb[r0 * g.ow..], g.c_out, band, p, 1);
-            matmul(&mut cols, band, false, weights_t, dy_band, par);
-            col2im_add(g, &cols, r0, rows, dxb);
-        }
+        T::with_scratch(|cols| {
+            for (r0, rows) in g.bands::<T>() {
+                let band = rows * g.ow;
+                cols.resize(ckk * band, T::zero());
+                let dy_band = MatRef::new(&dyb[r0 * g.ow..], g.c_out, band, p, 1);
+                matmul(cols, band, false, weights_t, dy_band, par);
+                col2im_add(g, cols, r0, rows, dxb);
+            }
+        });
     });
     dx
 }
