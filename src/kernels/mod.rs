@@ -21,6 +21,7 @@ use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor, WithDType}
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 /// The float types the kernels run in: f32 for use, f64 for the gradient parity tests.
 pub trait Float: WithDType + num_traits::Float + Send + Sync + 'static {
@@ -144,6 +145,22 @@ pub(crate) fn matmul<T: Float>(
     rhs: MatRef<T>,
     par: Parallelism,
 ) {
+    // SAFETY: viewing initialised values as possibly-uninitialised ones is sound; only valid
+    // values are written through the view.
+    let dst = unsafe { &mut *(dst as *mut [T] as *mut [MaybeUninit<T>]) };
+    matmul_into(dst, dst_rs, accumulate, lhs, rhs, par)
+}
+
+/// `dst = lhs x rhs` into memory that may be uninitialised: every element of the `m x n` view
+/// (row stride `dst_rs`) is written. With `accumulate`, `dst` must be initialised.
+pub(crate) fn matmul_into<T: Float>(
+    dst: &mut [MaybeUninit<T>],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: MatRef<T>,
+    rhs: MatRef<T>,
+    par: Parallelism,
+) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "matmul: inner dimensions differ");
     if m == 0 || n == 0 {
@@ -153,19 +170,20 @@ pub(crate) fn matmul<T: Float>(
     if k == 0 {
         if !accumulate {
             for r in 0..m {
-                dst[r * dst_rs..][..n].fill(T::zero());
+                dst[r * dst_rs..][..n].fill(MaybeUninit::new(T::zero()));
             }
         }
         return;
     }
     // SAFETY: the three views were bounds-checked above and in `MatRef::new`; `dst` is borrowed
-    // mutably, so it does not alias `lhs` or `rhs`.
+    // mutably, so it does not alias `lhs` or `rhs`. Without `accumulate`, gemm does not read
+    // `dst` (read_dst false) and writes every element of the view.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr() as *mut T,
             1,
             dst_rs as isize,
             accumulate,
