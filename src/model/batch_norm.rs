@@ -38,19 +38,21 @@ impl BatchNorm2d {
         self.running_var.as_tensor()
     }
 
-    fn channel_shape(x: &Tensor) -> Result<(usize, usize, usize, usize)> {
-        x.dims4()
-    }
-
-    fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, c, h, w) = Self::channel_shape(x)?;
-        let count = (n * h * w) as f64;
-        if count < 2.0 {
+    /// N * H * W, which training mode needs to be at least 2 (PyTorch's rule).
+    fn values_per_channel(x: &Tensor) -> Result<f64> {
+        let (n, _, h, w) = x.dims4()?;
+        if n * h * w < 2 {
             candle_core::bail!(
                 "batch norm in training mode needs more than one value per channel, got input {:?}",
                 x.shape()
             );
         }
+        Ok((n * h * w) as f64)
+    }
+
+    fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
+        let c = x.dim(1)?;
+        let count = Self::values_per_channel(x)?;
         let mean = x.mean_keepdim((0, 2, 3))?;
         let centred = x.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
@@ -100,14 +102,7 @@ impl BatchNorm2d {
 
     /// The batch's statistics (updating the running estimates), as the fused op that uses them.
     fn batch_statistics(&self, x: &Tensor, relu: bool) -> Result<BatchNormTrainOp> {
-        let (n, _, h, w) = Self::channel_shape(x)?;
-        let count = (n * h * w) as f64;
-        if count < 2.0 {
-            candle_core::bail!(
-                "batch norm in training mode needs more than one value per channel, got input {:?}",
-                x.shape()
-            );
-        }
+        let count = Self::values_per_channel(x)?;
         let (mean, var) = match x.dtype() {
             DType::F64 => with_slice::<f64, _>(x, "batch norm input", |s| channel_stats(s, x.dims()))??,
             _ => with_slice::<f32, _>(x, "batch norm input", |s| channel_stats(s, x.dims()))??,
@@ -161,4 +156,27 @@ pub fn linear_with_init(
     let w = vb.get_with_hints((out_dim, in_dim), "weight", w_init)?;
     let b = vb.get_with_hints(out_dim, "bias", b_init)?;
     Ok(candle_nn::Linear::new(w, Some(b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// One value per channel cannot be normalised in training mode: both the fused CPU op and the
+    /// composed path say so, naming the shape, instead of dividing by zero.
+    #[test]
+    fn training_mode_refuses_one_value_per_channel() {
+        let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+        let bn = BatchNorm2d::new(3, vb).unwrap();
+        let x = Tensor::ones((1, 3, 1, 1), DType::F32, &Device::Cpu).unwrap();
+        for result in [bn.forward_relu_t(&x, true, true), bn.forward_t(&x, true)] {
+            let e = result.unwrap_err().to_string();
+            assert!(e.contains("more than one value per channel") && e.contains("[1, 3, 1, 1]"), "{e}");
+        }
+        // Two values are enough, and evaluation mode never needed more than one.
+        let x2 = Tensor::ones((2, 3, 1, 1), DType::F32, &Device::Cpu).unwrap();
+        assert!(bn.forward_relu_t(&x2, true, true).is_ok());
+        assert!(bn.forward_t(&x, false).is_ok());
+    }
 }

@@ -37,10 +37,6 @@ pub fn conv2d(
 }
 
 impl Conv2d {
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-
     /// `relu?(bn(conv(x)) + residual?)`.
     pub fn forward_bn(
         &self,
