@@ -133,6 +133,12 @@ fn folder_import_reports_every_bad_image_and_keeps_the_good() {
     std::fs::write(f.join("error.jpg"), b"<!DOCTYPE html><html><body>429 Too Many Requests</body></html>").unwrap();
     let good = std::fs::read(f.join("0.png")).unwrap();
     std::fs::write(f.join("truncated.png"), &good[..good.len() / 2]).unwrap();
+    // The first third of a JPEG, as an interrupted download leaves it: its decoder would
+    // fill the missing rows with grey.
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    class_image(0, 1, 120, 90).write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+    let jpeg = jpeg.into_inner();
+    std::fs::write(f.join("cut.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
     image::DynamicImage::new_luma8(30_000, 2).save(f.join("huge.png")).unwrap();
     image::DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(20, 10, image::Rgb([65535u16, 0, 300])))
         .save(f.join("deep.png"))
@@ -150,7 +156,8 @@ fn folder_import_reports_every_bad_image_and_keeps_the_good() {
     for (file, why) in [
         ("empty.jpg", "empty file"),
         ("error.jpg", "HTML page"),
-        ("truncated.png", "cannot decode"),
+        ("truncated.png", "image file is truncated"),
+        ("cut.jpg", "image file is truncated: JPEG ends inside its image data"),
         ("huge.png", "20000-pixel limit"),
     ] {
         assert!(err.lines().any(|l| l.contains(file) && l.contains(why)), "{file}: {why}\n{err}");

@@ -17,7 +17,8 @@ fn png_bytes(class: usize) -> Vec<u8> {
 
 /// A fake Collection API: object records point at images on the same server. Object 2 answers
 /// 500 twice, 3 answers 429 once, 4's image is an HTML error page, 5 stalls past the client's
-/// timeout once, 6 has no image; 1 is well behaved.
+/// timeout once, 6 has no image, 8's image is cut off at a third the first time (a dropped
+/// connection); 1 is well behaved.
 fn met_server() -> (common::http::Server, Arc<Mutex<HashMap<String, usize>>>) {
     let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let h = hits.clone();
@@ -49,6 +50,9 @@ fn met_server() -> (common::http::Server, Arc<Mutex<HashMap<String, usize>>>) {
         if let Some(id) = req.path.strip_prefix("/img/") {
             return if id.starts_with("4.") {
                 Response::ok("<!DOCTYPE html><html>Service unavailable</html>")
+            } else if id.starts_with("8.") && n == 1 {
+                let whole = png_bytes(id.len());
+                Response::ok(whole[..whole.len() / 3].to_vec())
             } else {
                 Response::ok(png_bytes(id.len()))
             };
@@ -75,7 +79,7 @@ fn download_retries_reports_and_resumes() {
     let (server, hits) = met_server();
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path().join("ws");
-    let csv = csv_with(dir.path(), &[1, 2, 3, 4, 5, 6]);
+    let csv = csv_with(dir.path(), &[1, 2, 3, 4, 5, 6, 8]);
     let args = [
         "import",
         "met",
@@ -100,12 +104,12 @@ fn download_retries_reports_and_resumes() {
     assert_eq!(code, 0, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
     let d = &report["download"];
-    assert_eq!((d["downloaded"].as_u64(), d["no_image"].as_u64()), (Some(4), Some(1)), "{d}");
+    assert_eq!((d["downloaded"].as_u64(), d["no_image"].as_u64()), (Some(5), Some(1)), "{d}");
     let failed = d["failed"].as_array().unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0][0], "4");
     assert!(failed[0][1].as_str().unwrap().contains("HTML page"), "{}", failed[0][1]);
-    for id in [1, 2, 3, 5] {
+    for id in [1, 2, 3, 5, 8] {
         assert!(ws.join(format!("images/{id}.jpg")).is_file(), "image {id}");
     }
     assert!(!ws.join("images/4.jpg").exists(), "a bad image is never kept");
@@ -120,12 +124,13 @@ fn download_retries_reports_and_resumes() {
         assert_eq!(h["/public/collection/v1/objects/2"], 3, "two 500s, then success");
         assert_eq!(h["/public/collection/v1/objects/3"], 2, "one 429, then success");
         assert_eq!(h["/public/collection/v1/objects/5"], 2, "one time-out, then success");
+        assert_eq!(h["/img/8.png"], 2, "a truncated image is fetched again, never kept");
     }
     // Again: what is done stays done; only the failed one is tried.
     let (code, out, err) = run(&ws, &args);
     assert_eq!(code, 0, "{err}");
     let d: Value = serde_json::from_str::<Value>(&out).unwrap()["download"].clone();
-    assert_eq!((d["downloaded"].as_u64(), d["already_there"].as_u64()), (Some(0), Some(4)), "{d}");
+    assert_eq!((d["downloaded"].as_u64(), d["already_there"].as_u64()), (Some(0), Some(5)), "{d}");
     assert_eq!(hits.lock().unwrap()["/img/1.png"], 1);
 }
 

@@ -82,3 +82,25 @@ fn sgd_matches_pytorch() {
         let _ = Tensor::zeros(1, candle_core::DType::F64, &Device::Cpu);
     }
 }
+
+/// Validation loss as PyTorch's `F.cross_entropy` on the logits reports it, saturated models
+/// included (`scripts/make_loss_fixtures.py` -> tests/fixtures/val_loss.json): this is the
+/// number ReduceLROnPlateau decides on.
+#[test]
+fn validation_loss_matches_pytorch_cross_entropy() {
+    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/val_loss.json");
+    let fx: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    for case in fx["cases"].as_array().unwrap() {
+        let rows: Vec<Vec<f32>> = serde_json::from_value(case["logits"].clone()).unwrap();
+        let labels: Vec<usize> = serde_json::from_value(case["labels"].clone()).unwrap();
+        let classes: Vec<String> = (0..rows[0].len()).map(|i| format!("c{i}")).collect();
+        let mut acc = artculture::train::metrics::Accumulator::new(&classes);
+        for (r, &l) in rows.iter().zip(&labels) {
+            acc.add(r, l);
+        }
+        let e = acc.finish();
+        let (want, name) = (f(case, "loss"), case["name"].as_str().unwrap());
+        assert!((e.loss - want).abs() <= 1e-6 * want.abs().max(1.0), "{name}: {} vs PyTorch {want}", e.loss);
+        assert!((e.top1 - f(case, "top1")).abs() < 1e-6, "{name}");
+    }
+}

@@ -178,6 +178,10 @@ fn a_killed_run_resumes_to_the_same_metrics() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(epochs(&ws, &killed).len() < 3, "killed before the end");
+    let runs: Value = serde_json::from_str(&ok(&ws, &["runs", "--json"])).unwrap();
+    let status =
+        runs["runs"].as_array().unwrap().iter().find(|r| r["id"] == killed.as_str()).unwrap()["status"].clone();
+    assert_eq!(status, "interrupted", "a killed run is neither running nor lost");
     ok(&ws, &["train", "--resume", &killed]);
     let (a, b) = (epochs(&ws, &straight), epochs(&ws, &killed));
     assert_eq!(a.len(), 3);
@@ -255,7 +259,7 @@ fn divergence_stops_with_a_message_and_bad_options_are_refused() {
     assert!(third.iter().all(|(id, _)| *id != flagged));
     let (code, _, err) = run(&ws, &["train", "--arch", "alexnet", "--image-size", "32"]);
     assert_ne!(code, 0);
-    assert!(err.contains("too small for alexnet"), "{err}");
+    assert!(err.contains("--image-size 32 is outside [63, 1024] for alexnet"), "{err}");
     let (code, _, err) = run(
         &ws,
         &[
@@ -270,4 +274,19 @@ fn divergence_stops_with_a_message_and_bad_options_are_refused() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("missing.safetensors"), "{err}");
+    // A run that fails before its first epoch says so, with its message, and is not resumable.
+    let runs: Value = serde_json::from_str(&ok(&ws, &["runs", "--json"])).unwrap();
+    let last = runs["runs"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["status"], "failed", "{last}");
+    assert!(last["message"].as_str().unwrap().contains("missing.safetensors"), "{last}");
+    let (code, _, err) = run(&ws, &["eval", last["id"].as_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("failed before its first epoch") && err.contains("missing.safetensors"), "{err}");
+    // A run whose process died (stored as running, nobody holds its lock) reads as interrupted.
+    let id = last["id"].as_str().unwrap();
+    let mut w = Workspace::open(&ws).unwrap();
+    w.catalog.set_run_status(id, artculture::catalog::RunStatus::Running, None).unwrap();
+    drop(w);
+    let (_, out, _) = run(&ws, &["runs"]);
+    assert!(out.lines().any(|l| l.contains(id) && l.contains("interrupted (resume with")), "{out}");
 }

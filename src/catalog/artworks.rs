@@ -20,7 +20,7 @@ pub struct NewArtwork {
     pub link: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Artwork {
     pub id: i64,
     pub source: String,

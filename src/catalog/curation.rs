@@ -95,18 +95,21 @@ pub struct CurationEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UndoOutcome {
     Nothing,
-    /// The batch that was undone or redone, and the works it touched.
+    /// The batch that was undone or redone, the works it touched, and the state each work
+    /// was left in (so a view can update without reading them back).
     Applied {
         batch: i64,
         artworks: Vec<i64>,
+        states: Vec<FlagState>,
     },
 }
 
+// Statements below are cached (`prepare_cached`): flagging all 50,000 works of a catalog is
+// one transaction of ~200,000 statements, and parsing each anew would triple its time.
 fn current_state(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<FlagState> {
     Ok(tx
-        .query_row("SELECT reason, note FROM flags WHERE artwork_id = ?1", [id], |r| {
-            Ok(FlagState { reason: Some(r.get(0)?), note: r.get(1)? })
-        })
+        .prepare_cached("SELECT reason, note FROM flags WHERE artwork_id = ?1")?
+        .query_row([id], |r| Ok(FlagState { reason: Some(r.get(0)?), note: r.get(1)? }))
         .optional()?
         .unwrap_or_default())
 }
@@ -114,19 +117,20 @@ fn current_state(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<FlagState> {
 /// Appends one event and updates the current-state table.
 fn write_event(tx: &Transaction<'_>, batch: i64, id: i64, new: &FlagState) -> rusqlite::Result<()> {
     let prev = current_state(tx, id)?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO curation_events (batch_id, artwork_id, flagged, reason, note, prev_flagged, prev_reason, prev_note)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![batch, id, new.reason.is_some(), new.reason, new.note, prev.reason.is_some(), prev.reason, prev.note],
-    )?;
+    )?
+    .execute(params![batch, id, new.reason.is_some(), new.reason, new.note, prev.reason.is_some(), prev.reason, prev.note])?;
     let seq = tx.last_insert_rowid();
     match &new.reason {
-        Some(reason) => tx.execute(
-            "INSERT INTO flags (artwork_id, reason, note, seq) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(artwork_id) DO UPDATE SET reason = ?2, note = ?3, seq = ?4",
-            params![id, reason, new.note, seq],
-        )?,
-        None => tx.execute("DELETE FROM flags WHERE artwork_id = ?1", [id])?,
+        Some(reason) => tx
+            .prepare_cached(
+                "INSERT INTO flags (artwork_id, reason, note, seq) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(artwork_id) DO UPDATE SET reason = ?2, note = ?3, seq = ?4",
+            )?
+            .execute(params![id, reason, new.note, seq])?,
+        None => tx.prepare_cached("DELETE FROM flags WHERE artwork_id = ?1")?.execute([id])?,
     };
     Ok(())
 }
@@ -150,8 +154,8 @@ impl Catalog {
         let mut batch = None;
         for c in changes {
             let exists: Option<i64> = tx
-                .query_row("SELECT id FROM artworks WHERE id = ?1", [c.artwork_id], |r| r.get(0))
-                .optional()
+                .prepare_cached("SELECT id FROM artworks WHERE id = ?1")
+                .and_then(|mut st| st.query_row([c.artwork_id], |r| r.get(0)).optional())
                 .map_err(err)?;
             if exists.is_none() {
                 return Err(super::CatalogError::UnknownArtwork(c.artwork_id.to_string()));
@@ -241,7 +245,7 @@ impl Catalog {
             .map_err(err)?
         };
         let batch = new_batch(&tx, kind, Some(target), origin).map_err(err)?;
-        let mut touched = Vec::new();
+        let (mut touched, mut states) = (Vec::new(), Vec::new());
         // Undo walks the batch backwards so a work touched twice ends in its first prior state.
         let ordered: Box<dyn Iterator<Item = &(i64, FlagState, FlagState)>> =
             if kind == "undo" { Box::new(events.iter().rev()) } else { Box::new(events.iter()) };
@@ -249,9 +253,10 @@ impl Catalog {
             let state = if kind == "undo" { prev } else { new };
             write_event(&tx, batch, *id, state).map_err(err)?;
             touched.push(*id);
+            states.push(state.clone());
         }
         tx.commit().map_err(err)?;
-        Ok(UndoOutcome::Applied { batch: target, artworks: touched })
+        Ok(UndoOutcome::Applied { batch: target, artworks: touched, states })
     }
 
     pub fn flag_state(&self, id: i64) -> Result<FlagState> {

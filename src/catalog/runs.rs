@@ -10,6 +10,9 @@ pub enum RunStatus {
     Cancelled,
     Failed,
     Finished,
+    /// Stored as running, but no process holds its lock: it was killed or crashed. Never
+    /// stored; `train::trainer::live_status` derives it.
+    Interrupted,
 }
 
 impl RunStatus {
@@ -20,6 +23,7 @@ impl RunStatus {
             Self::Cancelled => "cancelled",
             Self::Failed => "failed",
             Self::Finished => "finished",
+            Self::Interrupted => "interrupted",
         }
     }
 
@@ -29,6 +33,7 @@ impl RunStatus {
             "cancelled" => Self::Cancelled,
             "failed" => Self::Failed,
             "finished" => Self::Finished,
+            "interrupted" => Self::Interrupted,
             _ => Self::Running,
         }
     }

@@ -69,19 +69,23 @@ pub fn grid_frame_time(dir: &Path, n: usize, frames: usize) -> anyhow::Result<(f
         ],
         ..Default::default()
     };
-    let mut frame = |scroll: f32| {
+    let frame = |app: &mut ArtApp, scroll: f32| {
         let egui::FullOutput { shapes, pixels_per_point, mut textures_delta, .. } =
             ctx.run_ui(input(scroll), |ui| app.show(ui));
         // No GPU here: the texture uploads a renderer would do are dropped.
         textures_delta.clear();
         ctx.tessellate(shapes, pixels_per_point);
     };
-    for _ in 0..5 {
-        frame(0.0);
+    // The list loads on the Curation view's worker: wait for it.
+    let start = std::time::Instant::now();
+    while !(app.curation.idle() && app.curation.state.items.len() == n) {
+        anyhow::ensure!(start.elapsed().as_secs() < 60, "the grid did not load in 60 s");
+        frame(&mut app, 0.0);
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let start = std::time::Instant::now();
     for i in 0..frames {
-        frame(if i % 40 < 20 { -300.0 } else { 300.0 });
+        frame(&mut app, if i % 40 < 20 { -300.0 } else { 300.0 });
     }
     Ok((
         start.elapsed().as_secs_f64() / frames as f64,

@@ -50,7 +50,13 @@ fn own_classes(arch: Arch, path: &std::path::Path) -> anyhow::Result<Option<usiz
         Arch::Resnet50 => &["fc.weight"],
         _ => &["classifier.6.weight", "head.fc.weight"],
     };
-    Ok(names.iter().find_map(|n| tensors.get(*n)).map(|(_, shape)| shape[0]))
+    match names.iter().find_map(|n| tensors.get(*n).map(|t| (n, t))) {
+        None => Ok(None),
+        Some((_, (_, shape))) if shape.len() == 2 && shape[0] >= 1 => Ok(Some(shape[0])),
+        Some((name, (_, shape))) => {
+            bail!("{}: tensor `{name}` has shape {shape:?}, expected classes x features", path.display())
+        }
+    }
 }
 
 pub fn forward(args: ForwardArgs, device: DeviceKind) -> anyhow::Result<ExitCode> {

@@ -1,6 +1,6 @@
 //! Commands over runs: train, runs, eval, predict.
 use super::open_workspace;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use artculture::model::Arch;
 use artculture::model::device::DeviceKind;
 use artculture::predict::{self, CamKind};
@@ -30,19 +30,19 @@ pub struct TrainArgs {
     pub method: Option<Method>,
     #[arg(long, value_enum)]
     pub scheduler: Option<SchedulerKind>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub epochs: Option<u32>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
     #[arg(long)]
     pub nesterov: bool,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub batch: Option<usize>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub image_size: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,
@@ -50,21 +50,21 @@ pub struct TrainArgs {
     #[arg(long, value_name = "PATH|hub|none")]
     pub pretrained: Option<Pretrained>,
     /// StepLR: epochs between reductions.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub step_size: Option<u32>,
     /// StepLR and ReduceLROnPlateau: the reduction factor.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub gamma: Option<f64>,
     /// ReduceLROnPlateau: watch validation loss (min) or validation accuracy (max).
     #[arg(long, value_parser = ["min", "max"])]
     pub plateau_mode: Option<String>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub patience: Option<u32>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub threshold: Option<f64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub cooldown: Option<u32>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub min_lr: Option<f64>,
     /// Weight the loss by inverse class frequency.
     #[arg(long)]
@@ -75,7 +75,7 @@ pub struct TrainArgs {
     /// Hidden sizes of the culture head.
     #[arg(long, num_args = 2, value_names = ["H1", "H2"])]
     pub hidden: Option<Vec<usize>>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub dropout: Option<f32>,
     /// Reuse this run's split (default: the most recent run's; a split is made when there is none).
     #[arg(long, value_name = "RUN", conflicts_with = "new_split")]
@@ -156,12 +156,7 @@ fn config_from(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     }
     c.split_from = args.split_from.clone();
     c.new_split = args.new_split;
-    if c.image_size < c.arch.min_input() {
-        bail!("--image-size {} is too small for {} (at least {})", c.image_size, c.arch, c.arch.min_input());
-    }
-    if c.batch < 2 {
-        bail!("--batch must be at least 2 (batch norm needs two images)");
-    }
+    c.validate()?;
     Ok(c)
 }
 
@@ -222,9 +217,19 @@ fn pct(x: Option<f64>) -> String {
     x.filter(|v| v.is_finite()).map(|v| format!("{:.2}", v * 100.0)).unwrap_or_else(|| "-".into())
 }
 
+/// The status column: why a run failed, and what to do with an interrupted one.
+fn status_text(r: &artculture::catalog::RunRecord) -> String {
+    use artculture::catalog::RunStatus;
+    match (r.status, &r.message) {
+        (RunStatus::Failed, Some(m)) => format!("failed: {m}"),
+        (RunStatus::Interrupted, _) => format!("interrupted (resume with `artculture train --resume {}`)", r.id),
+        (s, _) => s.as_str().to_string(),
+    }
+}
+
 pub fn runs(ws_dir: &Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
     let ws = open_workspace(ws_dir)?;
-    let runs = ws.catalog.runs()?;
+    let runs = trainer::runs_with_live_status(&ws)?;
     if json {
         let rows: Vec<_> = runs
             .iter()
@@ -232,7 +237,7 @@ pub fn runs(ws_dir: &Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
                 serde_json::json!({
                     "id": r.id, "arch": r.arch, "method": r.method, "scheduler": r.scheduler,
                     "epochs": r.epochs_done, "val_acc": r.val_acc, "top1": r.top1, "top3": r.top3,
-                    "seconds": r.seconds, "status": r.status,
+                    "seconds": r.seconds, "status": r.status, "message": r.message,
                 })
             })
             .collect();
@@ -255,7 +260,7 @@ pub fn runs(ws_dir: &Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
             pct(r.top3),
             r.epochs_done,
             r.seconds,
-            r.status.as_str()
+            status_text(r)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -263,11 +268,20 @@ pub fn runs(ws_dir: &Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
 
 pub fn eval(ws_dir: &Option<PathBuf>, run: &str, json: bool, device: DeviceKind) -> anyhow::Result<ExitCode> {
     let mut ws = open_workspace(ws_dir)?;
+    let rec = ws.catalog.run(run)?;
+    let status = trainer::live_status(&ws, &rec);
     let e = train::evaluate::eval_run(&ws, run, &device.open()?)?;
     ws.catalog.set_run_test_accuracy(run, e.top1, e.top3)?;
     if json {
-        println!("{}", serde_json::to_string(&e)?);
+        let mut v = serde_json::to_value(&e)?;
+        v["status"] = serde_json::json!(status);
+        v["message"] = serde_json::json!(rec.message);
+        println!("{v}");
         return Ok(ExitCode::SUCCESS);
+    }
+    if status != artculture::catalog::RunStatus::Finished {
+        let live = artculture::catalog::RunRecord { status, ..rec.clone() };
+        println!("run {run} is {}; evaluating its best checkpoint so far", status_text(&live));
     }
     println!(
         "run {run}: {} test works, top-1 {:.2}%, top-3 {:.2}%, loss {:.4}",
@@ -314,6 +328,12 @@ pub struct PredictArgs {
 }
 
 pub fn predict(ws_dir: &Option<PathBuf>, args: PredictArgs, device: DeviceKind) -> anyhow::Result<ExitCode> {
+    if args.top == 0 {
+        anyhow::bail!("--top 0 is outside [1, number of cultures]");
+    }
+    if !(0.0..=1.0).contains(&args.opacity) {
+        anyhow::bail!("--opacity {} is outside [0, 1]", args.opacity);
+    }
     let device = device.open()?;
     let ckpt = match &args.checkpoint {
         Some(p) => p.clone(),

@@ -86,27 +86,67 @@ impl TrainingView {
         self.events.is_some()
     }
 
-    /// Starts a new run (or resumes `resume`) on a worker thread.
-    pub fn start(&mut self, shared: &Shared, resume: Option<String>) {
+    /// Starts a new run (or resumes `resume`) as a background job: it shows in the status bar
+    /// (where it can be cancelled too), streams its events to this view, and a panic in it
+    /// becomes an error message here while the trainer marks the run *failed*.
+    pub fn start(&mut self, shared: &mut Shared, resume: Option<String>) {
+        if let Err(e) = self.cfg.validate()
+            && resume.is_none()
+        {
+            self.last_error = Some(e.to_string());
+            return;
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         let control = Arc::new(Control::default());
         let (ws_path, device, ctx, cfg) = (shared.ws_path.clone(), shared.device, shared.ctx.clone(), self.cfg.clone());
         let ctl = control.clone();
-        std::thread::spawn(move || {
+        let name = if resume.is_some() { "Resume training" } else { "Training" };
+        shared.spawn(name, move |reporter| {
             let send = |e: Result<TrainEvent, String>| {
                 let _ = tx.send(e);
                 ctx.request_repaint();
             };
-            let result = device.open().map_err(|e| e.to_string()).and_then(|dev| {
-                let mut on_event = |e: TrainEvent| send(Ok(e));
+            let (mut epoch_total, mut epoch_now) = (cfg.epochs.max(1), 0u32);
+            let work = std::panic::AssertUnwindSafe(|| {
+                let dev = device.open().map_err(|e| e.to_string())?;
+                let mut on_event = |e: TrainEvent| {
+                    // The status bar's Cancel reaches the trainer through its control.
+                    if reporter.cancelled() {
+                        ctl.cancel.store(true, Ordering::Relaxed);
+                    }
+                    match &e {
+                        TrainEvent::Started { epochs, first_epoch, .. } => {
+                            (epoch_total, epoch_now) = ((*epochs).max(1), first_epoch.saturating_sub(1));
+                        }
+                        TrainEvent::Batch { epoch, batch, batches, .. } => {
+                            let f =
+                                ((*epoch - 1) as f32 + *batch as f32 / (*batches).max(1) as f32) / epoch_total as f32;
+                            reporter.progress(f, format!("epoch {epoch}/{epoch_total}, batch {batch}/{batches}"));
+                        }
+                        TrainEvent::Epoch(m) => epoch_now = m.epoch,
+                        TrainEvent::Message(m) => reporter.progress(epoch_now as f32 / epoch_total as f32, m.clone()),
+                        _ => {}
+                    }
+                    send(Ok(e));
+                };
                 match &resume {
                     Some(run) => crate::train::trainer::resume(&ws_path, run, &dev, &mut on_event, &ctl),
                     None => crate::train::trainer::start(&ws_path, cfg, &dev, &mut on_event, &ctl),
                 }
                 .map_err(|e| e.to_string())
             });
-            if let Err(e) = result {
-                send(Err(e));
+            let result = std::panic::catch_unwind(work).unwrap_or_else(|p| {
+                Err(format!(
+                    "training crashed: {} (a bug: please report it)",
+                    crate::train::trainer::panic_message(p.as_ref())
+                ))
+            });
+            match result {
+                Ok(run) => Ok(format!("run {run} finished")),
+                Err(e) => {
+                    send(Err(e.clone()));
+                    Err(e)
+                }
             }
         });
         self.live = LiveRun { total_epochs: self.cfg.epochs, ..Default::default() };
@@ -118,7 +158,19 @@ impl TrainingView {
     fn poll(&mut self, shared: &mut Shared) {
         let Some(rx) = &self.events else { return };
         let mut finished = false;
-        while let Ok(e) = rx.try_recv() {
+        loop {
+            let e = match rx.try_recv() {
+                Ok(e) => e,
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                // The worker is gone without a last word: never leave the view "running".
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    if self.last_error.is_none() && !self.live.message.starts_with("finished") {
+                        self.last_error = Some("training stopped without a result (see the status bar)".into());
+                    }
+                    finished = true;
+                    break;
+                }
+            };
             match e {
                 Ok(TrainEvent::Started { run_id, epochs, .. }) => {
                     self.live.run_id = Some(run_id);
@@ -250,7 +302,17 @@ impl TrainingView {
             ui.label("Batch / image size");
             ui.horizontal(|ui| {
                 ui.add(egui::DragValue::new(&mut c.batch).range(2..=512));
-                ui.add(egui::DragValue::new(&mut c.image_size).range(c.arch.min_input()..=512));
+                ui.add(
+                    egui::DragValue::new(&mut c.image_size)
+                        .range(c.arch.min_input()..=crate::train::validate::MAX_IMAGE_SIZE),
+                );
+            });
+            ui.end_row();
+            ui.label("Dropout / hidden sizes");
+            ui.horizontal(|ui| {
+                ui.add(egui::DragValue::new(&mut c.dropout).speed(0.01).range(0.0..=0.99));
+                ui.add(egui::DragValue::new(&mut c.hidden[0]).range(1..=crate::train::validate::MAX_HIDDEN));
+                ui.add(egui::DragValue::new(&mut c.hidden[1]).range(1..=crate::train::validate::MAX_HIDDEN));
             });
             ui.end_row();
             ui.label("Seed");
@@ -273,17 +335,25 @@ impl TrainingView {
         self.cfg.pretrained = self.pretrained_text.parse().unwrap_or(Pretrained::Hub);
     }
 
-    fn controls(&mut self, ui: &mut egui::Ui, shared: &Shared) {
+    fn controls(&mut self, ui: &mut egui::Ui, shared: &mut Shared) {
         ui.horizontal(|ui| {
             if !self.running() {
-                if ui.button("Start").clicked() {
+                let valid = self.cfg.validate();
+                let start = ui.add_enabled(valid.is_ok(), egui::Button::new("Start"));
+                if let Err(e) = &valid {
+                    ui.colored_label(ui.visuals().error_fg_color, e.to_string());
+                }
+                if start.clicked() {
                     self.start(shared, None);
                 }
                 let resumable: Vec<&RunRecord> = shared
                     .runs
                     .iter()
                     .filter(|r| {
-                        matches!(r.status, crate::catalog::RunStatus::Cancelled | crate::catalog::RunStatus::Running)
+                        matches!(
+                            r.status,
+                            crate::catalog::RunStatus::Cancelled | crate::catalog::RunStatus::Interrupted
+                        )
                     })
                     .collect();
                 if let Some(r) = resumable.last()
@@ -423,9 +493,12 @@ impl TrainingView {
                         pct(r.top3),
                         r.epochs_done.to_string(),
                         format!("{:.0}", r.seconds),
-                        r.status.as_str().to_string(),
                     ] {
                         ui.label(v);
+                    }
+                    let status = ui.label(r.status.as_str());
+                    if let Some(m) = &r.message {
+                        status.on_hover_text(m);
                     }
                     ui.horizontal(|ui| {
                         if ui.small_button("confusion").clicked() && self.confusion_job.is_none() {
@@ -552,6 +625,38 @@ fn export_metrics(shared: &mut Shared, run: &str, png: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::gui::View;
+    use crate::gui::app::tests::{fixed_picker, harness, run_until};
+    use egui_kittest::kittest::Queryable;
+
+    #[test]
+    fn bad_options_disable_start_and_a_failed_run_is_reported_in_the_view_and_status_bar() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = harness(dir.path(), fixed_picker(vec![]));
+        h.state_mut().view = View::Training;
+        h.run_steps(2);
+        // The form's fields keep values in range; a combination can still be wrong.
+        h.state_mut().training.cfg.sgd.momentum = 0.0;
+        h.state_mut().training.cfg.sgd.nesterov = true;
+        h.run_steps(2);
+        h.get_by_label_contains("--nesterov needs --momentum above 0");
+        // Start refuses it even when called directly.
+        let app = h.state_mut();
+        app.training.start(&mut app.shared, None);
+        assert!(!h.state().training.running());
+        h.state_mut().training.cfg.sgd.nesterov = false;
+        let app = h.state_mut();
+        app.training.start(&mut app.shared, None);
+        assert!(h.state().shared.busy("Training"), "training is a status-bar job");
+        run_until(&mut h, |app| !app.training.running() && !app.shared.busy("Training"));
+        h.run_steps(2);
+        let err = h.state().training.last_error.clone().unwrap_or_default();
+        assert!(err.contains("at least two cultures"), "{err}");
+        // Shown twice: in the view and in the status bar.
+        assert_eq!(h.get_all_by_label_contains("at least two cultures").count(), 2);
+        assert!(h.state().shared.messages.last().is_some_and(|m| m.starts_with("Training failed")));
+    }
 
     #[test]
     fn smoothing_is_an_ema() {

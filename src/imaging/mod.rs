@@ -1,4 +1,5 @@
 //! Decoding with limits, thumbnails, and image-to-tensor conversion.
+pub mod integrity;
 pub mod tensor;
 
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
@@ -23,6 +24,9 @@ pub enum ImageError {
     NotAnImage { path: PathBuf, what: String },
     #[error("{path}: {width} x {height} pixels is larger than the {MAX_SIDE}-pixel limit")]
     TooLarge { path: PathBuf, width: u32, height: u32 },
+    /// Cut off before its end (an interrupted download or copy): refused, never padded.
+    #[error("{path}: image file is truncated: {detail}")]
+    Truncated { path: PathBuf, detail: String },
     #[error("{path}: cannot decode: {detail}")]
     Corrupt { path: PathBuf, detail: String },
     #[error("{path}: cannot write: {detail}")]
@@ -61,6 +65,8 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<Decoded, ImageError> {
     if reader.format().is_none() {
         return Err(ImageError::NotAnImage { path, what: sniff(bytes) });
     }
+    integrity::check_complete(bytes)
+        .map_err(|t| ImageError::Truncated { path: path.clone(), detail: t.to_string() })?;
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -74,6 +80,10 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<Decoded, ImageError> {
                 .and_then(|r| r.into_dimensions().ok())
                 .unwrap_or((0, 0));
             ImageError::TooLarge { path: path.clone(), width, height }
+        }
+        // Decoders report a file that ends early as an I/O "unexpected end of file".
+        image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            ImageError::Truncated { path: path.clone(), detail: io.to_string() }
         }
         other => ImageError::Corrupt { path: path.clone(), detail: other.to_string() },
     };
@@ -95,6 +105,7 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<Decoded, ImageError> {
 /// JPEG the scaled decoder refuses, goes through [`decode_bytes`].
 pub fn decode_reduced(bytes: &[u8], path: &Path, min_long_side: u32) -> Result<Decoded, ImageError> {
     if bytes.starts_with(&[0xFF, 0xD8])
+        && integrity::check_complete(bytes).is_ok()
         && let Some(d) = decode_jpeg_scaled(bytes, min_long_side)
     {
         return Ok(d);
@@ -205,7 +216,7 @@ mod tests {
         assert!(e.to_string().contains("HTML page") && e.to_string().contains("x.jpg"), "{e}");
         let good = png_bytes(DynamicImage::new_rgb8(40, 30));
         let e = decode_bytes(&good[..good.len() / 2], p).unwrap_err();
-        assert!(matches!(e, ImageError::Corrupt { .. }), "{e}");
+        assert!(matches!(e, ImageError::Truncated { .. }), "{e}");
     }
 
     #[test]

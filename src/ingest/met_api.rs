@@ -26,6 +26,15 @@ pub enum ApiError {
     Cancelled,
 }
 
+/// What a body check says of a response it refuses.
+#[derive(Debug, Clone)]
+pub enum BodyCheck {
+    /// Fetch it again (counts as one of the retries).
+    Retry(String),
+    /// Give up on this URL.
+    Fatal(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
     pub base_url: String,
@@ -118,6 +127,18 @@ impl Client {
 
     /// GET with the rate limit and retries; returns the body.
     pub fn get(&self, url: &str, cancel: &AtomicBool) -> Result<Vec<u8>, ApiError> {
+        self.get_checked(url, cancel, |b| Ok(b.to_vec()))
+    }
+
+    /// GET whose body must pass `check`: a body that fails with [`BodyCheck::Retry`] (an image
+    /// cut off by a dropped connection) is fetched again like a timeout; [`BodyCheck::Fatal`]
+    /// (an HTML page instead of an image) is final.
+    pub fn get_checked<T>(
+        &self,
+        url: &str,
+        cancel: &AtomicBool,
+        check: impl Fn(&[u8]) -> Result<T, BodyCheck>,
+    ) -> Result<T, ApiError> {
         let mut delay = self.opts.backoff;
         let mut last = String::new();
         for attempt in 0..=self.opts.retries {
@@ -142,8 +163,10 @@ impl Client {
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(|s| Duration::from_secs(s.min(60)));
                     if status.is_success() {
-                        match resp.bytes() {
-                            Ok(b) => return Ok(b.to_vec()),
+                        match resp.bytes().map(|b| check(&b)) {
+                            Ok(Ok(v)) => return Ok(v),
+                            Ok(Err(BodyCheck::Retry(d))) => Attempt::Retry(d, None),
+                            Ok(Err(BodyCheck::Fatal(d))) => Attempt::Fatal(d),
                             Err(e) => Attempt::Retry(format!("body cut off: {e}"), None),
                         }
                     } else if status.as_u16() == 429 || status.is_server_error() {
@@ -356,9 +379,12 @@ fn fetch_one(
     if url.is_empty() {
         return Ok(Fetched::NoImage);
     }
-    let bytes = client.get(url, cancel)?;
+    let (bytes, decoded) = client.get_checked(url, cancel, |b| match imaging::decode_bytes(b, &dest) {
+        Ok(d) => Ok((b.to_vec(), d)),
+        Err(e @ imaging::ImageError::Truncated { .. }) => Err(BodyCheck::Retry(e.to_string())),
+        Err(e) => Err(BodyCheck::Fatal(e.to_string())),
+    })?;
     let bad = |detail: String| ApiError::Http { url: url.to_string(), detail };
-    let decoded = imaging::decode_bytes(&bytes, &dest).map_err(|e| bad(e.to_string()))?;
     let hash = imaging::content_hash(&bytes);
     imaging::write_cache(&decoded.rgb, thumbs, &hash).map_err(|e| bad(e.to_string()))?;
     crate::fsutil::write_bytes_atomic(&dest, &bytes).map_err(|e| bad(e.to_string()))?;

@@ -37,7 +37,7 @@ impl AlexNet {
         let fc1 = linear(256 * 6 * 6, ALEXNET_EMBED_DIM, c.pp("1"))?;
         let fc2 = linear(ALEXNET_EMBED_DIM, ALEXNET_EMBED_DIM, c.pp("4"))?;
         let fc3 = classes.map(|k| linear(ALEXNET_EMBED_DIM, k, c.pp("6"))).transpose()?;
-        Ok(Self { convs, fc1, fc2, fc3, dropout: super::dropout::Dropout::new(dropout) })
+        Ok(Self { convs, fc1, fc2, fc3, dropout: super::dropout::Dropout::new(dropout)? })
     }
 
     /// The last convolutional map (256 x 6 x 6 for 224 x 224 input), after the last pool.

@@ -11,8 +11,12 @@ pub struct Dropout {
 }
 
 impl Dropout {
-    pub fn new(p: f32) -> Self {
-        Self { p, rng: Arc::new(Mutex::new(StdRng::seed_from_u64(0))) }
+    /// Refuses a probability outside [0, 1) (NaN included): 1 would divide by zero.
+    pub fn new(p: f32) -> Result<Self> {
+        if !(0.0..1.0).contains(&p) {
+            candle_core::bail!("dropout probability {p} is outside [0, 1)");
+        }
+        Ok(Self { p, rng: Arc::new(Mutex::new(StdRng::seed_from_u64(0))) })
     }
 
     pub fn reseed(&self, seed: u64) {

@@ -54,7 +54,7 @@ impl Vgg {
         let fc1 = linear_with_init(512 * 7 * 7, VGG_EMBED_DIM, w, b, cvb.pp("0"))?;
         let fc2 = linear_with_init(VGG_EMBED_DIM, VGG_EMBED_DIM, w, b, cvb.pp("3"))?;
         let fc3 = classes.map(|k| linear_with_init(VGG_EMBED_DIM, k, w, b, cvb.pp("6"))).transpose()?;
-        Ok(Self { features, fc1, fc2, fc3, dropout: super::dropout::Dropout::new(dropout) })
+        Ok(Self { features, fc1, fc2, fc3, dropout: super::dropout::Dropout::new(dropout)? })
     }
 
     /// The last convolutional map (N x 512 x H/32 x W/32), before adaptive pooling.

@@ -7,12 +7,12 @@ use super::{TrainError, data};
 use crate::model::checkpoint;
 use crate::model::{CultureHead, CultureNet};
 use crate::workspace::Workspace;
-use candle_core::{D, DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 
-fn add_probs(acc: &mut Accumulator, logits: &Tensor, labels: &[usize]) -> Result<(), TrainError> {
-    let probs = candle_nn::ops::softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?.to_vec2::<f32>()?;
-    for (p, &l) in probs.iter().zip(labels) {
-        acc.add(p, l);
+fn add_logits(acc: &mut Accumulator, logits: &Tensor, labels: &[usize]) -> Result<(), TrainError> {
+    let logits = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    for (row, &l) in logits.iter().zip(labels) {
+        acc.add(row, l);
     }
     Ok(())
 }
@@ -31,7 +31,7 @@ pub fn on_images(
     for (i, chunk) in refs.chunks(batch.max(1)).enumerate() {
         let b = assemble(chunk, t, &vec![0; chunk.len()], device, i)?;
         let logits = net.forward_t(&b.images, false)?;
-        add_probs(&mut acc, &logits, &b.label_vec)?;
+        add_logits(&mut acc, &logits, &b.label_vec)?;
     }
     Ok(acc.finish())
 }
@@ -45,7 +45,7 @@ pub fn on_embeddings(
 ) -> Result<Evaluation, TrainError> {
     let mut acc = Accumulator::new(classes);
     let logits = head.forward(emb)?;
-    add_probs(&mut acc, &logits, labels)?;
+    add_logits(&mut acc, &logits, labels)?;
     Ok(acc.finish())
 }
 
@@ -56,13 +56,14 @@ pub fn best_checkpoint(ws: &Workspace, run: &str) -> std::path::PathBuf {
 
 /// `artculture eval RUN`: the run's best checkpoint on its test split.
 pub fn eval_run(ws: &Workspace, run: &str, device: &Device) -> Result<Evaluation, TrainError> {
-    ws.catalog.run(run)?;
+    let rec = ws.catalog.run(run)?;
     let path = best_checkpoint(ws, run);
     if !path.exists() {
-        return Err(TrainError::Data(format!(
-            "run {run} has no checkpoint yet ({} is missing): it has not finished an epoch",
-            path.display()
-        )));
+        let why = match (super::trainer::live_status(ws, &rec), &rec.message) {
+            (crate::catalog::RunStatus::Failed, Some(m)) => format!("it failed before its first epoch: {m}"),
+            (s, _) => format!("it has not finished an epoch (status: {})", s.as_str()),
+        };
+        return Err(TrainError::Data(format!("run {run} has no checkpoint ({} is missing): {why}", path.display())));
     }
     let model = checkpoint::load(&path, device)?;
     let test: Vec<(i64, String)> = ws

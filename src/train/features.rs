@@ -62,7 +62,7 @@ pub fn embeddings(
     for chunk in todo.chunks(batch.max(1)) {
         if control.cancel.load(Ordering::Relaxed) {
             write_cache(cache, &map)?;
-            return Err(TrainError::Data("cancelled while computing embeddings".into()));
+            return Err(TrainError::Cancelled("(while computing embeddings)".into()));
         }
         let b = assemble(chunk, t, &vec![0; chunk.len()], device, 0)?;
         let e = backbone.embed_t(&b.images, false)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;

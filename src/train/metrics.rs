@@ -1,5 +1,12 @@
 //! Accuracy, top-k, per-class precision and recall, and the confusion matrix.
 
+/// `-log_softmax(logits)[label]`, computed stably (the maximum is subtracted first).
+pub fn nll_of_logits(logits: &[f32], label: usize) -> f64 {
+    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
+    max + sum.ln() - logits[label] as f64
+}
+
 /// Indices of the k largest values of each row, best first.
 pub fn top_k(probs: &[f32], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..probs.len()).collect();
@@ -45,13 +52,17 @@ impl Accumulator {
         Self { classes: classes.to_vec(), confusion: vec![vec![0; k]; k], top1: 0, top3: 0, loss_sum: 0.0, count: 0 }
     }
 
-    /// Adds one example: its class probabilities and label.
-    pub fn add(&mut self, probs: &[f32], label: usize) {
-        let top = top_k(probs, 3);
+    /// Adds one example: its logits and label. The loss is PyTorch's `cross_entropy`, the
+    /// negative log-softmax of the logits at the label, so a saturated model that is wrong
+    /// reports how wrong it is (a loss from clamped probabilities would stop at -ln 1e-12 and
+    /// ReduceLROnPlateau would decide on another number than PyTorch's). The log-sum-exp runs
+    /// in f64 over the f32 logits: within f32 rounding of PyTorch's f32 result.
+    pub fn add(&mut self, logits: &[f32], label: usize) {
+        let top = top_k(logits, 3);
         self.confusion[label][top[0]] += 1;
         self.top1 += (top[0] == label) as usize;
         self.top3 += top.contains(&label) as usize;
-        self.loss_sum += -(probs[label].max(1e-12) as f64).ln();
+        self.loss_sum += nll_of_logits(logits, label);
         self.count += 1;
     }
 
@@ -91,10 +102,12 @@ mod tests {
     fn counts_by_hand() {
         let classes: Vec<String> = ["A", "B", "C", "D"].iter().map(|s| s.to_string()).collect();
         let mut acc = Accumulator::new(&classes);
-        acc.add(&[0.7, 0.1, 0.1, 0.1], 0); // right
-        acc.add(&[0.4, 0.3, 0.2, 0.1], 2); // top-3 only
-        acc.add(&[0.1, 0.2, 0.3, 0.4], 0); // wrong
-        acc.add(&[0.1, 0.6, 0.2, 0.1], 1); // right
+        // Logits = ln(probabilities), so the softmax gives these probabilities back.
+        let ln = |p: [f32; 4]| p.map(f32::ln);
+        acc.add(&ln([0.7, 0.1, 0.1, 0.1]), 0); // right
+        acc.add(&ln([0.4, 0.3, 0.2, 0.1]), 2); // top-3 only
+        acc.add(&ln([0.1, 0.2, 0.3, 0.4]), 0); // wrong
+        acc.add(&ln([0.1, 0.6, 0.2, 0.1]), 1); // right
         let e = acc.finish();
         assert_eq!((e.top1, e.top3), (0.5, 0.75));
         assert_eq!(e.confusion[2][0], 1);
@@ -102,5 +115,17 @@ mod tests {
         assert_eq!(e.per_class[0].recall, 0.5);
         let want_loss = -(0.7f64.ln() + 0.2f64.ln() + 0.1f64.ln() + 0.6f64.ln()) / 4.0;
         assert!((e.loss - want_loss).abs() < 1e-6);
+    }
+
+    #[test]
+    fn saturated_wrong_answers_report_their_size() {
+        // Probabilities clamped at 1e-12 would say 27.63 for both; cross-entropy says 100 and 1000.
+        let classes: Vec<String> = ["A", "B"].iter().map(|s| s.to_string()).collect();
+        let mut acc = Accumulator::new(&classes);
+        acc.add(&[100.0, 0.0], 1);
+        assert!((acc.clone().finish().loss - 100.0).abs() < 1e-9);
+        let mut acc = Accumulator::new(&classes);
+        acc.add(&[1000.0, 0.0], 1);
+        assert!((acc.finish().loss - 1000.0).abs() < 1e-9);
     }
 }

@@ -9,6 +9,7 @@ pub mod schedule;
 pub mod sgd;
 pub mod split;
 pub mod trainer;
+pub mod validate;
 
 use crate::model::Arch;
 use schedule::SchedulerConfig;
@@ -149,6 +150,8 @@ pub enum TrainError {
     Checkpoint(#[from] crate::model::checkpoint::CheckpointError),
     #[error(transparent)]
     Image(#[from] crate::imaging::ImageError),
+    #[error(transparent)]
+    Config(#[from] validate::ConfigError),
     #[error("model: {0}")]
     Model(#[from] candle_core::Error),
     #[error("{0}")]
@@ -157,8 +160,14 @@ pub enum TrainError {
         "training diverged at epoch {epoch}, batch {batch}: the loss is {loss}; lower --lr (now {lr}) and start again"
     )]
     Diverged { epoch: u32, batch: usize, loss: f64, lr: f64 },
+    #[error("training diverged at epoch {epoch}: the validation loss is {loss}; lower --lr (now {lr}) and start again")]
+    DivergedValidation { epoch: u32, loss: f64, lr: f64 },
     #[error("run {0} was cancelled; continue it with `artculture train --resume {0}`")]
     Cancelled(String),
+    #[error("run {0} is being trained by another process right now")]
+    Busy(String),
+    #[error("training crashed: {0} (a bug: please report it)")]
+    Panicked(String),
     #[error("cannot write {path}: {detail}")]
     Io { path: PathBuf, detail: String },
 }

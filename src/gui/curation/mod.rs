@@ -1,8 +1,12 @@
 //! The Curation view: a thumbnail grid of the workspace's works where annotators flag
 //! mis-tagged non-paintings by keyboard, with filters, multi-select, undo and a live Table 1.
+//! Drawing and input live here; the state and its transitions in `state.rs`; every catalog
+//! read and write in `worker.rs`, off the UI thread.
 mod state;
+pub mod worker;
 
 pub use state::{CurationState, Filters, FlagFilter, Sort};
+use worker::{Reply, Request, Worker};
 
 use super::app::{PickKind, Shared};
 use super::thumbs::ThumbCache;
@@ -21,6 +25,15 @@ pub struct CurationView {
     suspicion_job: Option<super::jobs::Job<(Vec<crate::analysis::suspicion::Suspicion>, bool)>>,
     scroll_to_cursor: bool,
     scroll_y: f32,
+    worker: Option<Worker>,
+    /// The latest load asked for; older answers are ignored.
+    load_token: Option<u64>,
+    /// Undo and redo requests not answered yet.
+    undos_in_flight: std::collections::BTreeSet<u64>,
+    /// Suspicion scores shared with the worker's loads.
+    scores: worker::Scores,
+    /// Seconds the last flag took to commit (shown, and read by the benchmark).
+    pub last_commit_s: Option<f64>,
 }
 
 impl Default for CurationView {
@@ -37,6 +50,11 @@ impl Default for CurationView {
             suspicion_job: None,
             scroll_to_cursor: false,
             scroll_y: 0.0,
+            worker: None,
+            load_token: None,
+            undos_in_flight: Default::default(),
+            scores: Default::default(),
+            last_commit_s: None,
         }
     }
 }
@@ -55,13 +73,95 @@ pub const KEYS: &[(&str, &str)] = &[
 ];
 
 impl CurationView {
-    fn reload(&mut self, shared: &mut Shared) {
-        let Some(ws) = &shared.ws else { return };
-        if let Err(e) = self.state.reload(&ws.catalog) {
-            self.state.last_error = Some(e.to_string());
+    /// The worker for the open workspace (a new one when the workspace changed).
+    fn worker(&mut self, shared: &Shared) -> Option<&mut Worker> {
+        shared.ws.as_ref()?;
+        if self.worker.as_ref().is_none_or(|w| w.ws_path != shared.ws_path) {
+            self.worker = Some(Worker::spawn(&shared.ws_path, shared.ctx.clone()));
+            self.load_token = None;
         }
-        self.stats = ws.catalog.stats().ok();
+        self.worker.as_mut()
+    }
+
+    /// Asks for the list under the current filters; the view shows the old one until it comes.
+    fn reload(&mut self, shared: &mut Shared) {
+        let (filters, scores) = (self.state.filters.clone(), self.scores.clone());
+        if let Some(w) = self.worker(shared) {
+            self.load_token = Some(w.send(|token| Request::Load { token, filters, scores }));
+        }
         self.loaded_generation = Some(shared.generation);
+    }
+
+    /// Lists anew at the next frame (after a change of filters made outside the toolbar).
+    pub fn invalidate(&mut self) {
+        self.loaded_generation = None;
+    }
+
+    /// Whether nothing is on its way to or from the catalog (no load, flag or undo in flight).
+    pub fn idle(&self) -> bool {
+        self.load_token.is_none() && self.state.pending.is_empty() && self.undos_in_flight.is_empty()
+    }
+
+    /// Takes in what the worker finished since the last frame.
+    fn poll_worker(&mut self, shared: &mut Shared) {
+        let Some(w) = &self.worker else { return };
+        let mut replies = Vec::new();
+        while let Some(r) = w.try_recv() {
+            replies.push(r);
+        }
+        for r in replies {
+            match r {
+                Reply::Loaded { token, items, index, stats } => {
+                    if self.load_token != Some(token) {
+                        if let Some(w) = &self.worker {
+                            w.discard(items);
+                        }
+                        continue;
+                    }
+                    self.load_token = None;
+                    let old = self.state.set_items(items, index);
+                    if let Some(w) = &self.worker {
+                        w.discard(old);
+                    }
+                    self.stats = stats.or(self.stats.take());
+                }
+                Reply::Flagged { changes, stats, seconds, .. } => {
+                    self.state.finish_flag(&changes);
+                    self.stats = stats.or(self.stats.take());
+                    self.last_commit_s = Some(seconds);
+                    self.changed_here(shared);
+                }
+                Reply::Undone { token, changed, stats } => {
+                    self.undos_in_flight.remove(&token);
+                    self.state.apply_states(&changed);
+                    self.stats = stats.or(self.stats.take());
+                    if !changed.is_empty() {
+                        self.scroll_to_cursor = true;
+                        self.changed_here(shared);
+                    }
+                }
+                Reply::Failed { token, error, changes } => {
+                    if self.load_token == Some(token) {
+                        self.load_token = None;
+                    }
+                    self.undos_in_flight.remove(&token);
+                    self.state.fail_flag(&changes, error);
+                }
+            }
+        }
+    }
+
+    /// The catalog changed through this view: other views reload.
+    fn changed_here(&mut self, shared: &mut Shared) {
+        shared.generation += 1;
+        if self.loaded_generation.is_some() {
+            self.loaded_generation = Some(shared.generation);
+        }
+    }
+
+    /// Table 1's final total as this view shows it.
+    pub fn table1_final(&self) -> Option<usize> {
+        self.stats.as_ref().map(|s| s.total_final)
     }
 
     /// The most grid textures held at once so far (the memory bound the cache keeps).
@@ -77,33 +177,26 @@ impl CurationView {
         self.scroll_to_cursor = true;
     }
 
-    /// Runs a flag action and records that the catalog changed.
+    /// Flags the targets: shown at once as "saving", written by the worker.
     fn flag(&mut self, shared: &mut Shared, reason: Option<FlagReason>) {
-        let Some(ws) = shared.ws.as_mut() else { return };
         let note = Some(std::mem::take(&mut self.note)).filter(|n| !n.trim().is_empty());
-        match self.state.flag(&mut ws.catalog, reason, note) {
-            Ok(_) => {
-                self.stats = ws.catalog.stats().ok();
-                self.state.last_error = None;
-                self.scroll_to_cursor = true;
-                // Other views reload; this one is already up to date.
-                shared.generation += 1;
-                self.loaded_generation = Some(shared.generation);
+        let changes = self.state.begin_flag(reason, note);
+        if changes.is_empty() {
+            return;
+        }
+        self.scroll_to_cursor = true;
+        match self.worker(shared) {
+            Some(w) => {
+                w.send(|token| Request::Flag { token, changes });
             }
-            Err(e) => self.state.last_error = Some(format!("not saved: {e}")),
+            None => self.state.fail_flag(&changes, "not saved: no workspace is open".into()),
         }
     }
 
     fn undo(&mut self, shared: &mut Shared, redo: bool) {
-        let Some(ws) = shared.ws.as_mut() else { return };
-        match self.state.undo(&mut ws.catalog, redo) {
-            Ok(_) => {
-                self.stats = ws.catalog.stats().ok();
-                self.scroll_to_cursor = true;
-                shared.generation += 1;
-                self.loaded_generation = Some(shared.generation);
-            }
-            Err(e) => self.state.last_error = Some(e.to_string()),
+        if let Some(w) = self.worker(shared) {
+            let token = w.send(|token| Request::Undo { token, redo });
+            self.undos_in_flight.insert(token);
         }
     }
 
@@ -273,12 +366,14 @@ impl CurationView {
             if let Some(l) = &a.link {
                 ui.hyperlink_to("record at The Met", l);
             }
-            match &a.flag {
-                Some(r) => ui.colored_label(
+            match self.state.shown_flag(&a) {
+                (Some(r), true) => ui.colored_label(Color32::from_rgb(220, 80, 60), format!("flagged: {r} (saving…)")),
+                (None, true) => ui.label("unflagging (saving…)"),
+                (Some(r), false) => ui.colored_label(
                     Color32::from_rgb(220, 80, 60),
                     format!("flagged: {r}{}", a.flag_note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()),
                 ),
-                None => ui.label("not flagged"),
+                (None, false) => ui.label("not flagged"),
             };
             if let Some(s) = self.state.suspicion.get(&a.id) {
                 ui.label(format!(
@@ -353,17 +448,32 @@ impl CurationView {
                                 );
                             }
                         }
-                        if let Some(r) = &a.flag {
+                        let (flag, saving) = self.state.shown_flag(a);
+                        if let Some(r) = flag {
+                            // A flag on its way to the catalog is drawn thinner and lighter.
+                            let (width, colour) = if saving {
+                                (1.5, Color32::from_rgb(240, 150, 140))
+                            } else {
+                                (3.0, Color32::from_rgb(220, 60, 50))
+                            };
                             painter.rect_stroke(
                                 img_rect.shrink(1.0),
                                 2.0,
-                                Stroke::new(3.0, Color32::from_rgb(220, 60, 50)),
+                                Stroke::new(width, colour),
                                 egui::StrokeKind::Inside,
                             );
                             painter.text(
                                 img_rect.left_top() + Vec2::new(4.0, 4.0),
                                 egui::Align2::LEFT_TOP,
-                                r,
+                                if saving { format!("{r} (saving)") } else { r.to_string() },
+                                egui::FontId::proportional(12.0),
+                                Color32::WHITE,
+                            );
+                        } else if saving {
+                            painter.text(
+                                img_rect.left_top() + Vec2::new(4.0, 4.0),
+                                egui::Align2::LEFT_TOP,
+                                "unflagging…",
                                 egui::FontId::proportional(12.0),
                                 Color32::WHITE,
                             );
@@ -404,6 +514,7 @@ impl CurationView {
     }
 
     pub fn ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared) {
+        self.poll_worker(shared);
         if self.thumbs.is_none() {
             // 600 textures of at most 192 x 192 RGBA: under 90 MB.
             self.thumbs = Some(ThumbCache::new(ui.ctx(), 2, 600));
@@ -417,6 +528,7 @@ impl CurationView {
             self.suspicion_job = None;
             match r {
                 Ok((list, from_model)) => {
+                    self.scores = std::sync::Arc::new(list.iter().map(|s| (s.artwork_id, s.score)).collect());
                     self.state.suspicion = list.into_iter().map(|s| (s.artwork_id, s)).collect();
                     self.state.suspicion_from_model = from_model;
                     self.state.filters.sort = Sort::Suspicious;
@@ -454,7 +566,16 @@ impl CurationView {
             egui::ScrollArea::vertical().show(ui, |ui| self.side_panel(ui, shared));
         });
         egui::CentralPanel::default().show(ui, |ui| {
-            ui.label(format!("{} works listed", self.state.items.len()));
+            ui.horizontal(|ui| {
+                ui.label(format!("{} works listed", self.state.items.len()));
+                if self.load_token.is_some() {
+                    ui.spinner();
+                }
+                let saving = self.state.pending.len();
+                if saving > 0 {
+                    ui.label(format!("saving {saving} flag(s)…"));
+                }
+            });
             if self.state.items.is_empty() {
                 ui.label("Nothing to curate here: import works in the Dataset view, or loosen the filters.");
             }
@@ -521,7 +642,7 @@ fn export_csv(shared: &mut Shared) {
 mod tests {
     use crate::catalog::NewArtwork;
     use crate::gui::View;
-    use crate::gui::app::tests::{fixed_picker, harness};
+    use crate::gui::app::tests::{fixed_picker, harness, run_until};
     use egui::{Key, Modifiers};
     use egui_kittest::kittest::Queryable;
 
@@ -545,6 +666,7 @@ mod tests {
         let mut h = harness(dir.path(), fixed_picker(vec![]));
         h.state_mut().view = View::Curation;
         h.run_steps(3);
+        run_until(&mut h, |app| app.curation.idle() && app.curation.state.items.len() == n);
         (dir, h)
     }
 
@@ -554,25 +676,35 @@ mod tests {
         ws.catalog.flag_state(id).unwrap().reason
     }
 
+    /// Runs frames until the view has nothing in flight.
+    fn settle(h: &mut egui_kittest::Harness<'static, crate::gui::ArtApp>) {
+        h.run_steps(1);
+        run_until(h, |app| app.curation.idle());
+    }
+
     #[test]
     fn keyboard_flagging_advances_and_commits() {
         let (_d, mut h) = app_with(12);
         h.key_press(Key::Num2);
-        h.run_steps(2);
-        assert_eq!(flag_of(&h, "1000").as_deref(), Some("book"));
+        h.run_steps(1);
+        // The cursor moves on at once, before the catalog has confirmed.
         assert_eq!(h.state().curation.state.cursor, 1);
+        settle(&mut h);
+        assert_eq!(flag_of(&h, "1000").as_deref(), Some("book"));
+        assert_eq!(h.state().curation.state.items[0].flag.as_deref(), Some("book"));
         h.key_press(Key::ArrowRight);
         h.key_press(Key::Num6);
-        h.run_steps(2);
+        settle(&mut h);
         assert_eq!(flag_of(&h, "1002").as_deref(), Some("snuff-box"));
         // Table 1 is live: 12 initial, 10 final.
         let stats = h.state().shared.ws.as_ref().unwrap().catalog.stats().unwrap();
         assert_eq!((stats.total_initial, stats.total_final), (12, 10));
+        run_until(&mut h, |app| app.curation.table1_final() == Some(10));
         h.get_by_label("Table 1 (live)");
         // U removes the flag of the work under the cursor (it moved on to 1003, go back).
         h.key_press(Key::ArrowLeft);
         h.key_press(Key::U);
-        h.run_steps(2);
+        settle(&mut h);
         assert_eq!(flag_of(&h, "1002"), None);
     }
 
@@ -583,13 +715,14 @@ mod tests {
         h.run_steps(1);
         assert_eq!(h.state().curation.state.selection.len(), 10);
         h.key_press(Key::Num5);
-        h.run_steps(2);
+        settle(&mut h);
         assert!((0..10).all(|i| flag_of(&h, &(1000 + i).to_string()).as_deref() == Some("jewelry")));
         h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
-        h.run_steps(2);
+        settle(&mut h);
         assert!((0..10).all(|i| flag_of(&h, &(1000 + i).to_string()).is_none()));
+        assert!(h.state().curation.state.items.iter().all(|a| a.flag.is_none()), "the grid shows the undo");
         h.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z);
-        h.run_steps(2);
+        settle(&mut h);
         assert_eq!(flag_of(&h, "1007").as_deref(), Some("jewelry"));
     }
 
@@ -597,16 +730,14 @@ mod tests {
     fn filters_narrow_the_grid_and_help_lists_keys() {
         let (_d, mut h) = app_with(8);
         h.key_press(Key::Num1);
-        h.run_steps(2);
+        settle(&mut h);
         h.state_mut().curation.state.filters.flag = super::FlagFilter::Flagged;
-        let app = h.state_mut();
-        app.curation.state.reload(&app.shared.ws.as_ref().unwrap().catalog).unwrap();
-        h.run_steps(2);
+        h.state_mut().curation.invalidate();
+        settle(&mut h);
         h.get_by_label("1 works listed");
         h.state_mut().curation.state.filters = super::Filters { culture: Some("Dutch".into()), ..Default::default() };
-        let app = h.state_mut();
-        app.curation.state.reload(&app.shared.ws.as_ref().unwrap().catalog).unwrap();
-        h.run_steps(2);
+        h.state_mut().curation.invalidate();
+        settle(&mut h);
         h.get_by_label("4 works listed");
         h.get_by_label("Keys (?)").click();
         h.run_steps(2);

@@ -1,8 +1,10 @@
-//! The Curation view's state and actions, apart from drawing: what is listed, which work has
-//! the cursor, what is selected, and flagging through the catalog (committed before the view
-//! shows a flag).
+//! The Curation view's state and its transitions, apart from drawing and from the catalog:
+//! what is listed, which work has the cursor, what is selected, and which flags are on their
+//! way to the catalog. Every transition costs time in the number of works it touches, never in
+//! the size of the catalog, because it runs on the UI thread (the catalog work runs on
+//! [`super::worker`]).
 use crate::analysis::suspicion::Suspicion;
-use crate::catalog::{Artwork, ArtworkQuery, Catalog, CatalogError, FlagChange, FlagReason, SortOrder, UndoOutcome};
+use crate::catalog::{Artwork, FlagChange, FlagReason, FlagState};
 use std::collections::{BTreeSet, HashMap};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,13 +32,26 @@ pub struct Filters {
     pub sort: Sort,
 }
 
+/// A flag sent to the catalog and not yet confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    /// The latest flag asked for (`None`: unflag).
+    pub reason: Option<FlagReason>,
+    /// Requests in flight for this work.
+    count: u32,
+}
+
 #[derive(Default)]
 pub struct CurationState {
     pub items: Vec<Artwork>,
+    /// Position of each listed work in `items`.
+    index: HashMap<i64, usize>,
     pub filters: Filters,
     pub cursor: usize,
     pub selection: BTreeSet<i64>,
     anchor: Option<usize>,
+    /// Flags on their way to the catalog, shown as "saving" until confirmed.
+    pub pending: HashMap<i64, Pending>,
     pub suspicion: HashMap<i64, Suspicion>,
     /// Whether `suspicion` comes from a model (else from image statistics).
     pub suspicion_from_model: bool,
@@ -46,40 +61,29 @@ pub struct CurationState {
 }
 
 impl CurationState {
-    /// Reloads the list from the catalog, keeping the cursor on the same work if it is still
-    /// listed.
-    pub fn reload(&mut self, catalog: &Catalog) -> Result<(), CatalogError> {
+    /// Shows a freshly loaded list, keeping the cursor on the same work if it is still listed
+    /// and the selection to what is listed; returns the old list (to be freed off this thread).
+    pub fn set_items(&mut self, items: Vec<Artwork>, index: HashMap<i64, usize>) -> Vec<Artwork> {
         let keep = self.focus_after_reload.take().or(self.current().map(|a| a.id));
-        let f = &self.filters;
-        let q = ArtworkQuery {
-            culture: f.culture.clone(),
-            flagged: match f.flag {
-                FlagFilter::All => None,
-                FlagFilter::Flagged => Some(true),
-                FlagFilter::Unflagged => Some(false),
-            },
-            reason: f.reason.map(|r| r.as_str().to_string()),
-            text: f.text.clone(),
-            grouped_only: true,
-            with_image_only: false,
-            sort: if f.sort == Sort::Culture { SortOrder::Culture } else { SortOrder::Id },
-        };
-        self.items = catalog.artworks(&q)?;
-        if f.sort == Sort::Suspicious {
-            let score = |a: &Artwork| self.suspicion.get(&a.id).map(|s| s.score).unwrap_or(f64::NEG_INFINITY);
-            self.items.sort_by(|a, b| score(b).total_cmp(&score(a)).then(a.id.cmp(&b.id)));
-        }
-        self.cursor = keep
-            .and_then(|id| self.items.iter().position(|a| a.id == id))
-            .unwrap_or(0)
-            .min(self.items.len().saturating_sub(1));
-        let listed: BTreeSet<i64> = self.items.iter().map(|a| a.id).collect();
-        self.selection.retain(|id| listed.contains(id));
-        Ok(())
+        let old = std::mem::replace(&mut self.items, items);
+        self.index = index;
+        self.cursor =
+            keep.and_then(|id| self.index.get(&id).copied()).unwrap_or(0).min(self.items.len().saturating_sub(1));
+        let index = &self.index;
+        self.selection.retain(|id| index.contains_key(id));
+        old
     }
 
     pub fn current(&self) -> Option<&Artwork> {
         self.items.get(self.cursor)
+    }
+
+    /// The flag a work shows: the pending one if a change is on its way, else the catalog's.
+    pub fn shown_flag<'a>(&'a self, a: &'a Artwork) -> (Option<&'a str>, bool) {
+        match self.pending.get(&a.id) {
+            Some(p) => (p.reason.map(FlagReason::as_str), true),
+            None => (a.flag.as_deref(), false),
+        }
     }
 
     pub fn move_cursor(&mut self, delta: isize) {
@@ -125,48 +129,62 @@ impl CurationState {
         }
     }
 
-    /// Flags (or with `None` unflags) the targets in one transaction; on success moves to the
-    /// next work when a single one was flagged. Returns how many changed.
-    pub fn flag(
-        &mut self,
-        catalog: &mut Catalog,
-        reason: Option<FlagReason>,
-        note: Option<String>,
-    ) -> Result<usize, CatalogError> {
+    /// Flags (or with `None` unflags) the targets: marks them pending, clears the selection and,
+    /// when a single work was flagged, moves to the next. Returns the changes to write.
+    pub fn begin_flag(&mut self, reason: Option<FlagReason>, note: Option<String>) -> Vec<FlagChange> {
         let targets = self.targets();
-        let changes: Vec<FlagChange> =
-            targets.iter().map(|&id| FlagChange { artwork_id: id, reason, note: note.clone() }).collect();
-        catalog.apply_flags(&changes, "gui")?;
         let single = self.selection.is_empty();
         self.selection.clear();
-        self.refresh_flags(catalog, &targets)?;
-        if single && self.items.get(self.cursor).is_some_and(|a| targets.contains(&a.id)) {
+        for &id in &targets {
+            let p = self.pending.entry(id).or_insert(Pending { reason, count: 0 });
+            p.reason = reason;
+            p.count += 1;
+        }
+        if single && self.current().is_some_and(|a| targets.contains(&a.id)) {
             self.move_cursor(1);
         }
-        Ok(targets.len())
+        targets.into_iter().map(|id| FlagChange { artwork_id: id, reason, note: note.clone() }).collect()
     }
 
-    /// Re-reads the flag of some works (after a flag, undo or redo) without reloading the list.
-    fn refresh_flags(&mut self, catalog: &Catalog, ids: &[i64]) -> Result<(), CatalogError> {
-        for a in self.items.iter_mut().filter(|a| ids.contains(&a.id)) {
-            let s = catalog.flag_state(a.id)?;
-            a.flag = s.reason;
-            a.flag_note = s.note;
-        }
-        Ok(())
-    }
-
-    pub fn undo(&mut self, catalog: &mut Catalog, redo: bool) -> Result<bool, CatalogError> {
-        let out = if redo { catalog.redo("gui")? } else { catalog.undo("gui")? };
-        match out {
-            UndoOutcome::Nothing => Ok(false),
-            UndoOutcome::Applied { artworks, .. } => {
-                self.refresh_flags(catalog, &artworks)?;
-                if let Some(i) = artworks.first().and_then(|id| self.items.iter().position(|a| a.id == *id)) {
-                    self.cursor = i;
-                }
-                Ok(true)
+    /// The catalog confirmed these changes: the works show them for good.
+    pub fn finish_flag(&mut self, changes: &[FlagChange]) {
+        for c in changes {
+            self.release(c.artwork_id);
+            if let Some(a) = self.index.get(&c.artwork_id).and_then(|&i| self.items.get_mut(i)) {
+                a.flag = c.reason.map(|r| r.as_str().to_string());
+                a.flag_note = c.note.clone().filter(|n| !n.trim().is_empty() && c.reason.is_some());
             }
+        }
+        self.last_error = None;
+    }
+
+    /// The catalog refused these changes: the works show what the catalog holds.
+    pub fn fail_flag(&mut self, changes: &[FlagChange], error: String) {
+        for c in changes {
+            self.release(c.artwork_id);
+        }
+        self.last_error = Some(error);
+    }
+
+    fn release(&mut self, id: i64) {
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.count = p.count.saturating_sub(1);
+            if p.count == 0 {
+                self.pending.remove(&id);
+            }
+        }
+    }
+
+    /// An undo or redo left these works in these states; the cursor goes to the first.
+    pub fn apply_states(&mut self, changed: &[(i64, FlagState)]) {
+        for (id, s) in changed {
+            if let Some(a) = self.index.get(id).and_then(|&i| self.items.get_mut(i)) {
+                a.flag = s.reason.clone();
+                a.flag_note = s.note.clone();
+            }
+        }
+        if let Some(&i) = changed.first().and_then(|(id, _)| self.index.get(id)) {
+            self.cursor = i;
         }
     }
 }
@@ -174,54 +192,73 @@ impl CurationState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::NewArtwork;
 
-    fn setup(n: usize) -> (tempfile::TempDir, Catalog, CurationState) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
-        let works: Vec<NewArtwork> = (0..n)
-            .map(|i| NewArtwork {
-                source: "met".into(),
-                source_id: (500 + i).to_string(),
-                mapped_group: Some(if i % 2 == 0 { "French" } else { "Dutch" }.into()),
-                ..Default::default()
-            })
-            .collect();
-        c.upsert_artworks(&works).unwrap();
-        c.apply_group_threshold("met", &["French".into(), "Dutch".into()]).unwrap();
+    fn state(n: usize) -> CurationState {
+        let items: Vec<Artwork> = (0..n as i64).map(|i| Artwork { id: 10 + i, ..Default::default() }).collect();
+        let index = items.iter().enumerate().map(|(i, a)| (a.id, i)).collect();
         let mut s = CurationState::default();
-        s.reload(&c).unwrap();
-        (dir, c, s)
+        s.set_items(items, index);
+        s
     }
 
     #[test]
-    fn flagging_one_advances_and_shift_click_selects_a_range() {
-        let (_d, mut c, mut s) = setup(6);
-        s.flag(&mut c, Some(FlagReason::Book), None).unwrap();
+    fn flagging_one_shows_pending_advances_and_confirms() {
+        let mut s = state(6);
+        let changes = s.begin_flag(Some(FlagReason::Book), None);
+        assert_eq!(changes.len(), 1);
         assert_eq!(s.cursor, 1);
+        assert_eq!(s.shown_flag(&s.items[0].clone()), (Some("book"), true), "saving");
+        s.finish_flag(&changes);
+        assert!(s.pending.is_empty());
         assert_eq!(s.items[0].flag.as_deref(), Some("book"));
+        assert_eq!(s.shown_flag(&s.items[0].clone()), (Some("book"), false));
+    }
+
+    #[test]
+    fn two_quick_flags_of_one_work_show_the_last_until_both_are_confirmed() {
+        let mut s = state(3);
+        let first = s.begin_flag(Some(FlagReason::Book), None);
+        s.cursor = 0;
+        let second = s.begin_flag(Some(FlagReason::Jewelry), None);
+        s.finish_flag(&first);
+        assert_eq!(s.shown_flag(&s.items[0].clone()), (Some("jewelry"), true));
+        s.finish_flag(&second);
+        assert_eq!(s.shown_flag(&s.items[0].clone()), (Some("jewelry"), false));
+    }
+
+    #[test]
+    fn a_refused_flag_shows_the_error_and_the_catalog_state() {
+        let mut s = state(3);
+        let c = s.begin_flag(Some(FlagReason::Other), None);
+        s.fail_flag(&c, "not saved: database is locked".into());
+        assert_eq!(s.shown_flag(&s.items[0].clone()), (None, false));
+        assert!(s.last_error.as_deref().unwrap().contains("not saved"));
+    }
+
+    #[test]
+    fn shift_click_selects_a_range_and_a_bulk_flag_does_not_move() {
+        let mut s = state(6);
         s.click(1, false, false);
         s.click(4, false, true);
         assert_eq!(s.selection.len(), 4);
-        assert_eq!(s.flag(&mut c, Some(FlagReason::Jewelry), None).unwrap(), 4);
-        assert_eq!(c.stats().unwrap().total_final, 1);
-        assert!(s.undo(&mut c, false).unwrap());
-        assert_eq!(c.stats().unwrap().total_final, 5);
+        let c = s.begin_flag(Some(FlagReason::Jewelry), Some("set".into()));
+        assert_eq!((c.len(), s.cursor, s.selection.len()), (4, 4, 0));
+        s.finish_flag(&c);
+        assert_eq!(s.items[2].flag_note.as_deref(), Some("set"));
+        s.apply_states(&[(12, FlagState::default()), (13, FlagState::default())]);
+        assert_eq!((s.items[2].flag.as_deref(), s.cursor), (None, 2));
     }
 
     #[test]
-    fn filters_and_cursor_survive_reload() {
-        let (_d, mut c, mut s) = setup(6);
+    fn a_new_list_keeps_the_cursor_work_and_the_listed_selection() {
+        let mut s = state(6);
         s.cursor = 3;
-        let id = s.current().unwrap().id;
-        s.flag(&mut c, Some(FlagReason::Other), Some("a fan".into())).unwrap();
-        s.filters.flag = FlagFilter::Flagged;
-        s.reload(&c).unwrap();
-        assert_eq!(s.items.len(), 1);
-        assert_eq!(s.items[0].id, id);
-        assert_eq!(s.items[0].flag_note.as_deref(), Some("a fan"));
-        s.filters = Filters { culture: Some("Dutch".into()), ..Default::default() };
-        s.reload(&c).unwrap();
-        assert_eq!(s.items.len(), 3);
+        s.selection = [11, 12, 15].into();
+        let items: Vec<Artwork> = [11, 13, 14].iter().map(|&id| Artwork { id, ..Default::default() }).collect();
+        let index = items.iter().enumerate().map(|(i, a)| (a.id, i)).collect();
+        let old = s.set_items(items, index);
+        assert_eq!(old.len(), 6);
+        assert_eq!(s.current().unwrap().id, 13);
+        assert_eq!(s.selection, [11].into());
     }
 }
