@@ -437,19 +437,19 @@ impl TrainingView {
     fn runs_table(&mut self, ui: &mut egui::Ui, shared: &mut Shared) {
         ui.heading("Runs (Table 2)");
         let headers =
-            ["run", "arch", "scheduler", "method", "val %", "top-1 %", "top-3 %", "epochs", "time s", "status"];
+            ["run", "status", "arch", "scheduler", "method", "val %", "top-1 %", "top-3 %", "epochs", "time s"];
         let mut runs = shared.runs.clone();
         let key = |r: &RunRecord, i: usize| -> (f64, String) {
             match i {
-                4 => (r.val_acc.unwrap_or(-1.0), String::new()),
-                5 => (r.top1.unwrap_or(-1.0), String::new()),
-                6 => (r.top3.unwrap_or(-1.0), String::new()),
-                7 => (r.epochs_done as f64, String::new()),
-                8 => (r.seconds, String::new()),
-                1 => (0.0, r.arch.clone()),
-                2 => (0.0, r.scheduler.clone()),
-                3 => (0.0, r.method.clone()),
-                9 => (0.0, r.status.as_str().to_string()),
+                5 => (r.val_acc.unwrap_or(-1.0), String::new()),
+                6 => (r.top1.unwrap_or(-1.0), String::new()),
+                7 => (r.top3.unwrap_or(-1.0), String::new()),
+                8 => (r.epochs_done as f64, String::new()),
+                9 => (r.seconds, String::new()),
+                1 => (0.0, r.status.as_str().to_string()),
+                2 => (0.0, r.arch.clone()),
+                3 => (0.0, r.scheduler.clone()),
+                4 => (0.0, r.method.clone()),
                 _ => (0.0, r.id.clone()),
             }
         };
@@ -484,6 +484,16 @@ impl TrainingView {
                     if ui.selectable_label(shared.selected_run.as_deref() == Some(&r.id), &r.id).clicked() {
                         shared.selected_run = Some(r.id.clone());
                     }
+                    // A failed run's status is in the error colour; its message on hover.
+                    let status = match r.status {
+                        crate::catalog::RunStatus::Failed => {
+                            ui.colored_label(ui.visuals().error_fg_color, "failed (hover)")
+                        }
+                        s => ui.label(s.as_str()),
+                    };
+                    if let Some(m) = &r.message {
+                        status.on_hover_text(m);
+                    }
                     for v in [
                         r.arch.clone(),
                         r.scheduler.clone(),
@@ -495,10 +505,6 @@ impl TrainingView {
                         format!("{:.0}", r.seconds),
                     ] {
                         ui.label(v);
-                    }
-                    let status = ui.label(r.status.as_str());
-                    if let Some(m) = &r.message {
-                        status.on_hover_text(m);
                     }
                     ui.horizontal(|ui| {
                         if ui.small_button("confusion").clicked() && self.confusion_job.is_none() {

@@ -140,6 +140,17 @@ impl CurationView {
                         self.changed_here(shared);
                     }
                 }
+                Reply::Crashed { error } => {
+                    // What was in flight is unknown: show what the catalog holds.
+                    let pending: Vec<crate::catalog::FlagChange> = std::mem::take(&mut self.state.pending)
+                        .into_keys()
+                        .map(|id| crate::catalog::FlagChange { artwork_id: id, reason: None, note: None })
+                        .collect();
+                    self.state.fail_flag(&pending, format!("not saved: {error}"));
+                    self.load_token = None;
+                    self.undos_in_flight.clear();
+                    self.loaded_generation = None;
+                }
                 Reply::Failed { token, error, changes } => {
                     if self.load_token == Some(token) {
                         self.load_token = None;

@@ -59,6 +59,10 @@ pub enum Reply {
         error: String,
         changes: Vec<FlagChange>,
     },
+    /// A request panicked (a bug): whatever was in flight is unknown; the thread goes on.
+    Crashed {
+        error: String,
+    },
 }
 
 /// The query behind a set of filters.
@@ -155,10 +159,16 @@ impl Worker {
                         if matches!(r, Request::Load { .. }) && Some(i) != last_load {
                             continue;
                         }
-                        let reply = match &mut catalog {
+                        let run = std::panic::AssertUnwindSafe(|| match &mut catalog {
                             Ok(c) => execute(c, r),
                             Err(e) => failed(r, e),
-                        };
+                        });
+                        let reply = std::panic::catch_unwind(run).unwrap_or_else(|p| {
+                            let error = crate::train::trainer::panic_message(p.as_ref());
+                            Some(Reply::Crashed {
+                                error: format!("the catalog worker crashed: {error} (a bug: please report it)"),
+                            })
+                        });
                         if let Some(reply) = reply {
                             if replies.send(reply).is_err() {
                                 return;
@@ -200,5 +210,86 @@ fn failed(r: Request, e: &CatalogError) -> Option<Reply> {
         Request::Flag { token, changes } => {
             Some(Reply::Failed { token, error: format!("not saved: {error}"), changes })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{FlagReason, NewArtwork};
+
+    fn catalog(n: usize) -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(&dir.path().join("catalog.sqlite")).unwrap();
+        let works: Vec<NewArtwork> = (0..n)
+            .map(|i| NewArtwork {
+                source: "met".into(),
+                source_id: (500 + i).to_string(),
+                title: format!("Work {i}"),
+                mapped_group: Some(if i % 2 == 0 { "French" } else { "Dutch" }.into()),
+                ..Default::default()
+            })
+            .collect();
+        c.upsert_artworks(&works).unwrap();
+        c.apply_group_threshold("met", &["French".into(), "Dutch".into()]).unwrap();
+        (dir, c)
+    }
+
+    fn loaded(c: &mut Catalog, filters: Filters) -> Vec<Artwork> {
+        match execute(c, Request::Load { token: 1, filters, scores: Scores::default() }) {
+            Some(Reply::Loaded { items, index, .. }) => {
+                assert!(items.iter().enumerate().all(|(i, a)| index[&a.id] == i));
+                items
+            }
+            _ => panic!("no list"),
+        }
+    }
+
+    #[test]
+    fn loads_flags_and_undoes_against_the_catalog() {
+        let (_d, mut c) = catalog(6);
+        let all = loaded(&mut c, Filters::default());
+        assert_eq!(all.len(), 6);
+        let dutch = loaded(&mut c, Filters { culture: Some("Dutch".into()), ..Default::default() });
+        assert_eq!(dutch.len(), 3);
+        let changes: Vec<FlagChange> = all[..2]
+            .iter()
+            .map(|a| FlagChange { artwork_id: a.id, reason: Some(FlagReason::Book), note: None })
+            .collect();
+        let Some(Reply::Flagged { changes: done, stats, .. }) = execute(&mut c, Request::Flag { token: 2, changes })
+        else {
+            panic!("not flagged")
+        };
+        assert_eq!((done.len(), stats.unwrap().total_final), (2, 4));
+        let flagged = loaded(&mut c, Filters { flag: FlagFilter::Flagged, ..Default::default() });
+        assert_eq!(flagged.len(), 2);
+        let Some(Reply::Undone { changed, .. }) = execute(&mut c, Request::Undo { token: 3, redo: false }) else {
+            panic!("not undone")
+        };
+        assert_eq!(changed.len(), 2);
+        assert!(changed.iter().all(|(_, s)| s.reason.is_none()));
+    }
+
+    #[test]
+    fn a_refused_write_comes_back_with_its_changes() {
+        let (_d, mut c) = catalog(2);
+        let changes = vec![FlagChange { artwork_id: 999_999, reason: Some(FlagReason::Other), note: None }];
+        let Some(Reply::Failed { error, changes, .. }) = execute(&mut c, Request::Flag { token: 1, changes }) else {
+            panic!("accepted a flag of an unknown work")
+        };
+        assert!(error.starts_with("not saved:") && error.contains("999999"), "{error}");
+        assert_eq!(changes.len(), 1);
+    }
+
+    #[test]
+    fn suspicious_order_puts_the_highest_score_first() {
+        let (_d, mut c) = catalog(4);
+        let ids: Vec<i64> = loaded(&mut c, Filters::default()).iter().map(|a| a.id).collect();
+        let scores: Scores = Arc::new([(ids[2], 0.9), (ids[0], 0.1)].into());
+        let filters = Filters { sort: Sort::Suspicious, ..Default::default() };
+        let Some(Reply::Loaded { items, .. }) = execute(&mut c, Request::Load { token: 1, filters, scores }) else {
+            panic!()
+        };
+        assert_eq!(items.iter().map(|a| a.id).collect::<Vec<_>>(), vec![ids[2], ids[0], ids[1], ids[3]]);
     }
 }
