@@ -487,7 +487,10 @@ impl TrainingView {
                     // A failed run's status is in the error colour; its message on hover.
                     let status = match r.status {
                         crate::catalog::RunStatus::Failed => {
-                            ui.colored_label(ui.visuals().error_fg_color, "failed (hover)")
+                            let why = r.message.as_deref().unwrap_or("");
+                            let short: String = why.chars().take(32).collect();
+                            let more = if why.chars().count() > 32 { "…" } else { "" };
+                            ui.colored_label(ui.visuals().error_fg_color, format!("failed: {short}{more}"))
                         }
                         s => ui.label(s.as_str()),
                     };
