@@ -200,13 +200,24 @@ fn bar_chart(ui: &mut egui::Ui, stats: &DatasetStats) {
         .groups
         .iter()
         .enumerate()
-        .map(|(i, g)| Bar::new(i as f64 - 0.2, g.initial as f64).name(&g.culture).width(0.4))
+        .map(|(i, g)| {
+            // The culture's own colour; the initial count lighter than the final one.
+            let [r, gr, b] = crate::analysis::palette::culture_color(&g.culture);
+            let c = egui::Color32::from_rgb(r, gr, b);
+            Bar::new(i as f64 - 0.2, g.initial as f64).name(&g.culture).width(0.4).fill(c.gamma_multiply(0.45))
+        })
         .collect();
     let final_: Vec<Bar> = stats
         .groups
         .iter()
         .enumerate()
-        .map(|(i, g)| Bar::new(i as f64 + 0.2, g.final_ as f64).name(&g.culture).width(0.4))
+        .map(|(i, g)| {
+            let [r, gr, b] = crate::analysis::palette::culture_color(&g.culture);
+            Bar::new(i as f64 + 0.2, g.final_ as f64)
+                .name(&g.culture)
+                .width(0.4)
+                .fill(egui::Color32::from_rgb(r, gr, b))
+        })
         .collect();
     let names: Vec<String> = stats.groups.iter().map(|g| g.culture.clone()).collect();
     Plot::new("table1_bars")
@@ -221,8 +232,9 @@ fn bar_chart(ui: &mut egui::Ui, stats: &DatasetStats) {
             }
         })
         .show(ui, |p| {
-            p.bar_chart(BarChart::new("Initial", initial));
-            p.bar_chart(BarChart::new("Final", final_));
+            // Bars are in their culture's colour; the legend tells initial (light) from final.
+            p.bar_chart(BarChart::new("Initial (light)", initial).color(egui::Color32::from_gray(110)));
+            p.bar_chart(BarChart::new("Final", final_).color(egui::Color32::from_gray(200)));
         });
 }
 

@@ -265,7 +265,7 @@ impl MapView {
                 ui.visuals().text_color(),
             );
         }
-        legend_regions(&painter, rect, ui.visuals().text_color());
+        legend_cultures(&painter, rect, &m.cultures, ui.visuals().text_color());
         if let Some(i) = hover {
             let ws = shared.ws.as_ref();
             let examples: Vec<(i64, Option<std::path::PathBuf>)> = d
@@ -473,17 +473,15 @@ impl MapView {
     }
 }
 
-fn legend_regions(painter: &egui::Painter, rect: Rect, text: Color32) {
-    for (k, (name, sample)) in
-        [("North American", "American"), ("European", "French"), ("Asian", "Japanese")].iter().enumerate()
-    {
+/// One entry per culture on the map, in its colour, with its region (the study's clusters).
+fn legend_cultures(painter: &egui::Painter, rect: Rect, cultures: &[String], text: Color32) {
+    for (k, name) in cultures.iter().rev().enumerate() {
         let p = Pos2::new(rect.left() + 16.0, rect.bottom() - 20.0 - 18.0 * k as f32);
-        painter.circle_filled(p, 6.0, to_color(culture_color(sample)));
-        debug_assert_eq!(region(sample), *name);
+        painter.circle_filled(p, 6.0, to_color(culture_color(name)));
         painter.text(
             p + Vec2::new(12.0, 0.0),
             egui::Align2::LEFT_CENTER,
-            *name,
+            format!("{name} ({})", region(name)),
             egui::FontId::proportional(12.0),
             text,
         );
