@@ -24,4 +24,30 @@ fn main() {
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
     println!("cargo:rerun-if-changed=build.rs");
+    embed_sample();
+}
+
+/// Lists `assets/sample/<Culture>/*.jpg` as `include_bytes!` entries for `ingest::sample`, so
+/// the binary carries the sample and a new file there needs no code change.
+fn embed_sample() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample");
+    println!("cargo:rerun-if-changed={}", root.display());
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .collect();
+    files.sort();
+    let mut code = String::from("pub const SAMPLE_FILES: &[(&str, &[u8])] = &[\n");
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+        let rel = f.strip_prefix(&root).expect("under assets/sample").to_string_lossy().replace('\\', "/");
+        code.push_str(&format!("    ({rel:?}, include_bytes!({:?})),\n", f.display().to_string()));
+    }
+    code.push_str("];\n");
+    let out = std::path::Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("sample_files.rs");
+    std::fs::write(out, code).expect("writing sample_files.rs");
 }

@@ -209,3 +209,16 @@ fn flag_unflag_undo_through_the_cli_and_unknown_ids() {
     assert_ne!(code, 0);
     assert!(err.contains("unknown reason"), "{err}");
 }
+
+#[test]
+fn the_built_in_sample_loads_offline_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let (code, _, err) = run(&ws, &["import", "sample"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("sample: 32 paintings (32 new)"), "{err}");
+    let s = stats(&ws);
+    assert_eq!(s["total_initial"], 32);
+    assert_eq!(counts(&s).len(), 7, "British, Dutch, Flemish, French, German, Italian, Spanish");
+    assert!(ws.join("sample/French").is_dir(), "the images live in the workspace");
+}

@@ -189,6 +189,21 @@ pub fn import_folder(ws_dir: &Option<PathBuf>, dir: &std::path::Path) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn import_sample(ws_dir: &Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let mut ws = open_workspace(ws_dir)?;
+    let r = ingest::sample::import_sample(&mut ws, |_, _| {})?;
+    eprintln!(
+        "sample: {} paintings ({} new) from {}",
+        r.imported + r.updated,
+        r.imported,
+        ws.root().join("sample").display()
+    );
+    for (c, n) in &r.per_culture {
+        eprintln!("  {c}: {n}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn stats(ws_dir: &Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
     let ws = open_workspace(ws_dir)?;
     let s = ws.catalog.stats()?;

@@ -105,6 +105,9 @@ pub enum ImportCommand {
     Met(data::MetImportArgs),
     /// A folder with one sub-folder of images per culture: DIR/<Culture>/<images>.
     Folder { dir: PathBuf },
+    /// The built-in sample: 32 public-domain paintings (Art Institute of Chicago, CC0) in 7 of
+    /// the study's groups, to try every view offline.
+    Sample,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +140,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match command {
         Command::Import(ImportCommand::Met(args)) => data::import_met(&cli.workspace, args),
         Command::Import(ImportCommand::Folder { dir }) => data::import_folder(&cli.workspace, &dir),
+        Command::Import(ImportCommand::Sample) => data::import_sample(&cli.workspace),
         Command::Stats { json } => data::stats(&cli.workspace, json),
         Command::Flag { id, reason, note } => data::flag(&cli.workspace, &id, &reason, note),
         Command::Unflag { id } => data::unflag(&cli.workspace, &id),

@@ -30,6 +30,22 @@ pub fn start_folder_import(shared: &mut Shared) {
     });
 }
 
+/// Loads the embedded sample (32 public-domain paintings), offline.
+pub fn start_sample_import(shared: &mut Shared) {
+    if shared.busy("Load the sample") {
+        return;
+    }
+    let ws_path = shared.ws_path.clone();
+    shared.spawn("Load the sample", move |rep| {
+        let mut ws = Workspace::open(&ws_path).map_err(|e| e.to_string())?;
+        let r = crate::ingest::sample::import_sample(&mut ws, |done, total| {
+            rep.progress(done as f32 / total.max(1) as f32, format!("{done} / {total} paintings"))
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(format!("{} sample paintings loaded ({} new)", r.imported + r.updated, r.imported))
+    });
+}
+
 fn start_csv_import(shared: &mut Shared, min_per_group: usize) {
     let (picker, ws_path) = (shared.picker.clone(), shared.ws_path.clone());
     shared.spawn("Import MetObjects.csv", move |rep| {
@@ -111,6 +127,10 @@ impl DatasetView {
             if ui.button("Download images from The Met").clicked() && !shared.busy("Download The Met's paintings") {
                 start_met_download(shared);
             }
+            if ui.button("Load the sample").on_hover_text("32 public-domain paintings built into artculture").clicked()
+            {
+                start_sample_import(shared);
+            }
             ui.add(
                 egui::DragValue::new(&mut self.min_per_group).range(0..=10_000).prefix("keep groups with more than "),
             );
@@ -133,15 +153,18 @@ fn welcome(ui: &mut egui::Ui, shared: &mut Shared) {
     ui.vertical_centered(|ui| {
         ui.heading("This workspace is empty");
         ui.add_space(8.0);
-        ui.label("Three ways to begin:");
+        ui.label("Ways to begin:");
         ui.add_space(8.0);
-        if ui.button("1. Import The Met's paintings (downloads the records and images)").clicked() {
+        if ui.button("Load the sample: 32 public-domain paintings, 7 cultures (offline, seconds)").clicked() {
+            start_sample_import(shared);
+        }
+        if ui.button("Import The Met's paintings (downloads the records and images)").clicked() {
             start_met_download(shared);
         }
-        if ui.button("2. Open a folder of images, one sub-folder per culture").clicked() {
+        if ui.button("Open a folder of images, one sub-folder per culture").clicked() {
             start_folder_import(shared);
         }
-        if ui.button("3. Fetch pretrained ResNet-50 weights").clicked() {
+        if ui.button("Fetch pretrained ResNet-50 weights").clicked() {
             shared.spawn("Fetch weights", |rep| {
                 let path = crate::model::weights::fetch(
                     crate::model::Arch::Resnet50,
@@ -242,6 +265,21 @@ fn bar_chart(ui: &mut egui::Ui, stats: &DatasetStats) {
 mod tests {
     use crate::gui::app::tests::{fixed_picker, harness, run_until};
     use egui_kittest::kittest::Queryable;
+
+    #[test]
+    fn the_empty_workspace_offers_the_sample_and_loads_it_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = harness(dir.path(), fixed_picker(vec![]));
+        h.run_steps(2);
+        h.get_by_label("This workspace is empty");
+        h.get_by_label_contains("Load the sample: 32 public-domain paintings").click();
+        run_until(&mut h, |app| app.shared.jobs.is_empty() && !app.shared.messages.is_empty());
+        h.run_steps(3);
+        let msg = h.state().shared.messages.last().unwrap().clone();
+        assert_eq!(msg, "Load the sample: 32 sample paintings loaded (32 new)");
+        h.get_by_label("Table 1: works per culture");
+        h.get_by_label("Flemish");
+    }
 
     #[test]
     fn a_folder_chosen_in_the_dialog_is_imported_and_table1_shown() {

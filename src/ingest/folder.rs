@@ -57,6 +57,18 @@ pub fn import_folder(
     dir: &Path,
     progress: impl Fn(usize, usize) + Sync,
 ) -> Result<FolderReport, FolderError> {
+    import_tree(ws, dir, "folder", &std::collections::HashMap::new(), progress)
+}
+
+/// [`import_folder`] with the works' source name and, by path under `dir`, their record
+/// (title, artist, date, medium, link) where one is known.
+pub fn import_tree(
+    ws: &mut Workspace,
+    dir: &Path,
+    source: &str,
+    records: &std::collections::HashMap<String, NewArtwork>,
+    progress: impl Fn(usize, usize) + Sync,
+) -> Result<FolderReport, FolderError> {
     let cultures: Vec<PathBuf> = list_dir(dir)?.into_iter().filter(|p| p.is_dir() && !hidden(p)).collect();
     if cultures.is_empty() {
         return Err(FolderError::NoCultures { path: dir.into() });
@@ -116,12 +128,17 @@ pub fn import_folder(
     }
     let works: Vec<NewArtwork> = ok
         .iter()
-        .map(|p| NewArtwork {
-            source: "folder".into(),
-            source_id: p.rel.clone(),
-            title: p.path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string(),
-            mapped_group: Some(p.culture.clone()),
-            ..Default::default()
+        .map(|p| {
+            let known = records.get(&p.rel).cloned().unwrap_or_default();
+            NewArtwork {
+                source: source.into(),
+                source_id: p.rel.clone(),
+                title: Some(known.title)
+                    .filter(|t| !t.is_empty())
+                    .unwrap_or_else(|| p.path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string()),
+                mapped_group: Some(p.culture.clone()),
+                ..known
+            }
         })
         .collect();
     let outcomes = ws.catalog.upsert_artworks(&works)?;

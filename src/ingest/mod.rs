@@ -3,6 +3,7 @@ pub mod folder;
 pub mod met_api;
 pub mod met_csv;
 pub mod met_images;
+pub mod sample;
 
 use crate::catalog::{CatalogError, DroppedTag, NewArtwork};
 use crate::culture::CultureMapping;
