@@ -27,6 +27,11 @@ pub struct LiveRun {
     pub total_epochs: u32,
 }
 
+/// A tick of the log learning-rate axis: powers of ten as `1e-3`, nothing in between.
+pub fn lr_tick(log10: f64) -> String {
+    if (log10 - log10.round()).abs() < 1e-6 { format!("1e{}", log10.round() as i64) } else { String::new() }
+}
+
 /// Exponential moving average, as TensorBoard's smoothing slider.
 pub fn smooth(points: &[[f64; 2]], weight: f64) -> Vec<[f64; 2]> {
     let mut last = None;
@@ -429,9 +434,24 @@ impl TrainingView {
                     ));
                 }
             });
-        Plot::new("lr_plot").height(h * 0.6).legend(Legend::default()).x_axis_label("epoch").show(ui, |p| {
-            p.line(Line::new("learning rate", PlotPoints::from(ep(|m| m.lr))));
-        });
+        // Schedules divide the rate by 10 at a time: on a linear axis every later epoch reads 0.
+        let log_lr: Vec<[f64; 2]> =
+            ep(|m| m.lr).into_iter().filter(|p| p[1] > 0.0).map(|[x, y]| [x, y.log10()]).collect();
+        Plot::new("lr_plot")
+            .height(h)
+            .legend(Legend::default())
+            .x_axis_label("epoch")
+            .y_axis_label("learning rate (log)")
+            .y_axis_formatter(|m, _| lr_tick(m.value))
+            .label_formatter(|pos| match pos {
+                egui_plot::HoverPosition::NearDataPoint { position: p, .. } => {
+                    Some(format!("epoch {:.0}: lr {:.2e}", p.x, 10f64.powf(p.y)))
+                }
+                _ => None,
+            })
+            .show(ui, |p| {
+                p.line(Line::new("learning rate", PlotPoints::from(log_lr)));
+            });
     }
 
     fn runs_table(&mut self, ui: &mut egui::Ui, shared: &mut Shared) {
@@ -665,6 +685,11 @@ mod tests {
         // Shown twice: in the view and in the status bar.
         assert_eq!(h.get_all_by_label_contains("at least two cultures").count(), 2);
         assert!(h.state().shared.messages.last().is_some_and(|m| m.starts_with("Training failed")));
+    }
+
+    #[test]
+    fn the_learning_rate_axis_is_logarithmic() {
+        assert_eq!((lr_tick(-3.0), lr_tick(-2.5), lr_tick(0.0)), ("1e-3".into(), String::new(), "1e0".into()));
     }
 
     #[test]
