@@ -248,7 +248,12 @@ impl PredictView {
         let path = it.path.clone();
         let shown = match &it.result {
             Err(e) => {
-                ui.colored_label(ui.visuals().error_fg_color, format!("{}: {e}", path.display()));
+                ui.strong(path.file_name().and_then(|n| n.to_str()).unwrap_or(""))
+                    .on_hover_text(path.display().to_string());
+                ui.add(
+                    egui::Label::new(egui::RichText::new(error_sentence(e, &path)).color(ui.visuals().error_fg_color))
+                        .wrap(),
+                );
                 return;
             }
             Ok(s) => (s.model.clone(), s.pred.top.clone(), s.pred.heatmap.clone()),
@@ -406,7 +411,7 @@ impl PredictView {
                                 .collect::<Vec<_>>()
                                 .join(", "),
                         ),
-                        Err(e) => ui.colored_label(ui.visuals().error_fg_color, e),
+                        Err(e) => ui.colored_label(ui.visuals().error_fg_color, error_sentence(e, &it.path)),
                     };
                     ui.end_row();
                 }
@@ -427,7 +432,7 @@ impl PredictView {
                 job.cancel();
             }
         }
-        egui::Panel::right("predict_side").default_size(300.0).show(ui, |ui| {
+        egui::Panel::right("predict_side").default_size(300.0).min_size(280.0).show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| self.results_panel(ui, shared));
         });
         egui::Panel::bottom("predict_batch").resizable(true).show(ui, |ui| self.batch_table(ui, shared));
@@ -453,4 +458,43 @@ fn legend(ui: &mut egui::Ui) {
         }
         ui.label("1  activation");
     });
+}
+
+/// An error as a sentence for a narrow panel: the image's full path (already shown above it,
+/// and on hover) becomes its file name, so the text wraps between words rather than between
+/// path components; a capital first letter (unless it is the file name), full stop at the end.
+pub fn error_sentence(error: &str, path: &std::path::Path) -> String {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("the image");
+    let full = path.display().to_string();
+    let mut text = if full.is_empty() { error.to_string() } else { error.replace(&full, name) };
+    // "x.jpg: x.jpg: cannot decode" -> "x.jpg: cannot decode"
+    let doubled = format!("{name}: {name}: ");
+    while text.contains(&doubled) {
+        text = text.replacen(&doubled, &format!("{name}: "), 1);
+    }
+    // A file name keeps its case; a sentence starts with a capital.
+    let mut out = if text.starts_with(name) {
+        text
+    } else {
+        let mut chars = text.chars();
+        chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+    };
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_as_sentences_with_the_file_name() {
+        let p = std::path::Path::new("/home/ann/paintings/dutch/landscape.jpg");
+        let e = "/home/ann/paintings/dutch/landscape.jpg: image file is truncated: JPEG ends inside its image data";
+        assert_eq!(error_sentence(e, p), "landscape.jpg: image file is truncated: JPEG ends inside its image data.");
+        assert_eq!(error_sentence("no trained run yet", p), "No trained run yet.");
+        assert_eq!(error_sentence("landscape.jpg: landscape.jpg: gone.", p), "landscape.jpg: gone.");
+    }
 }
