@@ -221,4 +221,15 @@ fn the_built_in_sample_loads_offline_through_the_cli() {
     assert_eq!(s["total_initial"], 32);
     assert_eq!(counts(&s).len(), 7, "British, Dutch, Flemish, French, German, Italian, Spanish");
     assert!(ws.join("sample/French").is_dir(), "the images live in the workspace");
+    // Without a trained run, image statistics rank the works, most suspicious first.
+    let r: Value = serde_json::from_str(&ok(&ws, &["rank", "--json", "--limit", "5"])).unwrap();
+    assert_eq!(r["ranked_by"], "image_statistics");
+    let works = r["works"].as_array().unwrap();
+    assert_eq!(works.len(), 5);
+    let scores: Vec<f64> = works.iter().map(|w| w["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|p| p[0] >= p[1]), "{scores:?}");
+    assert!(!works[0]["reasons"].as_array().unwrap().is_empty(), "the top work says why");
+    let (code, _, err) = run(&ws, &["rank", "--run", "no-such-run"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no run no-such-run"), "{err}");
 }

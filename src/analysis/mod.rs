@@ -5,5 +5,6 @@ pub mod embed;
 pub mod forceatlas2;
 pub mod palette;
 pub mod pca;
+pub mod rank;
 pub mod render;
 pub mod suspicion;

@@ -204,6 +204,56 @@ pub fn import_sample(ws_dir: &Option<PathBuf>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn rank(
+    ws_dir: &Option<PathBuf>,
+    run: Option<&str>,
+    json: bool,
+    limit: usize,
+    device: artculture::model::device::DeviceKind,
+) -> anyhow::Result<ExitCode> {
+    let ws = open_workspace(ws_dir)?;
+    let device = device.open()?;
+    let (list, from_model) =
+        artculture::analysis::rank::rank(&ws, run, &device, &|_, _| {}).map_err(anyhow::Error::msg)?;
+    let by = if from_model { "the model" } else { "image statistics (no trained run yet)" };
+    let mut rows = Vec::new();
+    for s in list.iter().take(limit) {
+        let a = ws.catalog.artwork(s.artwork_id)?;
+        let dup = s.duplicate_of.map(|d| ws.catalog.artwork(d).map(|b| b.display_id())).transpose()?;
+        rows.push((a, s, dup));
+    }
+    if json {
+        let works: Vec<_> = rows
+            .iter()
+            .map(|(a, s, dup)| {
+                serde_json::json!({ "id": a.display_id(), "culture": a.culture, "title": a.title, "flag": a.flag,
+                    "score": s.score, "reasons": s.reasons, "duplicate_of": dup })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "ranked_by": if from_model { "model" } else { "image_statistics" }, "works": works })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("{} works ranked by {by}; the {} most suspicious:", list.len(), rows.len());
+    println!("{:>4} {:>10} {:<10} {:>7}  reasons", "rank", "id", "culture", "score");
+    for (i, (a, s, dup)) in rows.iter().enumerate() {
+        let mut why = s.reasons.join("; ");
+        if let Some(d) = dup {
+            why.push_str(&format!(" (near-duplicate of {d})"));
+        }
+        println!(
+            "{:>4} {:>10} {:<10} {:>7.3}  {why}",
+            i + 1,
+            a.display_id(),
+            a.culture.as_deref().unwrap_or("-"),
+            s.score
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn stats(ws_dir: &Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
     let ws = open_workspace(ws_dir)?;
     let s = ws.catalog.stats()?;

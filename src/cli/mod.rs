@@ -56,6 +56,18 @@ pub enum Command {
     },
     /// Clear a work's flag.
     Unflag { id: String },
+    /// The works most likely to be mis-tagged non-paintings or near-duplicates, most suspicious
+    /// first, with the reasons the Curation view shows (a run's model, else image statistics).
+    Rank {
+        /// Rank with this run's model (default: the best run; image statistics when none).
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// How many works to list.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// Undo the last curation change (from the app or the CLI).
     Undo,
     /// Redo the last undone curation change.
@@ -142,6 +154,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(ImportCommand::Folder { dir }) => data::import_folder(&cli.workspace, &dir),
         Command::Import(ImportCommand::Sample) => data::import_sample(&cli.workspace),
         Command::Stats { json } => data::stats(&cli.workspace, json),
+        Command::Rank { run, json, limit } => data::rank(&cli.workspace, run.as_deref(), json, limit, cli.device),
         Command::Flag { id, reason, note } => data::flag(&cli.workspace, &id, &reason, note),
         Command::Unflag { id } => data::unflag(&cli.workspace, &id),
         Command::Undo => data::undo_redo(&cli.workspace, true),

@@ -8,7 +8,6 @@ pub mod jobs;
 pub mod map;
 pub mod predict;
 pub mod settings;
-pub mod suspicion_job;
 pub mod thumbs;
 pub mod training;
 pub mod widgets;

@@ -326,7 +326,9 @@ impl CurationView {
     fn start_suspicion(&mut self, shared: &Shared) {
         let (ws_path, run, device) = (shared.ws_path.clone(), shared.selected_run.clone(), shared.device);
         self.suspicion_job = Some(super::jobs::Job::spawn(&shared.ctx, "Rank suspicious works", move |rep| {
-            super::suspicion_job::rank(&ws_path, run.as_deref(), device, rep)
+            let ws = crate::workspace::Workspace::open(&ws_path).map_err(|e| e.to_string())?;
+            let device = device.open().map_err(|e| e.to_string())?;
+            crate::analysis::rank::rank(&ws, run.as_deref(), &device, &|f, m| rep.progress(f, m))
         }));
     }
 

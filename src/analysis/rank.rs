@@ -1,24 +1,35 @@
-//! The work behind "Rank suspicious" (runs on a job thread): the model-based ranking when the
-//! workspace has a trained run, the image-statistics ranking otherwise.
-use super::jobs::Reporter;
+//! Ranking the works most likely to be mis-tagged non-paintings or near-duplicates, most
+//! suspicious first: with a run's model when the workspace has one (`--run`, or the best run),
+//! from image statistics otherwise. `artculture rank` and the Curation view's "Rank suspicious"
+//! both call [`rank`]; `progress` gets (fraction, message).
 use crate::analysis::suspicion::{self, ModelView, Suspicion};
-use crate::model::device::DeviceKind;
 use crate::workspace::Workspace;
-use candle_core::{D, Module, Tensor};
+use candle_core::{D, Device, Module, Tensor};
 use rayon::prelude::*;
 use std::path::Path;
 
-type Ranking = (Vec<Suspicion>, bool);
+/// The ranked works and whether a model ranked them (else image statistics did).
+pub type Ranking = (Vec<Suspicion>, bool);
 
-pub fn rank(ws_path: &Path, run: Option<&str>, device: DeviceKind, rep: &Reporter<Ranking>) -> Result<Ranking, String> {
-    let ws = Workspace::open(ws_path).map_err(|e| e.to_string())?;
-    match crate::predict::run_checkpoint(&ws, run) {
-        Ok(ckpt) => by_model(&ws, &ckpt, device, rep).map(|r| (r, true)),
-        Err(_) => by_statistics(&ws, rep).map(|r| (r, false)),
-    }
+/// Ranks the workspace's grouped works with images, most suspicious first. A named run that
+/// does not exist, or has no checkpoint, is an error; with no run named and none trained, image
+/// statistics rank.
+pub fn rank(
+    ws: &Workspace,
+    run: Option<&str>,
+    device: &Device,
+    progress: &(dyn Fn(f32, String) + Sync),
+) -> Result<Ranking, String> {
+    let mut ranked = match crate::predict::run_checkpoint(ws, run) {
+        Ok(ckpt) => by_model(ws, &ckpt, device, progress).map(|r| (r, true)),
+        Err(crate::predict::PredictError::NoRun) => by_statistics(ws, progress).map(|r| (r, false)),
+        Err(e) => Err(e.to_string()),
+    }?;
+    ranked.0.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.artwork_id.cmp(&b.artwork_id)));
+    Ok(ranked)
 }
 
-fn by_statistics(ws: &Workspace, rep: &Reporter<Ranking>) -> Result<Vec<Suspicion>, String> {
+fn by_statistics(ws: &Workspace, rep: &(dyn Fn(f32, String) + Sync)) -> Result<Vec<Suspicion>, String> {
     let q = crate::catalog::ArtworkQuery { grouped_only: true, with_image_only: true, ..Default::default() };
     let works = ws.catalog.artworks(&q).map_err(|e| e.to_string())?;
     let done = std::sync::atomic::AtomicUsize::new(0);
@@ -28,7 +39,7 @@ fn by_statistics(ws: &Workspace, rep: &Reporter<Ranking>) -> Result<Vec<Suspicio
         .filter_map(|a| {
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if n.is_multiple_of(64) {
-                rep.progress(n as f32 / works.len().max(1) as f32, format!("{n} / {} images", works.len()));
+                rep(n as f32 / works.len().max(1) as f32, format!("{n} / {} images", works.len()));
             }
             let p = crate::imaging::cache_path(&thumbs, a.content_hash.as_ref()?);
             crate::imaging::decode_file(&p).ok().map(|d| (a.id, d.rgb))
@@ -40,14 +51,14 @@ fn by_statistics(ws: &Workspace, rep: &Reporter<Ranking>) -> Result<Vec<Suspicio
 fn by_model(
     ws: &Workspace,
     ckpt: &Path,
-    device: DeviceKind,
-    rep: &Reporter<Ranking>,
+    device: &Device,
+    rep: &(dyn Fn(f32, String) + Sync),
 ) -> Result<Vec<Suspicion>, String> {
-    let device = device.open().map_err(|e| e.to_string())?;
+    let device = device.clone();
     let control = crate::train::Control::default();
     let model = crate::model::checkpoint::load(ckpt, &device).map_err(|e| e.to_string())?;
     let e = crate::analysis::embed::embed_works(ws, &model, &device, &control, &mut |d, n| {
-        rep.progress(d as f32 / n.max(1) as f32, format!("embedding {d} / {n} works"))
+        rep(d as f32 / n.max(1) as f32, format!("embedding {d} / {n} works"))
     })
     .map_err(|e| e.to_string())?;
     let emb = Tensor::new(e.vectors.concat(), &device)
@@ -81,6 +92,6 @@ fn by_model(
             in_sample: train.contains(id),
         })
         .collect();
-    rep.progress(1.0, "ranking");
+    rep(1.0, "ranking".into());
     Ok(suspicion::model_scores(&views, &model.meta.classes, 10, 0.05))
 }
