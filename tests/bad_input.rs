@@ -36,7 +36,11 @@ fn wrong_options_and_files_get_named_errors_never_a_panic() {
     bad_files(d);
     let ws = d.join("ws");
     let p = |name: &str| d.join(name).to_string_lossy().into_owned();
-    let table: Vec<(Vec<String>, &str)> = vec![
+    let forward = |arch: &str, weights: &str, input: &str| -> Vec<String> {
+        let (w, x, y) = (p(weights), p(input), p("y.safetensors"));
+        ["model", "forward", "--arch", arch, "--weights", &w, "--input", &x, "--output", &y].map(String::from).to_vec()
+    };
+    let mut table: Vec<(Vec<String>, &str)> = vec![
         (vec!["train", "--dropout", "1.5"], "--dropout 1.5 is outside [0, 1)"),
         (vec!["train", "--arch", "vgg16_bn", "--dropout", "nan"], "--dropout NaN is outside [0, 1)"),
         (vec!["train", "--arch", "alexnet", "--dropout", "-0.1"], "--dropout -0.1 is outside [0, 1)"),
@@ -69,55 +73,19 @@ fn wrong_options_and_files_get_named_errors_never_a_panic() {
         (vec!["import", "met", "--csv", &p("binary.csv")], "binary.csv"),
         (vec!["flag", "123456789", "--reason", "book"], "123456789"),
         (vec!["flag", "1", "--reason", "no-such-reason"], "no-such-reason"),
-        (
-            vec![
-                "model",
-                "forward",
-                "--arch",
-                "resnet50",
-                "--weights",
-                &p("scalar.safetensors"),
-                "--input",
-                &p("x.safetensors"),
-                "--output",
-                &p("y.safetensors"),
-            ],
-            "tensor `fc.weight` has shape [], expected classes x features",
-        ),
-        (
-            vec![
-                "model",
-                "forward",
-                "--arch",
-                "alexnet",
-                "--weights",
-                &p("text.safetensors"),
-                "--input",
-                &p("x.safetensors"),
-                "--output",
-                &p("y.safetensors"),
-            ],
-            "text.safetensors is not a safetensors file",
-        ),
-        (
-            vec![
-                "model",
-                "forward",
-                "--arch",
-                "resnet50",
-                "--weights",
-                &p("scalar.safetensors"),
-                "--input",
-                &p("cut.jpg"),
-                "--output",
-                &p("y.safetensors"),
-            ],
-            "cut.jpg",
-        ),
     ]
     .into_iter()
     .map(|(args, want)| (args.into_iter().map(String::from).collect(), want))
     .collect();
+    table.extend([
+        (
+            forward("resnet50", "scalar.safetensors", "x.safetensors"),
+            "tensor `fc.weight` has shape [], expected classes x features",
+        ),
+        (forward("alexnet", "text.safetensors", "x.safetensors"), "text.safetensors is not a safetensors file"),
+        (forward("resnet50", "scalar.safetensors", "cut.jpg"), "cut.jpg"),
+    ]);
+    assert_eq!(table.len(), 35);
     for (args, want) in &table {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, out, err) = run(&ws, &args);

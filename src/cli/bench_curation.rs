@@ -23,8 +23,8 @@ fn key(k: Key, modifiers: Modifiers) -> Event {
     Event::Key { key: k, physical_key: None, pressed: true, repeat: false, modifiers }
 }
 
-/// A workspace of `n` Met works over the study's 11 groups.
-fn workspace(path: &Path, n: usize) -> anyhow::Result<()> {
+/// A workspace of `n` generated Met works (no images) over the study's 11 groups.
+pub fn workspace(path: &Path, n: usize) -> anyhow::Result<()> {
     let mut ws = artculture::workspace::Workspace::open(path)?;
     let works: Vec<NewArtwork> = (0..n)
         .map(|i| NewArtwork {

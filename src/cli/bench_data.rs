@@ -1,6 +1,5 @@
 //! Inputs the benchmarks generate: a MetObjects.csv of the real shape, and a 10,000-work
 //! workspace for the curation grid's frame time.
-use artculture::catalog::NewArtwork;
 use std::io::Write;
 use std::path::Path;
 
@@ -36,21 +35,7 @@ pub fn write_met_csv(path: &Path, rows: usize) -> anyhow::Result<()> {
 pub fn grid_frame_time(dir: &Path, n: usize, frames: usize) -> anyhow::Result<(f64, usize, usize)> {
     use artculture::gui::{ArtApp, View};
     let ws_path = dir.join("grid_ws");
-    {
-        let mut ws = artculture::workspace::Workspace::open(&ws_path)?;
-        let works: Vec<NewArtwork> = (0..n)
-            .map(|i| NewArtwork {
-                source: "met".into(),
-                source_id: i.to_string(),
-                title: format!("Work {i}"),
-                mapped_group: Some(artculture::culture::STUDY_GROUPS[i % 11].into()),
-                ..Default::default()
-            })
-            .collect();
-        ws.catalog.upsert_artworks(&works)?;
-        let groups: Vec<String> = artculture::culture::STUDY_GROUPS.iter().map(|s| s.to_string()).collect();
-        ws.catalog.apply_group_threshold("met", &groups)?;
-    }
+    crate::cli::bench_curation::workspace(&ws_path, n)?;
     let ctx = egui::Context::default();
     let picker: artculture::gui::app::Picker = std::sync::Arc::new(|_| Vec::new());
     let mut app = ArtApp::new(&ctx, ws_path, Default::default(), Default::default(), None, picker);
