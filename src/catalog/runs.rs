@@ -11,7 +11,7 @@ pub enum RunStatus {
     Failed,
     Finished,
     /// Stored as running, but no process holds its lock: it was killed or crashed. Never
-    /// stored; `train::trainer::live_status` derives it.
+    /// stored; `train::run_status::live_status` derives it.
     Interrupted,
 }
 

@@ -5,7 +5,7 @@ use artculture::model::Arch;
 use artculture::model::device::DeviceKind;
 use artculture::predict::{self, CamKind};
 use artculture::train::schedule::{PlateauMode, SchedulerConfig, ThresholdMode};
-use artculture::train::{self, Control, Method, Pretrained, TrainConfig, TrainEvent, presets, trainer};
+use artculture::train::{self, Control, Method, Pretrained, TrainConfig, TrainEvent, presets, run_status, trainer};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -229,7 +229,7 @@ fn status_text(r: &artculture::catalog::RunRecord) -> String {
 
 pub fn runs(ws_dir: &Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
     let ws = open_workspace(ws_dir)?;
-    let runs = trainer::runs_with_live_status(&ws)?;
+    let runs = run_status::runs_with_live_status(&ws)?;
     if json {
         let rows: Vec<_> = runs
             .iter()
@@ -269,7 +269,7 @@ pub fn runs(ws_dir: &Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
 pub fn eval(ws_dir: &Option<PathBuf>, run: &str, json: bool, device: DeviceKind) -> anyhow::Result<ExitCode> {
     let mut ws = open_workspace(ws_dir)?;
     let rec = ws.catalog.run(run)?;
-    let status = trainer::live_status(&ws, &rec);
+    let status = run_status::live_status(&ws, &rec);
     let e = train::evaluate::eval_run(&ws, run, &device.open()?)?;
     ws.catalog.set_run_test_accuracy(run, e.top1, e.top3)?;
     if json {

@@ -100,7 +100,7 @@ impl Shared {
 
     fn reload_runs(&mut self) {
         if let Some(ws) = &self.ws {
-            self.runs = crate::train::trainer::runs_with_live_status(ws).unwrap_or_default();
+            self.runs = crate::train::run_status::runs_with_live_status(ws).unwrap_or_default();
             if self.selected_run.is_none() {
                 self.selected_run = ws.catalog.best_run().ok().flatten().map(|r| r.id);
             }

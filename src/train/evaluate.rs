@@ -59,7 +59,7 @@ pub fn eval_run(ws: &Workspace, run: &str, device: &Device) -> Result<Evaluation
     let rec = ws.catalog.run(run)?;
     let path = best_checkpoint(ws, run);
     if !path.exists() {
-        let why = match (super::trainer::live_status(ws, &rec), &rec.message) {
+        let why = match (super::run_status::live_status(ws, &rec), &rec.message) {
             (crate::catalog::RunStatus::Failed, Some(m)) => format!("it failed before its first epoch: {m}"),
             (s, _) => format!("it has not finished an epoch (status: {})", s.as_str()),
         };

@@ -5,6 +5,7 @@ pub mod evaluate;
 pub mod features;
 pub mod metrics;
 pub mod presets;
+pub mod run_status;
 pub mod schedule;
 pub mod sgd;
 pub mod split;

@@ -164,7 +164,7 @@ impl Worker {
                             Err(e) => failed(r, e),
                         });
                         let reply = std::panic::catch_unwind(run).unwrap_or_else(|p| {
-                            let error = crate::train::trainer::panic_message(p.as_ref());
+                            let error = crate::train::run_status::panic_message(p.as_ref());
                             Some(Reply::Crashed {
                                 error: format!("the catalog worker crashed: {error} (a bug: please report it)"),
                             })

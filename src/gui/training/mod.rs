@@ -4,15 +4,16 @@
 //! confusion matrix; export of a run's metrics as CSV.
 use super::app::{PickKind, Shared};
 use crate::catalog::{EpochMetrics, RunRecord};
-use crate::model::Arch;
 use crate::train::metrics::Evaluation;
-use crate::train::schedule::SchedulerConfig;
-use crate::train::{Control, Method, Pretrained, TrainConfig, TrainEvent, presets};
-use egui_plot::{Legend, Line, Plot, PlotPoints};
+use crate::train::{Control, TrainConfig, TrainEvent};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
+
+mod form;
+mod plots;
+pub use plots::{lr_tick, smooth};
 
 /// Live series of the run in progress.
 #[derive(Default)]
@@ -25,27 +26,6 @@ pub struct LiveRun {
     pub message: String,
     pub paused: bool,
     pub total_epochs: u32,
-}
-
-/// A tick of the log learning-rate axis: powers of ten as `1e-3`, nothing in between.
-pub fn lr_tick(log10: f64) -> String {
-    if (log10 - log10.round()).abs() < 1e-6 { format!("1e{}", log10.round() as i64) } else { String::new() }
-}
-
-/// Exponential moving average, as TensorBoard's smoothing slider.
-pub fn smooth(points: &[[f64; 2]], weight: f64) -> Vec<[f64; 2]> {
-    let mut last = None;
-    points
-        .iter()
-        .map(|p| {
-            let v = match last {
-                None => p[1],
-                Some(l) => l * weight + (1.0 - weight) * p[1],
-            };
-            last = Some(v);
-            [p[0], v]
-        })
-        .collect()
 }
 
 pub struct TrainingView {
@@ -143,7 +123,7 @@ impl TrainingView {
             let result = std::panic::catch_unwind(work).unwrap_or_else(|p| {
                 Err(format!(
                     "training crashed: {} (a bug: please report it)",
-                    crate::train::trainer::panic_message(p.as_ref())
+                    crate::train::run_status::panic_message(p.as_ref())
                 ))
             });
             match result {
@@ -218,240 +198,6 @@ impl TrainingView {
             self.control = None;
             shared.generation += 1;
         }
-    }
-
-    fn form(&mut self, ui: &mut egui::Ui) {
-        ui.heading("New run");
-        egui::ComboBox::from_label("Preset (Table 2)").selected_text(presets::PRESETS[self.preset].label).show_ui(
-            ui,
-            |ui| {
-                for (i, p) in presets::PRESETS.iter().enumerate() {
-                    let text = format!(
-                        "{} (study: val {:.1}, top-1 {:.1}, top-3 {:.1})",
-                        p.label, p.study.0, p.study.1, p.study.2
-                    );
-                    if ui.selectable_label(self.preset == i, text).clicked() {
-                        self.preset = i;
-                        self.cfg = p.config();
-                        self.pretrained_text = match &self.cfg.pretrained {
-                            Pretrained::Hub => "hub".into(),
-                            Pretrained::None => "none".into(),
-                            Pretrained::Path(p) => p.display().to_string(),
-                        };
-                    }
-                }
-            },
-        );
-        let c = &mut self.cfg;
-        egui::Grid::new("train_form").num_columns(2).show(ui, |ui| {
-            ui.label("Architecture");
-            egui::ComboBox::from_id_salt("arch").selected_text(c.arch.as_str()).show_ui(ui, |ui| {
-                for a in Arch::ALL {
-                    ui.selectable_value(&mut c.arch, a, a.as_str());
-                }
-            });
-            ui.end_row();
-            ui.label("Method");
-            egui::ComboBox::from_id_salt("method").selected_text(c.method.as_str()).show_ui(ui, |ui| {
-                for m in [Method::FineTune, Method::Transfer, Method::Scratch] {
-                    ui.selectable_value(&mut c.method, m, m.as_str());
-                }
-            });
-            ui.end_row();
-            ui.label("Scheduler");
-            let plateau = matches!(c.scheduler, SchedulerConfig::Plateau { .. });
-            egui::ComboBox::from_id_salt("sched").selected_text(c.scheduler.name()).show_ui(ui, |ui| {
-                if ui.selectable_label(!plateau, "StepLR").clicked() {
-                    c.scheduler = SchedulerConfig::step_default();
-                }
-                if ui.selectable_label(plateau, "ReduceLROnPlateau").clicked() {
-                    c.scheduler = SchedulerConfig::plateau_default();
-                }
-            });
-            ui.end_row();
-            match &mut c.scheduler {
-                SchedulerConfig::Step { step_size, gamma } => {
-                    ui.label("step every / gamma");
-                    ui.horizontal(|ui| {
-                        ui.add(egui::DragValue::new(step_size).range(1..=1000));
-                        ui.add(egui::DragValue::new(gamma).speed(0.01).range(0.0..=1.0));
-                    });
-                    ui.end_row();
-                }
-                SchedulerConfig::Plateau { factor, patience, cooldown, min_lr, .. } => {
-                    ui.label("factor / patience / cooldown");
-                    ui.horizontal(|ui| {
-                        ui.add(egui::DragValue::new(factor).speed(0.01).range(0.0..=1.0));
-                        ui.add(egui::DragValue::new(patience).range(0..=100));
-                        ui.add(egui::DragValue::new(cooldown).range(0..=100));
-                    });
-                    ui.end_row();
-                    ui.label("min lr");
-                    ui.add(egui::DragValue::new(min_lr).speed(1e-6));
-                    ui.end_row();
-                }
-            }
-            ui.label("Epochs");
-            ui.add(egui::DragValue::new(&mut c.epochs).range(1..=1000));
-            ui.end_row();
-            ui.label("Learning rate");
-            ui.add(egui::DragValue::new(&mut c.sgd.lr).speed(1e-4).range(1e-7..=10.0));
-            ui.end_row();
-            ui.label("Momentum / weight decay");
-            ui.horizontal(|ui| {
-                ui.add(egui::DragValue::new(&mut c.sgd.momentum).speed(0.01).range(0.0..=0.999));
-                ui.add(egui::DragValue::new(&mut c.sgd.weight_decay).speed(1e-5).range(0.0..=1.0));
-                ui.checkbox(&mut c.sgd.nesterov, "Nesterov");
-            });
-            ui.end_row();
-            ui.label("Batch / image size");
-            ui.horizontal(|ui| {
-                ui.add(egui::DragValue::new(&mut c.batch).range(2..=512));
-                ui.add(
-                    egui::DragValue::new(&mut c.image_size)
-                        .range(c.arch.min_input()..=crate::train::validate::MAX_IMAGE_SIZE),
-                );
-            });
-            ui.end_row();
-            ui.label("Dropout / hidden sizes");
-            ui.horizontal(|ui| {
-                ui.add(egui::DragValue::new(&mut c.dropout).speed(0.01).range(0.0..=0.99));
-                ui.add(egui::DragValue::new(&mut c.hidden[0]).range(1..=crate::train::validate::MAX_HIDDEN));
-                ui.add(egui::DragValue::new(&mut c.hidden[1]).range(1..=crate::train::validate::MAX_HIDDEN));
-            });
-            ui.end_row();
-            ui.label("Seed");
-            ui.add(egui::DragValue::new(&mut c.seed));
-            ui.end_row();
-            ui.label("Pretrained");
-            ui.add(
-                egui::TextEdit::singleline(&mut self.pretrained_text)
-                    .hint_text("hub, none, or a .safetensors path")
-                    .desired_width(180.0),
-            );
-            ui.end_row();
-            ui.label("Options");
-            ui.horizontal(|ui| {
-                ui.checkbox(&mut c.balanced, "class-balanced loss");
-                ui.checkbox(&mut c.augment, "augment");
-            });
-            ui.end_row();
-        });
-        self.cfg.pretrained = self.pretrained_text.parse().unwrap_or(Pretrained::Hub);
-    }
-
-    fn controls(&mut self, ui: &mut egui::Ui, shared: &mut Shared) {
-        ui.horizontal(|ui| {
-            if !self.running() {
-                let valid = self.cfg.validate();
-                let start = ui.add_enabled(valid.is_ok(), egui::Button::new("Start"));
-                if let Err(e) = &valid {
-                    ui.colored_label(ui.visuals().error_fg_color, e.to_string());
-                }
-                if start.clicked() {
-                    self.start(shared, None);
-                }
-                let resumable: Vec<&RunRecord> = shared
-                    .runs
-                    .iter()
-                    .filter(|r| {
-                        matches!(
-                            r.status,
-                            crate::catalog::RunStatus::Cancelled | crate::catalog::RunStatus::Interrupted
-                        )
-                    })
-                    .collect();
-                if let Some(r) = resumable.last()
-                    && ui.button(format!("Resume {}", r.id)).clicked()
-                {
-                    let id = r.id.clone();
-                    self.start(shared, Some(id));
-                }
-            } else if let Some(c) = &self.control {
-                let paused = c.pause.load(Ordering::Relaxed);
-                if ui.button(if paused { "Continue" } else { "Pause" }).clicked() {
-                    c.pause.store(!paused, Ordering::Relaxed);
-                }
-                if ui.button("Cancel").clicked() {
-                    c.cancel.store(true, Ordering::Relaxed);
-                }
-            }
-        });
-        if self.running() {
-            ui.label(format!(
-                "{} {}  ·  {:.1} img/s  ·  ETA {:.0} s{}",
-                self.live.run_id.as_deref().unwrap_or("starting"),
-                self.live.message,
-                self.live.images_per_s,
-                self.live.eta_s,
-                if self.live.paused { "  ·  paused" } else { "" }
-            ));
-        }
-        if let Some(e) = &self.last_error {
-            ui.colored_label(ui.visuals().error_fg_color, e);
-        }
-    }
-
-    fn plots(&mut self, ui: &mut egui::Ui) {
-        ui.horizontal(|ui| {
-            ui.label("smoothing");
-            ui.add(egui::Slider::new(&mut self.smoothing, 0.0..=0.99));
-        });
-        let h = (ui.available_height() / 3.0 - 10.0).max(120.0);
-        let epochs = &self.live.epochs;
-        let ep = |f: fn(&EpochMetrics) -> f64| epochs.iter().map(|m| [m.epoch as f64, f(m)]).collect::<Vec<_>>();
-        Plot::new("loss_plot").height(h).legend(Legend::default()).x_axis_label("epoch").show(ui, |p| {
-            p.line(
-                Line::new("batch loss (raw)", PlotPoints::from(self.live.batch_loss.clone()))
-                    .color(egui::Color32::from_rgba_unmultiplied(100, 140, 220, 70)),
-            );
-            p.line(
-                Line::new("batch loss (smoothed)", PlotPoints::from(smooth(&self.live.batch_loss, self.smoothing)))
-                    .color(egui::Color32::from_rgb(60, 100, 220)),
-            );
-            p.line(Line::new("train loss", PlotPoints::from(ep(|m| m.train_loss))));
-            p.line(Line::new("validation loss", PlotPoints::from(ep(|m| m.val_loss))));
-            for (id, ms) in &self.compared {
-                p.line(Line::new(
-                    format!("{id} val loss"),
-                    PlotPoints::from(ms.iter().map(|m| [m.epoch as f64, m.val_loss]).collect::<Vec<_>>()),
-                ));
-            }
-        });
-        Plot::new("acc_plot")
-            .height(h)
-            .legend(Legend::default())
-            .x_axis_label("epoch")
-            .include_y(0.0)
-            .include_y(1.0)
-            .show(ui, |p| {
-                p.line(Line::new("val top-1", PlotPoints::from(ep(|m| m.val_acc))));
-                p.line(Line::new("val top-3", PlotPoints::from(ep(|m| m.val_top3))));
-                for (id, ms) in &self.compared {
-                    p.line(Line::new(
-                        format!("{id} val top-1"),
-                        PlotPoints::from(ms.iter().map(|m| [m.epoch as f64, m.val_acc]).collect::<Vec<_>>()),
-                    ));
-                }
-            });
-        // Schedules divide the rate by 10 at a time: on a linear axis every later epoch reads 0.
-        let log_lr: Vec<[f64; 2]> =
-            ep(|m| m.lr).into_iter().filter(|p| p[1] > 0.0).map(|[x, y]| [x, y.log10()]).collect();
-        Plot::new("lr_plot")
-            .height(h)
-            .legend(Legend::default())
-            .x_axis_label("epoch")
-            .y_axis_label("learning rate (log)")
-            .y_axis_formatter(|m, _| lr_tick(m.value))
-            .label_formatter(|pos| match pos {
-                egui_plot::HoverPosition::NearDataPoint { position: p, .. } => {
-                    Some(format!("epoch {:.0}: lr {:.2e}", p.x, 10f64.powf(p.y)))
-                }
-                _ => None,
-            })
-            .show(ui, |p| {
-                p.line(Line::new("learning rate", PlotPoints::from(log_lr)));
-            });
     }
 
     fn runs_table(&mut self, ui: &mut egui::Ui, shared: &mut Shared) {
@@ -605,9 +351,10 @@ impl TrainingView {
                 self.live.run_id = Some(run.clone());
             }
         }
+        let runs: Vec<String> = shared.runs.iter().map(|r| r.id.clone()).collect();
         egui::Panel::left("train_form_panel").default_size(330.0).show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
-                ui.add_enabled_ui(!self.running(), |ui| self.form(ui));
+                ui.add_enabled_ui(!self.running(), |ui| self.form(ui, &runs));
                 ui.separator();
                 self.controls(ui, shared);
             });
