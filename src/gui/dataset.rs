@@ -190,8 +190,11 @@ fn welcome(ui: &mut egui::Ui, shared: &mut Shared) {
 
 /// What the last imports did, with what they skipped and why.
 fn recent_imports(ui: &mut egui::Ui, shared: &Shared) {
-    let imports: Vec<&String> =
-        shared.messages.iter().filter(|m| m.starts_with("Import") || m.starts_with("Download")).collect();
+    let imports: Vec<&String> = shared
+        .messages
+        .iter()
+        .filter(|m| ["Import", "Download", "Load the sample"].iter().any(|p| m.starts_with(p)))
+        .collect();
     if imports.is_empty() {
         return;
     }
@@ -277,6 +280,8 @@ mod tests {
         h.run_steps(3);
         let msg = h.state().shared.messages.last().unwrap().clone();
         assert_eq!(msg, "Load the sample: 32 sample paintings loaded (32 new)");
+        // Said in the status bar and kept under "Recent imports".
+        assert_eq!(h.get_all_by_label(&msg).count(), 2);
         h.get_by_label("Table 1: works per culture");
         h.get_by_label("Flemish");
     }

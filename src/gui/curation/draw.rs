@@ -50,8 +50,12 @@ impl CurationView {
             if !tags.is_empty() {
                 ui.label(format!("raw tags: {}", tags.join(" · ")));
             }
+            if a.source == "sample" {
+                ui.label("from the built-in sample (Art Institute of Chicago, CC0)");
+            }
             if let Some(l) = &a.link {
-                ui.hyperlink_to("record at The Met", l);
+                let holder = if a.source == "sample" { "the Art Institute of Chicago" } else { "The Met" };
+                ui.hyperlink_to(format!("record at {holder}"), l);
             }
             match self.state.shown_flag(&a) {
                 (Some(r), true) => ui.colored_label(Color32::from_rgb(220, 80, 60), format!("flagged: {r} (saving…)")),
