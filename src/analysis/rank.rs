@@ -54,14 +54,13 @@ fn by_model(
     device: &Device,
     rep: &(dyn Fn(f32, String) + Sync),
 ) -> Result<Vec<Suspicion>, String> {
-    let device = device.clone();
     let control = crate::train::Control::default();
-    let model = crate::model::checkpoint::load(ckpt, &device).map_err(|e| e.to_string())?;
-    let e = crate::analysis::embed::embed_works(ws, &model, &device, &control, &mut |d, n| {
+    let model = crate::model::checkpoint::load(ckpt, device).map_err(|e| e.to_string())?;
+    let e = crate::analysis::embed::embed_works(ws, &model, device, &control, &mut |d, n| {
         rep(d as f32 / n.max(1) as f32, format!("embedding {d} / {n} works"))
     })
     .map_err(|e| e.to_string())?;
-    let emb = Tensor::new(e.vectors.concat(), &device)
+    let emb = Tensor::new(e.vectors.concat(), device)
         .and_then(|t| t.reshape((e.vectors.len(), e.vectors.first().map(Vec::len).unwrap_or(0))))
         .map_err(|e| e.to_string())?;
     let probs = model

@@ -6,7 +6,8 @@ use crate::catalog::RunStatus;
 use crate::workspace::Workspace;
 use std::path::Path;
 
-fn run_dir(ws: &Workspace, run: &str) -> std::path::PathBuf {
+/// The run's folder: `runs/<id>/` (checkpoints, configuration, the training lock).
+pub(super) fn run_dir(ws: &Workspace, run: &str) -> std::path::PathBuf {
     ws.runs_dir().join(run)
 }
 

@@ -4,7 +4,7 @@
 //! batch and image draws from a seed derived from the run's seed, not from a stateful generator).
 use super::data::{self, Example, Transform};
 use super::evaluate;
-use super::run_status::{guarded, lock_run};
+use super::run_status::{guarded, lock_run, run_dir};
 use super::schedule::{PlateauMode, Scheduler, SchedulerConfig};
 use super::sgd::Sgd;
 use super::split::{Part, stratified_split};
@@ -34,10 +34,6 @@ struct TrainState {
 
 const STATE_KEY: &str = "train_state";
 const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
-
-fn run_dir(ws: &Workspace, run: &str) -> PathBuf {
-    ws.runs_dir().join(run)
-}
 
 fn new_run_id(cfg: &TrainConfig) -> String {
     let t = crate::catalog::now_rfc3339();

@@ -33,8 +33,6 @@ pub struct CurationView {
     undos_in_flight: std::collections::BTreeSet<u64>,
     /// Suspicion scores shared with the worker's loads.
     scores: worker::Scores,
-    /// Seconds the last flag took to commit (shown, and read by the benchmark).
-    pub last_commit_s: Option<f64>,
 }
 
 impl Default for CurationView {
@@ -55,7 +53,6 @@ impl Default for CurationView {
             load_token: None,
             undos_in_flight: Default::default(),
             scores: Default::default(),
-            last_commit_s: None,
         }
     }
 }
@@ -126,10 +123,9 @@ impl CurationView {
                     }
                     self.stats = stats.or(self.stats.take());
                 }
-                Reply::Flagged { changes, stats, seconds, .. } => {
+                Reply::Flagged { changes, stats, .. } => {
                     self.state.finish_flag(&changes);
                     self.stats = stats.or(self.stats.take());
-                    self.last_commit_s = Some(seconds);
                     self.changed_here(shared);
                 }
                 Reply::Undone { token, changed, stats } => {
@@ -142,12 +138,8 @@ impl CurationView {
                     }
                 }
                 Reply::Crashed { error } => {
-                    // What was in flight is unknown: show what the catalog holds.
-                    let pending: Vec<crate::catalog::FlagChange> = std::mem::take(&mut self.state.pending)
-                        .into_keys()
-                        .map(|id| crate::catalog::FlagChange { artwork_id: id, reason: None, note: None })
-                        .collect();
-                    self.state.fail_flag(&pending, format!("not saved: {error}"));
+                    // What was in flight is unknown: list anew to show what the catalog holds.
+                    self.state.fail_all(format!("not saved: {error}"));
                     self.load_token = None;
                     self.undos_in_flight.clear();
                     self.loaded_generation = None;
@@ -423,7 +415,6 @@ fn export_csv(shared: &mut Shared) {
 
 #[cfg(test)]
 mod tests {
-    use crate::catalog::NewArtwork;
     use crate::gui::View;
     use crate::gui::app::tests::{fixed_picker, harness, run_until};
     use egui::{Key, Modifiers};
@@ -432,20 +423,9 @@ mod tests {
     /// A workspace with `n` Met works alternating French and Dutch, and the app on Curation.
     fn app_with(n: usize) -> (tempfile::TempDir, egui_kittest::Harness<'static, crate::gui::ArtApp>) {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let mut ws = crate::workspace::Workspace::open(dir.path()).unwrap();
-            let works: Vec<NewArtwork> = (0..n)
-                .map(|i| NewArtwork {
-                    source: "met".into(),
-                    source_id: (1000 + i).to_string(),
-                    title: format!("Work {i}"),
-                    mapped_group: Some(if i % 2 == 0 { "French" } else { "Dutch" }.into()),
-                    ..Default::default()
-                })
-                .collect();
-            ws.catalog.upsert_artworks(&works).unwrap();
-            ws.catalog.apply_group_threshold("met", &["French".into(), "Dutch".into()]).unwrap();
-        }
+        let mut ws = crate::workspace::Workspace::open(dir.path()).unwrap();
+        super::worker::fill_test_catalog(&mut ws.catalog, n, 1000);
+        drop(ws);
         let mut h = harness(dir.path(), fixed_picker(vec![]));
         h.state_mut().view = View::Curation;
         h.run_steps(3);

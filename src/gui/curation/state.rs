@@ -166,6 +166,12 @@ impl CurationState {
         self.last_error = Some(error);
     }
 
+    /// Nothing in flight can be trusted any more (the worker crashed): drop every pending flag.
+    pub fn fail_all(&mut self, error: String) {
+        self.pending.clear();
+        self.last_error = Some(error);
+    }
+
     fn release(&mut self, id: i64) {
         if let Some(p) = self.pending.get_mut(&id) {
             p.count = p.count.saturating_sub(1);
@@ -233,6 +239,16 @@ mod tests {
         s.fail_flag(&c, "not saved: database is locked".into());
         assert_eq!(s.shown_flag(&s.items[0].clone()), (None, false));
         assert!(s.last_error.as_deref().unwrap().contains("not saved"));
+    }
+
+    #[test]
+    fn a_crashed_worker_drops_every_pending_flag() {
+        let mut s = state(4);
+        s.select_all();
+        s.begin_flag(Some(FlagReason::Book), None);
+        s.fail_all("not saved: the catalog worker crashed".into());
+        assert!(s.pending.is_empty() && s.items.iter().all(|a| s.shown_flag(a) == (None, false)));
+        assert!(s.last_error.as_deref().unwrap().contains("crashed"));
     }
 
     #[test]

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::time::Instant;
 
 /// Suspicion scores by artwork id, for the "most suspicious first" order.
 pub type Scores = Arc<HashMap<i64, f64>>;
@@ -47,7 +46,6 @@ pub enum Reply {
         token: u64,
         changes: Vec<FlagChange>,
         stats: Option<DatasetStats>,
-        seconds: f64,
     },
     Undone {
         token: u64,
@@ -108,16 +106,10 @@ pub fn execute(catalog: &mut Catalog, request: Request) -> Option<Reply> {
             Ok((items, index)) => Reply::Loaded { token, items, index, stats: catalog.stats().ok() },
             Err(e) => Reply::Failed { token, error: e.to_string(), changes: Vec::new() },
         },
-        Request::Flag { token, changes } => {
-            let start = Instant::now();
-            match catalog.apply_flags(&changes, "gui") {
-                Ok(_) => {
-                    let seconds = start.elapsed().as_secs_f64();
-                    Reply::Flagged { token, changes, stats: catalog.stats().ok(), seconds }
-                }
-                Err(e) => Reply::Failed { token, error: format!("not saved: {e}"), changes },
-            }
-        }
+        Request::Flag { token, changes } => match catalog.apply_flags(&changes, "gui") {
+            Ok(_) => Reply::Flagged { token, changes, stats: catalog.stats().ok() },
+            Err(e) => Reply::Failed { token, error: format!("not saved: {e}"), changes },
+        },
         Request::Undo { token, redo } => {
             let out = if redo { catalog.redo("gui") } else { catalog.undo("gui") };
             match out {
@@ -213,25 +205,32 @@ fn failed(r: Request, e: &CatalogError) -> Option<Reply> {
     }
 }
 
+/// Adds `n` Met works titled "Work i", alternating French and Dutch, with Object IDs from
+/// `first_id` (the curation tests' catalog).
+#[cfg(test)]
+pub(crate) fn fill_test_catalog(c: &mut Catalog, n: usize, first_id: usize) {
+    let works: Vec<crate::catalog::NewArtwork> = (0..n)
+        .map(|i| crate::catalog::NewArtwork {
+            source: "met".into(),
+            source_id: (first_id + i).to_string(),
+            title: format!("Work {i}"),
+            mapped_group: Some(if i % 2 == 0 { "French" } else { "Dutch" }.into()),
+            ..Default::default()
+        })
+        .collect();
+    c.upsert_artworks(&works).unwrap();
+    c.apply_group_threshold("met", &["French".into(), "Dutch".into()]).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{FlagReason, NewArtwork};
+    use crate::catalog::FlagReason;
 
     fn catalog(n: usize) -> (tempfile::TempDir, Catalog) {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Catalog::open(&dir.path().join("catalog.sqlite")).unwrap();
-        let works: Vec<NewArtwork> = (0..n)
-            .map(|i| NewArtwork {
-                source: "met".into(),
-                source_id: (500 + i).to_string(),
-                title: format!("Work {i}"),
-                mapped_group: Some(if i % 2 == 0 { "French" } else { "Dutch" }.into()),
-                ..Default::default()
-            })
-            .collect();
-        c.upsert_artworks(&works).unwrap();
-        c.apply_group_threshold("met", &["French".into(), "Dutch".into()]).unwrap();
+        fill_test_catalog(&mut c, n, 500);
         (dir, c)
     }
 
