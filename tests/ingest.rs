@@ -232,4 +232,23 @@ fn the_built_in_sample_loads_offline_through_the_cli() {
     let (code, _, err) = run(&ws, &["rank", "--run", "no-such-run"]);
     assert_ne!(code, 0);
     assert!(err.contains("no run no-such-run"), "{err}");
+
+    // What the sample makes is labelled: a demo-preset run (shrunk here to one quick epoch)
+    // and any run on sample works.
+    let origin = |args: &[&str]| {
+        let run = ok(&ws, args).lines().next().unwrap().trim().to_string();
+        let runs: Value = serde_json::from_str(&ok(&ws, &["runs", "--json"])).unwrap();
+        let r = runs["runs"].as_array().unwrap().iter().find(|r| r["id"] == run.as_str()).unwrap().clone();
+        (run, r["origin"].clone(), r["sample_works"].as_u64().unwrap())
+    };
+    let quick = ["--epochs", "1", "--image-size", "32"];
+    let (demo, o, n) = origin(&[&["train", "--preset", "demo"][..], &quick[..]].concat());
+    assert_eq!((o, n), (Value::from("demo"), 32));
+    let (_, o, _) = origin(&[&["train", "--method", "scratch"][..], &quick[..]].concat());
+    assert_eq!(o, "sample");
+    assert!(ok(&ws, &["runs"]).contains(&format!("{demo} (demo)")));
+    let img = ws.join("sample/French").read_dir().unwrap().next().unwrap().unwrap().path();
+    let (code, _, err) = run(&ws, &["predict", "--run", &demo, img.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("used the demo preset (shows the job, not the study)"), "{err}");
 }

@@ -98,6 +98,20 @@ fn transfer_learns_distinct_cultures_then_predicts_evaluates_and_maps() {
     assert!(err.contains("broken.jpg"), "{err}");
     assert!(out.contains("3.png: Japanese"), "the rest go on: {out}");
 
+    // The map of a transfer run reuses the embeddings its training computed (same frozen
+    // backbone, same transform): no new cache file, the training's one untouched.
+    let features = |ws: &Path| -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+        let mut v: Vec<_> = std::fs::read_dir(ws.join("features"))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.path(), e.metadata().unwrap().modified().unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let trained = features(&ws);
+    assert_eq!(trained.len(), 1, "{trained:?}");
+
     // The culture map's JSON contract.
     let png = dir.path().join("map.png");
     let m: Value = serde_json::from_str(&ok(&ws, &["map", "--json", "--png", png.to_str().unwrap()])).unwrap();
@@ -117,10 +131,9 @@ fn transfer_learns_distinct_cultures_then_predicts_evaluates_and_maps() {
     assert!(m["positions"].as_array().unwrap().iter().all(|p| p.as_array().unwrap().len() == 2));
     assert!(!m["chords"].as_array().unwrap().is_empty());
     assert!(image::image_dimensions(&png).is_ok());
-    // Embeddings are cached per checkpoint and image: a second map computes none.
-    let before = std::fs::read_dir(ws.join("features")).unwrap().count();
+    assert_eq!(features(&ws), trained, "the map embedded nothing again");
     ok(&ws, &["map", "--json"]);
-    assert_eq!(std::fs::read_dir(ws.join("features")).unwrap().count(), before);
+    assert_eq!(features(&ws), trained);
 }
 
 fn run_cli(ws: &Path, args: &[&str]) -> (i32, String, String) {
@@ -195,6 +208,18 @@ fn a_killed_run_resumes_to_the_same_metrics() {
         ] {
             assert!((p - q).abs() <= 1e-3 * p.abs().max(1.0), "epoch {}: {what} {p} vs {q}", x.epoch);
         }
+    }
+    // Every batch is recorded once: the killed run's re-trained epochs replaced what it had
+    // written of them, so the app plots the same curve for both runs.
+    let batches = |run: &str| Workspace::open(&ws).unwrap().catalog.batch_metrics(run).unwrap();
+    let (a, b) = (batches(&straight), batches(&killed));
+    let per_epoch = a[0].batches as usize;
+    assert_eq!(a.len(), 3 * per_epoch, "{a:?}");
+    assert_eq!(b.len(), a.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.epoch, x.batch), (y.epoch, y.batch));
+        assert!((x.loss - y.loss).abs() <= 1e-3 * x.loss.abs().max(1.0), "{x:?} vs {y:?}");
+        assert!(y.elapsed_s > 0.0 && y.images_per_s > 0.0);
     }
 }
 

@@ -1,9 +1,9 @@
 //! Embeddings of every non-flagged work under a run's best model, cached in `features/` keyed by
 //! the checkpoint and each image's content hash (recomputed only when either changes).
 use crate::catalog::ArtworkQuery;
-use crate::model::checkpoint::LoadedModel;
+use crate::model::checkpoint::{IMAGENET_MEAN, IMAGENET_STD, LoadedModel};
 use crate::train::data::{self, Transform};
-use crate::train::{Control, TrainError, features};
+use crate::train::{Control, Method, TrainConfig, TrainError, features};
 use crate::workspace::Workspace;
 use candle_core::Device;
 use std::path::Path;
@@ -27,6 +27,22 @@ fn checkpoint_key(path: &Path) -> String {
     format!("checkpoint|{}|{len}|{mtime}", path.display())
 }
 
+/// The embedding cache key of a checkpoint. A transfer run's backbone is the frozen one its
+/// training embedded every work with, so its training cache is reused (when the checkpoint's
+/// eval transform is the trainer's); any other run's backbone is its own.
+fn cache_key(model: &LoadedModel) -> String {
+    let cfg = serde_json::from_value::<TrainConfig>(model.meta.train_config.clone()).ok();
+    let imagenet = model.meta.mean == IMAGENET_MEAN && model.meta.std == IMAGENET_STD;
+    match (cfg, &model.meta.run_id) {
+        (Some(cfg), Some(run))
+            if cfg.method == Method::Transfer && imagenet && cfg.image_size == model.meta.image_size =>
+        {
+            features::transfer_key(&cfg, run)
+        }
+        _ => checkpoint_key(&model.path),
+    }
+}
+
 /// `model` is the loaded checkpoint (callers use it afterwards too, so it is loaded once).
 pub fn embed_works(
     ws: &Workspace,
@@ -44,7 +60,7 @@ pub fn embed_works(
         .collect();
     let exs = data::examples(ws, &works, &model.meta.classes)?;
     let t = Transform::eval_for(&model.meta);
-    let cache = features::cache_file(&ws.features_dir(), &checkpoint_key(&model.path));
+    let cache = features::cache_file(&ws.features_dir(), &cache_key(model));
     let emb = features::embeddings(&model.net.backbone, &exs, &t, 16, &cache, device, control, progress)?;
     Ok(WorkEmbeddings {
         ids: works.iter().map(|w| w.0).collect(),

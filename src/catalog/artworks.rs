@@ -206,6 +206,15 @@ impl Catalog {
         Ok(n)
     }
 
+    /// (all works, works from `source`).
+    pub fn count_with_source(&self, source: &str) -> Result<(usize, usize)> {
+        self.conn
+            .query_row("SELECT COUNT(*), COALESCE(SUM(source = ?1), 0) FROM artworks", [source], |r| {
+                Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize))
+            })
+            .map_err(|e| self.err(e))
+    }
+
     /// Counts of `mapped_group` for one source (NULL groups excluded).
     pub fn mapped_group_counts(&self, source: &str) -> Result<Vec<(String, usize)>> {
         let mut st = self

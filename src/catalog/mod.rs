@@ -13,7 +13,7 @@ mod stats;
 
 pub use artworks::{Artwork, ArtworkQuery, NewArtwork, SortOrder, UpsertOutcome};
 pub use curation::{CurationEvent, FlagChange, FlagReason, FlagState, UndoOutcome};
-pub use runs::{EpochMetrics, RunRecord, RunStatus};
+pub use runs::{BatchMetrics, DEMO_PRESET, EpochMetrics, RunRecord, RunStatus, SAMPLE_SOURCE};
 pub use schema::SCHEMA_VERSION;
 pub use stats::{DatasetStats, DroppedTag, GroupCount, write_curation_csv};
 

@@ -39,6 +39,11 @@ impl RunStatus {
     }
 }
 
+/// The name of the training preset that demonstrates the app on the built-in sample.
+pub const DEMO_PRESET: &str = "demo";
+/// The artworks' `source` of the built-in sample.
+pub const SAMPLE_SOURCE: &str = "sample";
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RunRecord {
     pub id: String,
@@ -55,6 +60,45 @@ pub struct RunRecord {
     pub top1: Option<f64>,
     pub top3: Option<f64>,
     pub message: Option<String>,
+    /// How many works of the run's split come from the built-in sample.
+    pub sample_works: u32,
+}
+
+impl RunRecord {
+    /// What the views print beside the run's id so a demo is never mistaken for the study:
+    /// "demo" for the demo preset, "sample" for any other run that learnt from sample works.
+    pub fn origin_label(&self) -> Option<&'static str> {
+        let preset = serde_json::from_str::<serde_json::Value>(&self.config)
+            .ok()
+            .and_then(|c| c.get("preset").and_then(|p| p.as_str().map(str::to_owned)));
+        if preset.as_deref() == Some(DEMO_PRESET) {
+            Some("demo")
+        } else if self.sample_works > 0 {
+            Some("sample")
+        } else {
+            None
+        }
+    }
+
+    /// One sentence on why the run is labelled, for hovers and the CLI's stderr.
+    pub fn origin_note(&self) -> Option<String> {
+        let sample = match self.sample_works {
+            0 => String::new(),
+            n => format!("; {n} of its works come from the built-in sample, not the study's data"),
+        };
+        match self.origin_label()? {
+            "demo" => Some(format!("run {} used the demo preset (shows the job, not the study){sample}", self.id)),
+            _ => Some(format!("run {}{sample}", self.id).replacen("; ", ": ", 1)),
+        }
+    }
+
+    /// The id with its origin: "r-20261130 (demo)".
+    pub fn display_name(&self) -> String {
+        match self.origin_label() {
+            Some(l) => format!("{} ({l})", self.id),
+            None => self.id.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -69,8 +113,31 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
+/// One training batch: its loss, the learning rate, the epoch's throughput so far and the
+/// seconds since the epoch started (from which time left is estimated).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BatchMetrics {
+    pub epoch: u32,
+    /// 1-based.
+    pub batch: u32,
+    pub batches: u32,
+    pub loss: f64,
+    pub lr: f64,
+    pub images_per_s: f64,
+    pub elapsed_s: f64,
+}
+
+impl BatchMetrics {
+    /// Position on the plots' epoch axis: epoch 1's last batch is at 1.0.
+    pub fn x(&self) -> f64 {
+        (self.epoch - 1) as f64 + self.batch as f64 / self.batches.max(1) as f64
+    }
+}
+
 const RUN_COLUMNS: &str =
-    "id, arch, method, scheduler, config, status, created_at, epochs_done, seconds, val_acc, top1, top3, message";
+    "id, arch, method, scheduler, config, status, created_at, epochs_done, seconds, val_acc, top1, top3, message,
+     (SELECT COUNT(*) FROM run_split s JOIN artworks a ON a.id = s.artwork_id
+      WHERE s.run_id = runs.id AND a.source = 'sample')"; // SAMPLE_SOURCE
 
 fn row_to_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
@@ -87,6 +154,7 @@ fn row_to_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         top1: r.get(10)?,
         top3: r.get(11)?,
         message: r.get(12)?,
+        sample_works: r.get(13)?,
     })
 }
 
@@ -164,6 +232,61 @@ impl Catalog {
                     lr: r.get(5)?,
                     images_per_s: r.get(6)?,
                     seconds: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+    }
+
+    /// Appends batch records (replacing any with the same epoch and batch) in one transaction.
+    pub fn record_batches(&mut self, run: &str, batches: &[BatchMetrics]) -> Result<()> {
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let err = |e| classify(&path, e);
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO batch_metrics (run_id, epoch, batch, batches, loss, lr, images_per_s, elapsed_s)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(err)?;
+            for b in batches {
+                st.execute(params![run, b.epoch, b.batch, b.batches, b.loss, b.lr, b.images_per_s, b.elapsed_s])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Forgets the batches of `epoch` and later: a resumed run computes them again.
+    pub fn drop_batches_from(&mut self, run: &str, epoch: u32) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM batch_metrics WHERE run_id = ?1 AND epoch >= ?2", params![run, epoch])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn batch_metrics(&self, run: &str) -> Result<Vec<BatchMetrics>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT epoch, batch, batches, loss, lr, images_per_s, elapsed_s FROM batch_metrics
+                 WHERE run_id = ?1 ORDER BY epoch, batch",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([run], |r| {
+                Ok(BatchMetrics {
+                    epoch: r.get(0)?,
+                    batch: r.get(1)?,
+                    batches: r.get(2)?,
+                    loss: r.get(3)?,
+                    lr: r.get(4)?,
+                    images_per_s: r.get(5)?,
+                    elapsed_s: r.get(6)?,
                 })
             })
             .map_err(|e| self.err(e))?;

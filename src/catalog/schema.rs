@@ -93,6 +93,21 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, epoch)
     );
     "#,
+    // 2: per-batch progress, so a run followed from another process or reopened later shows
+    // its batch loss, images/s and time left as the window that started it did.
+    r#"
+    CREATE TABLE batch_metrics (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        epoch INTEGER NOT NULL,
+        batch INTEGER NOT NULL,
+        batches INTEGER NOT NULL,
+        loss REAL NOT NULL,
+        lr REAL NOT NULL,
+        images_per_s REAL NOT NULL,
+        elapsed_s REAL NOT NULL,
+        PRIMARY KEY (run_id, epoch, batch)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

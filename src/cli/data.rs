@@ -201,6 +201,7 @@ pub fn import_sample(ws_dir: &Option<PathBuf>) -> anyhow::Result<ExitCode> {
     for (c, n) in &r.per_culture {
         eprintln!("  {c}: {n}");
     }
+    eprintln!("next: `artculture train --preset demo` (under a minute on a CPU; a demo, not the study)");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -14,6 +14,10 @@ pub fn map(
 ) -> anyhow::Result<ExitCode> {
     let ws = open_workspace(ws_dir)?;
     let ckpt = artculture::predict::run_checkpoint(&ws, run)?;
+    let run_id = run.map(str::to_owned).or_else(|| ws.catalog.best_run().ok().flatten().map(|r| r.id));
+    if let Some(note) = run_id.and_then(|id| ws.catalog.run(&id).ok()).and_then(|r| r.origin_note()) {
+        eprintln!("map of {note}");
+    }
     let device = device.open()?;
     let bar = indicatif::ProgressBar::new(0);
     let model = artculture::model::checkpoint::load(&ckpt, &device)?;

@@ -180,11 +180,11 @@ pub fn train(ws_dir: &Option<PathBuf>, args: &TrainArgs, device: DeviceKind) -> 
                 classes.len()
             );
         }
-        TrainEvent::Batch { epoch, batch, batches, loss, lr, images_per_s } => {
-            bar.set_prefix(epoch.to_string());
-            bar.set_length(batches as u64);
-            bar.set_position(batch as u64);
-            bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {images_per_s:.1} img/s"));
+        TrainEvent::Batch(b) => {
+            bar.set_prefix(b.epoch.to_string());
+            bar.set_length(b.batches as u64);
+            bar.set_position(b.batch as u64);
+            bar.set_message(format!("loss {:.4} lr {:.2e} {:.1} img/s", b.loss, b.lr, b.images_per_s));
         }
         TrainEvent::Epoch(m) => {
             bar.suspend(|| {
@@ -238,6 +238,7 @@ pub fn runs(ws_dir: &Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
                     "id": r.id, "arch": r.arch, "method": r.method, "scheduler": r.scheduler,
                     "epochs": r.epochs_done, "val_acc": r.val_acc, "top1": r.top1, "top3": r.top3,
                     "seconds": r.seconds, "status": r.status, "message": r.message,
+                    "origin": r.origin_label(), "sample_works": r.sample_works,
                 })
             })
             .collect();
@@ -251,7 +252,7 @@ pub fn runs(ws_dir: &Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
     for r in &runs {
         println!(
             "{:<44} {:<9} {:<18} {:<9} {:>7} {:>7} {:>7} {:>6} {:>7.0}s  {}",
-            r.id,
+            r.display_name(),
             r.arch,
             r.scheduler,
             r.method,
@@ -340,6 +341,12 @@ pub fn predict(ws_dir: &Option<PathBuf>, args: PredictArgs, device: DeviceKind) 
         None => predict::run_checkpoint(&open_workspace(ws_dir)?, args.run.as_deref())?,
     };
     let model = predict::load_model(&ckpt, &device)?;
+    // A demo's guesses must not read as the study's: say so once, on stderr.
+    if let Some(rec) = model.meta.run_id.as_ref().and_then(|id| open_workspace(ws_dir).ok()?.catalog.run(id).ok())
+        && let Some(note) = rec.origin_note()
+    {
+        eprintln!("model: {note}");
+    }
     let class = args.class.as_deref().map(|c| predict::class_index(&model, c)).transpose()?;
     let cam = if class.is_some() { CamKind::Gradcam } else { args.cam };
     let several = args.images.len() > 1;

@@ -42,7 +42,11 @@ pub fn start_sample_import(shared: &mut Shared) {
             rep.progress(done as f32 / total.max(1) as f32, format!("{done} / {total} paintings"))
         })
         .map_err(|e| e.to_string())?;
-        Ok(format!("{} sample paintings loaded ({} new)", r.imported + r.updated, r.imported))
+        Ok(format!(
+            "{} sample paintings loaded ({} new); next: the Training view's Demo preset",
+            r.imported + r.updated,
+            r.imported
+        ))
     });
 }
 
@@ -221,30 +225,21 @@ fn table1(ui: &mut egui::Ui, stats: &DatasetStats) {
     }
 }
 
+/// Table 1's bars: each culture in its palette colour, the initial count lighter than the final.
+fn table1_bars(stats: &DatasetStats) -> (Vec<Bar>, Vec<Bar>) {
+    let bar = |i: usize, g: &crate::catalog::GroupCount, initial: bool| {
+        let c = super::widgets::culture_color32(&g.culture);
+        let (x, v, fill) =
+            if initial { (i as f64 - 0.2, g.initial, c.gamma_multiply(0.45)) } else { (i as f64 + 0.2, g.final_, c) };
+        Bar::new(x, v as f64).name(&g.culture).width(0.4).fill(fill)
+    };
+    let initial = stats.groups.iter().enumerate().map(|(i, g)| bar(i, g, true)).collect();
+    let final_ = stats.groups.iter().enumerate().map(|(i, g)| bar(i, g, false)).collect();
+    (initial, final_)
+}
+
 fn bar_chart(ui: &mut egui::Ui, stats: &DatasetStats) {
-    let initial: Vec<Bar> = stats
-        .groups
-        .iter()
-        .enumerate()
-        .map(|(i, g)| {
-            // The culture's own colour; the initial count lighter than the final one.
-            let [r, gr, b] = crate::analysis::palette::culture_color(&g.culture);
-            let c = egui::Color32::from_rgb(r, gr, b);
-            Bar::new(i as f64 - 0.2, g.initial as f64).name(&g.culture).width(0.4).fill(c.gamma_multiply(0.45))
-        })
-        .collect();
-    let final_: Vec<Bar> = stats
-        .groups
-        .iter()
-        .enumerate()
-        .map(|(i, g)| {
-            let [r, gr, b] = crate::analysis::palette::culture_color(&g.culture);
-            Bar::new(i as f64 + 0.2, g.final_ as f64)
-                .name(&g.culture)
-                .width(0.4)
-                .fill(egui::Color32::from_rgb(r, gr, b))
-        })
-        .collect();
+    let (initial, final_) = table1_bars(stats);
     let names: Vec<String> = stats.groups.iter().map(|g| g.culture.clone()).collect();
     Plot::new("table1_bars")
         .legend(Legend::default())
@@ -268,6 +263,23 @@ fn bar_chart(ui: &mut egui::Ui, stats: &DatasetStats) {
 mod tests {
     use crate::gui::app::tests::{fixed_picker, harness, run_until};
     use egui_kittest::kittest::Queryable;
+
+    #[test]
+    fn table1_draws_each_of_the_study_groups_in_its_own_palette_colour() {
+        let groups = crate::culture::STUDY_GROUPS
+            .iter()
+            .map(|c| crate::catalog::GroupCount { culture: c.to_string(), initial: 200, final_: 150 })
+            .collect();
+        let stats = crate::catalog::DatasetStats { groups, ..Default::default() };
+        let (initial, final_) = super::table1_bars(&stats);
+        let fills: std::collections::HashSet<_> = final_.iter().map(|b| b.fill).collect();
+        assert_eq!(fills.len(), 11, "eleven cultures, eleven colours");
+        for (b, g) in final_.iter().zip(&stats.groups) {
+            assert_eq!(b.fill, crate::gui::widgets::culture_color32(&g.culture), "{}", g.culture);
+        }
+        // The initial bar is the same hue, lighter.
+        assert!(initial.iter().zip(&final_).all(|(i, f)| i.fill == f.fill.gamma_multiply(0.45)));
+    }
 
     #[test]
     fn the_empty_workspace_offers_the_sample_and_loads_it_offline() {

@@ -21,6 +21,8 @@ pub enum Tab {
 
 /// What the job computes.
 pub struct MapData {
+    /// The run whose model embedded the works, with its origin ("… (demo)").
+    pub run_name: String,
     pub map: CultureMap,
     pub ids: Vec<i64>,
     pub cultures: Vec<String>,
@@ -81,16 +83,42 @@ impl MapView {
             let dev = device.open().map_err(|e| e.to_string())?;
             let control = crate::train::Control::default();
             let model = crate::model::checkpoint::load(&ckpt, &dev).map_err(|e| e.to_string())?;
+            let run_name = model
+                .meta
+                .run_id
+                .as_ref()
+                .map(|id| ws.catalog.run(id).map(|r| r.display_name()).unwrap_or_else(|_| id.clone()))
+                .unwrap_or_else(|| ckpt.display().to_string());
+            rep.progress(0.0, format!("embedding the works with {run_name}'s best model"));
             let e = crate::analysis::embed::embed_works(&ws, &model, &dev, &control, &mut |d, n| {
-                rep.progress(d as f32 / n.max(1) as f32, format!("embedding {d} / {n} works"))
+                rep.progress(d as f32 / n.max(1) as f32, format!("embedding {d} / {n} works with {run_name}"))
             })
             .map_err(|e| e.to_string())?;
             rep.progress(1.0, "laying out");
             let map = crate::analysis::embed::culture_map(&e, 0);
             let pca = crate::analysis::pca::project_2d(&e.vectors);
             let hashes = e.ids.iter().map(|id| ws.catalog.artwork(*id).ok().and_then(|a| a.content_hash)).collect();
-            Ok(MapData { map, ids: e.ids, cultures: e.cultures, hashes, pca })
+            Ok(MapData { run_name, map, ids: e.ids, cultures: e.cultures, hashes, pca })
         }));
+    }
+
+    pub fn job_idle(&self) -> bool {
+        self.job.is_none()
+    }
+
+    /// What the view says while it has no map: never "train a run" when there is one.
+    pub fn status_text(&self, shared: &Shared) -> String {
+        if self.job.is_some() {
+            "Embedding every work with the selected run's best model. Vectors are saved as they are \
+             computed: if the app closes, the next visit continues from there."
+                .into()
+        } else if shared.runs.is_empty() {
+            "Train a run first (Training view), then its culture map is computed here.".into()
+        } else if self.error.is_some() {
+            "The map could not be computed (see above); press Compute to try again.".into()
+        } else {
+            "Press \"Compute from the selected run\" to map the cultures as its model sees them.".into()
+        }
     }
 
     fn restart_layout(&mut self) {
@@ -151,9 +179,14 @@ impl MapView {
         if let Some(e) = &self.error {
             ui.colored_label(ui.visuals().error_fg_color, e);
         }
-        if self.data.is_none() {
-            ui.label("Train a run first (Training view), then compute its culture map here.");
-            return;
+        match &self.data {
+            None => {
+                ui.label(self.status_text(shared));
+                return;
+            }
+            Some(d) => {
+                ui.label(format!("Cultures as the best model of run {} sees them, {} works.", d.run_name, d.ids.len()));
+            }
         }
         match self.tab {
             Tab::Force => self.force_ui(ui, shared),
@@ -505,4 +538,33 @@ fn heat_table(ui: &mut egui::Ui, title: &str, names: &[String], v: &[Vec<f64>]) 
             ui.end_row();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::gui::View;
+    use crate::gui::app::tests::{fixed_picker, harness, run_until};
+    use egui_kittest::kittest::Queryable;
+
+    #[test]
+    fn the_status_says_what_is_happening_not_train_a_run_when_there_is_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = harness(dir.path(), fixed_picker(vec![]));
+        h.state_mut().view = View::Map;
+        h.run_steps(2);
+        h.get_by_label_contains("Train a run first");
+        // A run without a checkpoint (it failed before its first epoch): the map is tried, and
+        // its failure is what the view says.
+        {
+            let mut ws = crate::workspace::Workspace::open(dir.path()).unwrap();
+            ws.catalog.create_run("early", "resnet50", "finetune", "StepLR", "{}", &[]).unwrap();
+        }
+        h.state_mut().shared.generation += 1;
+        h.state_mut().shared.selected_run = Some("early".into());
+        h.state_mut().shared.runs = crate::workspace::Workspace::open(dir.path()).unwrap().catalog.runs().unwrap();
+        run_until(&mut h, |app| app.map.error.is_some() && app.map.job_idle());
+        h.run_steps(2);
+        assert!(h.query_by_label_contains("Train a run first").is_none());
+        h.get_by_label_contains("could not be computed");
+    }
 }

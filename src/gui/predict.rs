@@ -101,17 +101,23 @@ fn run_request(
     rep: &super::jobs::Reporter<Results>,
 ) -> Result<Results, String> {
     let dev = device.open().map_err(|e| e.to_string())?;
+    let ws = crate::workspace::Workspace::open(&ws_path);
     let ckpt = match req.checkpoint {
         Some(c) => c,
         None => {
-            let ws = crate::workspace::Workspace::open(&ws_path).map_err(|e| e.to_string())?;
-            predict::run_checkpoint(&ws, req.run.as_deref()).map_err(|e| e.to_string())?
+            let ws = ws.as_ref().map_err(|e| e.to_string())?;
+            predict::run_checkpoint(ws, req.run.as_deref()).map_err(|e| e.to_string())?
         }
     };
     let model = predict::load_model(&ckpt, &dev).map_err(|e| e.to_string())?;
     let class = req.class.as_deref().map(|c| predict::class_index(&model, c)).transpose().map_err(|e| e.to_string())?;
-    let name =
-        format!("{} ({})", model.meta.run_id.clone().unwrap_or_else(|| ckpt.display().to_string()), model.meta.arch);
+    // A run of this workspace is named with its origin, so a demo's guesses read as a demo's.
+    let run = model.meta.run_id.as_ref().and_then(|id| ws.as_ref().ok()?.catalog.run(id).ok());
+    let name = match (run, &model.meta.run_id) {
+        (Some(r), _) => format!("{} ({})", r.display_name(), model.meta.arch),
+        (None, Some(id)) => format!("{id} ({})", model.meta.arch),
+        (None, None) => format!("{} ({})", ckpt.display(), model.meta.arch),
+    };
     let mut out = Vec::new();
     for (i, path) in req.images.iter().enumerate() {
         if rep.cancelled() {
@@ -262,7 +268,12 @@ impl PredictView {
         ui.strong(path.file_name().and_then(|n| n.to_str()).unwrap_or(""));
         ui.label(format!("model: {model}"));
         for r in &top {
-            ui.add(egui::ProgressBar::new(r.p).text(format!("{} {:.1}%", r.culture, r.p * 100.0)).desired_width(240.0));
+            ui.add(
+                egui::ProgressBar::new(r.p)
+                    .text(format!("{} {:.1}%", r.culture, r.p * 100.0))
+                    .fill(super::widgets::culture_color32(&r.culture).gamma_multiply(0.85))
+                    .desired_width(240.0),
+            );
         }
         ui.separator();
         ui.checkbox(&mut self.show_overlay, "show activation map");

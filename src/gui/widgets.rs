@@ -30,3 +30,20 @@ pub fn heat_cell(ui: &mut egui::Ui, t: f32, label: String, size: egui::Vec2) {
     let text = if t > 0.6 { egui::Color32::BLACK } else { egui::Color32::WHITE };
     ui.painter().text(rect.center(), egui::Align2::CENTER_CENTER, label, egui::FontId::monospace(size.y * 0.5), text);
 }
+
+/// The culture's colour (the one palette every view uses).
+pub fn culture_color32(culture: &str) -> egui::Color32 {
+    let [r, g, b] = crate::analysis::palette::culture_color(culture);
+    egui::Color32::from_rgb(r, g, b)
+}
+
+/// A dot in the culture's colour, then `text`: how a culture is named in tables and lists.
+pub fn culture_label(ui: &mut egui::Ui, culture: &str, text: impl Into<egui::WidgetText>) -> egui::Response {
+    ui.horizontal(|ui| {
+        ui.spacing_mut().item_spacing.x = 4.0;
+        let (rect, _) = ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
+        ui.painter().circle_filled(rect.center(), 5.0, culture_color32(culture));
+        ui.label(text)
+    })
+    .inner
+}

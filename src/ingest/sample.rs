@@ -43,7 +43,7 @@ pub fn import_sample(ws: &mut Workspace, progress: impl Fn(usize, usize) + Sync)
         crate::fsutil::write_bytes_atomic(&path, bytes)
             .map_err(|e| FolderError::Io { path: e.path, source: e.source })?;
     }
-    import_tree(ws, &dir, "sample", &records(), progress)
+    import_tree(ws, &dir, crate::catalog::SAMPLE_SOURCE, &records(), progress)
 }
 
 #[cfg(test)]

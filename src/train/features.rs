@@ -2,12 +2,13 @@
 //! and kept in `features/`, keyed by what determines them (architecture, weights, image size)
 //! and by each image's content hash, so later epochs and runs cost only the head.
 use super::data::{Example, Transform, assemble};
-use super::{Control, TrainError};
+use super::{Control, Pretrained, TrainConfig, TrainError};
 use crate::model::Backbone;
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 /// The cache file for a backbone identity.
 pub fn cache_file(features_dir: &Path, key: &str) -> PathBuf {
@@ -40,6 +41,24 @@ fn write_cache(path: &Path, map: &HashMap<String, Vec<f32>>) -> Result<(), Train
         .map_err(|e| TrainError::Io { path: path.into(), detail: e.to_string() })
 }
 
+/// The cache key of a transfer run's frozen backbone: what determines its embeddings
+/// (architecture, where its weights came from, image size; with random weights, the run, whose
+/// seed drew them). The trainer and the culture map use this one function, so a map of a
+/// transfer run reuses the vectors its training computed (same backbone, same eval transform).
+pub fn transfer_key(cfg: &TrainConfig, run: &str) -> String {
+    format!(
+        "{}|{:?}|{}|{}",
+        cfg.arch,
+        cfg.pretrained,
+        cfg.image_size,
+        if cfg.pretrained == Pretrained::None { run } else { "" }
+    )
+}
+
+/// How often a long embedding pass saves what it has, so a crash, a kill or closing the app
+/// loses at most this much work and the next pass continues from there.
+pub const SAVE_EVERY: Duration = Duration::from_secs(20);
+
 /// The embeddings of `examples` (rows in the same order), computing only what the cache lacks.
 /// `progress` gets (done, todo).
 #[allow(clippy::too_many_arguments)]
@@ -53,29 +72,106 @@ pub fn embeddings(
     control: &Control,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Tensor, TrainError> {
+    embeddings_saving_every(backbone, examples, t, batch, cache, device, control, progress, SAVE_EVERY)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn embeddings_saving_every(
+    backbone: &Backbone,
+    examples: &[Example],
+    t: &Transform,
+    batch: usize,
+    cache: &Path,
+    device: &Device,
+    control: &Control,
+    progress: &mut dyn FnMut(usize, usize),
+    save_every: Duration,
+) -> Result<Tensor, TrainError> {
     let mut map = read_cache(cache);
     let todo: Vec<&Example> = {
         let mut seen = std::collections::HashSet::new();
         examples.iter().filter(|e| !map.contains_key(&e.content_hash) && seen.insert(e.content_hash.clone())).collect()
     };
-    let mut done = 0;
-    for chunk in todo.chunks(batch.max(1)) {
-        if control.cancel.load(Ordering::Relaxed) {
-            write_cache(cache, &map)?;
-            return Err(TrainError::Cancelled("(while computing embeddings)".into()));
+    let (mut done, mut unsaved, mut saved_at) = (0, 0, Instant::now());
+    let mut pass = || -> Result<(), TrainError> {
+        for chunk in todo.chunks(batch.max(1)) {
+            if control.cancel.load(Ordering::Relaxed) {
+                return Err(TrainError::Cancelled("(while computing embeddings)".into()));
+            }
+            let b = assemble(chunk, t, &vec![0; chunk.len()], device, 0)?;
+            let e = backbone.embed_t(&b.images, false)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            for (ex, row) in chunk.iter().zip(e) {
+                map.insert(ex.content_hash.clone(), row);
+            }
+            (done, unsaved) = (done + chunk.len(), unsaved + chunk.len());
+            if saved_at.elapsed() >= save_every {
+                write_cache(cache, &map)?;
+                (unsaved, saved_at) = (0, Instant::now());
+            }
+            progress(done, todo.len());
         }
-        let b = assemble(chunk, t, &vec![0; chunk.len()], device, 0)?;
-        let e = backbone.embed_t(&b.images, false)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        for (ex, row) in chunk.iter().zip(e) {
-            map.insert(ex.content_hash.clone(), row);
-        }
-        done += chunk.len();
-        progress(done, todo.len());
-    }
-    if !todo.is_empty() {
+        Ok(())
+    };
+    let result = pass();
+    // Whatever ended the pass (done, cancelled, an unreadable image), keep what it computed.
+    if unsaved > 0 {
         write_cache(cache, &map)?;
     }
+    result?;
     let rows: Vec<f32> = examples.iter().flat_map(|e| map[&e.content_hash].iter().copied()).collect();
     let dim = rows.len() / examples.len().max(1);
     Ok(Tensor::from_vec(rows, (examples.len(), dim), device)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::checkpoint::{IMAGENET_MEAN, IMAGENET_STD};
+    use crate::model::{Arch, BackboneConfig};
+
+    #[test]
+    fn a_pass_that_dies_half_way_keeps_what_it_computed_and_the_next_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let examples: Vec<Example> = (0..6u8)
+            .map(|i| {
+                let path = dir.path().join(format!("{i}.png"));
+                image::RgbImage::from_fn(40, 40, |x, y| image::Rgb([i * 40, x as u8 * 6, y as u8 * 6]))
+                    .save(&path)
+                    .unwrap();
+                Example { artwork_id: i as i64, path, content_hash: format!("hash{i}"), label: 0 }
+            })
+            .collect();
+        let vb = candle_nn::VarBuilder::from_varmap(&candle_nn::VarMap::new(), DType::F32, &Device::Cpu);
+        let backbone = Backbone::new(Arch::Resnet50, BackboneConfig { own_classes: None, dropout: 0.0 }, vb).unwrap();
+        let t = Transform { size: 32, train: false, flip: false, mean: IMAGENET_MEAN, std: IMAGENET_STD };
+        let cache = dir.path().join("features.safetensors");
+        let control = Control::default();
+        // The process dies (here: a panic) after the second batch of two, with saving due after
+        // every batch: the first four vectors are on disk.
+        let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut progress = |done: usize, _| assert!(done < 4, "killed");
+            embeddings_saving_every(
+                &backbone,
+                &examples,
+                &t,
+                2,
+                &cache,
+                &Device::Cpu,
+                &control,
+                &mut progress,
+                Duration::ZERO,
+            )
+        }));
+        assert!(died.is_err());
+        assert_eq!(read_cache(&cache).len(), 4);
+        // The next pass embeds only the two left, and gives the same rows a clean pass gives.
+        let mut todo = Vec::new();
+        let resumed =
+            embeddings(&backbone, &examples, &t, 2, &cache, &Device::Cpu, &control, &mut |d, n| todo.push((d, n)))
+                .unwrap();
+        assert_eq!(todo, vec![(2, 2)]);
+        let clean = dir.path().join("clean.safetensors");
+        let fresh = embeddings(&backbone, &examples, &t, 2, &clean, &Device::Cpu, &control, &mut |_, _| {}).unwrap();
+        assert_eq!(resumed.to_vec2::<f32>().unwrap(), fresh.to_vec2::<f32>().unwrap());
+    }
 }

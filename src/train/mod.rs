@@ -5,6 +5,7 @@ pub mod evaluate;
 pub mod features;
 pub mod metrics;
 pub mod presets;
+pub mod progress;
 pub mod run_status;
 pub mod schedule;
 pub mod sgd;
@@ -83,6 +84,9 @@ pub struct TrainConfig {
     pub split_from: Option<String>,
     /// Make a new split even if earlier runs have one.
     pub new_split: bool,
+    /// The preset this configuration started from (runs from the demo preset are labelled so).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -103,6 +107,7 @@ impl Default for TrainConfig {
             augment: true,
             split_from: None,
             new_split: false,
+            preset: None,
         }
     }
 }
@@ -119,14 +124,7 @@ pub enum TrainEvent {
         epochs: u32,
         first_epoch: u32,
     },
-    Batch {
-        epoch: u32,
-        batch: usize,
-        batches: usize,
-        loss: f64,
-        lr: f64,
-        images_per_s: f64,
-    },
+    Batch(crate::catalog::BatchMetrics),
     Epoch(crate::catalog::EpochMetrics),
     Message(String),
     Paused,

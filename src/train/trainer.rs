@@ -9,7 +9,7 @@ use super::schedule::{PlateauMode, Scheduler, SchedulerConfig};
 use super::sgd::Sgd;
 use super::split::{Part, stratified_split};
 use super::{Control, Method, Pretrained, TrainConfig, TrainError, TrainEvent, features, mix_seed};
-use crate::catalog::{ArtworkQuery, EpochMetrics, RunStatus};
+use crate::catalog::{ArtworkQuery, BatchMetrics, EpochMetrics, RunStatus};
 use crate::model::checkpoint::{self, CheckpointMeta, FORMAT_VERSION, IMAGENET_MEAN, IMAGENET_STD};
 use crate::model::{CultureNet, weights};
 use crate::workspace::Workspace;
@@ -309,14 +309,7 @@ fn run_loop(
     // Transfer mode: every split's embeddings once (cached across runs in features/).
     let embedded = match &model.frozen {
         Some(backbone) => {
-            let key = format!(
-                "{}|{:?}|{}|{}",
-                cfg.arch,
-                cfg.pretrained,
-                cfg.image_size,
-                if cfg.pretrained == Pretrained::None { run } else { "" }
-            );
-            let cache = features::cache_file(&ws.features_dir(), &key);
+            let cache = features::cache_file(&ws.features_dir(), &features::transfer_key(cfg, run));
             let mut emb = |exs: &[Example], what: &str| {
                 let mut report =
                     |d: usize, n: usize| events(TrainEvent::Message(format!("embedding {what} images: {d} / {n}")));
@@ -327,6 +320,9 @@ fn run_loop(
         None => None,
     };
 
+    // A resumed run trains these epochs again; their old batches would be plotted twice.
+    ws.catalog.drop_batches_from(run, first_epoch)?;
+    let mut batch_log = BatchLog::default();
     for epoch in first_epoch..=cfg.epochs {
         let started = Instant::now();
         sgd.set_lr(sched.lr);
@@ -364,15 +360,7 @@ fn run_loop(
                             train_step(&logits, &labels, class_weights.as_ref(), &mut sgd, (epoch, bi + 1, sched.lr))?;
                         loss_sum += l * chunk.len() as f64;
                         seen += chunk.len();
-                        let ips = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                        events(TrainEvent::Batch {
-                            epoch,
-                            batch: bi + 1,
-                            batches,
-                            loss: l,
-                            lr: sched.lr,
-                            images_per_s: ips,
-                        });
+                        batch_log.push(ws, run, epoch, (bi + 1, batches), l, sched.lr, seen, started, events)?;
                     }
                 }
                 None => {
@@ -395,21 +383,16 @@ fn run_loop(
                         let n = b.label_vec.len();
                         loss_sum += l * n as f64;
                         seen += n;
-                        let ips = seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                        events(TrainEvent::Batch {
-                            epoch,
-                            batch: b.index + 1,
-                            batches,
-                            loss: l,
-                            lr: sched.lr,
-                            images_per_s: ips,
-                        });
+                        batch_log.push(ws, run, epoch, (b.index + 1, batches), l, sched.lr, seen, started, events)?;
                     }
                 }
             }
             Ok(())
         })();
+        // What was measured before a failure or a cancel is kept too.
+        let flushed = batch_log.flush(ws, run);
         result?;
+        flushed?;
         let val_eval = match &embedded {
             Some((_, val_emb, _)) => evaluate::on_embeddings(
                 &model.net.head,
@@ -486,6 +469,54 @@ fn run_loop(
     ws.catalog.set_run_status(run, RunStatus::Finished, None)?;
     events(TrainEvent::Finished { run_id: run.into(), best_val_acc, top1, top3 });
     Ok(())
+}
+
+/// Batch records on their way to the catalog: written every couple of seconds (one
+/// transaction each) so another process can follow the run without a commit per batch.
+#[derive(Default)]
+struct BatchLog {
+    pending: Vec<BatchMetrics>,
+    flushed_at: Option<Instant>,
+}
+
+impl BatchLog {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        ws: &mut Workspace,
+        run: &str,
+        epoch: u32,
+        (batch, batches): (usize, usize),
+        loss: f64,
+        lr: f64,
+        seen: usize,
+        started: Instant,
+        events: &mut dyn FnMut(TrainEvent),
+    ) -> Result<(), TrainError> {
+        let elapsed_s = started.elapsed().as_secs_f64();
+        let m = BatchMetrics {
+            epoch,
+            batch: batch as u32,
+            batches: batches as u32,
+            loss,
+            lr,
+            images_per_s: seen as f64 / elapsed_s.max(1e-9),
+            elapsed_s,
+        };
+        self.pending.push(m);
+        events(TrainEvent::Batch(m));
+        let due = self.flushed_at.is_none_or(|t| t.elapsed() >= Self::EVERY);
+        if due { self.flush(ws, run) } else { Ok(()) }
+    }
+
+    fn flush(&mut self, ws: &mut Workspace, run: &str) -> Result<(), TrainError> {
+        self.flushed_at = Some(Instant::now());
+        ws.catalog.record_batches(run, &self.pending)?;
+        self.pending.clear();
+        Ok(())
+    }
 }
 
 /// One optimisation step; refuses to go on when the loss is no longer finite.

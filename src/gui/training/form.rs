@@ -15,18 +15,15 @@ impl TrainingView {
             ui,
             |ui| {
                 for (i, p) in presets::PRESETS.iter().enumerate() {
-                    let text = format!(
-                        "{} (study: val {:.1}, top-1 {:.1}, top-3 {:.1})",
-                        p.label, p.study.0, p.study.1, p.study.2
-                    );
+                    let text = match p.study {
+                        Some((val, top1, top3)) => {
+                            format!("{} (study: val {val:.1}, top-1 {top1:.1}, top-3 {top3:.1})", p.label)
+                        }
+                        None => p.label.to_string(),
+                    };
                     if ui.selectable_label(self.preset == i, text).clicked() {
-                        self.preset = i;
-                        self.cfg = p.config();
-                        self.pretrained_text = match &self.cfg.pretrained {
-                            Pretrained::Hub => "hub".into(),
-                            Pretrained::None => "none".into(),
-                            Pretrained::Path(p) => p.display().to_string(),
-                        };
+                        self.choose_preset(i);
+                        self.preset_chosen = true;
                     }
                 }
             },
@@ -167,6 +164,17 @@ impl TrainingView {
         self.cfg.pretrained = self.pretrained_text.parse().unwrap_or(Pretrained::Hub);
     }
 
+    pub(super) fn choose_preset(&mut self, i: usize) {
+        let Some(p) = presets::PRESETS.get(i) else { return };
+        self.preset = i;
+        self.cfg = p.config();
+        self.pretrained_text = match &self.cfg.pretrained {
+            Pretrained::Hub => "hub".into(),
+            Pretrained::None => "none".into(),
+            Pretrained::Path(p) => p.display().to_string(),
+        };
+    }
+
     pub(super) fn controls(&mut self, ui: &mut egui::Ui, shared: &mut Shared) {
         ui.horizontal(|ui| {
             if !self.running() {
@@ -204,18 +212,38 @@ impl TrainingView {
                 }
             }
         });
-        if self.running() {
-            ui.label(format!(
-                "{} {}  ·  {:.1} img/s  ·  ETA {:.0} s{}",
-                self.live.run_id.as_deref().unwrap_or("starting"),
-                self.live.message,
-                self.live.images_per_s,
-                self.live.eta_s,
-                if self.live.paused { "  ·  paused" } else { "" }
-            ));
+        // A run another process (the CLI) is training is followed from the catalog.
+        let elsewhere = !self.running()
+            && self.live.run_id.as_ref().is_some_and(|id| {
+                shared.runs.iter().any(|r| &r.id == id && r.status == crate::catalog::RunStatus::Running)
+            });
+        if self.running() || elsewhere {
+            ui.label(self.progress_line(elsewhere));
         }
         if let Some(e) = &self.last_error {
             ui.colored_label(ui.visuals().error_fg_color, e);
         }
+    }
+
+    /// "run · epoch 2, batch 14/40 · 3.1 img/s · 12 min 30 s left".
+    pub(super) fn progress_line(&self, elsewhere: bool) -> String {
+        use crate::train::progress::{format_duration, time_left};
+        let last = self.live.batches.last();
+        let what = match (elsewhere, last) {
+            (true, Some(b)) => {
+                format!("epoch {}, batch {}/{} (trained by another process)", b.epoch, b.batch, b.batches)
+            }
+            (true, None) => "trained by another process".into(),
+            (false, _) => self.live.message.clone(),
+        };
+        let left = time_left(&self.live.batches, &self.live.epochs, self.live.total_epochs)
+            .map(|s| format!("{} left", format_duration(s)))
+            .unwrap_or_else(|| "time left: after the first batch".into());
+        format!(
+            "{}  ·  {what}  ·  {:.1} img/s  ·  {left}{}",
+            self.live.run_id.as_deref().unwrap_or("starting"),
+            last.map(|b| b.images_per_s).unwrap_or(0.0),
+            if self.live.paused { "  ·  paused" } else { "" }
+        )
     }
 }

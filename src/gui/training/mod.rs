@@ -3,7 +3,7 @@
 //! and validation), accuracy and learning rate; the runs table with side-by-side curves; a
 //! confusion matrix; export of a run's metrics as CSV.
 use super::app::{PickKind, Shared};
-use crate::catalog::{EpochMetrics, RunRecord};
+use crate::catalog::{BatchMetrics, EpochMetrics, RunRecord};
 use crate::train::metrics::Evaluation;
 use crate::train::{Control, TrainConfig, TrainEvent};
 use std::collections::BTreeSet;
@@ -19,10 +19,10 @@ pub use plots::{lr_tick, smooth};
 #[derive(Default)]
 pub struct LiveRun {
     pub run_id: Option<String>,
-    pub batch_loss: Vec<[f64; 2]>,
+    /// Every batch so far: streamed by a run this window trains, read from the catalog for a
+    /// run another process trains (it writes them every ~2 s) or one reopened later.
+    pub batches: Vec<BatchMetrics>,
     pub epochs: Vec<EpochMetrics>,
-    pub images_per_s: f64,
-    pub eta_s: f64,
     pub message: String,
     pub paused: bool,
     pub total_epochs: u32,
@@ -32,6 +32,8 @@ pub struct TrainingView {
     pub cfg: TrainConfig,
     pretrained_text: String,
     preset: usize,
+    /// The user picked a preset (the view then never picks one for them).
+    preset_chosen: bool,
     pub live: LiveRun,
     events: Option<Receiver<Result<TrainEvent, String>>>,
     control: Option<Arc<Control>>,
@@ -50,7 +52,9 @@ impl Default for TrainingView {
         Self {
             cfg: TrainConfig::default(),
             pretrained_text: "hub".into(),
-            preset: 1,
+            // The study's fine-tuning row with StepLR, which `TrainConfig::default()` is.
+            preset: 2,
+            preset_chosen: false,
             live: LiveRun::default(),
             events: None,
             control: None,
@@ -103,10 +107,12 @@ impl TrainingView {
                         TrainEvent::Started { epochs, first_epoch, .. } => {
                             (epoch_total, epoch_now) = ((*epochs).max(1), first_epoch.saturating_sub(1));
                         }
-                        TrainEvent::Batch { epoch, batch, batches, .. } => {
-                            let f =
-                                ((*epoch - 1) as f32 + *batch as f32 / (*batches).max(1) as f32) / epoch_total as f32;
-                            reporter.progress(f, format!("epoch {epoch}/{epoch_total}, batch {batch}/{batches}"));
+                        TrainEvent::Batch(b) => {
+                            let f = b.x() as f32 / epoch_total as f32;
+                            reporter.progress(
+                                f,
+                                format!("epoch {}/{epoch_total}, batch {}/{}", b.epoch, b.batch, b.batches),
+                            );
                         }
                         TrainEvent::Epoch(m) => epoch_now = m.epoch,
                         TrainEvent::Message(m) => reporter.progress(epoch_now as f32 / epoch_total as f32, m.clone()),
@@ -161,15 +167,9 @@ impl TrainingView {
                     self.live.run_id = Some(run_id);
                     self.live.total_epochs = epochs;
                 }
-                Ok(TrainEvent::Batch { epoch, batch, batches, loss, images_per_s, .. }) => {
-                    let x = (epoch - 1) as f64 + batch as f64 / batches.max(1) as f64;
-                    self.live.batch_loss.push([x, loss]);
-                    self.live.images_per_s = images_per_s;
-                    let left_batches = (self.live.total_epochs.saturating_sub(epoch)) as f64 * batches as f64
-                        + (batches - batch) as f64;
-                    let per_batch = self.live.epochs.last().map(|m| m.seconds / batches.max(1) as f64).unwrap_or(0.0);
-                    self.live.eta_s = left_batches * per_batch;
-                    self.live.message = format!("epoch {epoch}, batch {batch}/{batches}");
+                Ok(TrainEvent::Batch(b)) => {
+                    self.live.message = format!("epoch {}, batch {}/{}", b.epoch, b.batch, b.batches);
+                    self.live.batches.push(b);
                 }
                 Ok(TrainEvent::Epoch(m)) => {
                     self.live.epochs.push(m);
@@ -247,7 +247,12 @@ impl TrainingView {
                             self.compare.remove(&r.id)
                         };
                     }
-                    if ui.selectable_label(shared.selected_run.as_deref() == Some(&r.id), &r.id).clicked() {
+                    let name = ui.selectable_label(shared.selected_run.as_deref() == Some(&r.id), r.display_name());
+                    let name = match r.origin_note() {
+                        Some(note) => name.on_hover_text(note),
+                        None => name,
+                    };
+                    if name.clicked() {
                         shared.selected_run = Some(r.id.clone());
                     }
                     // A failed run's status is in the error colour; its message on hover.
@@ -322,11 +327,16 @@ impl TrainingView {
         egui::Grid::new("confusion").spacing([2.0, 2.0]).show(ui, |ui| {
             ui.label("true \\ predicted");
             for c in &e.classes {
-                ui.label(egui::RichText::new(c.chars().take(4).collect::<String>()).small());
+                super::widgets::culture_label(
+                    ui,
+                    c,
+                    egui::RichText::new(c.chars().take(4).collect::<String>()).small(),
+                )
+                .on_hover_text(c);
             }
             ui.end_row();
             for (c, row) in e.classes.iter().zip(&e.confusion) {
-                ui.label(c);
+                super::widgets::culture_label(ui, c, c);
                 for &v in row {
                     super::widgets::heat_cell(ui, v as f32 / max, v.to_string(), egui::vec2(34.0, 20.0));
                 }
@@ -339,6 +349,16 @@ impl TrainingView {
         self.poll(shared);
         if self.loaded_generation != Some(shared.generation) {
             self.loaded_generation = Some(shared.generation);
+            // A workspace holding only the built-in sample and no runs yet: offer the demo.
+            if !self.preset_chosen
+                && shared.runs.is_empty()
+                && let Some(ws) = &shared.ws
+                && let Ok((all, sample)) = ws.catalog.count_with_source(crate::catalog::SAMPLE_SOURCE)
+                && all > 0
+                && all == sample
+            {
+                self.choose_preset(0);
+            }
             if !self.running()
                 && let (Some(ws), Some(run)) = (&shared.ws, &shared.selected_run)
             {
@@ -348,7 +368,15 @@ impl TrainingView {
                     self.live = LiveRun::default();
                 }
                 self.live.epochs = ws.catalog.epoch_metrics(run).unwrap_or_default();
+                self.live.batches = ws.catalog.batch_metrics(run).unwrap_or_default();
                 self.live.run_id = Some(run.clone());
+                self.live.total_epochs = shared
+                    .runs
+                    .iter()
+                    .find(|r| &r.id == run)
+                    .and_then(|r| serde_json::from_str::<TrainConfig>(&r.config).ok())
+                    .map(|c| c.epochs)
+                    .unwrap_or(0);
             }
         }
         let runs: Vec<String> = shared.runs.iter().map(|r| r.id.clone()).collect();
@@ -432,6 +460,41 @@ mod tests {
         // Shown twice: in the view and in the status bar.
         assert_eq!(h.get_all_by_label_contains("at least two cultures").count(), 2);
         assert!(h.state().shared.messages.last().is_some_and(|m| m.starts_with("Training failed")));
+    }
+
+    #[test]
+    fn a_run_trained_by_another_process_is_followed_with_its_pace_and_time_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig { epochs: 3, ..Default::default() };
+        {
+            let mut ws = crate::workspace::Workspace::open(dir.path()).unwrap();
+            let config = serde_json::to_string(&cfg).unwrap();
+            ws.catalog.create_run("cli-run", "resnet50", "finetune", "step", &config, &[]).unwrap();
+            let b = |batch, elapsed_s| BatchMetrics {
+                epoch: 1,
+                batch,
+                batches: 10,
+                loss: 2.0,
+                lr: 0.01,
+                images_per_s: 3.5,
+                elapsed_s,
+            };
+            ws.catalog.record_batches("cli-run", &[b(1, 2.0), b(2, 4.0)]).unwrap();
+        }
+        // The CLI holds the run's lock while it trains.
+        let lock_dir = dir.path().join("runs").join("cli-run");
+        std::fs::create_dir_all(&lock_dir).unwrap();
+        let lock = std::fs::File::create(lock_dir.join("train.lock")).unwrap();
+        lock.try_lock().unwrap();
+        let mut h = harness(dir.path(), fixed_picker(vec![]));
+        h.state_mut().view = View::Training;
+        h.state_mut().shared.selected_run = Some("cli-run".into());
+        h.state_mut().shared.generation += 1;
+        h.run_steps(3);
+        assert_eq!(h.state().training.live.batches.len(), 2, "batches read from the catalog");
+        // 2 s a batch: 8 batches of this epoch and 2 more epochs of 10.
+        h.get_by_label_contains("epoch 1, batch 2/10 (trained by another process)");
+        h.get_by_label_contains("3.5 img/s  ·  56 s left");
     }
 
     #[test]

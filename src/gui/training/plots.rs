@@ -32,15 +32,16 @@ impl TrainingView {
             ui.add(egui::Slider::new(&mut self.smoothing, 0.0..=0.99));
         });
         let h = (ui.available_height() / 3.0 - 10.0).max(120.0);
+        let batch_loss: Vec<[f64; 2]> = self.live.batches.iter().map(|b| [b.x(), b.loss]).collect();
         let epochs = &self.live.epochs;
         let ep = |f: fn(&EpochMetrics) -> f64| epochs.iter().map(|m| [m.epoch as f64, f(m)]).collect::<Vec<_>>();
         Plot::new("loss_plot").height(h).legend(Legend::default()).x_axis_label("epoch").show(ui, |p| {
             p.line(
-                Line::new("batch loss (raw)", PlotPoints::from(self.live.batch_loss.clone()))
+                Line::new("batch loss (raw)", PlotPoints::from(batch_loss.clone()))
                     .color(egui::Color32::from_rgba_unmultiplied(100, 140, 220, 70)),
             );
             p.line(
-                Line::new("batch loss (smoothed)", PlotPoints::from(smooth(&self.live.batch_loss, self.smoothing)))
+                Line::new("batch loss (smoothed)", PlotPoints::from(smooth(&batch_loss, self.smoothing)))
                     .color(egui::Color32::from_rgb(60, 100, 220)),
             );
             p.line(Line::new("train loss", PlotPoints::from(ep(|m| m.train_loss))));
