@@ -257,12 +257,17 @@ impl ArtApp {
                 }
             });
             ui.separator();
-            let run_text = self.shared.selected_run.clone().unwrap_or_else(|| "no run yet".into());
+            let selected = self.shared.runs.iter().find(|r| Some(&r.id) == self.shared.selected_run.as_ref());
+            let run_text = match (selected, &self.shared.selected_run) {
+                (Some(r), _) => r.display_name(),
+                (None, Some(id)) => id.clone(),
+                (None, None) => "no run yet".into(),
+            };
             egui::ComboBox::from_label("Run").selected_text(run_text).show_ui(ui, |ui| {
                 for r in self.shared.runs.clone() {
                     let label = format!(
                         "{} ({}, {}{})",
-                        r.id,
+                        r.display_name(),
                         r.arch,
                         r.method,
                         r.val_acc.map(|a| format!(", val {:.1}%", a * 100.0)).unwrap_or_default()

@@ -8,6 +8,8 @@ use egui_plot::{Bar, BarChart, Legend, Plot};
 #[derive(Default)]
 pub struct DatasetView {
     stats: Option<DatasetStats>,
+    /// (all works, works from the built-in sample).
+    sample: (usize, usize),
     loaded_generation: Option<u64>,
     min_per_group: usize,
 }
@@ -107,6 +109,11 @@ impl DatasetView {
     fn reload(&mut self, shared: &Shared) {
         if self.loaded_generation != Some(shared.generation) || self.stats.is_none() {
             self.stats = shared.ws.as_ref().and_then(|ws| ws.catalog.stats().ok());
+            self.sample = shared
+                .ws
+                .as_ref()
+                .and_then(|ws| ws.catalog.count_with_source(crate::catalog::SAMPLE_SOURCE).ok())
+                .unwrap_or_default();
             self.loaded_generation = Some(shared.generation);
         }
     }
@@ -144,8 +151,15 @@ impl DatasetView {
             welcome(ui, shared);
             return;
         }
+        let (all, sample) = self.sample;
         ui.columns(2, |cols| {
             table1(&mut cols[0], &stats);
+            if sample > 0 {
+                cols[0].label(format!(
+                    "{sample} of {all} works are the built-in sample (Art Institute of Chicago, CC0): \
+                     enough to try every view, far too few to learn cultures. Runs on them are labelled."
+                ));
+            }
             recent_imports(&mut cols[0], shared);
             bar_chart(&mut cols[1], &stats);
         });
@@ -244,14 +258,23 @@ fn bar_chart(ui: &mut egui::Ui, stats: &DatasetStats) {
     Plot::new("table1_bars")
         .legend(Legend::default())
         .allow_scroll(false)
-        .x_axis_formatter(move |m, _| {
+        // One mark per culture: the default spacer puts ticks every 5 or 10 and most names vanish.
+        .x_grid_spacer(|input| {
+            let (lo, hi) = (input.bounds.0.ceil().max(0.0) as i64, input.bounds.1.floor() as i64);
+            (lo..=hi).map(|i| egui_plot::GridMark { value: i as f64, step_size: 1.0 }).collect()
+        })
+        // Names are shown down to 30 px apart (the default hides x labels closer than 60 px,
+        // which drops most of eleven names); narrower than a name, they are shortened.
+        .custom_x_axes(vec![egui_plot::AxisHints::new_x().label_spacing(30.0..=40.0).formatter(move |m, range| {
             let i = m.value.round();
-            if (m.value - i).abs() < 1e-6 && i >= 0.0 {
+            let name = if (m.value - i).abs() < 1e-6 && i >= 0.0 {
                 names.get(i as usize).cloned().unwrap_or_default()
             } else {
                 String::new()
-            }
-        })
+            };
+            // More than ~8 cultures visible: three letters each (the table and hover name them).
+            if range.end() - range.start() > 8.5 { name.chars().take(3).collect() } else { name }
+        })])
         .show(ui, |p| {
             // Bars are in their culture's colour; the legend tells initial (light) from final.
             p.bar_chart(BarChart::new("Initial (light)", initial).color(egui::Color32::from_gray(110)));
@@ -291,11 +314,17 @@ mod tests {
         run_until(&mut h, |app| app.shared.jobs.is_empty() && !app.shared.messages.is_empty());
         h.run_steps(3);
         let msg = h.state().shared.messages.last().unwrap().clone();
-        assert_eq!(msg, "Load the sample: 32 sample paintings loaded (32 new)");
+        assert_eq!(msg, "Load the sample: 32 sample paintings loaded (32 new); next: the Training view's Demo preset");
         // Said in the status bar and kept under "Recent imports".
         assert_eq!(h.get_all_by_label(&msg).count(), 2);
         h.get_by_label("Table 1: works per culture");
         h.get_by_label("Flemish");
+        h.get_by_label_contains("32 of 32 works are the built-in sample");
+        // The Training view offers the demo for a workspace that holds only the sample.
+        h.state_mut().view = crate::gui::View::Training;
+        h.run_steps(3);
+        let cfg = &h.state().training.cfg;
+        assert_eq!((cfg.preset.as_deref(), cfg.epochs, cfg.image_size), (Some("demo"), 10, 128));
     }
 
     #[test]

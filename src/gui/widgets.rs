@@ -9,7 +9,7 @@ pub fn table1_grid(ui: &mut egui::Ui, id: &str, stats: &DatasetStats) {
         ui.strong("Final");
         ui.end_row();
         for g in &stats.groups {
-            ui.label(&g.culture);
+            culture_label(ui, &g.culture, &g.culture);
             ui.label(g.initial.to_string());
             ui.label(g.final_.to_string());
             ui.end_row();

@@ -227,79 +227,77 @@ impl TrainingView {
             v.filter(|x| x.is_finite()).map(|x| format!("{:.2}", x * 100.0)).unwrap_or_else(|| "–".into())
         };
         let mut compare_changed = false;
-        egui::ScrollArea::horizontal().show(ui, |ui| {
-            egui::Grid::new("runs_table").striped(true).show(ui, |ui| {
-                ui.label("compare");
-                for (i, h) in headers.iter().enumerate() {
-                    if ui.selectable_label(self.sort_by == i, *h).clicked() {
-                        self.sort_by = i;
-                    }
+        egui::Grid::new("runs_table").striped(true).show(ui, |ui| {
+            ui.label("compare");
+            for (i, h) in headers.iter().enumerate() {
+                if ui.selectable_label(self.sort_by == i, *h).clicked() {
+                    self.sort_by = i;
                 }
-                ui.label("");
+            }
+            ui.label("");
+            ui.end_row();
+            for r in &runs {
+                let mut on = self.compare.contains(&r.id);
+                if ui.checkbox(&mut on, "").changed() {
+                    compare_changed = true;
+                    if on {
+                        self.compare.insert(r.id.clone())
+                    } else {
+                        self.compare.remove(&r.id)
+                    };
+                }
+                let name = ui.selectable_label(shared.selected_run.as_deref() == Some(&r.id), r.display_name());
+                let name = match r.origin_note() {
+                    Some(note) => name.on_hover_text(note),
+                    None => name,
+                };
+                if name.clicked() {
+                    shared.selected_run = Some(r.id.clone());
+                }
+                // A failed run's status is in the error colour; its message on hover.
+                let status = match r.status {
+                    crate::catalog::RunStatus::Failed => {
+                        let why = r.message.as_deref().unwrap_or("");
+                        let short: String = why.chars().take(32).collect();
+                        let more = if why.chars().count() > 32 { "…" } else { "" };
+                        ui.colored_label(ui.visuals().error_fg_color, format!("failed: {short}{more}"))
+                    }
+                    s => ui.label(s.as_str()),
+                };
+                if let Some(m) = &r.message {
+                    status.on_hover_text(m);
+                }
+                for v in [
+                    r.arch.clone(),
+                    r.scheduler.clone(),
+                    r.method.clone(),
+                    pct(r.val_acc),
+                    pct(r.top1),
+                    pct(r.top3),
+                    r.epochs_done.to_string(),
+                    format!("{:.0}", r.seconds),
+                ] {
+                    ui.label(v);
+                }
+                ui.horizontal(|ui| {
+                    if ui.small_button("confusion").clicked() && self.confusion_job.is_none() {
+                        let (ws_path, id, device) = (shared.ws_path.clone(), r.id.clone(), shared.device);
+                        self.confusion_job =
+                            Some(super::jobs::Job::spawn(&shared.ctx, format!("Evaluate {id}"), move |_| {
+                                let ws = crate::workspace::Workspace::open(&ws_path).map_err(|e| e.to_string())?;
+                                let dev = device.open().map_err(|e| e.to_string())?;
+                                crate::train::evaluate::eval_run(&ws, &id, &dev).map_err(|e| e.to_string())
+                            }));
+                    }
+                    if ui.small_button("export CSV").clicked() {
+                        export_metrics(shared, &r.id, false);
+                    }
+                    if ui.small_button("plots PNG").clicked() {
+                        export_metrics(shared, &r.id, true);
+                    }
+                });
                 ui.end_row();
-                for r in &runs {
-                    let mut on = self.compare.contains(&r.id);
-                    if ui.checkbox(&mut on, "").changed() {
-                        compare_changed = true;
-                        if on {
-                            self.compare.insert(r.id.clone())
-                        } else {
-                            self.compare.remove(&r.id)
-                        };
-                    }
-                    let name = ui.selectable_label(shared.selected_run.as_deref() == Some(&r.id), r.display_name());
-                    let name = match r.origin_note() {
-                        Some(note) => name.on_hover_text(note),
-                        None => name,
-                    };
-                    if name.clicked() {
-                        shared.selected_run = Some(r.id.clone());
-                    }
-                    // A failed run's status is in the error colour; its message on hover.
-                    let status = match r.status {
-                        crate::catalog::RunStatus::Failed => {
-                            let why = r.message.as_deref().unwrap_or("");
-                            let short: String = why.chars().take(32).collect();
-                            let more = if why.chars().count() > 32 { "…" } else { "" };
-                            ui.colored_label(ui.visuals().error_fg_color, format!("failed: {short}{more}"))
-                        }
-                        s => ui.label(s.as_str()),
-                    };
-                    if let Some(m) = &r.message {
-                        status.on_hover_text(m);
-                    }
-                    for v in [
-                        r.arch.clone(),
-                        r.scheduler.clone(),
-                        r.method.clone(),
-                        pct(r.val_acc),
-                        pct(r.top1),
-                        pct(r.top3),
-                        r.epochs_done.to_string(),
-                        format!("{:.0}", r.seconds),
-                    ] {
-                        ui.label(v);
-                    }
-                    ui.horizontal(|ui| {
-                        if ui.small_button("confusion").clicked() && self.confusion_job.is_none() {
-                            let (ws_path, id, device) = (shared.ws_path.clone(), r.id.clone(), shared.device);
-                            self.confusion_job =
-                                Some(super::jobs::Job::spawn(&shared.ctx, format!("Evaluate {id}"), move |_| {
-                                    let ws = crate::workspace::Workspace::open(&ws_path).map_err(|e| e.to_string())?;
-                                    let dev = device.open().map_err(|e| e.to_string())?;
-                                    crate::train::evaluate::eval_run(&ws, &id, &dev).map_err(|e| e.to_string())
-                                }));
-                        }
-                        if ui.small_button("export CSV").clicked() {
-                            export_metrics(shared, &r.id, false);
-                        }
-                        if ui.small_button("plots PNG").clicked() {
-                            export_metrics(shared, &r.id, true);
-                        }
-                    });
-                    ui.end_row();
-                }
-            });
+            }
         });
         if compare_changed && let Some(ws) = &shared.ws {
             self.compared =
@@ -388,10 +386,17 @@ impl TrainingView {
             });
         });
         egui::Panel::bottom("runs_panel").default_size(260.0).min_size(220.0).resizable(true).show(ui, |ui| {
-            egui::ScrollArea::vertical().show(ui, |ui| {
-                self.runs_table(ui, shared);
-                self.confusion_ui(ui);
-            });
+            // The runs table and the confusion matrix scroll both ways, with bars that are always
+            // there, so a column past the edge is never hidden without a sign of it (egui's
+            // default floating bars are invisible until hovered).
+            ui.spacing_mut().scroll = egui::style::ScrollStyle::solid();
+            egui::ScrollArea::both()
+                .auto_shrink(false)
+                .scroll_bar_visibility(egui::scroll_area::ScrollBarVisibility::AlwaysVisible)
+                .show(ui, |ui| {
+                    self.runs_table(ui, shared);
+                    self.confusion_ui(ui);
+                });
         });
         egui::CentralPanel::default().show(ui, |ui| self.plots(ui));
     }

@@ -2,7 +2,18 @@
 //! losses and accuracies, and the learning rate on a log axis.
 use super::TrainingView;
 use crate::catalog::EpochMetrics;
+use egui::Color32;
 use egui_plot::{Legend, Line, Plot, PlotPoints};
+
+// Okabe-Ito colours: each series keeps one colour the eye can tell apart (also with a
+// colour-vision deficiency); the culture palette is for cultures, not for series.
+const SKY: Color32 = Color32::from_rgb(0x56, 0xb4, 0xe9);
+const BLUE: Color32 = Color32::from_rgb(0x00, 0x72, 0xb2);
+const ORANGE: Color32 = Color32::from_rgb(0xe6, 0x9f, 0x00);
+const GREEN: Color32 = Color32::from_rgb(0x00, 0x9e, 0x73);
+const VERMILLION: Color32 = Color32::from_rgb(0xd5, 0x5e, 0x00);
+const PURPLE: Color32 = Color32::from_rgb(0xcc, 0x79, 0xa7);
+const YELLOW: Color32 = Color32::from_rgb(0xf0, 0xe4, 0x42);
 
 /// A tick of the log learning-rate axis: powers of ten as `1e-3`, nothing in between.
 pub fn lr_tick(log10: f64) -> String {
@@ -36,16 +47,12 @@ impl TrainingView {
         let epochs = &self.live.epochs;
         let ep = |f: fn(&EpochMetrics) -> f64| epochs.iter().map(|m| [m.epoch as f64, f(m)]).collect::<Vec<_>>();
         Plot::new("loss_plot").height(h).legend(Legend::default()).x_axis_label("epoch").show(ui, |p| {
+            p.line(Line::new("batch loss (raw)", PlotPoints::from(batch_loss.clone())).color(SKY.gamma_multiply(0.35)));
             p.line(
-                Line::new("batch loss (raw)", PlotPoints::from(batch_loss.clone()))
-                    .color(egui::Color32::from_rgba_unmultiplied(100, 140, 220, 70)),
+                Line::new("batch loss (smoothed)", PlotPoints::from(smooth(&batch_loss, self.smoothing))).color(BLUE),
             );
-            p.line(
-                Line::new("batch loss (smoothed)", PlotPoints::from(smooth(&batch_loss, self.smoothing)))
-                    .color(egui::Color32::from_rgb(60, 100, 220)),
-            );
-            p.line(Line::new("train loss", PlotPoints::from(ep(|m| m.train_loss))));
-            p.line(Line::new("validation loss", PlotPoints::from(ep(|m| m.val_loss))));
+            p.line(Line::new("train loss", PlotPoints::from(ep(|m| m.train_loss))).color(ORANGE).width(2.0));
+            p.line(Line::new("validation loss", PlotPoints::from(ep(|m| m.val_loss))).color(GREEN).width(2.0));
             for (id, ms) in &self.compared {
                 p.line(Line::new(
                     format!("{id} val loss"),
@@ -60,8 +67,8 @@ impl TrainingView {
             .include_y(0.0)
             .include_y(1.0)
             .show(ui, |p| {
-                p.line(Line::new("val top-1", PlotPoints::from(ep(|m| m.val_acc))));
-                p.line(Line::new("val top-3", PlotPoints::from(ep(|m| m.val_top3))));
+                p.line(Line::new("val top-1", PlotPoints::from(ep(|m| m.val_acc))).color(VERMILLION).width(2.0));
+                p.line(Line::new("val top-3", PlotPoints::from(ep(|m| m.val_top3))).color(PURPLE).width(2.0));
                 for (id, ms) in &self.compared {
                     p.line(Line::new(
                         format!("{id} val top-1"),
@@ -85,7 +92,7 @@ impl TrainingView {
                 _ => None,
             })
             .show(ui, |p| {
-                p.line(Line::new("learning rate", PlotPoints::from(log_lr)));
+                p.line(Line::new("learning rate", PlotPoints::from(log_lr)).color(YELLOW).width(2.0));
             });
     }
 }
