@@ -315,3 +315,50 @@ fn divergence_stops_with_a_message_and_bad_options_are_refused() {
     let (_, out, _) = run(&ws, &["runs"]);
     assert!(out.lines().any(|l| l.contains(id) && l.contains("interrupted (resume with")), "{out}");
 }
+
+/// The path a GPU takes, run on the CPU (`ARTCULTURE_CPU_AS_DEVICE=1`: candle's generic ops
+/// instead of our CPU kernels, the f64 rule of `model::device` enforced): each architecture
+/// trains, and predicts what the CPU kernels predict; transfer, Grad-CAM and the map run too.
+#[test]
+fn the_device_path_runs_on_the_cpu_with_the_device_rule_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = workspace(dir.path(), 6, 64);
+    let on_device = |args: &[&str]| -> String {
+        let out = std::process::Command::new(bin())
+            .arg("--workspace")
+            .arg(&ws)
+            .args(args)
+            .env("HF_HUB_OFFLINE", "1")
+            .env("ARTCULTURE_CPU_AS_DEVICE", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "device path: artculture {args:?} failed:\n{err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let img = dir.path().join("src/French/2.png");
+    let img = img.to_str().unwrap();
+    let probabilities = |json: &str| -> Vec<(String, f64)> {
+        let p: Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+        p["top"].as_array().unwrap().iter().map(|t| (t["culture"].to_string(), t["p"].as_f64().unwrap())).collect()
+    };
+    for (arch, size) in [("resnet50", "32"), ("vgg16_bn", "32"), ("alexnet", "63")] {
+        let args = ["train", "--arch", arch, "--method", "scratch", "--epochs", "1", "--batch", "4"];
+        let out = on_device(&[&args[..], &["--image-size", size, "--seed", "3"]].concat());
+        let run = out.lines().next().unwrap().trim().to_string();
+        let e = epochs(&ws, &run);
+        assert!(e.len() == 1 && e[0].train_loss.is_finite() && e[0].val_loss.is_finite(), "{arch}: {e:?}");
+        let predict = ["predict", img, "--run", &run, "--json", "--top", "3"];
+        let (device, kernels) = (probabilities(&on_device(&predict)), probabilities(&ok(&ws, &predict)));
+        assert_eq!(device.len(), 3);
+        for ((c1, p1), (c2, p2)) in device.iter().zip(&kernels) {
+            assert_eq!(c1, c2, "{arch}: {device:?} vs {kernels:?}");
+            assert!((p1 - p2).abs() < 1e-4, "{arch}: {device:?} vs {kernels:?}");
+        }
+    }
+    let args = ["train", "--method", "transfer", "--pretrained", "none", "--epochs", "2", "--image-size", "32"];
+    let run = on_device(&args).lines().next().unwrap().trim().to_string();
+    on_device(&["predict", img, "--run", &run, "--cam", "gradcam", "--json"]);
+    let m: Value = serde_json::from_str(&on_device(&["map", "--run", &run, "--json"])).unwrap();
+    assert_eq!(m["cultures"].as_array().unwrap().len(), 3);
+}

@@ -5,6 +5,7 @@ mod bench_curation;
 mod bench_data;
 mod bench_kernels;
 mod data;
+mod device_tools;
 mod map;
 mod models;
 mod runs;
@@ -135,6 +136,14 @@ pub enum WeightsCommand {
 pub enum ModelCommand {
     /// Reads tensor `input` (N x 3 x H x W, normalised), writes `logits` and `features`.
     Forward(models::ForwardArgs),
+    /// Writes seeded random backbone weights and an input tensor (for device checks).
+    Random(device_tools::RandomArgs),
+    /// Compares the tensors two safetensors files share; fails above a relative tolerance.
+    Compare(device_tools::CompareArgs),
+    /// Images per second of the evaluation forward or a training step on --device.
+    Speed(device_tools::SpeedArgs),
+    /// Writes a generated folder of cultures that differ in colour and texture.
+    SynthFolder(device_tools::SynthFolderArgs),
 }
 
 pub fn open_workspace(cli_dir: &Option<PathBuf>) -> anyhow::Result<Workspace> {
@@ -167,6 +176,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Map { run, json, png } => map::map(&cli.workspace, run.as_deref(), json, png, cli.device),
         Command::Weights(WeightsCommand::Fetch { arch }) => models::fetch_weights(arch),
         Command::Model(ModelCommand::Forward(args)) => models::forward(args, cli.device),
+        Command::Model(ModelCommand::Random(args)) => device_tools::random(args),
+        Command::Model(ModelCommand::Compare(args)) => device_tools::compare(args),
+        Command::Model(ModelCommand::Speed(args)) => device_tools::speed(args, cli.device),
+        Command::Model(ModelCommand::SynthFolder(args)) => device_tools::synth_folder(args),
         Command::Bench(args) => bench::bench(args),
     }
 }

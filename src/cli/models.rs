@@ -62,7 +62,8 @@ fn own_classes(arch: Arch, path: &std::path::Path) -> anyhow::Result<Option<usiz
 pub fn forward(args: ForwardArgs, device: DeviceKind) -> anyhow::Result<ExitCode> {
     let device = device.open()?;
     let dtype = if args.f64 { DType::F64 } else { DType::F32 };
-    let inputs = candle_core::safetensors::load(&args.input, &device)
+    // Read on the host and uploaded in the compute dtype (a GPU may have no f64 casts).
+    let inputs = candle_core::safetensors::load(&args.input, &candle_core::Device::Cpu)
         .with_context(|| format!("reading {}", args.input.display()))?;
     let Some(x) = inputs.get("input") else {
         bail!("{}: no tensor named `input` (found: {:?})", args.input.display(), inputs.keys().collect::<Vec<_>>());
@@ -73,7 +74,8 @@ pub fn forward(args: ForwardArgs, device: DeviceKind) -> anyhow::Result<ExitCode
     let vb = weights::var_builder(&args.weights, dtype, &device)?;
     let cfg = BackboneConfig { own_classes: own_classes(args.arch, &args.weights)?, dropout: 0.0 };
     let model = Backbone::new(args.arch, cfg, vb)?;
-    let (features, logits) = model.forward_t(&x.to_dtype(dtype)?, false)?;
+    let x = artculture::model::device::upload(x, dtype, &device, "input")?;
+    let (features, logits) = model.forward_t(&x, false)?;
     let mut out = HashMap::from([("features".to_string(), features)]);
     if let Some(l) = logits {
         out.insert("logits".to_string(), l);

@@ -82,7 +82,7 @@ pub(crate) fn tensor_from<T: Float>(data: Vec<T>, shape: &[usize], like: &Tensor
 
 /// Whether a tensor can go through these kernels: on the CPU, in f32 or f64.
 pub fn applies(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64) && !crate::model::device::cpu_as_device()
 }
 
 /// Dispatches on the storage's float type.

@@ -109,7 +109,8 @@ impl BatchNorm2d {
         };
         let m = self.momentum;
         let update = |running: &Var, batch: Vec<f64>| -> Result<()> {
-            let batch = Tensor::from_vec(batch, running.dims(), running.device())?.to_dtype(running.dtype())?;
+            let host = Tensor::from_vec(batch, running.dims(), &candle_core::Device::Cpu)?;
+            let batch = crate::model::device::upload(&host, running.dtype(), running.device(), "running statistics")?;
             running.set(&((running.as_detached_tensor() * (1.0 - m))? + (batch * m)?)?)
         };
         update(&self.running_mean, mean.clone())?;

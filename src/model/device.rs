@@ -1,5 +1,5 @@
 //! Compute devices: CPU always; CUDA and Metal when this build has them and the machine too.
-use candle_core::Device;
+use candle_core::{DType, Device, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -47,6 +47,49 @@ impl DeviceKind {
             Self::Metal => Device::new_metal(0).map_err(unavailable),
         }
     }
+}
+
+// The device rule, kept in this one place. A GPU backend implements fewer ops than the CPU:
+// candle's Metal backend has no f64 at all (no f64 const-set, no f64<->f32 casts), and a host
+// round trip per step stalls CUDA. So:
+// 1. Tensors enter a device only through [`upload`] (weights, initial values, images, labels,
+//    masks): it builds and casts on the host, then copies, and refuses f64 for a device other
+//    than the CPU. f64 is a CPU-only parity tool.
+// 2. Nothing calls `to_dtype(F64)` on a device tensor: read f32 back and widen on the host.
+// 3. Values are read back once per logged interval (the trainer's batch losses) or per
+//    evaluation batch (logits), never per op.
+// `ARTCULTURE_CPU_AS_DEVICE=1` makes the CPU follow the same path as a GPU (our CPU kernels
+// off, the rule enforced for the CPU too), so the CPU tests run the device path
+// (`tests/device_path.rs`).
+
+/// Whether the CPU stands in for a GPU (see the rule above); read once per process.
+pub fn cpu_as_device() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("ARTCULTURE_CPU_AS_DEVICE").is_some_and(|v| v == "1"))
+}
+
+/// Whether `device` follows the device rule: every GPU, and the CPU when it stands in for one.
+pub fn is_accelerator(device: &Device) -> bool {
+    !device.is_cpu() || cpu_as_device()
+}
+
+/// Refuses an f64 tensor on an accelerator, naming it.
+pub fn check_dtype(t: &Tensor, what: &str) -> candle_core::Result<()> {
+    if t.dtype() == DType::F64 && is_accelerator(t.device()) {
+        candle_core::bail!(
+            "{what}: f64 tensor on {:?}; GPU backends (Metal above all) have no f64, keep f64 to CPU parity runs",
+            t.device().location()
+        );
+    }
+    Ok(())
+}
+
+/// A host tensor on `device` as `dtype`: cast on the host, then copied (rule 1).
+pub fn upload(host: &Tensor, dtype: DType, device: &Device, what: &str) -> candle_core::Result<Tensor> {
+    let t = host.to_device(&Device::Cpu)?.to_dtype(dtype)?;
+    let t = if device.is_cpu() { t } else { t.to_device(device)? };
+    check_dtype(&t, what)?;
+    Ok(t)
 }
 
 /// The devices this build can use on this machine (for the GUI's device menu).

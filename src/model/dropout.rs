@@ -30,11 +30,23 @@ impl Dropout {
             return Ok(x.clone());
         }
         let keep = 1.0 - self.p as f64;
-        let mask: Vec<f32> = {
-            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-            (0..x.elem_count()).map(|_| if rng.random_bool(keep) { (1.0 / keep) as f32 } else { 0.0 }).collect()
-        };
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        if !x.device().is_cpu() {
+            // On a GPU the mask is drawn there (no host mask copied per batch): the device's
+            // generator is seeded from ours, so a resumed run draws the same masks.
+            x.device().set_seed(rng.random())?;
+            let mask = (Tensor::rand(0f32, 1f32, x.shape(), x.device())?.ge(self.p as f64)?.to_dtype(x.dtype())?
+                * (1.0 / keep))?;
+            return x * mask;
+        }
+        let mask: Vec<f32> =
+            (0..x.elem_count()).map(|_| if rng.random_bool(keep) { (1.0 / keep) as f32 } else { 0.0 }).collect();
+        let mask = crate::model::device::upload(
+            &Tensor::from_vec(mask, x.shape(), &candle_core::Device::Cpu)?,
+            x.dtype(),
+            x.device(),
+            "dropout mask",
+        )?;
         x * mask
     }
 }

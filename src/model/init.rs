@@ -43,7 +43,8 @@ impl SimpleBackend for Seeded {
             }
             return Ok(v.as_tensor().clone());
         }
-        let t = Tensor::from_vec(values(h, s.elem_count(), self.seed, name)?, s, dev)?.to_dtype(dtype)?;
+        let host = Tensor::from_vec(values(h, s.elem_count(), self.seed, name)?, s, &Device::Cpu)?;
+        let t = super::device::upload(&host, dtype, dev, name)?;
         let var = Var::from_tensor(&t)?;
         let out = var.as_tensor().clone();
         data.insert(name.to_string(), var);

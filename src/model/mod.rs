@@ -159,6 +159,7 @@ impl Backbone {
 
     /// Features and the own classifier's logits in one pass (what `model forward` writes).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Option<Tensor>)> {
+        device::check_dtype(x, "backbone input")?;
         let features = self.features_t(x, train)?;
         let emb = self.embed_from_features_t(&features, train)?;
         let logits = self.own_classifier(&emb).transpose()?;
@@ -189,6 +190,7 @@ impl CultureNet {
 
     /// Logits and the last conv map from one pass (prediction with an activation map).
     pub fn forward_with_features(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        device::check_dtype(x, "backbone input")?;
         let features = self.backbone.features_t(x, false)?;
         let logits = self.head.forward(&self.backbone.embed_from_features_t(&features, false)?)?;
         Ok((logits, features))

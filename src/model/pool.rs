@@ -9,7 +9,8 @@
 //! Padding uses a very negative value, as PyTorch pads with -inf.
 use candle_core::{D, Result, Tensor};
 
-const NEG: f64 = -1e30;
+// f32: a GPU backend may have no f64 (see `model::device`); -1e30 is exact enough in f32.
+const NEG: f32 = -1e30;
 
 /// `nn.MaxPool2d(kernel, stride, padding)` with floor mode.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
@@ -47,8 +48,9 @@ fn max_pool2d_strided(x: &Tensor, kernel: usize, stride: usize, padding: usize) 
 }
 
 /// Pads the last two dimensions with a constant.
-fn pad_with(x: &Tensor, top: usize, bottom: usize, left: usize, right: usize, value: f64) -> Result<Tensor> {
+fn pad_with(x: &Tensor, top: usize, bottom: usize, left: usize, right: usize, value: f32) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
+    // Made in f32 on the device and cast only for an f64 (CPU) input.
     let fill = |rows: usize, cols: usize| Tensor::full(value, (n, c, rows, cols), x.device())?.to_dtype(x.dtype());
     let mut parts = Vec::new();
     if top > 0 {

@@ -119,7 +119,7 @@ impl CheckedSafetensors {
                 view.dtype()
             );
         }
-        let t = self.st.load(&found, dev)?.to_dtype(dtype)?;
+        let t = super::device::upload(&self.st.load(&found, &Device::Cpu)?, dtype, dev, &found)?;
         if t.shape() == shape {
             return Ok(t);
         }
@@ -140,7 +140,7 @@ impl SimpleBackend for CheckedSafetensors {
         let found = self
             .find(name)
             .ok_or_else(|| candle_core::Error::msg(format!("{}: tensor `{name}` is missing", self.path.display())))?;
-        self.st.load(&found, dev)?.to_dtype(dtype)
+        super::device::upload(&self.st.load(&found, &Device::Cpu)?, dtype, dev, &found)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {

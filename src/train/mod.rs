@@ -1,5 +1,6 @@
 //! Training and evaluation: the study's experiments (architecture x method x scheduler), run on
 //! a worker that reports over a channel, checkpointed every epoch and resumable.
+mod batch_log;
 pub mod data;
 pub mod evaluate;
 pub mod features;

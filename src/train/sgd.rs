@@ -38,8 +38,9 @@ impl Sgd {
     /// One update from gradients. Parameters without a gradient are left alone, as PyTorch does.
     pub fn step(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
         let c = self.cfg;
-        for (_, var, buf) in self.params.iter_mut() {
+        for (name, var, buf) in self.params.iter_mut() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
+            crate::model::device::check_dtype(g, name)?;
             if fused::applies(var.as_tensor(), g) {
                 fused::step(var.as_tensor(), g, buf, &c)?;
                 continue;
@@ -85,6 +86,7 @@ mod fused {
 
     pub fn applies(p: &Tensor, g: &Tensor) -> bool {
         matches!(p.device(), Device::Cpu)
+            && !crate::model::device::cpu_as_device()
             && matches!(p.dtype(), DType::F32 | DType::F64)
             && p.dtype() == g.dtype()
             && p.shape() == g.shape()

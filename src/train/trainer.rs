@@ -2,6 +2,7 @@
 //! (atomically, every epoch) and resumes from the last completed epoch with identical state:
 //! weights, batch-norm statistics, momentum buffers, scheduler and random streams (every epoch,
 //! batch and image draws from a seed derived from the run's seed, not from a stateful generator).
+use super::batch_log::BatchLog;
 use super::data::{self, Example, Transform};
 use super::evaluate;
 use super::run_status::{guarded, lock_run, run_dir};
@@ -9,7 +10,7 @@ use super::schedule::{PlateauMode, Scheduler, SchedulerConfig};
 use super::sgd::Sgd;
 use super::split::{Part, stratified_split};
 use super::{Control, Method, Pretrained, TrainConfig, TrainError, TrainEvent, features, mix_seed};
-use crate::catalog::{ArtworkQuery, BatchMetrics, EpochMetrics, RunStatus};
+use crate::catalog::{ArtworkQuery, EpochMetrics, RunStatus};
 use crate::model::checkpoint::{self, CheckpointMeta, FORMAT_VERSION, IMAGENET_MEAN, IMAGENET_STD};
 use crate::model::{CultureNet, weights};
 use crate::workspace::Workspace;
@@ -322,7 +323,7 @@ fn run_loop(
 
     // A resumed run trains these epochs again; their old batches would be plotted twice.
     ws.catalog.drop_batches_from(run, first_epoch)?;
-    let mut batch_log = BatchLog::default();
+    let mut batch_log = BatchLog::new();
     for epoch in first_epoch..=cfg.epochs {
         let started = Instant::now();
         sgd.set_lr(sched.lr);
@@ -330,7 +331,7 @@ fn run_loop(
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(epoch_seed));
         let batches = order.len().div_ceil(cfg.batch.max(1));
-        let (mut loss_sum, mut seen) = (0.0, 0usize);
+        batch_log.start_epoch();
         let wait_or_cancel = |events: &mut dyn FnMut(TrainEvent)| -> bool {
             if control.pause.load(Ordering::Relaxed) {
                 events(TrainEvent::Paused);
@@ -358,9 +359,8 @@ fn run_loop(
                         let logits = model.net.head.forward(&train_emb.index_select(&idx, 0)?)?;
                         let l =
                             train_step(&logits, &labels, class_weights.as_ref(), &mut sgd, (epoch, bi + 1, sched.lr))?;
-                        loss_sum += l * chunk.len() as f64;
-                        seen += chunk.len();
-                        batch_log.push(ws, run, epoch, (bi + 1, batches), l, sched.lr, seen, started, events)?;
+                        let at = (epoch, bi + 1, batches);
+                        batch_log.record(ws, run, at, chunk.len(), l, sched.lr, started, events)?;
                     }
                 }
                 None => {
@@ -380,19 +380,20 @@ fn run_loop(
                             &mut sgd,
                             (epoch, b.index + 1, sched.lr),
                         )?;
-                        let n = b.label_vec.len();
-                        loss_sum += l * n as f64;
-                        seen += n;
-                        batch_log.push(ws, run, epoch, (b.index + 1, batches), l, sched.lr, seen, started, events)?;
+                        let at = (epoch, b.index + 1, batches);
+                        batch_log.record(ws, run, at, b.label_vec.len(), l, sched.lr, started, events)?;
                     }
                 }
             }
             Ok(())
         })();
         // What was measured before a failure or a cancel is kept too.
-        let flushed = batch_log.flush(ws, run);
+        let read = batch_log.read(events);
+        let written = batch_log.write(ws, run);
         result?;
-        flushed?;
+        read?;
+        written?;
+        let (loss_sum, seen) = (batch_log.loss_sum, batch_log.seen);
         let val_eval = match &embedded {
             Some((_, val_emb, _)) => evaluate::on_embeddings(
                 &model.net.head,
@@ -471,67 +472,23 @@ fn run_loop(
     Ok(())
 }
 
-/// Batch records on their way to the catalog: written every couple of seconds (one
-/// transaction each) so another process can follow the run without a commit per batch.
-#[derive(Default)]
-struct BatchLog {
-    pending: Vec<BatchMetrics>,
-    flushed_at: Option<Instant>,
-}
-
-impl BatchLog {
-    const EVERY: std::time::Duration = std::time::Duration::from_secs(2);
-
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        ws: &mut Workspace,
-        run: &str,
-        epoch: u32,
-        (batch, batches): (usize, usize),
-        loss: f64,
-        lr: f64,
-        seen: usize,
-        started: Instant,
-        events: &mut dyn FnMut(TrainEvent),
-    ) -> Result<(), TrainError> {
-        let elapsed_s = started.elapsed().as_secs_f64();
-        let m = BatchMetrics {
-            epoch,
-            batch: batch as u32,
-            batches: batches as u32,
-            loss,
-            lr,
-            images_per_s: seen as f64 / elapsed_s.max(1e-9),
-            elapsed_s,
-        };
-        self.pending.push(m);
-        events(TrainEvent::Batch(m));
-        let due = self.flushed_at.is_none_or(|t| t.elapsed() >= Self::EVERY);
-        if due { self.flush(ws, run) } else { Ok(()) }
-    }
-
-    fn flush(&mut self, ws: &mut Workspace, run: &str) -> Result<(), TrainError> {
-        self.flushed_at = Some(Instant::now());
-        ws.catalog.record_batches(run, &self.pending)?;
-        self.pending.clear();
-        Ok(())
-    }
-}
-
-/// One optimisation step; refuses to go on when the loss is no longer finite.
+/// One optimisation step; returns the loss, still on the device. On the CPU a non-finite loss
+/// stops the run before the step (reading it costs nothing there); on a GPU the batch log finds
+/// it at its next read (see `batch_log`).
 fn train_step(
     logits: &Tensor,
     labels: &Tensor,
     class_weights: Option<&Tensor>,
     sgd: &mut Sgd,
     at: (u32, usize, f64),
-) -> Result<f64, TrainError> {
+) -> Result<Tensor, TrainError> {
     let loss = loss_fn(logits, labels, class_weights)?;
-    let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    if !l.is_finite() {
-        return Err(TrainError::Diverged { epoch: at.0, batch: at.1, loss: l, lr: at.2 });
+    if !crate::model::device::is_accelerator(loss.device()) {
+        let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !l.is_finite() {
+            return Err(TrainError::Diverged { epoch: at.0, batch: at.1, loss: l, lr: at.2 });
+        }
     }
     sgd.step(&loss.backward()?)?;
-    Ok(l)
+    Ok(loss.detach())
 }
