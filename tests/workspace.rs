@@ -21,7 +21,17 @@ fn kill_9_during_an_import_leaves_a_workspace_that_opens() {
     let dir = tempfile::tempdir().unwrap();
     let (ws, csv) = (dir.path().join("ws"), dir.path().join("big.csv"));
     big_csv(&csv, 60_000);
-    for delay_ms in [150, 400, 800] {
+    // Read-only, so watching never takes the importer's lock.
+    let count = || -> usize {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+        let c = rusqlite::Connection::open_with_flags(ws.join("catalog.sqlite"), flags).unwrap();
+        c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        c.query_row("SELECT COUNT(*) FROM artworks", [], |r| r.get::<_, i64>(0)).unwrap_or(0) as usize
+    };
+    // Three kills, each after the import has committed at least one more batch of 1,000 and
+    // before it ends, so each lands mid-import.
+    for _ in 0..3 {
+        let before = if ws.join("catalog.sqlite").exists() { count() } else { 0 };
         let mut child = std::process::Command::new(bin())
             .arg("--workspace")
             .arg(&ws)
@@ -29,11 +39,20 @@ fn kill_9_during_an_import_leaves_a_workspace_that_opens() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let start = std::time::Instant::now();
+        while !ws.join("catalog.sqlite").exists() || count() <= before {
+            assert!(child.try_wait().unwrap().is_none(), "the import ended before it could be killed");
+            assert!(start.elapsed().as_secs() < 120, "no batch committed");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), None, "killed by the signal, not finished");
         let w = Workspace::open(&ws).expect("the workspace opens after kill -9");
         w.catalog.check_integrity().unwrap();
+        let n = count();
+        assert!(n > before && n < 60_000, "killed mid-import: {before} -> {n} works");
+        assert_eq!(n % 1000, 0, "whole batches only (each batch is one transaction): {n}");
         let s: Value = serde_json::from_str(&ok(&ws, &["stats", "--json"])).unwrap();
         assert!(s["total_initial"].as_u64().is_some());
     }
