@@ -61,7 +61,17 @@ pub fn embed_works(
     let exs = data::examples(ws, &works, &model.meta.classes)?;
     let t = Transform::eval_for(&model.meta);
     let cache = features::cache_file(&ws.features_dir(), &cache_key(model));
-    let emb = features::embeddings(&model.net.backbone, &exs, &t, 16, &cache, device, control, progress)?;
+    let emb = features::embeddings(
+        &model.net.backbone,
+        &exs,
+        &t,
+        16,
+        &cache,
+        device,
+        control,
+        progress,
+        features::SAVE_EVERY,
+    )?;
     Ok(WorkEmbeddings {
         ids: works.iter().map(|w| w.0).collect(),
         cultures: works.into_iter().map(|w| w.1).collect(),

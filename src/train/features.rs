@@ -59,24 +59,10 @@ pub fn transfer_key(cfg: &TrainConfig, run: &str) -> String {
 /// loses at most this much work and the next pass continues from there.
 pub const SAVE_EVERY: Duration = Duration::from_secs(20);
 
-/// The embeddings of `examples` (rows in the same order), computing only what the cache lacks.
-/// `progress` gets (done, todo).
+/// The embeddings of `examples` (rows in the same order), computing only what the cache lacks
+/// and saving it every `save_every` (callers pass [`SAVE_EVERY`]). `progress` gets (done, todo).
 #[allow(clippy::too_many_arguments)]
 pub fn embeddings(
-    backbone: &Backbone,
-    examples: &[Example],
-    t: &Transform,
-    batch: usize,
-    cache: &Path,
-    device: &Device,
-    control: &Control,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<Tensor, TrainError> {
-    embeddings_saving_every(backbone, examples, t, batch, cache, device, control, progress, SAVE_EVERY)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn embeddings_saving_every(
     backbone: &Backbone,
     examples: &[Example],
     t: &Transform,
@@ -150,28 +136,28 @@ mod tests {
         // every batch: the first four vectors are on disk.
         let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut progress = |done: usize, _| assert!(done < 4, "killed");
-            embeddings_saving_every(
-                &backbone,
-                &examples,
-                &t,
-                2,
-                &cache,
-                &Device::Cpu,
-                &control,
-                &mut progress,
-                Duration::ZERO,
-            )
+            embeddings(&backbone, &examples, &t, 2, &cache, &Device::Cpu, &control, &mut progress, Duration::ZERO)
         }));
         assert!(died.is_err());
         assert_eq!(read_cache(&cache).len(), 4);
         // The next pass embeds only the two left, and gives the same rows a clean pass gives.
         let mut todo = Vec::new();
-        let resumed =
-            embeddings(&backbone, &examples, &t, 2, &cache, &Device::Cpu, &control, &mut |d, n| todo.push((d, n)))
-                .unwrap();
+        let resumed = embeddings(
+            &backbone,
+            &examples,
+            &t,
+            2,
+            &cache,
+            &Device::Cpu,
+            &control,
+            &mut |d, n| todo.push((d, n)),
+            SAVE_EVERY,
+        )
+        .unwrap();
         assert_eq!(todo, vec![(2, 2)]);
         let clean = dir.path().join("clean.safetensors");
-        let fresh = embeddings(&backbone, &examples, &t, 2, &clean, &Device::Cpu, &control, &mut |_, _| {}).unwrap();
+        let fresh = embeddings(&backbone, &examples, &t, 2, &clean, &Device::Cpu, &control, &mut |_, _| {}, SAVE_EVERY)
+            .unwrap();
         assert_eq!(resumed.to_vec2::<f32>().unwrap(), fresh.to_vec2::<f32>().unwrap());
     }
 }

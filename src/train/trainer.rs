@@ -314,7 +314,17 @@ fn run_loop(
             let mut emb = |exs: &[Example], what: &str| {
                 let mut report =
                     |d: usize, n: usize| events(TrainEvent::Message(format!("embedding {what} images: {d} / {n}")));
-                features::embeddings(backbone, exs, &eval_t, cfg.batch, &cache, device, control, &mut report)
+                features::embeddings(
+                    backbone,
+                    exs,
+                    &eval_t,
+                    cfg.batch,
+                    &cache,
+                    device,
+                    control,
+                    &mut report,
+                    features::SAVE_EVERY,
+                )
             };
             Some((emb(&train, "training")?, emb(&val, "validation")?, emb(&test, "test")?))
         }
