@@ -26,7 +26,7 @@ pub enum PredictError {
     UnknownClass { name: String, known: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CamKind {
     /// The study's map: the last conv map summed over channels.

@@ -30,6 +30,7 @@ pub fn write_met_csv(path: &Path, rows: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "gui")]
 /// CPU time per frame of the Curation view over a workspace of `n` works, scrolling every frame
 /// (layout and tessellation, no GPU), and the most textures held at once.
 pub fn grid_frame_time(dir: &Path, n: usize, frames: usize) -> anyhow::Result<(f64, usize, usize)> {

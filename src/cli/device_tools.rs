@@ -15,7 +15,7 @@ use std::time::Instant;
 
 #[derive(Debug, Args)]
 pub struct RandomArgs {
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::values::arch())]
     pub arch: Arch,
     /// Where to write the seeded backbone (with its 1,000-class ImageNet classifier).
     #[arg(long, value_name = "W.safetensors")]
@@ -82,7 +82,7 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(Debug, Args)]
 pub struct SpeedArgs {
-    #[arg(long, value_enum, default_value_t = Arch::Resnet50)]
+    #[arg(long, value_parser = super::values::arch(), default_value = "resnet50")]
     pub arch: Arch,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,

@@ -1,6 +1,7 @@
 //! The command line: argument definitions and dispatch. Each command is a thin wrapper over
 //! library calls; `--json` output goes to stdout, everything else to stderr.
 mod bench;
+#[cfg(feature = "gui")]
 mod bench_curation;
 mod bench_data;
 mod bench_kernels;
@@ -9,6 +10,7 @@ mod device_tools;
 mod map;
 mod models;
 mod runs;
+mod values;
 
 use anyhow::Context;
 use artculture::model::Arch;
@@ -26,7 +28,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
     /// Compute device.
-    #[arg(long, global = true, value_enum, default_value_t = DeviceKind::Cpu)]
+    #[arg(long, global = true, value_parser = values::device(), default_value = "cpu")]
     pub device: DeviceKind,
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -127,7 +129,7 @@ pub enum ImportCommand {
 pub enum WeightsCommand {
     /// Download ImageNet weights into the Hugging Face cache (offline: check the cache only).
     Fetch {
-        #[arg(value_enum)]
+        #[arg(value_parser = values::arch())]
         arch: Arch,
     },
 }
@@ -156,7 +158,10 @@ pub fn open_workspace(cli_dir: &Option<PathBuf>) -> anyhow::Result<Workspace> {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Some(command) = cli.command else {
+        #[cfg(feature = "gui")]
         return Ok(artculture::gui::run_app(cli.workspace, cli.device).map(|_| ExitCode::SUCCESS)?);
+        #[cfg(not(feature = "gui"))]
+        anyhow::bail!("this build has no app (built without the `gui` feature); give a command, see --help");
     };
     match command {
         Command::Import(ImportCommand::Met(args)) => data::import_met(&cli.workspace, args),

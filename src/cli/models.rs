@@ -30,7 +30,7 @@ pub fn fetch_weights(arch: Arch) -> anyhow::Result<ExitCode> {
 
 #[derive(Debug, Args)]
 pub struct ForwardArgs {
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::values::arch())]
     pub arch: Arch,
     #[arg(long, value_name = "W.safetensors")]
     pub weights: PathBuf,

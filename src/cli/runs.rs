@@ -24,9 +24,9 @@ pub struct TrainArgs {
     /// Start from a row of the study's Table 2 (options given as well override it).
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(presets::PRESETS.map(|p| p.name)))]
     pub preset: Option<String>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::values::arch())]
     pub arch: Option<Arch>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::values::method())]
     pub method: Option<Method>,
     #[arg(long, value_enum)]
     pub scheduler: Option<SchedulerKind>,
@@ -318,7 +318,7 @@ pub struct PredictArgs {
     /// folder for several).
     #[arg(long, value_name = "OUT.png")]
     pub overlay: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = CamKind::Sum)]
+    #[arg(long, value_parser = super::values::cam(), default_value = "sum")]
     pub cam: CamKind,
     /// Grad-CAM for this culture instead of the top one.
     #[arg(long)]

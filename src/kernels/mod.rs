@@ -80,9 +80,16 @@ pub(crate) fn tensor_from<T: Float>(data: Vec<T>, shape: &[usize], like: &Tensor
     Tensor::from_vec(data, shape, like.device())
 }
 
+/// Whether the CPU stands in for a GPU (`ARTCULTURE_CPU_AS_DEVICE=1`, see `model::device`):
+/// then these kernels stand aside and candle's generic ops run, as on a GPU. Read once.
+pub fn cpu_as_device() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("ARTCULTURE_CPU_AS_DEVICE").is_some_and(|v| v == "1"))
+}
+
 /// Whether a tensor can go through these kernels: on the CPU, in f32 or f64.
 pub fn applies(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64) && !crate::model::device::cpu_as_device()
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64) && !cpu_as_device()
 }
 
 /// Dispatches on the storage's float type.

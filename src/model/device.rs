@@ -1,7 +1,7 @@
 //! Compute devices: CPU always; CUDA and Metal when this build has them and the machine too.
 use candle_core::{DType, Device, Tensor};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
     #[default]
@@ -62,11 +62,7 @@ impl DeviceKind {
 // off, the rule enforced for the CPU too), so the CPU tests run the device path
 // (`tests/device_path.rs`).
 
-/// Whether the CPU stands in for a GPU (see the rule above); read once per process.
-pub fn cpu_as_device() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("ARTCULTURE_CPU_AS_DEVICE").is_some_and(|v| v == "1"))
-}
+pub use crate::kernels::cpu_as_device;
 
 /// Whether `device` follows the device rule: every GPU, and the CPU when it stands in for one.
 pub fn is_accelerator(device: &Device) -> bool {

@@ -1,7 +1,7 @@
 //! The culture head that replaces a backbone's last layer: three linear layers with ReLU
 //! between them, under the prefix `head` with `nn.Sequential` names (`head.0`, `head.2`,
 //! `head.4`), initialised as PyTorch initialises `nn.Linear`.
-use super::batch_norm::linear;
+use super::linear::linear;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 

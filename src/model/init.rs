@@ -14,7 +14,7 @@ struct Seeded {
 
 fn name_seed(seed: u64, name: &str) -> u64 {
     let h = name.bytes().fold(0xCBF29CE484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001B3));
-    crate::train::mix_seed(&[seed, h])
+    crate::seed::mix_seed(&[seed, h])
 }
 
 /// Values for `init`, drawn from a generator seeded by (seed, name).

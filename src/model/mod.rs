@@ -8,6 +8,7 @@ pub mod device;
 pub mod dropout;
 pub mod head;
 pub mod init;
+pub mod linear;
 pub mod pool;
 pub mod resnet;
 pub mod vgg;
@@ -19,16 +20,13 @@ use candle_nn::VarBuilder;
 pub use head::CultureHead;
 
 /// The architectures the study compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arch {
-    #[value(name = "resnet50")]
     #[serde(rename = "resnet50")]
     Resnet50,
-    #[value(name = "vgg16_bn")]
     #[serde(rename = "vgg16_bn")]
     Vgg16Bn,
-    #[value(name = "alexnet")]
     Alexnet,
 }
 

@@ -1,8 +1,9 @@
 //! ResNet-50 as torchvision builds it (v1.5: stride on the 3x3 convolution), with parameter
 //! names equal to torchvision's `state_dict` keys (`conv1.weight`, `bn1.*`,
 //! `layer1.0.conv1.weight`, `layer1.0.downsample.0.weight`, ..., `fc.weight`).
-use super::batch_norm::{BatchNorm2d, kaiming_fan_out, linear};
+use super::batch_norm::BatchNorm2d;
 use super::conv::{Conv2d, conv2d};
+use super::linear::{kaiming_fan_out, linear};
 use super::pool::{global_avg_pool, max_pool2d};
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};

@@ -1,8 +1,9 @@
 //! VGG-16 with batch norm (`torchvision.models.vgg16_bn`), parameter names as torchvision's:
 //! `features.{i}.*` for the convolutions and batch norms in `nn.Sequential` order,
 //! `classifier.{0,3,6}.*` for the linear layers.
-use super::batch_norm::{BatchNorm2d, kaiming_fan_out, linear_with_init};
+use super::batch_norm::BatchNorm2d;
 use super::conv::{Conv2d, conv2d};
+use super::linear::{kaiming_fan_out, linear_with_init};
 use super::pool::{adaptive_avg_pool2d, max_pool2d};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};

@@ -14,16 +14,17 @@ pub mod split;
 pub mod trainer;
 pub mod validate;
 
+pub use crate::seed::mix_seed;
+
 use crate::model::Arch;
 use schedule::SchedulerConfig;
 use std::path::PathBuf;
 
 /// How the backbone is trained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// All parameters, from pretrained weights.
-    #[value(name = "finetune")]
     FineTune,
     /// Backbone frozen (evaluation mode), only the head trains, on cached embeddings.
     Transfer,
@@ -177,16 +178,4 @@ pub enum TrainError {
 pub struct Control {
     pub cancel: std::sync::atomic::AtomicBool,
     pub pause: std::sync::atomic::AtomicBool,
-}
-
-/// Mixes numbers into one seed (splitmix64), so each epoch, batch and image has its own stream.
-pub fn mix_seed(parts: &[u64]) -> u64 {
-    let mut h: u64 = 0x243F6A8885A308D3;
-    for &p in parts {
-        let mut z = h ^ p.wrapping_add(0x9E3779B97F4A7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        h = z ^ (z >> 31);
-    }
-    h
 }
