@@ -15,14 +15,10 @@ use std::time::Instant;
 
 #[derive(Debug, Args)]
 pub struct RandomArgs {
-    #[arg(long, value_parser = super::values::arch())]
-    pub arch: Arch,
-    /// Where to write the seeded backbone (with its 1,000-class ImageNet classifier).
-    #[arg(long, value_name = "W.safetensors")]
-    pub weights: PathBuf,
-    /// Where to write tensor `input` (N x 3 x SIZE x SIZE, standard normal).
-    #[arg(long, value_name = "X.safetensors")]
-    pub input: PathBuf,
+    /// Writes the seeded backbone (with its 1,000-class ImageNet classifier) to --weights and a
+    /// standard normal N x 3 x SIZE x SIZE tensor `input` to --input.
+    #[command(flatten)]
+    pub files: super::models::ModelFiles,
     #[arg(long, default_value_t = 2)]
     pub batch: usize,
     #[arg(long, default_value_t = 224)]
@@ -32,15 +28,16 @@ pub struct RandomArgs {
 }
 
 pub fn random(a: RandomArgs) -> anyhow::Result<ExitCode> {
+    let super::models::ModelFiles { arch, weights, input } = &a.files;
     let map = candle_nn::VarMap::new();
     let vb = seeded_var_builder(&map, a.seed, DType::F32, &Device::Cpu);
-    Backbone::new(a.arch, BackboneConfig { own_classes: Some(1000), dropout: 0.0 }, vb)?;
-    map.save(&a.weights).with_context(|| format!("writing {}", a.weights.display()))?;
+    Backbone::new(*arch, BackboneConfig { own_classes: Some(1000), dropout: 0.0 }, vb)?;
+    map.save(weights).with_context(|| format!("writing {}", weights.display()))?;
     let n = a.batch * 3 * a.size * a.size;
     let values = artculture::model::init::values(candle_nn::Init::Randn { mean: 0.0, stdev: 1.0 }, n, a.seed, "input")?;
     let x = Tensor::from_vec(values, (a.batch, 3, a.size, a.size), &Device::Cpu)?.to_dtype(DType::F32)?;
     let bytes = safetensors::serialize([("input", &x)], None)?;
-    artculture::fsutil::write_bytes_atomic(&a.input, &bytes)?;
+    artculture::fsutil::write_bytes_atomic(input, &bytes)?;
     Ok(ExitCode::SUCCESS)
 }
 

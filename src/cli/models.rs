@@ -28,14 +28,24 @@ pub fn fetch_weights(arch: Arch) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A backbone's architecture, weights file and input tensor file (read by `model forward`,
+/// written by `model random`).
 #[derive(Debug, Args)]
-pub struct ForwardArgs {
+pub struct ModelFiles {
     #[arg(long, value_parser = super::values::arch())]
     pub arch: Arch,
+    /// Backbone weights (safetensors, torchvision's names).
     #[arg(long, value_name = "W.safetensors")]
     pub weights: PathBuf,
+    /// Tensor `input`, N x 3 x H x W, normalised.
     #[arg(long, value_name = "X.safetensors")]
     pub input: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ForwardArgs {
+    #[command(flatten)]
+    pub files: ModelFiles,
     #[arg(long, value_name = "Y.safetensors")]
     pub output: PathBuf,
     /// Compute in float64 instead of float32.
@@ -60,27 +70,28 @@ fn own_classes(arch: Arch, path: &std::path::Path) -> anyhow::Result<Option<usiz
 }
 
 pub fn forward(args: ForwardArgs, device: DeviceKind) -> anyhow::Result<ExitCode> {
+    let ModelFiles { arch, weights: weights_path, input } = &args.files;
     let device = device.open()?;
     let dtype = if args.f64 { DType::F64 } else { DType::F32 };
     // Read on the host and uploaded in the compute dtype (a GPU may have no f64 casts).
-    let inputs = candle_core::safetensors::load(&args.input, &candle_core::Device::Cpu)
-        .with_context(|| format!("reading {}", args.input.display()))?;
+    let inputs = candle_core::safetensors::load(input, &candle_core::Device::Cpu)
+        .with_context(|| format!("reading {}", input.display()))?;
     let Some(x) = inputs.get("input") else {
-        bail!("{}: no tensor named `input` (found: {:?})", args.input.display(), inputs.keys().collect::<Vec<_>>());
+        bail!("{}: no tensor named `input` (found: {:?})", input.display(), inputs.keys().collect::<Vec<_>>());
     };
     if x.rank() != 4 || x.dim(1)? != 3 {
-        bail!("{}: tensor `input` has shape {:?}, expected N x 3 x H x W", args.input.display(), x.dims());
+        bail!("{}: tensor `input` has shape {:?}, expected N x 3 x H x W", input.display(), x.dims());
     }
-    let vb = weights::var_builder(&args.weights, dtype, &device)?;
-    let cfg = BackboneConfig { own_classes: own_classes(args.arch, &args.weights)?, dropout: 0.0 };
-    let model = Backbone::new(args.arch, cfg, vb)?;
+    let vb = weights::var_builder(weights_path, dtype, &device)?;
+    let cfg = BackboneConfig { own_classes: own_classes(*arch, weights_path)?, dropout: 0.0 };
+    let model = Backbone::new(*arch, cfg, vb)?;
     let x = artculture::model::device::upload(x, dtype, &device, "input")?;
     let (features, logits) = model.forward_t(&x, false)?;
     let mut out = HashMap::from([("features".to_string(), features)]);
     if let Some(l) = logits {
         out.insert("logits".to_string(), l);
     } else {
-        eprintln!("note: {} has no classifier of its own; wrote `features` only", args.weights.display());
+        eprintln!("note: {} has no classifier of its own; wrote `features` only", weights_path.display());
     }
     let mut items: Vec<_> = out.iter().collect();
     items.sort_by(|a, b| a.0.cmp(b.0));
