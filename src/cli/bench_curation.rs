@@ -89,7 +89,7 @@ pub fn run(dir: &Path, n: usize) -> anyhow::Result<Vec<Phase>> {
     let ws_path = dir.join(format!("curation_{n}"));
     workspace(&ws_path, n)?;
     let ctx = egui::Context::default();
-    let picker: artculture::gui::app::Picker = std::sync::Arc::new(|_| Vec::new());
+    let picker: artculture::gui::shared::Picker = std::sync::Arc::new(|_| Vec::new());
     let mut app = ArtApp::new(&ctx, ws_path, Default::default(), Default::default(), None, picker);
     app.view = View::Curation;
     let mut d = Driver { ctx, app };

@@ -38,7 +38,7 @@ pub fn grid_frame_time(dir: &Path, n: usize, frames: usize) -> anyhow::Result<(f
     let ws_path = dir.join("grid_ws");
     crate::cli::bench_curation::workspace(&ws_path, n)?;
     let ctx = egui::Context::default();
-    let picker: artculture::gui::app::Picker = std::sync::Arc::new(|_| Vec::new());
+    let picker: artculture::gui::shared::Picker = std::sync::Arc::new(|_| Vec::new());
     let mut app = ArtApp::new(&ctx, ws_path, Default::default(), Default::default(), None, picker);
     app.view = View::Curation;
     let input = |scroll: f32| egui::RawInput {

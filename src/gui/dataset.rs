@@ -1,6 +1,6 @@
 //! The Dataset view: import The Met's paintings or a folder, watch the import, and read the
 //! study's Table 1 for this workspace as a table and a bar chart, with what was dropped.
-use super::app::{PickKind, Shared};
+use super::shared::{PickKind, Shared};
 use crate::catalog::DatasetStats;
 use crate::workspace::Workspace;
 use egui_plot::{Bar, BarChart, Legend, Plot};

@@ -2,8 +2,8 @@
 //! layout continuing from where a node is dropped; zoom and pan; hover for counts and three
 //! works; click for the nearest cultures), the chord diagram of the top-quartile similarities,
 //! the distance and similarity matrices as heat maps (exportable), and a PCA of every work.
-use super::app::{PickKind, Shared};
 use super::jobs::Job;
+use super::shared::{PickKind, Shared};
 use super::thumbs::ThumbCache;
 use crate::analysis::culture_map::{self, CultureMap};
 use crate::analysis::forceatlas2::{Fa2Settings, Layout};

@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod map;
 pub mod predict;
 pub mod settings;
+pub mod shared;
 pub mod thumbs;
 pub mod training;
 pub mod widgets;
@@ -88,7 +89,7 @@ pub fn run_app(workspace: Option<PathBuf>, device: DeviceKind) -> Result<(), Gui
         "artculture",
         options,
         Box::new(move |cc| {
-            let mut app = ArtApp::new(&cc.egui_ctx, ws_path, device, settings, settings_path, app::rfd_picker());
+            let mut app = ArtApp::new(&cc.egui_ctx, ws_path, device, settings, settings_path, shared::rfd_picker());
             // Images to predict at start (`ARTCULTURE_OPEN`, paths separated by ':'), as
             // `scripts/screenshot predict --open IMAGE` uses.
             if let Ok(paths) = std::env::var("ARTCULTURE_OPEN") {

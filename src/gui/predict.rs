@@ -3,8 +3,8 @@
 //! of the top classes, blended over the painting with an opacity slider and a legend, aligned at
 //! every zoom, with the network's centre crop framed. A folder predicts into a table exported as
 //! CSV. All model work runs on a job thread.
-use super::app::{PendingPick, PickKind, Shared};
 use super::jobs::Job;
+use super::shared::{PendingPick, PickKind, Shared};
 use crate::analysis::activation::{Heatmap, inferno};
 use crate::predict::{self, CamKind, Prediction};
 use egui::{Color32, Rect, Sense, Vec2, pos2};

@@ -2,7 +2,7 @@
 //! suspicion), the thumbnail grid (visible rows only) and the overlays (keys, the work large).
 use super::CurationView;
 use crate::catalog::FlagReason;
-use crate::gui::app::Shared;
+use crate::gui::shared::Shared;
 use egui::{Color32, Modifiers, Sense, Stroke, Vec2};
 
 impl CurationView {

@@ -9,7 +9,7 @@ pub mod worker;
 pub use state::{CurationState, Filters, FlagFilter, Sort};
 use worker::{Reply, Request, Worker};
 
-use super::app::{PickKind, Shared};
+use super::shared::{PickKind, Shared};
 use super::thumbs::ThumbCache;
 use crate::catalog::{DatasetStats, FlagReason};
 use egui::{Key, Modifiers, RichText};

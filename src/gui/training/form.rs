@@ -2,7 +2,7 @@
 //! same rules as the CLI) and its Start / Resume / Pause / Cancel controls.
 use super::TrainingView;
 use crate::catalog::RunRecord;
-use crate::gui::app::Shared;
+use crate::gui::shared::Shared;
 use crate::model::Arch;
 use crate::train::schedule::{PlateauMode, SchedulerConfig};
 use crate::train::{Method, Pretrained, presets};

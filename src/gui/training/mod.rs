@@ -2,7 +2,7 @@
 //! Resume, Cancel; live plots of loss (raw per batch with a smoothed line over it, per-epoch train
 //! and validation), accuracy and learning rate; the runs table with side-by-side curves; a
 //! confusion matrix; export of a run's metrics as CSV.
-use super::app::{PickKind, Shared};
+use super::shared::{PickKind, Shared};
 use crate::catalog::{BatchMetrics, EpochMetrics, RunRecord};
 use crate::train::metrics::Evaluation;
 use crate::train::{Control, TrainConfig, TrainEvent};
