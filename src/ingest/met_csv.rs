@@ -81,12 +81,19 @@ pub fn scan(
     let io = |source| CsvError::Io { path: path.to_path_buf(), source };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let total = file.metadata().map_err(io)?.len();
-    // The csv crate (1.x) strips a UTF-8 BOM but then numbers the lines after the header one
-    // too low; MetObjects.csv starts with a BOM, so correct its line numbers.
-    let mut head = [0u8; 3];
-    let bom = std::io::Read::read(&mut file, &mut head).map_err(io)? == 3 && head == [0xEF, 0xBB, 0xBF];
+    // The csv crate (1.x) numbers the lines after a CRLF-terminated header one too low
+    // (MetObjects.csv ends its lines with CRLF; a BOM makes no difference, tests/bad_input.rs
+    // found it), so look at how the first line ends and correct the numbers.
+    let mut first_line = Vec::new();
+    std::io::BufRead::read_until(
+        &mut std::io::Read::take(std::io::BufReader::new(&mut file), 1 << 20),
+        b'\n',
+        &mut first_line,
+    )
+    .map_err(io)?;
     std::io::Seek::rewind(&mut file).map_err(io)?;
-    let fix = |line: u64| if bom { line + 1 } else { line };
+    let crlf_header = first_line.ends_with(b"\r\n");
+    let fix = |line: u64| if crlf_header { line + 1 } else { line };
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let reader = CountingReader { inner: std::io::BufReader::with_capacity(1 << 20, file), count: count.clone() };
     let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(reader);
@@ -178,4 +185,25 @@ pub fn scan(
     out.bytes = count.load(std::sync::atomic::Ordering::Relaxed);
     progress(out.bytes, total);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipped_lines_carry_their_true_number_whatever_the_line_ends_and_bom() {
+        let header = COLUMNS.join(",");
+        let good = vec!["x"; COLUMNS.len()].join(",");
+        for (bom, eol) in [(false, "\n"), (false, "\r\n"), (true, "\n"), (true, "\r\n")] {
+            let body = [header.as_str(), &good, "1,2", &good].join(eol);
+            let bytes = [if bom { &b"\xEF\xBB\xBF"[..] } else { b"" }, body.as_bytes()].concat();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("MetObjects.csv");
+            std::fs::write(&path, bytes).unwrap();
+            let scan = scan(&path, &CultureMapping::study_default(), None, |_| {}, |_, _| {}).unwrap();
+            let lines: Vec<u64> = scan.skipped.iter().map(|s| s.line).collect();
+            assert_eq!(lines, [3], "bom {bom}, line end {eol:?}");
+        }
+    }
 }
