@@ -98,7 +98,7 @@ pub fn run_app(workspace: Option<PathBuf>, device: DeviceKind) -> Result<(), Gui
             }
             // The Culture map's tab (`ARTCULTURE_MAP_TAB`: force, chord, matrices, works).
             if let Ok(tab) = std::env::var("ARTCULTURE_MAP_TAB") {
-                app.map.tab = match tab.as_str() {
+                app.map.state.tab = match tab.as_str() {
                     "chord" => map::Tab::Chord,
                     "matrices" => map::Tab::Matrices,
                     "works" => map::Tab::Works,
