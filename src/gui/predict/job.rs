@@ -14,7 +14,6 @@ const DISPLAY_SIDE: u32 = 2048;
 /// Side of the upsampled map texture (values are interpolated before colouring).
 const MAP_SIDE: usize = 224;
 
-
 #[derive(Clone)]
 pub struct Request {
     /// Image files, or folders whose files are all predicted.
