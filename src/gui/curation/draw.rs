@@ -1,6 +1,7 @@
 //! Drawing the Curation view: the side panel (live Table 1, flag buttons, the work's record and
-//! suspicion), the thumbnail grid (visible rows only) and the overlays (keys, the work large).
-use super::CurationView;
+//! suspicion), the toolbar (filters, sort, zoom), the thumbnail grid (visible rows only) and the
+//! overlays (keys, the work large).
+use super::{CurationView, FlagFilter, Sort};
 use crate::catalog::FlagReason;
 use crate::gui::shared::Shared;
 use egui::{Color32, Modifiers, Sense, Stroke, Vec2};
@@ -239,5 +240,65 @@ impl CurationView {
                     ui.label(format!("{} · {} · {}", a.artist, a.date, a.medium));
                 });
         }
+    }
+
+    pub(super) fn toolbar(&mut self, ui: &mut egui::Ui, shared: &mut Shared) -> bool {
+        let mut changed = false;
+        let cultures: Vec<String> =
+            self.stats.as_ref().map(|s| s.groups.iter().map(|g| g.culture.clone()).collect()).unwrap_or_default();
+        ui.horizontal_wrapped(|ui| {
+            let f = &mut self.state.filters;
+            egui::ComboBox::from_id_salt("culture_filter")
+                .selected_text(f.culture.clone().unwrap_or_else(|| "All cultures".into()))
+                .show_ui(ui, |ui| {
+                    changed |= ui.selectable_value(&mut f.culture, None, "All cultures").changed();
+                    for c in &cultures {
+                        changed |= ui.selectable_value(&mut f.culture, Some(c.clone()), c).changed();
+                    }
+                });
+            egui::ComboBox::from_id_salt("flag_filter").selected_text(format!("{:?}", f.flag)).show_ui(ui, |ui| {
+                for v in [FlagFilter::All, FlagFilter::Flagged, FlagFilter::Unflagged] {
+                    changed |= ui.selectable_value(&mut f.flag, v, format!("{v:?}")).changed();
+                }
+            });
+            egui::ComboBox::from_id_salt("reason_filter")
+                .selected_text(f.reason.map(|r| r.as_str()).unwrap_or("any reason"))
+                .show_ui(ui, |ui| {
+                    changed |= ui.selectable_value(&mut f.reason, None, "any reason").changed();
+                    for r in FlagReason::ALL {
+                        changed |= ui.selectable_value(&mut f.reason, Some(r), r.as_str()).changed();
+                    }
+                });
+            let search =
+                ui.add(egui::TextEdit::singleline(&mut f.text).hint_text("title, artist or id").desired_width(160.0));
+            changed |= search.changed();
+            egui::ComboBox::from_id_salt("sort")
+                .selected_text(match f.sort {
+                    Sort::Id => "by id",
+                    Sort::Culture => "by culture",
+                    Sort::Suspicious => "most suspicious first",
+                })
+                .show_ui(ui, |ui| {
+                    changed |= ui.selectable_value(&mut f.sort, Sort::Id, "by id").changed();
+                    changed |= ui.selectable_value(&mut f.sort, Sort::Culture, "by culture").changed();
+                    changed |= ui.selectable_value(&mut f.sort, Sort::Suspicious, "most suspicious first").changed();
+                });
+            ui.add(egui::Slider::new(&mut self.zoom, 64.0..=320.0).text("zoom").show_value(false));
+            if ui
+                .button("Rank suspicious")
+                .on_hover_text("Compute the suspicion ranking (model if a run exists, else image statistics)")
+                .clicked()
+                && self.suspicion_job.is_none()
+            {
+                self.suspicion_job = Some(super::jobs::spawn_suspicion(shared));
+            }
+            if ui.button("Export CSV…").clicked() {
+                super::jobs::export_csv(shared);
+            }
+            if ui.button("Keys (?)").clicked() {
+                self.show_help = !self.show_help;
+            }
+        });
+        changed
     }
 }

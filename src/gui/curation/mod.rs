@@ -1,15 +1,17 @@
 //! The Curation view: a thumbnail grid of the workspace's works where annotators flag
 //! mis-tagged non-paintings by keyboard, with filters, multi-select, undo and a live Table 1.
 //! The view's glue and keyboard input live here; drawing in `draw.rs`; the state and its
-//! transitions in `state.rs`; every catalog read and write in `worker.rs`, off the UI thread.
+//! transitions in `state.rs`; every catalog read and write in `worker.rs`, off the UI thread; the
+//! suspicion ranking and the CSV export in `jobs.rs`.
 mod draw;
+mod jobs;
 mod state;
 pub mod worker;
 
 pub use state::{CurationState, Filters, FlagFilter, Sort};
 use worker::{Reply, Request, Worker};
 
-use super::shared::{PickKind, Shared};
+use super::shared::Shared;
 use super::thumbs::ThumbCache;
 use crate::catalog::{DatasetStats, FlagReason};
 use egui::{Key, Modifiers, RichText};
@@ -23,7 +25,7 @@ pub struct CurationView {
     pub show_help: bool,
     pub show_large: bool,
     note: String,
-    suspicion_job: Option<super::jobs::Job<(Vec<crate::analysis::suspicion::Suspicion>, bool)>>,
+    suspicion_job: Option<super::jobs::Job<jobs::Ranking>>,
     scroll_to_cursor: bool,
     scroll_y: f32,
     worker: Option<Worker>,
@@ -256,75 +258,6 @@ impl CurationView {
         }
     }
 
-    fn toolbar(&mut self, ui: &mut egui::Ui, shared: &mut Shared) -> bool {
-        let mut changed = false;
-        let cultures: Vec<String> =
-            self.stats.as_ref().map(|s| s.groups.iter().map(|g| g.culture.clone()).collect()).unwrap_or_default();
-        ui.horizontal_wrapped(|ui| {
-            let f = &mut self.state.filters;
-            egui::ComboBox::from_id_salt("culture_filter")
-                .selected_text(f.culture.clone().unwrap_or_else(|| "All cultures".into()))
-                .show_ui(ui, |ui| {
-                    changed |= ui.selectable_value(&mut f.culture, None, "All cultures").changed();
-                    for c in &cultures {
-                        changed |= ui.selectable_value(&mut f.culture, Some(c.clone()), c).changed();
-                    }
-                });
-            egui::ComboBox::from_id_salt("flag_filter").selected_text(format!("{:?}", f.flag)).show_ui(ui, |ui| {
-                for v in [FlagFilter::All, FlagFilter::Flagged, FlagFilter::Unflagged] {
-                    changed |= ui.selectable_value(&mut f.flag, v, format!("{v:?}")).changed();
-                }
-            });
-            egui::ComboBox::from_id_salt("reason_filter")
-                .selected_text(f.reason.map(|r| r.as_str()).unwrap_or("any reason"))
-                .show_ui(ui, |ui| {
-                    changed |= ui.selectable_value(&mut f.reason, None, "any reason").changed();
-                    for r in FlagReason::ALL {
-                        changed |= ui.selectable_value(&mut f.reason, Some(r), r.as_str()).changed();
-                    }
-                });
-            let search =
-                ui.add(egui::TextEdit::singleline(&mut f.text).hint_text("title, artist or id").desired_width(160.0));
-            changed |= search.changed();
-            egui::ComboBox::from_id_salt("sort")
-                .selected_text(match f.sort {
-                    Sort::Id => "by id",
-                    Sort::Culture => "by culture",
-                    Sort::Suspicious => "most suspicious first",
-                })
-                .show_ui(ui, |ui| {
-                    changed |= ui.selectable_value(&mut f.sort, Sort::Id, "by id").changed();
-                    changed |= ui.selectable_value(&mut f.sort, Sort::Culture, "by culture").changed();
-                    changed |= ui.selectable_value(&mut f.sort, Sort::Suspicious, "most suspicious first").changed();
-                });
-            ui.add(egui::Slider::new(&mut self.zoom, 64.0..=320.0).text("zoom").show_value(false));
-            if ui
-                .button("Rank suspicious")
-                .on_hover_text("Compute the suspicion ranking (model if a run exists, else image statistics)")
-                .clicked()
-                && self.suspicion_job.is_none()
-            {
-                self.start_suspicion(shared);
-            }
-            if ui.button("Export CSV…").clicked() {
-                export_csv(shared);
-            }
-            if ui.button("Keys (?)").clicked() {
-                self.show_help = !self.show_help;
-            }
-        });
-        changed
-    }
-
-    fn start_suspicion(&mut self, shared: &Shared) {
-        let (ws_path, run, device) = (shared.ws_path.clone(), shared.selected_run.clone(), shared.device);
-        self.suspicion_job = Some(super::jobs::Job::spawn(&shared.ctx, "Rank suspicious works", move |rep| {
-            let ws = crate::workspace::Workspace::open(&ws_path).map_err(|e| e.to_string())?;
-            let device = device.open().map_err(|e| e.to_string())?;
-            crate::analysis::rank::rank(&ws, run.as_deref(), &device, &|f, m| rep.progress(f, m))
-        }));
-    }
-
     pub fn ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared) {
         self.poll_worker(shared);
         if self.thumbs.is_none() {
@@ -395,22 +328,6 @@ impl CurationView {
         });
         self.overlays(ui, shared);
     }
-}
-
-fn export_csv(shared: &mut Shared) {
-    let (picker, ws_path) = (shared.picker.clone(), shared.ws_path.clone());
-    shared.spawn("Export curation", move |_| {
-        let Some(out) = picker(PickKind::SaveCsv).into_iter().next() else { return Ok("cancelled".into()) };
-        let ws = crate::workspace::Workspace::open(&ws_path).map_err(|e| e.to_string())?;
-        let works = ws
-            .catalog
-            .artworks(&crate::catalog::ArtworkQuery { grouped_only: true, ..Default::default() })
-            .map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        crate::catalog::write_curation_csv(&works, &mut buf).map_err(|e| e.to_string())?;
-        crate::fsutil::write_bytes_atomic(&out, &buf).map_err(|e| e.to_string())?;
-        Ok(format!("{} works written to {}", works.len(), out.display()))
-    });
 }
 
 #[cfg(test)]
