@@ -4,6 +4,7 @@
 //! batch and image draws from a seed derived from the run's seed, not from a stateful generator).
 use super::batch_log::BatchLog;
 use super::data::{self, Example, Transform};
+use super::epoch;
 use super::evaluate;
 use super::run_status::{guarded, lock_run, run_dir};
 use super::schedule::{PlateauMode, Scheduler, SchedulerConfig};
@@ -14,14 +15,11 @@ use crate::catalog::{ArtworkQuery, EpochMetrics, RunStatus};
 use crate::model::checkpoint::{self, CheckpointMeta, FORMAT_VERSION, IMAGENET_MEAN, IMAGENET_STD};
 use crate::model::{CultureNet, weights};
 use crate::workspace::Workspace;
-use candle_core::{D, DType, Device, Module, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// What must survive a restart besides the weights and momentum buffers.
@@ -216,19 +214,6 @@ fn trainable(map: &VarMap, method: Method) -> Vec<(String, Var)> {
     v
 }
 
-/// Cross-entropy, optionally weighted per class (PyTorch's weighted mean).
-fn loss_fn(logits: &Tensor, labels: &Tensor, class_weights: Option<&Tensor>) -> candle_core::Result<Tensor> {
-    let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let picked = log_p.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?;
-    match class_weights {
-        None => picked.mean_all()?.neg(),
-        Some(w) => {
-            let w = w.index_select(labels, 0)?;
-            (picked * &w)?.sum_all()?.neg()?.broadcast_div(&w.sum_all()?)
-        }
-    }
-}
-
 fn meta(cfg: &TrainConfig, classes: &[String], run: &str) -> CheckpointMeta {
     CheckpointMeta {
         format: FORMAT_VERSION,
@@ -244,6 +229,8 @@ fn meta(cfg: &TrainConfig, classes: &[String], run: &str) -> CheckpointMeta {
     }
 }
 
+/// The run itself: its split, the model, every epoch from `state` on, then the test accuracy of
+/// the best checkpoint. The caller holds the run's lock ([`lock_run`]).
 #[allow(clippy::too_many_arguments)]
 fn run_loop(
     ws: &mut Workspace,
@@ -255,24 +242,10 @@ fn run_loop(
     events: &mut dyn FnMut(TrainEvent),
     control: &Control,
 ) -> Result<(), TrainError> {
-    // The caller holds the run's lock ([`lock_run`]).
     let dir = run_dir(ws, run);
     let last_path = dir.join("last.safetensors");
     let best_path = dir.join("best.safetensors");
-    let mut parts: HashMap<Part, Vec<(i64, String)>> = HashMap::new();
-    for (id, p) in ws.catalog.run_split(run)? {
-        let culture = ws.catalog.artwork(id)?.culture.unwrap_or_default();
-        parts.entry(Part::parse(&p).unwrap_or(Part::Train)).or_default().push((id, culture));
-    }
-    let exs = |p: Part| data::examples(ws, parts.get(&p).map(Vec::as_slice).unwrap_or_default(), classes);
-    let (train, val, test) = (Arc::new(exs(Part::Train)?), exs(Part::Val)?, exs(Part::Test)?);
-    if train.is_empty() || val.is_empty() {
-        return Err(TrainError::Data(format!(
-            "the split has {} training and {} validation works: import more works",
-            train.len(),
-            val.len()
-        )));
-    }
+    let (train, val, test) = load_split(ws, run, classes)?;
     let first_epoch = state.as_ref().map(|s| s.epochs_done + 1).unwrap_or(1);
     events(TrainEvent::Started {
         run_id: run.into(),
@@ -295,18 +268,8 @@ fn run_loop(
         let st = candle_core::safetensors::load(&last_path, device)?;
         sgd.set_buffers(|n| st.get(&format!("{MOMENTUM_PREFIX}{n}")).cloned());
     }
-    let class_weights = if cfg.balanced {
-        let mut counts = vec![0f32; classes.len()];
-        train.iter().for_each(|e| counts[e.label] += 1.0);
-        let n = train.len() as f32;
-        let w: Vec<f32> = counts.iter().map(|&c| if c > 0.0 { n / (classes.len() as f32 * c) } else { 0.0 }).collect();
-        Some(Tensor::from_vec(w, classes.len(), device)?)
-    } else {
-        None
-    };
+    let class_weights = if cfg.balanced { Some(class_weights(&train, classes.len(), device)?) } else { None };
     let eval_t = Transform { size: cfg.image_size, train: false, flip: false, mean: IMAGENET_MEAN, std: IMAGENET_STD };
-    let train_t = Transform { train: cfg.augment, flip: cfg.augment, ..eval_t };
-
     // Transfer mode: every split's embeddings once (cached across runs in features/).
     let embedded = match &model.frozen {
         Some(backbone) => {
@@ -314,6 +277,7 @@ fn run_loop(
             let mut emb = |exs: &[Example], what: &str| {
                 let mut report =
                     |d: usize, n: usize| events(TrainEvent::Message(format!("embedding {what} images: {d} / {n}")));
+                let save_every = features::SAVE_EVERY;
                 features::embeddings(
                     backbone,
                     exs,
@@ -323,10 +287,10 @@ fn run_loop(
                     device,
                     control,
                     &mut report,
-                    features::SAVE_EVERY,
+                    save_every,
                 )
             };
-            Some((emb(&train, "training")?, emb(&val, "validation")?, emb(&test, "test")?))
+            Some([emb(&train, "training")?, emb(&val, "validation")?, emb(&test, "test")?])
         }
         None => None,
     };
@@ -337,80 +301,16 @@ fn run_loop(
     for epoch in first_epoch..=cfg.epochs {
         let started = Instant::now();
         sgd.set_lr(sched.lr);
-        let epoch_seed = mix_seed(&[cfg.seed, epoch as u64]);
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(epoch_seed));
-        let batches = order.len().div_ceil(cfg.batch.max(1));
-        batch_log.start_epoch();
-        let wait_or_cancel = |events: &mut dyn FnMut(TrainEvent)| -> bool {
-            if control.pause.load(Ordering::Relaxed) {
-                events(TrainEvent::Paused);
-                while control.pause.load(Ordering::Relaxed) && !control.cancel.load(Ordering::Relaxed) {
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                events(TrainEvent::Resumed);
+        let step = epoch::Step { run, cfg, device, control, class_weights: class_weights.as_ref(), lr: sched.lr };
+        let batches = match &embedded {
+            Some([train_emb, ..]) => {
+                epoch::Batches::Embedded { head: &model.net.head, embeddings: train_emb, examples: &train }
             }
-            control.cancel.load(Ordering::Relaxed)
+            None => epoch::Batches::Images { net: &model.net, examples: &train },
         };
-        let result: Result<(), TrainError> = (|| {
-            match &embedded {
-                Some((train_emb, _, _)) => {
-                    for (bi, chunk) in order.chunks(cfg.batch.max(1)).enumerate() {
-                        if wait_or_cancel(events) {
-                            return Err(TrainError::Cancelled(run.into()));
-                        }
-                        let idx =
-                            Tensor::from_vec(chunk.iter().map(|&i| i as u32).collect::<Vec<_>>(), chunk.len(), device)?;
-                        let labels = Tensor::from_vec(
-                            chunk.iter().map(|&i| train[i].label as u32).collect::<Vec<_>>(),
-                            chunk.len(),
-                            device,
-                        )?;
-                        let logits = model.net.head.forward(&train_emb.index_select(&idx, 0)?)?;
-                        let l =
-                            train_step(&logits, &labels, class_weights.as_ref(), &mut sgd, (epoch, bi + 1, sched.lr))?;
-                        let at = (epoch, bi + 1, batches);
-                        batch_log.record(ws, run, at, chunk.len(), l, sched.lr, started, events)?;
-                    }
-                }
-                None => {
-                    let rx =
-                        data::batches(train.clone(), order.clone(), cfg.batch, train_t, epoch_seed, device.clone(), 2);
-                    for b in rx {
-                        let b = b?;
-                        if wait_or_cancel(events) {
-                            return Err(TrainError::Cancelled(run.into()));
-                        }
-                        model.net.backbone.reseed_dropout(mix_seed(&[epoch_seed, b.index as u64, 1]));
-                        let logits = model.net.forward_t(&b.images, true)?;
-                        let l = train_step(
-                            &logits,
-                            &b.labels,
-                            class_weights.as_ref(),
-                            &mut sgd,
-                            (epoch, b.index + 1, sched.lr),
-                        )?;
-                        let at = (epoch, b.index + 1, batches);
-                        batch_log.record(ws, run, at, b.label_vec.len(), l, sched.lr, started, events)?;
-                    }
-                }
-            }
-            Ok(())
-        })();
-        // What was measured before a failure or a cancel is kept too.
-        let read = batch_log.read(events);
-        let written = batch_log.write(ws, run);
-        result?;
-        read?;
-        written?;
-        let (loss_sum, seen) = (batch_log.loss_sum, batch_log.seen);
+        let seen = epoch::train_epoch(ws, &step, epoch, batches, &mut sgd, &mut batch_log, started, events)?;
         let val_eval = match &embedded {
-            Some((_, val_emb, _)) => evaluate::on_embeddings(
-                &model.net.head,
-                val_emb,
-                &val.iter().map(|e| e.label).collect::<Vec<_>>(),
-                classes,
-            )?,
+            Some([_, val_emb, _]) => evaluate::on_embeddings(&model.net.head, val_emb, &labels(&val), classes)?,
             None => evaluate::on_images(&model.net, &val, &eval_t, cfg.batch, classes, device)?,
         };
         let lr_used = sched.lr;
@@ -427,7 +327,7 @@ fn run_loop(
         seconds += epoch_s;
         let m = EpochMetrics {
             epoch,
-            train_loss: loss_sum / seen.max(1) as f64,
+            train_loss: batch_log.loss_sum / seen.max(1) as f64,
             val_loss: val_eval.loss,
             val_acc: val_eval.top1,
             val_top3: val_eval.top3,
@@ -437,23 +337,8 @@ fn run_loop(
         };
         let improved = val_eval.top1 > best_val_acc;
         best_val_acc = best_val_acc.max(val_eval.top1);
-        let tensors: HashMap<String, Tensor> = {
-            let data = model.map.data().lock().unwrap_or_else(|p| p.into_inner());
-            data.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect()
-        };
-        let meta = meta(cfg, classes, run);
-        if improved {
-            checkpoint::save(&best_path, &tensors, &meta, &[])?;
-        }
-        let mut with_momentum = tensors;
-        with_momentum.extend(sgd.buffers().into_iter().map(|(n, b)| (format!("{MOMENTUM_PREFIX}{n}"), b)));
         let st = TrainState { epochs_done: epoch, scheduler: sched.clone(), best_val_acc, seconds };
-        checkpoint::save(
-            &last_path,
-            &with_momentum,
-            &meta,
-            &[(STATE_KEY, serde_json::to_string(&st).unwrap_or_default())],
-        )?;
+        save_checkpoints(&model.map, &sgd, &meta(cfg, classes, run), &st, &last_path, improved.then_some(&best_path))?;
         ws.catalog.record_epoch(run, &m, best_val_acc, seconds)?;
         events(TrainEvent::Epoch(m));
     }
@@ -464,12 +349,9 @@ fn run_loop(
         None
     } else {
         Some(match (&embedded, cfg.method) {
-            (Some((_, _, test_emb)), Method::Transfer) => evaluate::on_embeddings(
-                &best.net.head,
-                test_emb,
-                &test.iter().map(|e| e.label).collect::<Vec<_>>(),
-                classes,
-            )?,
+            (Some([_, _, test_emb]), Method::Transfer) => {
+                evaluate::on_embeddings(&best.net.head, test_emb, &labels(&test), classes)?
+            }
             _ => evaluate::on_images(&best.net, &test, &eval_t, cfg.batch, classes, device)?,
         })
     };
@@ -482,23 +364,61 @@ fn run_loop(
     Ok(())
 }
 
-/// One optimisation step; returns the loss, still on the device. On the CPU a non-finite loss
-/// stops the run before the step (reading it costs nothing there); on a GPU the batch log finds
-/// it at its next read (see `batch_log`).
-fn train_step(
-    logits: &Tensor,
-    labels: &Tensor,
-    class_weights: Option<&Tensor>,
-    sgd: &mut Sgd,
-    at: (u32, usize, f64),
-) -> Result<Tensor, TrainError> {
-    let loss = loss_fn(logits, labels, class_weights)?;
-    if !crate::model::device::is_accelerator(loss.device()) {
-        let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if !l.is_finite() {
-            return Err(TrainError::Diverged { epoch: at.0, batch: at.1, loss: l, lr: at.2 });
-        }
+/// Training (shared with the loader threads), validation and test examples.
+type Split = (Arc<Vec<Example>>, Vec<Example>, Vec<Example>);
+
+/// The run's examples, from its stored split.
+fn load_split(ws: &Workspace, run: &str, classes: &[String]) -> Result<Split, TrainError> {
+    let mut parts: HashMap<Part, Vec<(i64, String)>> = HashMap::new();
+    for (id, p) in ws.catalog.run_split(run)? {
+        let culture = ws.catalog.artwork(id)?.culture.unwrap_or_default();
+        parts.entry(Part::parse(&p).unwrap_or(Part::Train)).or_default().push((id, culture));
     }
-    sgd.step(&loss.backward()?)?;
-    Ok(loss.detach())
+    let exs = |p: Part| data::examples(ws, parts.get(&p).map(Vec::as_slice).unwrap_or_default(), classes);
+    let (train, val, test) = (exs(Part::Train)?, exs(Part::Val)?, exs(Part::Test)?);
+    if train.is_empty() || val.is_empty() {
+        return Err(TrainError::Data(format!(
+            "the split has {} training and {} validation works: import more works",
+            train.len(),
+            val.len()
+        )));
+    }
+    Ok((Arc::new(train), val, test))
+}
+
+/// `--balanced`: each class weighted by n / (classes x its count), as scikit-learn's "balanced".
+fn class_weights(train: &[Example], classes: usize, device: &Device) -> Result<Tensor, TrainError> {
+    let mut counts = vec![0f32; classes];
+    train.iter().for_each(|e| counts[e.label] += 1.0);
+    let n = train.len() as f32;
+    let w: Vec<f32> = counts.iter().map(|&c| if c > 0.0 { n / (classes as f32 * c) } else { 0.0 }).collect();
+    Ok(Tensor::from_vec(w, classes, device)?)
+}
+
+fn labels(examples: &[Example]) -> Vec<usize> {
+    examples.iter().map(|e| e.label).collect()
+}
+
+/// The epoch's checkpoints, each written atomically: `last` (weights, momentum buffers and the
+/// state a resume needs) always, `best` (weights only) when validation accuracy improved.
+fn save_checkpoints(
+    map: &VarMap,
+    sgd: &Sgd,
+    meta: &CheckpointMeta,
+    state: &TrainState,
+    last_path: &Path,
+    best_path: Option<&PathBuf>,
+) -> Result<(), TrainError> {
+    let tensors: HashMap<String, Tensor> = {
+        let data = map.data().lock().unwrap_or_else(|p| p.into_inner());
+        data.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect()
+    };
+    if let Some(best) = best_path {
+        checkpoint::save(best, &tensors, meta, &[])?;
+    }
+    let mut with_momentum = tensors;
+    with_momentum.extend(sgd.buffers().into_iter().map(|(n, b)| (format!("{MOMENTUM_PREFIX}{n}"), b)));
+    let state = serde_json::to_string(state).unwrap_or_default();
+    checkpoint::save(last_path, &with_momentum, meta, &[(STATE_KEY, state)])?;
+    Ok(())
 }

@@ -1,0 +1,158 @@
+//! One training epoch: the batches in the epoch's seeded order, each a forward pass, the loss and
+//! an SGD step, with pause and cancel honoured between batches and every batch's loss recorded
+//! (`batch_log`). Images are decoded and augmented on loader threads; a transfer run steps the
+//! head on the cached embeddings instead.
+use super::batch_log::BatchLog;
+use super::data::{self, Example, Transform};
+use super::sgd::Sgd;
+use super::{Control, TrainConfig, TrainError, TrainEvent, mix_seed};
+use crate::model::checkpoint::{IMAGENET_MEAN, IMAGENET_STD};
+use crate::model::{CultureHead, CultureNet};
+use crate::workspace::Workspace;
+use candle_core::{D, DType, Device, Module, Tensor};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// What every batch of the run needs.
+pub struct Step<'a> {
+    pub run: &'a str,
+    pub cfg: &'a TrainConfig,
+    pub device: &'a Device,
+    pub control: &'a Control,
+    pub class_weights: Option<&'a Tensor>,
+    /// The epoch's learning rate (already set on the optimiser), recorded with each batch.
+    pub lr: f64,
+}
+
+/// Where the epoch's batches come from.
+pub enum Batches<'a> {
+    /// Fine-tuning or from scratch: the training images through the whole network.
+    Images { net: &'a CultureNet, examples: &'a Arc<Vec<Example>> },
+    /// Transfer: the cached embeddings of the training images (in `examples`' order) through
+    /// the head alone.
+    Embedded { head: &'a CultureHead, embeddings: &'a Tensor, examples: &'a [Example] },
+}
+
+/// Trains one epoch; returns how many images it saw. What was measured before a failure or a
+/// cancel is recorded too.
+#[allow(clippy::too_many_arguments)]
+pub fn train_epoch(
+    ws: &mut Workspace,
+    step: &Step,
+    epoch: u32,
+    batches: Batches,
+    sgd: &mut Sgd,
+    batch_log: &mut BatchLog,
+    started: Instant,
+    events: &mut dyn FnMut(TrainEvent),
+) -> Result<usize, TrainError> {
+    let cfg = step.cfg;
+    let n = match &batches {
+        Batches::Images { examples, .. } => examples.len(),
+        Batches::Embedded { examples, .. } => examples.len(),
+    };
+    let epoch_seed = mix_seed(&[cfg.seed, epoch as u64]);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(epoch_seed));
+    let count = order.len().div_ceil(cfg.batch.max(1));
+    batch_log.start_epoch();
+    let result: Result<(), TrainError> = (|| {
+        match batches {
+            Batches::Embedded { head, embeddings, examples } => {
+                for (bi, chunk) in order.chunks(cfg.batch.max(1)).enumerate() {
+                    if wait_or_cancel(step.control, events) {
+                        return Err(TrainError::Cancelled(step.run.into()));
+                    }
+                    let idx = chunk.iter().map(|&i| i as u32).collect::<Vec<_>>();
+                    let idx = Tensor::from_vec(idx, chunk.len(), step.device)?;
+                    let labels = chunk.iter().map(|&i| examples[i].label as u32).collect::<Vec<_>>();
+                    let labels = Tensor::from_vec(labels, chunk.len(), step.device)?;
+                    let logits = head.forward(&embeddings.index_select(&idx, 0)?)?;
+                    let l = train_step(&logits, &labels, step.class_weights, sgd, (epoch, bi + 1, step.lr))?;
+                    batch_log.record(ws, step.run, (epoch, bi + 1, count), chunk.len(), l, step.lr, started, events)?;
+                }
+            }
+            Batches::Images { net, examples } => {
+                let eval_t = Transform {
+                    size: cfg.image_size,
+                    train: false,
+                    flip: false,
+                    mean: IMAGENET_MEAN,
+                    std: IMAGENET_STD,
+                };
+                let train_t = Transform { train: cfg.augment, flip: cfg.augment, ..eval_t };
+                let device = step.device.clone();
+                let rx = data::batches(examples.clone(), order.clone(), cfg.batch, train_t, epoch_seed, device, 2);
+                for b in rx {
+                    let b = b?;
+                    if wait_or_cancel(step.control, events) {
+                        return Err(TrainError::Cancelled(step.run.into()));
+                    }
+                    net.backbone.reseed_dropout(mix_seed(&[epoch_seed, b.index as u64, 1]));
+                    let logits = net.forward_t(&b.images, true)?;
+                    let at = (epoch, b.index + 1, step.lr);
+                    let l = train_step(&logits, &b.labels, step.class_weights, sgd, at)?;
+                    let images = b.label_vec.len();
+                    batch_log.record(ws, step.run, (epoch, b.index + 1, count), images, l, step.lr, started, events)?;
+                }
+            }
+        }
+        Ok(())
+    })();
+    // What was measured before a failure or a cancel is kept too.
+    let read = batch_log.read(events);
+    let written = batch_log.write(ws, step.run);
+    result?;
+    read?;
+    written?;
+    Ok(batch_log.seen)
+}
+
+/// Waits while the run is paused (saying so); true when it was cancelled.
+fn wait_or_cancel(control: &Control, events: &mut dyn FnMut(TrainEvent)) -> bool {
+    if control.pause.load(Ordering::Relaxed) {
+        events(TrainEvent::Paused);
+        while control.pause.load(Ordering::Relaxed) && !control.cancel.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        events(TrainEvent::Resumed);
+    }
+    control.cancel.load(Ordering::Relaxed)
+}
+
+/// Cross-entropy, optionally weighted per class (PyTorch's weighted mean).
+fn loss_fn(logits: &Tensor, labels: &Tensor, class_weights: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = log_p.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?;
+    match class_weights {
+        None => picked.mean_all()?.neg(),
+        Some(w) => {
+            let w = w.index_select(labels, 0)?;
+            (picked * &w)?.sum_all()?.neg()?.broadcast_div(&w.sum_all()?)
+        }
+    }
+}
+
+/// One optimisation step; returns the loss, still on the device. On the CPU a non-finite loss
+/// stops the run before the step (reading it costs nothing there); on a GPU the batch log finds
+/// it at its next read (see `batch_log`).
+fn train_step(
+    logits: &Tensor,
+    labels: &Tensor,
+    class_weights: Option<&Tensor>,
+    sgd: &mut Sgd,
+    at: (u32, usize, f64),
+) -> Result<Tensor, TrainError> {
+    let loss = loss_fn(logits, labels, class_weights)?;
+    if !crate::model::device::is_accelerator(loss.device()) {
+        let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !l.is_finite() {
+            return Err(TrainError::Diverged { epoch: at.0, batch: at.1, loss: l, lr: at.2 });
+        }
+    }
+    sgd.step(&loss.backward()?)?;
+    Ok(loss.detach())
+}
