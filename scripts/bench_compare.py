@@ -47,6 +47,11 @@ def main():
                 v = one(cmd, env)
                 results[w][side].append(v)
                 print(f"round {r + 1} {w} {side}: {v['seconds']:.4f} s, {v['peak_rss_mib']:.0f} MiB", file=sys.stderr)
+    first = next(iter(results.values()))
+    ours0, torch0 = first["ours"][0], first["torch"][0]
+    print(f"CPU: {ours0.get('cpu', '?')}; artculture kernels: {ours0.get('isa', '?')}, gemm {ours0.get('gemm', '?')}; "
+          f"PyTorch {torch0.get('isa', '?')}; {a.threads} threads")
+    print()
     print("| workload | artculture | PyTorch | artculture / PyTorch (time) | peak memory, ours / PyTorch |")
     print("|---|---|---|---|---|")
     for w, sides in results.items():

@@ -115,7 +115,9 @@ def main():
 
         torch.set_num_threads(a.threads)
         for n in names:
-            print(json.dumps(run_one(n, a.reps)), flush=True)
+            v = run_one(n, a.reps)
+            v["isa"] = torch.backends.cpu.get_cpu_capability()
+            print(json.dumps(v), flush=True)
         return
     for n in names:
         out = subprocess.run([sys.executable, __file__, "--child", "--reps", str(a.reps), "--threads", str(a.threads), n], capture_output=True, text=True)

@@ -326,6 +326,12 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         other => anyhow::bail!("unknown workload {other}"),
     }
     v["peak_rss_mib"] = peak_rss_mib().into();
+    // Every line says where it was measured and with which kernels: figures from machines of
+    // the same kind differ, and one binary runs different code on each.
+    use artculture::kernels::isa;
+    v["cpu"] = isa::cpu_model().into();
+    v["isa"] = isa::active().as_str().into();
+    v["gemm"] = isa::gemm_kernels().into();
     Ok(v)
 }
 

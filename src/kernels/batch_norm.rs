@@ -7,6 +7,7 @@
 //! channel and `xhat = (x - mean) * inv_std`:
 //! `dbeta = sum g`, `dgamma = sum g * xhat`,
 //! `dx = gamma * inv_std * (g - dbeta / M - xhat * dgamma / M)`.
+use super::isa::with_isa;
 use super::{Float, contiguous_slice, dispatch_float, per_channel, tensor_from, with_slice};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
@@ -33,12 +34,14 @@ fn t<T: Float>(v: f64) -> T {
 const LANES: usize = 8;
 const BLOCK: usize = 512;
 
+#[inline(always)]
 fn lanes_to_f64<T: Float>(lanes: &[T; LANES]) -> f64 {
     lanes.iter().map(|&v| f(v)).sum()
 }
 
 /// `(sum(x - k), sum((x - k)^2))`: shifted by a value near the mean, so that one pass gives the
 /// variance without cancellation.
+#[inline(always)]
 fn shifted_sums<T: Float>(x: &[T], k: T) -> (f64, f64) {
     let (mut s1, mut s2) = (0.0, 0.0);
     for block in x.chunks(BLOCK) {
@@ -69,6 +72,7 @@ fn masked<T: Float>(relu: bool, y: T, dy: T) -> T {
 }
 
 /// `(sum g, sum g * (x - mean))` over one plane.
+#[inline(always)]
 fn grad_sums<T: Float>(x: &[T], y: &[T], dy: &[T], mean: T, relu: bool) -> (f64, f64) {
     let (mut s1, mut s2) = (0.0, 0.0);
     for ((x, y), dy) in x.chunks(BLOCK).zip(y.chunks(BLOCK)).zip(dy.chunks(BLOCK)) {
@@ -98,11 +102,17 @@ pub fn channel_stats<T: Float>(x: &[T], dims: &[usize]) -> Result<(Vec<f64>, Vec
     let (n, c, p) = ncp(dims)?;
     let plane = |b: usize, ch: usize| &x[(b * c + ch) * p..][..p];
     let stats = per_channel(c, |ch| {
-        let m = (n * p) as f64;
-        let k = plane(0, ch).first().copied().unwrap_or(T::zero());
-        let (s1, s2) = (0..n).map(|b| shifted_sums(plane(b, ch), k)).fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-        let d = s1 / m;
-        (f(k) + d, (s2 / m - d * d).max(0.0))
+        with_isa(
+            #[inline(always)]
+            || {
+                let m = (n * p) as f64;
+                let k = plane(0, ch).first().copied().unwrap_or(T::zero());
+                let (s1, s2) =
+                    (0..n).map(|b| shifted_sums(plane(b, ch), k)).fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+                let d = s1 / m;
+                (f(k) + d, (s2 / m - d * d).max(0.0))
+            },
+        )
     });
     Ok(stats.into_iter().unzip())
 }
@@ -130,24 +140,29 @@ impl BatchNormTrainOp {
         let (_, c, p) = ncp(dims)?;
         let mut y = vec![T::zero(); x.len()];
         y.par_chunks_mut(p).zip(x.par_chunks(p)).enumerate().for_each(|(i, (y, x))| {
-            let ch = i % c;
-            // (x - mean) * a + beta rather than x * a + (beta - mean * a): the latter loses
-            // f32 precision to cancellation when the mean is large against the spread.
-            let (mean, a, beta) = (t::<T>(self.mean[ch]), t::<T>(f(gamma[ch]) * self.inv_std[ch]), beta[ch]);
-            match residual {
-                Some(r) => {
-                    for ((y, &x), &r) in y.iter_mut().zip(x).zip(&r[i * p..][..p]) {
-                        let v = (x - mean) * a + beta + r;
-                        *y = if self.relu { num_traits::Float::max(v, T::zero()) } else { v };
+            with_isa(
+                #[inline(always)]
+                || {
+                    let ch = i % c;
+                    // (x - mean) * a + beta rather than x * a + (beta - mean * a): the latter loses
+                    // f32 precision to cancellation when the mean is large against the spread.
+                    let (mean, a, beta) = (t::<T>(self.mean[ch]), t::<T>(f(gamma[ch]) * self.inv_std[ch]), beta[ch]);
+                    match residual {
+                        Some(r) => {
+                            for ((y, &x), &r) in y.iter_mut().zip(x).zip(&r[i * p..][..p]) {
+                                let v = (x - mean) * a + beta + r;
+                                *y = if self.relu { num_traits::Float::max(v, T::zero()) } else { v };
+                            }
+                        }
+                        None => {
+                            for (y, &x) in y.iter_mut().zip(x) {
+                                let v = (x - mean) * a + beta;
+                                *y = if self.relu { num_traits::Float::max(v, T::zero()) } else { v };
+                            }
+                        }
                     }
-                }
-                None => {
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        let v = (x - mean) * a + beta;
-                        *y = if self.relu { num_traits::Float::max(v, T::zero()) } else { v };
-                    }
-                }
-            }
+                },
+            )
         });
         Ok(y)
     }
@@ -164,29 +179,39 @@ impl BatchNormTrainOp {
         let (n, c, p) = ncp(dims)?;
         let relu = self.relu;
         let sums = per_channel(c, |ch| {
-            let mean = t::<T>(self.mean[ch]);
-            let (sg, sgx) = (0..n)
-                .map(|b| {
-                    let r = (b * c + ch) * p..(b * c + ch + 1) * p;
-                    grad_sums(&x[r.clone()], &y[r.clone()], &dy[r], mean, relu)
-                })
-                .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-            (sg, sgx * self.inv_std[ch])
+            with_isa(
+                #[inline(always)]
+                || {
+                    let mean = t::<T>(self.mean[ch]);
+                    let (sg, sgx) = (0..n)
+                        .map(|b| {
+                            let r = (b * c + ch) * p..(b * c + ch + 1) * p;
+                            grad_sums(&x[r.clone()], &y[r.clone()], &dy[r], mean, relu)
+                        })
+                        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+                    (sg, sgx * self.inv_std[ch])
+                },
+            )
         });
         let m = (n * p) as f64;
         let mut dx = vec![T::zero(); x.len()];
         dx.par_chunks_mut(p).enumerate().for_each(|(plane, dx)| {
-            let ch = plane % c;
-            let (sg, sgx) = sums[ch];
-            let inv_std = self.inv_std[ch];
-            let k = f(gamma[ch]) * inv_std;
-            // dx = k * (g - sg / M) - (x - mean) * (k * inv_std * sgx / M)
-            let (mean, a, b) = (t::<T>(self.mean[ch]), t::<T>(k * inv_std * sgx / m), t::<T>(sg / m));
-            let k = t::<T>(k);
-            let r = plane * p..(plane + 1) * p;
-            for ((dx, &x), (&y, &dy)) in dx.iter_mut().zip(&x[r.clone()]).zip(y[r.clone()].iter().zip(&dy[r])) {
-                *dx = k * (masked(relu, y, dy) - b) - (x - mean) * a;
-            }
+            with_isa(
+                #[inline(always)]
+                || {
+                    let ch = plane % c;
+                    let (sg, sgx) = sums[ch];
+                    let inv_std = self.inv_std[ch];
+                    let k = f(gamma[ch]) * inv_std;
+                    // dx = k * (g - sg / M) - (x - mean) * (k * inv_std * sgx / M)
+                    let (mean, a, b) = (t::<T>(self.mean[ch]), t::<T>(k * inv_std * sgx / m), t::<T>(sg / m));
+                    let k = t::<T>(k);
+                    let r = plane * p..(plane + 1) * p;
+                    for ((dx, &x), (&y, &dy)) in dx.iter_mut().zip(&x[r.clone()]).zip(y[r.clone()].iter().zip(&dy[r])) {
+                        *dx = k * (masked(relu, y, dy) - b) - (x - mean) * a;
+                    }
+                },
+            )
         });
         let dgamma = sums.iter().map(|&(_, sgx)| t::<T>(sgx)).collect();
         let dbeta = sums.iter().map(|&(sg, _)| t::<T>(sg)).collect();

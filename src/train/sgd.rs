@@ -136,6 +136,7 @@ mod fused {
         Ok(())
     }
 
+    #[inline(always)]
     fn momentum_kernel<T: candle_core::WithDType>(buf: &mut [T], g: &[T], p: &[T], c: SgdConfig) {
         let (m, damp, wd) = (T::from_f64(c.momentum), T::from_f64(1.0 - c.dampening), T::from_f64(c.weight_decay));
         for i in 0..buf.len() {
@@ -144,6 +145,7 @@ mod fused {
         }
     }
 
+    #[inline(always)]
     fn update_kernel<T: candle_core::WithDType>(p: &mut [T], g: &[T], buf: &[T], c: SgdConfig, has_buf: bool) {
         let (lr, m, wd) = (T::from_f64(c.lr), T::from_f64(c.momentum), T::from_f64(c.weight_decay));
         for i in 0..p.len() {
@@ -176,8 +178,18 @@ mod fused {
                 l2,
                 s3,
                 l3,
-                |b, g, p| momentum_kernel(b, g, p, c),
-                |b, g, p| momentum_kernel(b, g, p, c),
+                |b, g, p| {
+                    crate::kernels::isa::with_isa(
+                        #[inline(always)]
+                        || momentum_kernel(b, g, p, c),
+                    )
+                },
+                |b, g, p| {
+                    crate::kernels::isa::with_isa(
+                        #[inline(always)]
+                        || momentum_kernel(b, g, p, c),
+                    )
+                },
             )
         }
     }
@@ -203,8 +215,18 @@ mod fused {
                 l2,
                 s3,
                 l3,
-                |p, g, b| update_kernel(p, g, b, c, h),
-                |p, g, b| update_kernel(p, g, b, c, h),
+                |p, g, b| {
+                    crate::kernels::isa::with_isa(
+                        #[inline(always)]
+                        || update_kernel(p, g, b, c, h),
+                    )
+                },
+                |p, g, b| {
+                    crate::kernels::isa::with_isa(
+                        #[inline(always)]
+                        || update_kernel(p, g, b, c, h),
+                    )
+                },
             )
         }
     }
