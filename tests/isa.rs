@@ -12,9 +12,12 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use common::*;
 
+/// Named tensors as the bits of their f32 values.
+type Bits = Vec<(String, Vec<u32>)>;
+
 /// Bits of the logits, of every gradient, and of every parameter and batch-norm statistic after
 /// two SGD steps.
-fn one_round() -> Vec<(String, Vec<u32>)> {
+fn one_round() -> Bits {
     let map = VarMap::new();
     let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
     let model = Backbone::new(Arch::Resnet50, BackboneConfig { own_classes: Some(11), dropout: 0.0 }, vb).unwrap();
@@ -58,7 +61,7 @@ fn every_kernel_path_the_cpu_runs_gives_the_same_bits() {
     let levels: Vec<Isa> =
         [Isa::Avx512, Isa::Avx2, Isa::Baseline].into_iter().filter(|&l| l <= isa::detected()).collect();
     eprintln!("CPU {}: comparing {:?} (gemm: {})", isa::cpu_model(), levels, isa::gemm_kernels());
-    let mut first: Option<(Isa, Vec<(String, Vec<u32>)>)> = None;
+    let mut first: Option<(Isa, Bits)> = None;
     for level in levels {
         assert_eq!(isa::set_max(level), level);
         let got = one_round();
