@@ -36,8 +36,8 @@ pub enum Batches<'a> {
     Embedded { head: &'a CultureHead, embeddings: &'a Tensor, examples: &'a [Example] },
 }
 
-/// Trains one epoch; returns how many images it saw. What was measured before a failure or a
-/// cancel is recorded too.
+/// Trains one epoch; returns the sum of its batch losses (weighted by batch size) and how many
+/// images it saw. What was measured before a failure or a cancel is recorded too.
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
     ws: &mut Workspace,
@@ -48,7 +48,7 @@ pub fn train_epoch(
     batch_log: &mut BatchLog,
     started: Instant,
     events: &mut dyn FnMut(TrainEvent),
-) -> Result<usize, TrainError> {
+) -> Result<(f64, usize), TrainError> {
     let cfg = step.cfg;
     let n = match &batches {
         Batches::Images { examples, .. } => examples.len(),
@@ -76,14 +76,13 @@ pub fn train_epoch(
                 }
             }
             Batches::Images { net, examples } => {
-                let eval_t = Transform {
+                let train_t = Transform {
                     size: cfg.image_size,
-                    train: false,
-                    flip: false,
+                    train: cfg.augment,
+                    flip: cfg.augment,
                     mean: IMAGENET_MEAN,
                     std: IMAGENET_STD,
                 };
-                let train_t = Transform { train: cfg.augment, flip: cfg.augment, ..eval_t };
                 let device = step.device.clone();
                 let rx = data::batches(examples.clone(), order.clone(), cfg.batch, train_t, epoch_seed, device, 2);
                 for b in rx {
@@ -108,7 +107,7 @@ pub fn train_epoch(
     result?;
     read?;
     written?;
-    Ok(batch_log.seen)
+    Ok((batch_log.loss_sum, batch_log.seen))
 }
 
 /// Waits while the run is paused (saying so); true when it was cancelled.

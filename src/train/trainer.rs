@@ -308,7 +308,8 @@ fn run_loop(
             }
             None => epoch::Batches::Images { net: &model.net, examples: &train },
         };
-        let seen = epoch::train_epoch(ws, &step, epoch, batches, &mut sgd, &mut batch_log, started, events)?;
+        let (loss_sum, seen) =
+            epoch::train_epoch(ws, &step, epoch, batches, &mut sgd, &mut batch_log, started, events)?;
         let val_eval = match &embedded {
             Some([_, val_emb, _]) => evaluate::on_embeddings(&model.net.head, val_emb, &labels(&val), classes)?,
             None => evaluate::on_images(&model.net, &val, &eval_t, cfg.batch, classes, device)?,
@@ -327,7 +328,7 @@ fn run_loop(
         seconds += epoch_s;
         let m = EpochMetrics {
             epoch,
-            train_loss: batch_log.loss_sum / seen.max(1) as f64,
+            train_loss: loss_sum / seen.max(1) as f64,
             val_loss: val_eval.loss,
             val_acc: val_eval.top1,
             val_top3: val_eval.top3,
