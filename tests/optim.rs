@@ -110,3 +110,76 @@ fn validation_loss_matches_pytorch_cross_entropy() {
         assert!((e.top1 - f(case, "top1")).abs() < 1e-6, "{name}");
     }
 }
+
+/// Transfer training's fused head step (one CPU kernel for forward, loss and gradients) moves
+/// the head exactly as candle's autograd does: same losses and same weights after several SGD
+/// steps with momentum and weight decay, plain and class-weighted, at the study's head size.
+#[test]
+fn fused_head_step_matches_autograd() {
+    use artculture::model::CultureHead;
+    use candle_core::{D, DType, Module, Tensor};
+    let dev = Device::Cpu;
+    for weighted in [false, true] {
+        let heads: Vec<(CultureHead, candle_nn::VarMap)> = (0..2)
+            .map(|_| {
+                let map = candle_nn::VarMap::new();
+                let vb = artculture::model::init::seeded_var_builder(&map, 7, DType::F32, &dev);
+                (CultureHead::new(2048, [1024, 256], 11, vb.pp("head")).unwrap(), map)
+            })
+            .collect();
+        let params = |map: &candle_nn::VarMap| {
+            let mut v: Vec<(String, Var)> =
+                map.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let cfg = SgdConfig { lr: 0.05, momentum: 0.9, dampening: 0.0, weight_decay: 1e-3, nesterov: false };
+        let mut fused_sgd = Sgd::new(params(&heads[0].1), cfg).unwrap();
+        let mut graph_sgd = Sgd::new(params(&heads[1].1), cfg).unwrap();
+        let cw = Tensor::from_vec((0..11).map(|c| 0.5 + c as f32 / 10.0).collect::<Vec<_>>(), 11, &dev).unwrap();
+        let cw = weighted.then_some(&cw);
+        for step in 0..4u32 {
+            let x = Tensor::randn(0f32, 1.0, (16, 2048), &dev).unwrap();
+            let labels: Vec<u32> = (0..16).map(|i| (i * 7 + step) % 11).collect();
+            let fused =
+                artculture::train::epoch::transfer_step(&heads[0].0, &x, &labels, cw, &mut fused_sgd, (1, 1, 0.05))
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+            // The reference: the loss built from candle ops and differentiated by autograd.
+            let y = Tensor::from_vec(labels.clone(), 16, &dev).unwrap();
+            let log_p = candle_nn::ops::log_softmax(&heads[1].0.forward(&x).unwrap(), D::Minus1).unwrap();
+            let picked = log_p.gather(&y.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap();
+            let loss = match cw {
+                None => picked.mean_all().unwrap().neg().unwrap(),
+                Some(w) => {
+                    let w = w.index_select(&y, 0).unwrap();
+                    (picked * &w)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .neg()
+                        .unwrap()
+                        .broadcast_div(&w.sum_all().unwrap())
+                        .unwrap()
+                }
+            };
+            graph_sgd.step(&loss.backward().unwrap()).unwrap();
+            let reference = loss.to_scalar::<f32>().unwrap();
+            assert!((fused - reference).abs() < 1e-5, "step {step}: loss {fused} vs {reference}");
+        }
+        let init = candle_nn::VarMap::new();
+        let vb = artculture::model::init::seeded_var_builder(&init, 7, DType::F32, &dev);
+        CultureHead::new(2048, [1024, 256], 11, vb.pp("head")).unwrap();
+        let max_diff = |a: &Var, b: &Var| {
+            (a.as_tensor() - b.as_tensor()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+        };
+        for (((name, a), (_, b)), (_, start)) in
+            params(&heads[0].1).iter().zip(&params(&heads[1].1)).zip(&params(&init))
+        {
+            let diff = max_diff(a, b);
+            assert!(diff < 1e-5, "{name} (weighted: {weighted}) differs by {diff} after 4 steps");
+            assert!(max_diff(a, start) > 1e-3, "{name} did not move");
+        }
+    }
+}

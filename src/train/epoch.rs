@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// What every batch of the run needs.
-pub struct Step<'a> {
+pub(crate) struct Step<'a> {
     pub run: &'a str,
     pub cfg: &'a TrainConfig,
     pub device: &'a Device,
@@ -28,7 +28,7 @@ pub struct Step<'a> {
 }
 
 /// Where the epoch's batches come from.
-pub enum Batches<'a> {
+pub(crate) enum Batches<'a> {
     /// Fine-tuning or from scratch: the training images through the whole network.
     Images { net: &'a CultureNet, examples: &'a Arc<Vec<Example>> },
     /// Transfer: the cached embeddings of the training images (in `examples`' order) through
@@ -39,7 +39,7 @@ pub enum Batches<'a> {
 /// Trains one epoch; returns the sum of its batch losses (weighted by batch size) and how many
 /// images it saw. What was measured before a failure or a cancel is recorded too.
 #[allow(clippy::too_many_arguments)]
-pub fn train_epoch(
+pub(crate) fn train_epoch(
     ws: &mut Workspace,
     step: &Step,
     epoch: u32,
@@ -69,9 +69,8 @@ pub fn train_epoch(
                     let idx = chunk.iter().map(|&i| i as u32).collect::<Vec<_>>();
                     let idx = Tensor::from_vec(idx, chunk.len(), step.device)?;
                     let labels = chunk.iter().map(|&i| examples[i].label as u32).collect::<Vec<_>>();
-                    let labels = Tensor::from_vec(labels, chunk.len(), step.device)?;
-                    let logits = head.forward(&embeddings.index_select(&idx, 0)?)?;
-                    let l = train_step(&logits, &labels, step.class_weights, sgd, (epoch, bi + 1, step.lr))?;
+                    let x = embeddings.index_select(&idx, 0)?;
+                    let l = transfer_step(head, &x, &labels, step.class_weights, sgd, (epoch, bi + 1, step.lr))?;
                     batch_log.record(ws, step.run, (epoch, bi + 1, count), chunk.len(), l, step.lr, started, events)?;
                 }
             }
@@ -131,6 +130,31 @@ fn loss_fn(logits: &Tensor, labels: &Tensor, class_weights: Option<&Tensor>) -> 
         Some(w) => {
             let w = w.index_select(labels, 0)?;
             (picked * &w)?.sum_all()?.neg()?.broadcast_div(&w.sum_all()?)
+        }
+    }
+}
+
+/// One transfer-training step on a batch of embeddings: the head's fused kernel where it
+/// applies (CPU), candle's autograd elsewhere; returns the loss as [`train_step`] does.
+pub fn transfer_step(
+    head: &CultureHead,
+    x: &Tensor,
+    labels: &[u32],
+    class_weights: Option<&Tensor>,
+    sgd: &mut Sgd,
+    at: (u32, usize, f64),
+) -> Result<Tensor, TrainError> {
+    match head.fused_gradients(x, labels, class_weights)? {
+        Some(g) => {
+            if !g.loss.is_finite() {
+                return Err(TrainError::Diverged { epoch: at.0, batch: at.1, loss: g.loss, lr: at.2 });
+            }
+            sgd.step_by(|p| g.of(p))?;
+            Ok(Tensor::new(g.loss, x.device())?.to_dtype(x.dtype())?)
+        }
+        None => {
+            let labels = Tensor::from_vec(labels.to_vec(), labels.len(), x.device())?;
+            train_step(&head.forward(x)?, &labels, class_weights, sgd, at)
         }
     }
 }

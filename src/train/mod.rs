@@ -2,7 +2,7 @@
 //! a worker that reports over a channel, checkpointed every epoch and resumable.
 mod batch_log;
 pub mod data;
-mod epoch;
+pub mod epoch;
 pub mod evaluate;
 pub mod features;
 pub mod metrics;
