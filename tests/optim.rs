@@ -141,11 +141,10 @@ fn fused_head_step_matches_autograd() {
         for step in 0..4u32 {
             let x = Tensor::randn(0f32, 1.0, (16, 2048), &dev).unwrap();
             let labels: Vec<u32> = (0..16).map(|i| (i * 7 + step) % 11).collect();
-            let fused =
-                artculture::train::epoch::transfer_step(&heads[0].0, &x, &labels, cw, &mut fused_sgd, (1, 1, 0.05))
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+            let fused = artculture::train::transfer_step(&heads[0].0, &x, &labels, cw, &mut fused_sgd, (1, 1, 0.05))
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             // The reference: the loss built from candle ops and differentiated by autograd.
             let y = Tensor::from_vec(labels.clone(), 16, &dev).unwrap();
             let log_p = candle_nn::ops::log_softmax(&heads[1].0.forward(&x).unwrap(), D::Minus1).unwrap();

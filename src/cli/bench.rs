@@ -164,7 +164,7 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
                     let (lo, n) = (b * 16, 16.min(5300 - b * 16));
                     let x = emb.narrow(0, lo, n)?;
                     // The trainer's own step (the fused head kernel on the CPU).
-                    artculture::train::epoch::transfer_step(
+                    artculture::train::transfer_step(
                         &net.head,
                         &x,
                         &labels[lo..lo + n],

@@ -164,25 +164,32 @@ pub struct Epilogue<'a, T> {
 }
 
 impl<T: Float> Epilogue<'_, T> {
-    /// Applies to output channels `m0..` of image `b` (`y`: those channels' rows).
+    /// Applies to output channels `m0..` of image `b` (`y`: those channels' rows), in one pass
+    /// compiled for the CPU's vector ISA (two passes of baseline code were 7 % of a batch-16
+    /// evaluation in `perf`).
     fn apply(&self, b: usize, m0: usize, y: &mut [T], pixels: usize) {
         let image = self.scale.len() * pixels;
         let residual = self.residual.map(|r| &r[b * image + m0 * pixels..][..y.len()]);
-        for (i, row) in y.chunks_exact_mut(pixels).enumerate() {
-            let c = m0 + i;
-            let (a, s) = (self.scale[c], self.shift[c]);
-            match residual {
-                Some(r) => {
-                    for (v, r) in row.iter_mut().zip(&r[i * pixels..][..pixels]) {
-                        *v = *v * a + s + *r;
+        let relu = self.relu;
+        crate::kernels::isa::with_isa(
+            #[inline(always)]
+            || {
+                for (i, row) in y.chunks_exact_mut(pixels).enumerate() {
+                    let c = m0 + i;
+                    let (a, s) = (self.scale[c], self.shift[c]);
+                    // ReLU as `max` only where asked: `max` would turn a NaN into a number.
+                    let act = |v: T| if relu { num_traits::Float::max(v, T::zero()) } else { v };
+                    match residual {
+                        Some(r) => {
+                            for (v, r) in row.iter_mut().zip(&r[i * pixels..][..pixels]) {
+                                *v = act(*v * a + s + *r);
+                            }
+                        }
+                        None => row.iter_mut().for_each(|v| *v = act(*v * a + s)),
                     }
                 }
-                None => row.iter_mut().for_each(|v| *v = *v * a + s),
-            }
-            if self.relu {
-                row.iter_mut().for_each(|v| *v = num_traits::Float::max(*v, T::zero()));
-            }
-        }
+            },
+        )
     }
 }
 

@@ -50,15 +50,35 @@ impl MaxPool2dOp {
         best
     }
 
+    /// The maximum of each window (a NaN wins, as in PyTorch): each output row as the maximum
+    /// of its window's input rows (a vectorised pass over whole rows), then the maximum of each
+    /// window's columns in that row. Per-window argmax loops were 5 % of a batch-16 evaluation.
     fn forward<T: Float>(&self, x: &[T], dims: &[usize]) -> Result<(Vec<T>, Geom)> {
         let g = self.geom(dims)?;
+        let (k, s, p) = (self.kernel, self.stride, self.pad);
         let mut y = vec![T::zero(); g.planes * g.oh * g.ow];
         y.par_chunks_mut(g.oh * g.ow).zip(x.par_chunks(g.h * g.w)).for_each(|(y, plane)| {
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    y[oy * g.ow + ox] = plane[self.argmax(&g, plane, oy, ox)];
-                }
-            }
+            let mut rows = vec![T::zero(); g.w];
+            crate::kernels::isa::with_isa(
+                #[inline(always)]
+                || {
+                    for (oy, out) in y.chunks_exact_mut(g.ow).enumerate() {
+                        let y0 = (oy * s) as isize - p as isize;
+                        let (ya, yb) = (y0.max(0) as usize, ((y0 + k as isize) as usize).min(g.h));
+                        rows.copy_from_slice(&plane[ya * g.w..][..g.w]);
+                        for iy in ya + 1..yb {
+                            for (m, &v) in rows.iter_mut().zip(&plane[iy * g.w..][..g.w]) {
+                                *m = nan_max(*m, v);
+                            }
+                        }
+                        for (ox, o) in out.iter_mut().enumerate() {
+                            let x0 = (ox * s) as isize - p as isize;
+                            let (xa, xb) = (x0.max(0) as usize, ((x0 + k as isize) as usize).min(g.w));
+                            *o = rows[xa + 1..xb].iter().fold(rows[xa], |m, &v| nan_max(m, v));
+                        }
+                    }
+                },
+            )
         });
         Ok((y, g))
     }
@@ -106,4 +126,11 @@ impl CustomOp1 for MaxPool2dOp {
             dt => candle_core::bail!("max pool backward: unsupported dtype {dt:?}"),
         }))
     }
+}
+
+/// The larger of two values, NaN if either is (PyTorch's max pooling propagates NaN); the first
+/// on a tie. A select, not a branch, so it vectorises.
+#[inline(always)]
+fn nan_max<T: Float>(m: T, v: T) -> T {
+    if v > m || v.is_nan() { v } else { m }
 }

@@ -142,6 +142,22 @@ mod tests {
     }
 
     #[test]
+    fn a_nan_wins_its_windows_only() {
+        // As PyTorch: a NaN input makes every window holding it NaN, and no other.
+        let mut data: Vec<f32> = (0..36).map(|i| i as f32).collect();
+        data[2 * 6 + 2] = f32::NAN;
+        let x = Tensor::from_vec(data, (1, 1, 6, 6), &Device::Cpu).unwrap();
+        let got = max_pool2d(&x, 3, 2, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // Output (i, j) covers rows 2i-1..=2i+1 and columns 2j-1..=2j+1: input (2, 2) lies in
+        // output (1, 1)'s window only.
+        for (o, v) in got.iter().enumerate() {
+            assert_eq!(v.is_nan(), o == 3 + 1, "output {o}: {v}");
+        }
+        assert_eq!(got[0], 7.0);
+        assert_eq!(got[8], 35.0);
+    }
+
+    #[test]
     fn max_pool_has_a_gradient() {
         for pool in [max_pool2d, max_pool2d_strided] {
             let x =

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// What every batch of the run needs.
-pub(crate) struct Step<'a> {
+pub struct Step<'a> {
     pub run: &'a str,
     pub cfg: &'a TrainConfig,
     pub device: &'a Device,
@@ -28,7 +28,7 @@ pub(crate) struct Step<'a> {
 }
 
 /// Where the epoch's batches come from.
-pub(crate) enum Batches<'a> {
+pub enum Batches<'a> {
     /// Fine-tuning or from scratch: the training images through the whole network.
     Images { net: &'a CultureNet, examples: &'a Arc<Vec<Example>> },
     /// Transfer: the cached embeddings of the training images (in `examples`' order) through
@@ -39,7 +39,7 @@ pub(crate) enum Batches<'a> {
 /// Trains one epoch; returns the sum of its batch losses (weighted by batch size) and how many
 /// images it saw. What was measured before a failure or a cancel is recorded too.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn train_epoch(
+pub fn train_epoch(
     ws: &mut Workspace,
     step: &Step,
     epoch: u32,

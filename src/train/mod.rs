@@ -2,7 +2,8 @@
 //! a worker that reports over a channel, checkpointed every epoch and resumable.
 mod batch_log;
 pub mod data;
-pub mod epoch;
+mod epoch;
+pub use epoch::transfer_step;
 pub mod evaluate;
 pub mod features;
 pub mod metrics;
