@@ -31,6 +31,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "artculture"))
+    ap.add_argument("--arch", default="resnet50", choices=["resnet50", "vgg16_bn", "alexnet"],
+                    help="the model of the model workloads, with the culture head on both sides")
     a = ap.parse_args()
     a.workloads = a.workloads or WORKLOADS
     unknown = [w for w in a.workloads if w not in WORKLOADS]
@@ -40,9 +42,9 @@ def main():
     results = {w: {"ours": [], "torch": []} for w in a.workloads}
     for r in range(a.rounds):
         for w in a.workloads:
-            ours = [a.binary, "bench", "--child", w, "--reps", str(a.reps)]
+            ours = [a.binary, "bench", "--child", w, "--reps", str(a.reps), "--arch", a.arch]
             torch = [sys.executable, os.path.join(HERE, "bench_pytorch.py"), "--child", w, "--reps", str(a.reps),
-                     "--threads", str(a.threads)]
+                     "--threads", str(a.threads), "--arch", a.arch]
             for side, cmd in (("ours", ours), ("torch", torch)) if r % 2 == 0 else (("torch", torch), ("ours", ours)):
                 v = one(cmd, env)
                 results[w][side].append(v)
@@ -50,7 +52,7 @@ def main():
     first = next(iter(results.values()))
     ours0, torch0 = first["ours"][0], first["torch"][0]
     print(f"CPU: {ours0.get('cpu', '?')}; artculture kernels: {ours0.get('isa', '?')}, gemm {ours0.get('gemm', '?')}; "
-          f"PyTorch {torch0.get('isa', '?')}; {a.threads} threads")
+          f"PyTorch {torch0.get('isa', '?')}; {a.threads} threads; model {a.arch}")
     print()
     print("| workload | artculture | PyTorch | artculture / PyTorch (time) | peak memory, ours / PyTorch |")
     print("|---|---|---|---|---|")

@@ -27,12 +27,25 @@ def timed(reps, f):
     return statistics.median(t)
 
 
-def culture_resnet50():
+ARCH = "resnet50"
+EMBED = {"resnet50": 2048, "vgg16_bn": 4096, "alexnet": 4096}
+
+
+def culture_head(embed):
     import torch
+
+    return torch.nn.Sequential(torch.nn.Linear(embed, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 256), torch.nn.ReLU(), torch.nn.Linear(256, 11))
+
+
+def culture_model():
+    """torchvision's model with its last layer replaced by the culture head, as artculture builds it."""
     import torchvision
 
-    m = torchvision.models.resnet50()
-    m.fc = torch.nn.Sequential(torch.nn.Linear(2048, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 256), torch.nn.ReLU(), torch.nn.Linear(256, 11))
+    m = getattr(torchvision.models, ARCH)()
+    if ARCH == "resnet50":
+        m.fc = culture_head(2048)
+    else:
+        m.classifier[6] = culture_head(4096)
     return m
 
 
@@ -42,13 +55,13 @@ def run_one(name, reps):
     v = {"workload": name}
     if name in ("forward1", "forward16"):
         n = 1 if name == "forward1" else 16
-        m = culture_resnet50().eval()
+        m = culture_model().eval()
         x = torch.randn(n, 3, 224, 224)
         with torch.inference_mode():
             s = timed(reps, lambda: m(x))
         v.update(seconds=s, images_per_s=n / s)
     elif name == "train16":
-        m = culture_resnet50().train()
+        m = culture_model().train()
         opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
         x, y = torch.randn(16, 3, 224, 224), torch.arange(16) % 11
 
@@ -61,14 +74,14 @@ def run_one(name, reps):
         v.update(seconds=s, images_per_s=16 / s)
     elif name == "train16_forward":
         # The forward half of a training step: graph recorded, no backward.
-        m = culture_resnet50().train()
+        m = culture_model().train()
         x, y = torch.randn(16, 3, 224, 224), torch.arange(16) % 11
         s = timed(reps, lambda: torch.nn.functional.cross_entropy(m(x), y))
         v.update(seconds=s, images_per_s=16 / s)
     elif name == "transfer_epoch":
-        head = culture_resnet50().fc
+        head = culture_head(EMBED[ARCH])
         opt = torch.optim.SGD(head.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-        emb, labels = torch.randn(5300, 2048), torch.arange(5300) % 11
+        emb, labels = torch.randn(5300, EMBED[ARCH]), torch.arange(5300) % 11
 
         def epoch():
             for lo in range(0, 5300, 16):
@@ -107,8 +120,11 @@ def main():
     ap.add_argument("only", nargs="*", choices=WORKLOADS + [[]], default=[])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--arch", choices=sorted(EMBED), default="resnet50")
     ap.add_argument("--child", action="store_true")
     a = ap.parse_args()
+    global ARCH
+    ARCH = a.arch
     names = a.only or WORKLOADS
     if a.child:
         import torch
@@ -117,10 +133,11 @@ def main():
         for n in names:
             v = run_one(n, a.reps)
             v["isa"] = torch.backends.cpu.get_cpu_capability()
+            v["arch"] = ARCH
             print(json.dumps(v), flush=True)
         return
     for n in names:
-        out = subprocess.run([sys.executable, __file__, "--child", "--reps", str(a.reps), "--threads", str(a.threads), n], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, __file__, "--child", "--reps", str(a.reps), "--threads", str(a.threads), "--arch", a.arch, n], capture_output=True, text=True)
         sys.stdout.write(out.stdout if out.returncode == 0 else f'{{"workload": "{n}", "error": {json.dumps(out.stderr[-500:])}}}\n')
 
 

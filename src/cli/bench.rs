@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// Timed repetitions (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// The architecture of the model workloads (forward1, forward16, train16, train16_forward,
+    /// transfer_epoch), with the culture head.
+    #[arg(long, value_parser = super::values::arch(), default_value = "resnet50")]
+    pub arch: Arch,
     /// Rows of the generated MetObjects.csv.
     #[arg(long, default_value_t = 480_000)]
     pub csv_rows: usize,
@@ -71,10 +75,10 @@ fn timed(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Resu
     Ok(median(t))
 }
 
-fn net(train: bool) -> anyhow::Result<(CultureNet, candle_nn::VarMap)> {
+fn net(arch: Arch, train: bool) -> anyhow::Result<(CultureNet, candle_nn::VarMap)> {
     let map = candle_nn::VarMap::new();
     let vb = artculture::model::init::seeded_var_builder(&map, 0, DType::F32, &Device::Cpu);
-    let net = CultureNet::new(Arch::Resnet50, 0.5, artculture::model::head::DEFAULT_HIDDEN, 11, vb)?;
+    let net = CultureNet::new(arch, 0.5, artculture::model::head::DEFAULT_HIDDEN, 11, vb)?;
     if train {
         return Ok((net, map));
     }
@@ -87,10 +91,7 @@ fn net(train: bool) -> anyhow::Result<(CultureNet, candle_nn::VarMap)> {
         .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
         .collect();
     let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-    Ok((
-        CultureNet::new(Arch::Resnet50, 0.5, artculture::model::head::DEFAULT_HIDDEN, 11, vb)?,
-        candle_nn::VarMap::new(),
-    ))
+    Ok((CultureNet::new(arch, 0.5, artculture::model::head::DEFAULT_HIDDEN, 11, vb)?, candle_nn::VarMap::new()))
 }
 
 fn jpeg(img: &image::RgbImage, path: &std::path::Path) -> anyhow::Result<()> {
@@ -115,7 +116,7 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
             // forward16_vars: the weights stay trainable variables (as during a fine-tuning
             // run's validation), which must not cost an autograd graph's memory.
             let n = if name == "forward1" { 1 } else { 16 };
-            let (net, _) = net(name == "forward16_vars")?;
+            let (net, _) = net(a.arch, name == "forward16_vars")?;
             let x = Tensor::randn(0f32, 1.0, (n, 3, 224, 224), &dev)?;
             let s = timed(a.reps, || {
                 std::hint::black_box(net.forward_t(&x, false)?.to_vec2::<f32>()?);
@@ -125,7 +126,7 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
             v["images_per_s"] = (n as f64 / s).into();
         }
         "train16" => {
-            let (net, map) = net(true)?;
+            let (net, map) = net(a.arch, true)?;
             let params: Vec<(String, candle_core::Var)> = map
                 .data()
                 .lock()
@@ -147,7 +148,7 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         }
         "transfer_epoch" => {
             // The study's ~5,300 training images as cached 2048-d embeddings: an epoch costs only the head.
-            let (net, map) = net(true)?;
+            let (net, map) = net(a.arch, true)?;
             let params: Vec<(String, candle_core::Var)> = map
                 .data()
                 .lock()
@@ -157,7 +158,7 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             let mut sgd = artculture::train::sgd::Sgd::new(params, Default::default())?;
-            let emb = Tensor::randn(0f32, 1.0, (5300, 2048), &dev)?;
+            let emb = Tensor::randn(0f32, 1.0, (5300, a.arch.embed_dim()), &dev)?;
             let labels = (0..5300u32).map(|i| i % 11).collect::<Vec<_>>();
             let s = timed(a.reps, || {
                 for b in 0..5300usize.div_ceil(16) {
@@ -201,7 +202,7 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         "train16_forward" => {
             // The forward half of a training step (graph recorded, no backward): the step minus
             // this is the backward pass and the update.
-            let (net, _map) = net(true)?;
+            let (net, _map) = net(a.arch, true)?;
             let x = Tensor::randn(0f32, 1.0, (16, 3, 224, 224), &dev)?;
             let y = Tensor::from_vec((0..16u32).map(|i| i % 11).collect::<Vec<_>>(), 16, &dev)?;
             let s = timed(a.reps, || {
@@ -251,7 +252,7 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
             // Choosing a 4,000 x 3,000 JPEG to seeing top-3 and the overlay, decoding included.
             let p = tmp.path().join("large.jpg");
             jpeg(&painting_like(4000, 3000, 7), &p)?;
-            let (net, _) = net(false)?;
+            let (net, _) = net(Arch::Resnet50, false)?;
             let meta = artculture::model::checkpoint::CheckpointMeta {
                 format: 1,
                 arch: Arch::Resnet50,
@@ -336,6 +337,9 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     use artculture::kernels::isa;
     v["cpu"] = isa::cpu_model().into();
     v["isa"] = isa::active().as_str().into();
+    if ["forward1", "forward16", "forward16_vars", "train16", "train16_forward", "transfer_epoch"].contains(&name) {
+        v["arch"] = a.arch.as_str().into();
+    }
     v["gemm"] = isa::gemm_kernels().into();
     Ok(v)
 }
@@ -372,6 +376,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 &args.csv_rows.to_string(),
                 "--folder-images",
                 &args.folder_images.to_string(),
+                "--arch",
+                args.arch.as_str(),
                 n,
             ])
             .output()?;
