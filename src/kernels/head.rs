@@ -93,7 +93,7 @@ pub fn head_step<T: Float>(
         let sum = z.iter().fold(T::zero(), |s, &v| s + (v - max).exp());
         let y = labels[r] as usize;
         let w = row_weight(r);
-        loss = loss + w * (max + sum.ln() - z[y]);
+        loss += w * (max + sum.ln() - z[y]);
         let scale = w / total;
         for (c, v) in z.iter_mut().enumerate() {
             let prob = (*v - max).exp() / sum;
@@ -108,7 +108,7 @@ pub fn head_step<T: Float>(
         let mut db = vec![T::zero(); o];
         for row in dy.chunks_exact(o) {
             for (acc, &v) in db.iter_mut().zip(row) {
-                *acc = *acc + v;
+                *acc += v;
             }
         }
         let mut dinput = Vec::new();
@@ -161,10 +161,10 @@ fn check<T>(dims: HeadDims, p: &HeadParams<T>, x: &[T], b: usize, cw: Option<&[T
             ));
         }
     }
-    if let Some(w) = cw {
-        if w.len() != dims.classes {
-            return shape(format!("{} class weights for {} classes", w.len(), dims.classes));
-        }
+    if let Some(w) = cw
+        && w.len() != dims.classes
+    {
+        return shape(format!("{} class weights for {} classes", w.len(), dims.classes));
     }
     Ok(())
 }
