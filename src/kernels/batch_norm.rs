@@ -30,10 +30,8 @@ fn t<T: Float>(v: f64) -> T {
 
 /// Values summed per block in `LANES` independent accumulators of the tensor's type (which the
 /// compiler vectorises), each block's sums then added in f64: as accurate as PyTorch's
-/// reductions and about as fast as memory allows. 32 lanes are two AVX-512 (four AVX2) vectors
-/// per sum, so consecutive adds do not wait on each other: with 8 (half a vector) the
-/// statistics pass was latency-bound, 6.5 % of a training step in `perf`.
-const LANES: usize = 32;
+/// reductions and about as fast as memory allows.
+const LANES: usize = 8;
 const BLOCK: usize = 512;
 
 #[inline(always)]
