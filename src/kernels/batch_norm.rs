@@ -65,6 +65,42 @@ fn shifted_sums<T: Float>(x: &[T], k: T) -> (f64, f64) {
     (s1, s2)
 }
 
+/// [`shifted_sums`] of `M` planes of equal length at once, each summed in exactly the order
+/// [`shifted_sums`] uses (so the results are the same bits): one plane's 8-lane chain waits on
+/// its own additions, and interleaving independent planes keeps the adders busy (the statistics
+/// pass was latency-bound at 6.8 % of a training step in `perf`).
+#[inline(always)]
+fn shifted_sums_many<T: Float, const M: usize>(xs: [&[T]; M], k: T) -> [(f64, f64); M] {
+    let mut out = [(0.0, 0.0); M];
+    let len = xs[0].len();
+    debug_assert!(xs.iter().all(|x| x.len() == len));
+    for start in (0..len).step_by(BLOCK) {
+        let end = (start + BLOCK).min(len);
+        let (mut a1, mut a2) = ([[T::zero(); LANES]; M], [[T::zero(); LANES]; M]);
+        let full = start + (end - start) / LANES * LANES;
+        for i in (start..full).step_by(LANES) {
+            for m in 0..M {
+                let c = &xs[m][i..i + LANES];
+                for j in 0..LANES {
+                    let d = c[j] - k;
+                    a1[m][j] += d;
+                    a2[m][j] += d * d;
+                }
+            }
+        }
+        for m in 0..M {
+            for &v in &xs[m][full..end] {
+                let d = v - k;
+                a1[m][0] += d;
+                a2[m][0] += d * d;
+            }
+            out[m].0 += lanes_to_f64(&a1[m]);
+            out[m].1 += lanes_to_f64(&a2[m]);
+        }
+    }
+    out
+}
+
 /// The gradient reaching batch norm's output: `dy`, masked by `y > 0` when the ReLU is fused.
 #[inline(always)]
 fn masked<T: Float>(relu: bool, y: T, dy: T) -> T {
@@ -97,6 +133,42 @@ fn grad_sums<T: Float>(x: &[T], y: &[T], dy: &[T], mean: T, relu: bool) -> (f64,
     (s1, s2)
 }
 
+/// [`grad_sums`] of `M` planes at once, each in exactly [`grad_sums`]' order (the same bits),
+/// for the same reason as [`shifted_sums_many`]: one plane's chains are latency-bound (this pass
+/// was 6.7 % of a training step in `perf`).
+#[inline(always)]
+fn grad_sums_many<T: Float, const M: usize>(planes: [(&[T], &[T], &[T]); M], mean: T, relu: bool) -> [(f64, f64); M] {
+    let mut out = [(0.0, 0.0); M];
+    let len = planes[0].0.len();
+    debug_assert!(planes.iter().all(|(x, y, dy)| x.len() == len && y.len() == len && dy.len() == len));
+    for start in (0..len).step_by(BLOCK) {
+        let end = (start + BLOCK).min(len);
+        let (mut a1, mut a2) = ([[T::zero(); LANES]; M], [[T::zero(); LANES]; M]);
+        let full = start + (end - start) / LANES * LANES;
+        for i in (start..full).step_by(LANES) {
+            for m in 0..M {
+                let (x, y, dy) = (&planes[m].0[i..i + LANES], &planes[m].1[i..i + LANES], &planes[m].2[i..i + LANES]);
+                for j in 0..LANES {
+                    let g = masked(relu, y[j], dy[j]);
+                    a1[m][j] += g;
+                    a2[m][j] += g * (x[j] - mean);
+                }
+            }
+        }
+        for m in 0..M {
+            let (x, y, dy) = planes[m];
+            for i in full..end {
+                let g = masked(relu, y[i], dy[i]);
+                a1[m][0] += g;
+                a2[m][0] += g * (x[i] - mean);
+            }
+            out[m].0 += lanes_to_f64(&a1[m]);
+            out[m].1 += lanes_to_f64(&a2[m]);
+        }
+    }
+    out
+}
+
 /// Per channel: the mean and the biased variance.
 pub fn channel_stats<T: Float>(x: &[T], dims: &[usize]) -> Result<(Vec<f64>, Vec<f64>)> {
     let (n, c, p) = ncp(dims)?;
@@ -107,8 +179,20 @@ pub fn channel_stats<T: Float>(x: &[T], dims: &[usize]) -> Result<(Vec<f64>, Vec
             || {
                 let m = (n * p) as f64;
                 let k = plane(0, ch).first().copied().unwrap_or(T::zero());
-                let (s1, s2) =
-                    (0..n).map(|b| shifted_sums(plane(b, ch), k)).fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+                // Four images' planes at a time, added in image order as one at a time would be.
+                let (mut s1, mut s2) = (0.0, 0.0);
+                let mut b = 0;
+                while b + 4 <= n {
+                    let four = [plane(b, ch), plane(b + 1, ch), plane(b + 2, ch), plane(b + 3, ch)];
+                    for (p1, p2) in shifted_sums_many(four, k) {
+                        (s1, s2) = (s1 + p1, s2 + p2);
+                    }
+                    b += 4;
+                }
+                for b in b..n {
+                    let (p1, p2) = shifted_sums(plane(b, ch), k);
+                    (s1, s2) = (s1 + p1, s2 + p2);
+                }
                 let d = s1 / m;
                 (f(k) + d, (s2 / m - d * d).max(0.0))
             },
@@ -183,12 +267,25 @@ impl BatchNormTrainOp {
                 #[inline(always)]
                 || {
                     let mean = t::<T>(self.mean[ch]);
-                    let (sg, sgx) = (0..n)
-                        .map(|b| {
-                            let r = (b * c + ch) * p..(b * c + ch + 1) * p;
-                            grad_sums(&x[r.clone()], &y[r.clone()], &dy[r], mean, relu)
-                        })
-                        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+                    let plane = |b: usize| {
+                        let r = (b * c + ch) * p..(b * c + ch + 1) * p;
+                        (&x[r.clone()], &y[r.clone()], &dy[r])
+                    };
+                    // Four images' planes at a time, added in image order as one at a time would be.
+                    let (mut sg, mut sgx) = (0.0, 0.0);
+                    let mut b = 0;
+                    while b + 4 <= n {
+                        for (p1, p2) in grad_sums_many([plane(b), plane(b + 1), plane(b + 2), plane(b + 3)], mean, relu)
+                        {
+                            (sg, sgx) = (sg + p1, sgx + p2);
+                        }
+                        b += 4;
+                    }
+                    for b in b..n {
+                        let (x, y, dy) = plane(b);
+                        let (p1, p2) = grad_sums(x, y, dy, mean, relu);
+                        (sg, sgx) = (sg + p1, sgx + p2);
+                    }
                     (sg, sgx * self.inv_std[ch])
                 },
             )
@@ -343,6 +440,33 @@ impl CustomOp3 for BatchNormAddReluOp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn planes_summed_together_give_the_bits_of_planes_summed_alone() {
+        // Lengths around the block and lane sizes, with remainders.
+        for len in [1, 7, 8, 49, 511, 512, 513, 3136] {
+            let planes: Vec<Vec<f32>> = (0..4)
+                .map(|s| (0..len).map(|i| ((i * 7919 + s * 104729) % 2003) as f32 / 97.0 - 10.0).collect())
+                .collect();
+            let four = [&planes[0][..], &planes[1][..], &planes[2][..], &planes[3][..]];
+            let together = shifted_sums_many(four, 0.37);
+            for (m, plane) in four.iter().enumerate() {
+                let alone = shifted_sums(plane, 0.37);
+                assert_eq!((together[m].0.to_bits(), together[m].1.to_bits()), (alone.0.to_bits(), alone.1.to_bits()));
+            }
+            for relu in [false, true] {
+                let g = [0, 1, 2, 3].map(|m| (four[m], four[(m + 1) % 4], four[(m + 2) % 4]));
+                let together = grad_sums_many(g, 0.5, relu);
+                for (m, (x, y, dy)) in g.iter().enumerate() {
+                    let alone = grad_sums(x, y, dy, 0.5, relu);
+                    assert_eq!(
+                        (together[m].0.to_bits(), together[m].1.to_bits()),
+                        (alone.0.to_bits(), alone.1.to_bits())
+                    );
+                }
+            }
+        }
+    }
 
     fn data(len: usize, seed: usize) -> Vec<f64> {
         (0..len).map(|i| (((i * 7919 + seed * 104729) % 2003) as f64 / 1001.0) - 1.0).collect()
