@@ -24,7 +24,21 @@ fn main() {
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
     println!("cargo:rerun-if-changed=build.rs");
+    gemm_build();
     embed_sample();
+}
+
+/// Whether `gemm` is built with its AVX-512 kernels (`x86-v4` on its line in Cargo.toml), so
+/// that `kernels::isa::gemm_kernels` names the kernels the binary really has: gemm does not
+/// expose its choice, and a build without the feature (to measure AVX2 code on an AVX-512
+/// machine, as BENCHMARKS.md does) runs its FMA kernels even where the CPU has AVX-512.
+fn gemm_build() {
+    println!("cargo::rustc-check-cfg=cfg(gemm_x86_v4)");
+    println!("cargo:rerun-if-changed=Cargo.toml");
+    let manifest = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+    if manifest.is_ok_and(|m| m.lines().any(|l| l.starts_with("gemm =") && l.contains("x86-v4"))) {
+        println!("cargo:rustc-cfg=gemm_x86_v4");
+    }
 }
 
 /// Lists `assets/sample/<Culture>/*.jpg` as `include_bytes!` entries for `ingest::sample`, so

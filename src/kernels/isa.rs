@@ -94,6 +94,8 @@ pub fn set_max(isa: Isa) -> Isa {
 pub fn gemm_kernels() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
+        // Only where the build has them (see build.rs).
+        #[cfg(gemm_x86_v4)]
         if std::arch::is_x86_feature_detected!("avx512f") {
             return "avx512f";
         }

@@ -1,10 +1,11 @@
 //! AlexNet as torchvision builds it, parameter names as torchvision's: `features.{0,3,6,8,10}`
 //! for the convolutions, `classifier.{1,4,6}` for the linear layers.
 use super::conv::{Conv2d, conv2d};
+use super::linear::Linear;
 use super::linear::{default_uniform, linear};
 use super::pool::{adaptive_avg_pool2d, max_pool2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 pub const ALEXNET_EMBED_DIM: usize = 4096;
 

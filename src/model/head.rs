@@ -1,10 +1,11 @@
 //! The culture head that replaces a backbone's last layer: three linear layers with ReLU
 //! between them, under the prefix `head` with `nn.Sequential` names (`head.0`, `head.2`,
 //! `head.4`), initialised as PyTorch initialises `nn.Linear`.
+use super::linear::Linear;
 use super::linear::linear;
 use crate::kernels::head::{HeadDims, HeadParams, head_step};
 use candle_core::{DType, Module, Result, Storage, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 #[derive(Debug, Clone)]
 pub struct CultureHead {

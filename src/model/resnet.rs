@@ -3,10 +3,11 @@
 //! `layer1.0.conv1.weight`, `layer1.0.downsample.0.weight`, ..., `fc.weight`).
 use super::batch_norm::BatchNorm2d;
 use super::conv::{Conv2d, conv2d};
+use super::linear::Linear;
 use super::linear::{kaiming_fan_out, linear};
 use super::pool::{global_avg_pool, max_pool2d};
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 #[derive(Debug, Clone)]
 struct Bottleneck {

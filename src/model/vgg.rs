@@ -3,10 +3,11 @@
 //! `classifier.{0,3,6}.*` for the linear layers.
 use super::batch_norm::BatchNorm2d;
 use super::conv::{Conv2d, conv2d};
+use super::linear::Linear;
 use super::linear::{kaiming_fan_out, linear_with_init};
 use super::pool::{adaptive_avg_pool2d, max_pool2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 
 /// torchvision's configuration "D": channels, or 0 for a 2x2 max pool.
 const CFG_D: [usize; 18] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0];
