@@ -65,20 +65,46 @@ fn shifted_sums<T: Float>(x: &[T], k: T) -> (f64, f64) {
     (s1, s2)
 }
 
-/// [`shifted_sums`] of `M` planes of equal length at once, each summed in exactly the order
-/// [`shifted_sums`] uses (so the results are the same bits): one plane's 8-lane chain waits on
-/// its own additions, and interleaving independent planes keeps the adders busy (the statistics
-/// pass was latency-bound at 6.8 % of a training step in `perf`).
+/// The block-and-lane order of [`shifted_sums`] and [`grad_sums`] for `M` planes of length `len`
+/// at once: `lanes(i, a1, a2)` adds the `LANES` values from `i` of every plane into lanes 0..8,
+/// `single(i, a1, a2)` adds value `i` of every plane into lane 0 (a block's remainder). Each
+/// plane's sums come out in exactly the order of the one-plane functions (the same bits); one
+/// plane's 8-lane chain waits on its own additions, and interleaving independent planes keeps
+/// the adders busy (those passes were latency-bound, 6.7 % of a training step in `perf`).
 #[inline(always)]
-fn shifted_sums_many<T: Float, const M: usize>(xs: [&[T]; M], k: T) -> [(f64, f64); M] {
+fn blocked_sums<T: Float, const M: usize>(
+    len: usize,
+    mut lanes: impl FnMut(usize, &mut [[T; LANES]; M], &mut [[T; LANES]; M]),
+    mut single: impl FnMut(usize, &mut [[T; LANES]; M], &mut [[T; LANES]; M]),
+) -> [(f64, f64); M] {
     let mut out = [(0.0, 0.0); M];
-    let len = xs[0].len();
-    debug_assert!(xs.iter().all(|x| x.len() == len));
     for start in (0..len).step_by(BLOCK) {
         let end = (start + BLOCK).min(len);
         let (mut a1, mut a2) = ([[T::zero(); LANES]; M], [[T::zero(); LANES]; M]);
         let full = start + (end - start) / LANES * LANES;
         for i in (start..full).step_by(LANES) {
+            lanes(i, &mut a1, &mut a2);
+        }
+        for i in full..end {
+            single(i, &mut a1, &mut a2);
+        }
+        for m in 0..M {
+            out[m].0 += lanes_to_f64(&a1[m]);
+            out[m].1 += lanes_to_f64(&a2[m]);
+        }
+    }
+    out
+}
+
+/// [`shifted_sums`] of `M` planes of equal length at once (see [`blocked_sums`]).
+#[inline(always)]
+fn shifted_sums_many<T: Float, const M: usize>(xs: [&[T]; M], k: T) -> [(f64, f64); M] {
+    let len = xs[0].len();
+    debug_assert!(xs.iter().all(|x| x.len() == len));
+    blocked_sums::<T, M>(
+        len,
+        #[inline(always)]
+        |i, a1, a2| {
             for m in 0..M {
                 let c = &xs[m][i..i + LANES];
                 for j in 0..LANES {
@@ -87,18 +113,16 @@ fn shifted_sums_many<T: Float, const M: usize>(xs: [&[T]; M], k: T) -> [(f64, f6
                     a2[m][j] += d * d;
                 }
             }
-        }
-        for m in 0..M {
-            for &v in &xs[m][full..end] {
-                let d = v - k;
+        },
+        #[inline(always)]
+        |i, a1, a2| {
+            for m in 0..M {
+                let d = xs[m][i] - k;
                 a1[m][0] += d;
                 a2[m][0] += d * d;
             }
-            out[m].0 += lanes_to_f64(&a1[m]);
-            out[m].1 += lanes_to_f64(&a2[m]);
-        }
-    }
-    out
+        },
+    )
 }
 
 /// The gradient reaching batch norm's output: `dy`, masked by `y > 0` when the ReLU is fused.
@@ -133,19 +157,15 @@ fn grad_sums<T: Float>(x: &[T], y: &[T], dy: &[T], mean: T, relu: bool) -> (f64,
     (s1, s2)
 }
 
-/// [`grad_sums`] of `M` planes at once, each in exactly [`grad_sums`]' order (the same bits),
-/// for the same reason as [`shifted_sums_many`]: one plane's chains are latency-bound (this pass
-/// was 6.7 % of a training step in `perf`).
+/// [`grad_sums`] of `M` planes at once (see [`blocked_sums`]).
 #[inline(always)]
 fn grad_sums_many<T: Float, const M: usize>(planes: [(&[T], &[T], &[T]); M], mean: T, relu: bool) -> [(f64, f64); M] {
-    let mut out = [(0.0, 0.0); M];
     let len = planes[0].0.len();
     debug_assert!(planes.iter().all(|(x, y, dy)| x.len() == len && y.len() == len && dy.len() == len));
-    for start in (0..len).step_by(BLOCK) {
-        let end = (start + BLOCK).min(len);
-        let (mut a1, mut a2) = ([[T::zero(); LANES]; M], [[T::zero(); LANES]; M]);
-        let full = start + (end - start) / LANES * LANES;
-        for i in (start..full).step_by(LANES) {
+    blocked_sums::<T, M>(
+        len,
+        #[inline(always)]
+        |i, a1, a2| {
             for m in 0..M {
                 let (x, y, dy) = (&planes[m].0[i..i + LANES], &planes[m].1[i..i + LANES], &planes[m].2[i..i + LANES]);
                 for j in 0..LANES {
@@ -154,19 +174,17 @@ fn grad_sums_many<T: Float, const M: usize>(planes: [(&[T], &[T], &[T]); M], mea
                     a2[m][j] += g * (x[j] - mean);
                 }
             }
-        }
-        for m in 0..M {
-            let (x, y, dy) = planes[m];
-            for i in full..end {
+        },
+        #[inline(always)]
+        |i, a1, a2| {
+            for m in 0..M {
+                let (x, y, dy) = planes[m];
                 let g = masked(relu, y[i], dy[i]);
                 a1[m][0] += g;
                 a2[m][0] += g * (x[i] - mean);
             }
-            out[m].0 += lanes_to_f64(&a1[m]);
-            out[m].1 += lanes_to_f64(&a2[m]);
-        }
-    }
-    out
+        },
+    )
 }
 
 /// Per channel: the mean and the biased variance.
