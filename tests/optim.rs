@@ -182,3 +182,27 @@ fn fused_head_step_matches_autograd() {
         }
     }
 }
+
+/// A non-finite loss in the fused head step stops the run with `Diverged` (naming epoch, batch
+/// and learning rate) before any weight changes, as the autograd path does.
+#[test]
+fn fused_head_step_refuses_a_non_finite_loss() {
+    use artculture::model::CultureHead;
+    use artculture::train::TrainError;
+    use candle_core::{DType, Tensor};
+    let map = candle_nn::VarMap::new();
+    let vb = artculture::model::init::seeded_var_builder(&map, 3, DType::F32, &Device::Cpu);
+    let head = CultureHead::new(8, [6, 4], 3, vb.pp("head")).unwrap();
+    let params: Vec<(String, Var)> = map.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let before: Vec<Vec<f32>> =
+        params.iter().map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()).collect();
+    let mut sgd = Sgd::new(params.clone(), SgdConfig::default()).unwrap();
+    let mut x = vec![0.5f32; 2 * 8];
+    x[3] = f32::NAN;
+    let x = Tensor::from_vec(x, (2, 8), &Device::Cpu).unwrap();
+    let err = artculture::train::transfer_step(&head, &x, &[0, 2], None, &mut sgd, (4, 7, 0.01)).unwrap_err();
+    assert!(matches!(err, TrainError::Diverged { epoch: 4, batch: 7, .. }), "{err}");
+    let after: Vec<Vec<f32>> =
+        params.iter().map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()).collect();
+    assert_eq!(before, after, "weights changed on a diverged step");
+}

@@ -68,17 +68,20 @@ impl CultureHead {
         class_weights: Option<&Tensor>,
     ) -> Result<HeadGradients> {
         let [a, b, c] = &self.layers;
-        let params: Vec<Tensor> = [a, b, c]
-            .iter()
-            .flat_map(|l| [l.weight().clone(), l.bias().cloned().unwrap_or_else(|| l.weight().clone())])
-            .collect();
+        // (weight, bias) of each layer; `fused_gradients` sends layers without a bias to autograd.
+        let mut params: Vec<(&Tensor, &Tensor)> = Vec::with_capacity(3);
+        for l in [a, b, c] {
+            let bias = l.bias().ok_or_else(|| candle_core::Error::msg("head step: a layer without a bias"))?;
+            params.push((l.weight(), bias));
+        }
         let dims = HeadDims {
             input: a.weight().dim(1)?,
             hidden: [a.weight().dim(0)?, b.weight().dim(0)?],
             classes: c.weight().dim(0)?,
         };
         let x = x.contiguous()?;
-        let inputs: Vec<Tensor> = params.iter().chain([&x]).map(|t| t.contiguous()).collect::<Result<_>>()?;
+        let inputs: Vec<Tensor> =
+            params.iter().flat_map(|(w, b)| [*w, *b]).chain([&x]).map(|t| t.contiguous()).collect::<Result<_>>()?;
         let guards: Vec<_> = inputs.iter().map(|t| t.storage_and_layout()).collect();
         let slices: Vec<&[T]> = guards
             .iter()
@@ -92,12 +95,9 @@ impl CultureHead {
         let g = head_step(dims, &p, slices[6], labels, cw.as_deref()).map_err(candle_core::Error::wrap)?;
         drop(guards);
         let mut grads = Vec::with_capacity(6);
-        for ((wg, bg), l) in g.weights.into_iter().zip(g.biases).zip([a, b, c]) {
-            let w = l.weight();
+        for ((wg, bg), (w, bias)) in g.weights.into_iter().zip(g.biases).zip(params) {
             grads.push((w.clone(), Tensor::from_vec(wg, w.shape(), w.device())?));
-            if let Some(bias) = l.bias() {
-                grads.push((bias.clone(), Tensor::from_vec(bg, bias.shape(), bias.device())?));
-            }
+            grads.push((bias.clone(), Tensor::from_vec(bg, bias.shape(), bias.device())?));
         }
         Ok(HeadGradients { loss: num_traits::ToPrimitive::to_f64(&g.loss).unwrap_or(f64::NAN), grads })
     }
