@@ -1,5 +1,5 @@
-//! Every kernel path this CPU can run gives the same bits: ResNet-50's training forward, every
-//! gradient and two SGD steps (momentum, weight decay) under AVX-512, AVX2 and baseline code in
+//! Every kernel path this CPU can run gives the same bits: ResNet-50's evaluation forward (its
+//! fused epilogues and Winograd transforms), training forward, every gradient and two SGD steps (momentum, weight decay) under AVX-512, AVX2 and baseline code in
 //! turn (those the CPU has), compared with the first. The parity tests check the path the CPU
 //! picks against PyTorch; together they cover each path. `gemm` picks its own kernels by CPU and
 //! is the same in every round here.
@@ -37,6 +37,8 @@ fn one_round() -> Bits {
     let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect();
     let mut out = Vec::new();
     let x = det_input(&[2, 3, 64, 64], DType::F32);
+    let (_, eval_logits) = model.forward_t(&x, false).unwrap();
+    out.push(("evaluation logits".to_string(), bits(&eval_logits.unwrap())));
     for step in 0..2 {
         let (_, logits) = model.forward_t(&x, true).unwrap();
         let logits = logits.unwrap();

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-pub const WORKLOADS: [&str; 13] = [
+pub const WORKLOADS: [&str; 14] = [
     "forward1",
     "forward16",
     "forward16_vars",
@@ -20,6 +20,7 @@ pub const WORKLOADS: [&str; 13] = [
     "transfer_epoch",
     "pipeline",
     "conv_layers",
+    "winograd_layers",
     "csv",
     "folder",
     "predict_large",
@@ -218,6 +219,10 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         }
         "conv_layers" => {
             v = crate::cli::bench_kernels::conv_layers(a.reps, 16)?;
+            v["workload"] = name.into();
+        }
+        "winograd_layers" => {
+            v = crate::cli::bench_kernels::winograd_layers(a.reps)?;
             v["workload"] = name.into();
         }
         "csv" => {

@@ -60,7 +60,7 @@ pub fn conv_layers(reps: usize, batch: usize) -> anyhow::Result<serde_json::Valu
             dy.flatten_all()?.to_vec1::<f32>()?,
         );
         let gflop = 2.0 * (batch * o * c * k * k * y.dim(2)? * y.dim(3)?) as f64 / 1e9;
-        let fwd = best_of(reps, || Ok(forward(&g, &xv, &wv, None)))?;
+        let fwd = best_of(reps, || Ok(forward(&g, &xv, &wv, None, None)))?;
         let dx = best_of(reps, || Ok(input_grad(&g, &wv, &dyv)))?;
         let dw = best_of(reps, || Ok(weight_grad(&g, &xv, &dyv)))?;
         let c_fwd = best_of(reps, || Ok(x.conv2d(&w, p, s, 1, 1)?))?;
@@ -85,4 +85,31 @@ pub fn conv_layers(reps: usize, batch: usize) -> anyhow::Result<serde_json::Valu
         "layers": layers,
         "all_convolutions_seconds": { "ours": ours_total, "candle": candle_total },
     }))
+}
+
+/// `artculture bench winograd_layers`: ResNet-50's 3x3 stride-1 convolutions in evaluation, at
+/// batch 1 and 16, by the direct method and by Winograd's F(2x2, 3x3) (with its weight transform
+/// timed apart: a loaded model does it once). Decides where `winograd::worthwhile` draws the line.
+pub fn winograd_layers(reps: usize) -> anyhow::Result<serde_json::Value> {
+    use artculture::kernels::winograd;
+    let mut layers = Vec::new();
+    for &(c, h, o, k, s, p, _) in RESNET50_CONVS.iter().filter(|l| l.3 == 3 && l.4 == 1) {
+        for batch in [1, 16] {
+            let g = ConvGeom::new(&[batch, c, h, h], &[o, c, k, k], s, p)?;
+            let xv = Tensor::randn(0f32, 1.0, (batch, c, h, h), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+            let wv = Tensor::randn(0f32, 0.05, (o, c, k, k), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+            let u = winograd::transform_weights(o, c, &wv);
+            let direct = best_of(reps, || Ok(forward(&g, &xv, &wv, None, None)))?;
+            let fast = best_of(reps, || Ok(forward(&g, &xv, &wv, Some(&u), None)))?;
+            let transform = best_of(reps, || Ok(winograd::transform_weights(o, c, &wv)))?;
+            layers.push(serde_json::json!({
+                "layer": format!("{c}x{h}x{h} -> {o}, 3x3/1"),
+                "batch": batch,
+                "direct_ms": direct * 1e3,
+                "winograd_ms": fast * 1e3,
+                "weight_transform_ms": transform * 1e3,
+            }));
+        }
+    }
+    Ok(serde_json::json!({ "layers": layers }))
 }

@@ -1,5 +1,6 @@
 //! The convolution kernels of [`super::conv`] as candle custom ops.
 use super::conv::{ConvGeom, Epilogue, forward, input_grad, weight_grad};
+use super::winograd;
 use super::{Float, contiguous_slice, dispatch_float, tensor_from, with_slice};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 
@@ -19,7 +20,10 @@ impl CustomOp2 for Conv2dOp {
         dispatch_float!(s1, "conv2d", |T| {
             let x = contiguous_slice::<T>(s1, l1, "conv2d input")?;
             let w = contiguous_slice::<T>(s2, l2, "conv2d weight")?;
-            Ok((<T as WithDType>::to_cpu_storage_owned(forward(&g, x, w, None)), Shape::from(g.out_shape().to_vec())))
+            Ok((
+                <T as WithDType>::to_cpu_storage_owned(forward(&g, x, w, None, None)),
+                Shape::from(g.out_shape().to_vec()),
+            ))
         })
     }
 
@@ -67,6 +71,30 @@ pub struct Conv2dEvalOp {
     pub shift: Tensor,
     pub residual: Option<Tensor>,
     pub relu: bool,
+    /// The weight in Winograd's domain ([`winograd_weights`]), when the layer keeps it; computed
+    /// here otherwise, for a convolution [`winograd::applies`] to.
+    pub winograd: Option<Tensor>,
+}
+
+/// The weight (`Cout x C x 3 x 3`, on the CPU) transformed for [`winograd::image`].
+pub fn winograd_weights(weight: &Tensor) -> Result<Tensor> {
+    let &[c_out, c_in, 3, 3] = weight.dims() else {
+        candle_core::bail!("winograd: weight {:?} is not Cout x C x 3 x 3", weight.dims())
+    };
+    let shape = (c_out, winograd::POINTS, c_in);
+    match weight.dtype() {
+        DType::F32 => Tensor::from_vec(
+            with_slice::<f32, _>(weight, "winograd weight", |w| winograd::transform_weights(c_out, c_in, w))?,
+            shape,
+            weight.device(),
+        ),
+        DType::F64 => Tensor::from_vec(
+            with_slice::<f64, _>(weight, "winograd weight", |w| winograd::transform_weights(c_out, c_in, w))?,
+            shape,
+            weight.device(),
+        ),
+        dt => candle_core::bail!("winograd: unsupported dtype {dt:?}"),
+    }
 }
 
 fn cpu_slice<'a, T: Float>(storage: &'a Storage, layout: &Layout, what: &str) -> Result<&'a [T]> {
@@ -104,8 +132,26 @@ impl CustomOp1 for Conv2dEvalOp {
                 relu: self.relu,
             };
             let w = cpu_slice::<T>(&ws, wl, "weight")?;
+            let kept = match &self.winograd {
+                Some(u) if winograd::applies(&g) => Some(u.storage_and_layout()),
+                _ => None,
+            };
+            let u = match &kept {
+                Some((us, ul)) => Some(std::borrow::Cow::Borrowed(cpu_slice::<T>(us, ul, "winograd weight")?)),
+                None => winograd::applies(&g)
+                    .then(|| std::borrow::Cow::Owned(winograd::transform_weights(g.c_out, g.c_in, w))),
+            };
+            if let Some(u) = &u
+                && u.len() != g.c_out * winograd::POINTS * g.c_in
+            {
+                candle_core::bail!(
+                    "fused conv2d: winograd weight of {} values for a {:?} weight",
+                    u.len(),
+                    self.weight.dims()
+                );
+            }
             Ok((
-                <T as WithDType>::to_cpu_storage_owned(forward(&g, x, w, Some(&e))),
+                <T as WithDType>::to_cpu_storage_owned(forward(&g, x, w, u.as_deref(), Some(&e))),
                 Shape::from(g.out_shape().to_vec()),
             ))
         })

@@ -18,6 +18,7 @@ pub mod conv_op;
 pub mod head;
 pub mod isa;
 pub mod pool;
+pub mod winograd;
 
 use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor, WithDType};
 use gemm::Parallelism;
