@@ -145,6 +145,23 @@ fn im2col_strided<T: Float>(g: &ConvGeom, x: &[T], r0: usize, rows: usize, cols:
         let plane = &x[c * g.h * w..][..g.h * w];
         for r in 0..in_rows {
             let src = &plane[(first + r) * w..][..w];
+            if s == 2 {
+                // Every strided layer of our models: one pass, which the compiler vectorises.
+                let (even, odd) = phases.split_at_mut(in_rows * phase_w);
+                let (even, odd) = (&mut even[r * phase_w..][..phase_w], &mut odd[r * phase_w..][..phase_w]);
+                super::isa::with_isa(
+                    #[inline(always)]
+                    || {
+                        for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
+                            (*e, *o) = (pair[0], pair[1]);
+                        }
+                    },
+                );
+                if w % 2 == 1 {
+                    even[phase_w - 1] = src[w - 1];
+                }
+                continue;
+            }
             for q in 0..s {
                 let dst = &mut phases[(q * in_rows + r) * phase_w..][..phase_w];
                 for (d, v) in dst.iter_mut().zip(src.iter().skip(q).step_by(s)) {
