@@ -15,6 +15,7 @@
 pub mod batch_norm;
 pub mod conv;
 pub mod conv_op;
+pub mod gemv;
 pub mod head;
 pub mod isa;
 pub mod pool;

@@ -1,6 +1,7 @@
 //! `nn.Linear` and the initialisations torchvision gives its layers (as hints for the
 //! `VarBuilder`, so loaded weights replace them and seeded runs draw them from `init`).
-use candle_core::{Module, Result, Tensor};
+use crate::kernels;
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 /// `nn.Linear` (`weight` out x in, `bias`), computing `x W^T + b` as `(W x^T)^T`.
@@ -30,9 +31,46 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// Evaluation of a few rows on the CPU, with nothing to differentiate: the weight-streaming
+    /// product of [`kernels::gemv`].
+    fn small_batch_eval(&self, x: &Tensor) -> Result<bool> {
+        Ok(kernels::applies(x)
+            && x.dim(0)? <= kernels::gemv::MAX_ROWS
+            && x.dtype() == self.weight.dtype()
+            // A mismatch is left to `matmul`, which names both shapes.
+            && self.weight.rank() == 2
+            && x.dim(1)? == self.weight.dim(1)?
+            && self.weight.device().is_cpu()
+            && !x.track_op()
+            && !self.weight.track_op())
+    }
+
+    fn gemv(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, in_dim) = x.dims2()?;
+        let out = self.weight.dim(0)?;
+        match x.dtype() {
+            DType::F32 => {
+                let y = kernels::with_slice::<f32, _>(&self.weight, "linear weight", |w| {
+                    kernels::with_slice::<f32, _>(x, "linear input", |x| kernels::gemv::forward(w, x, n, in_dim))
+                })??;
+                Tensor::from_vec(y, (n, out), x.device())
+            }
+            DType::F64 => {
+                let y = kernels::with_slice::<f64, _>(&self.weight, "linear weight", |w| {
+                    kernels::with_slice::<f64, _>(x, "linear input", |x| kernels::gemv::forward(w, x, n, in_dim))
+                })??;
+                Tensor::from_vec(y, (n, out), x.device())
+            }
+            dt => candle_core::bail!("linear: unsupported dtype {dt:?}"),
+        }
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match x.rank() {
+            2 if self.small_batch_eval(x)? => self.gemv(x)?,
             2 => self.weight.matmul(&x.t()?)?.t()?,
             _ => candle_nn::Linear::new(self.weight.clone(), None).forward(x)?,
         };
