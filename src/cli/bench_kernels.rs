@@ -89,7 +89,7 @@ pub fn conv_layers(reps: usize, batch: usize) -> anyhow::Result<serde_json::Valu
 
 /// `artculture bench winograd_layers`: ResNet-50's 3x3 stride-1 convolutions in evaluation, at
 /// batch 1 and 16, by the direct method and by Winograd's F(2x2, 3x3) (with its weight transform
-/// timed apart: a loaded model does it once). Decides where `winograd::worthwhile` draws the line.
+/// timed apart: a loaded model does it once). The figures behind `model::conv`'s choice to keep the transform at small batches.
 pub fn winograd_layers(reps: usize) -> anyhow::Result<serde_json::Value> {
     use artculture::kernels::winograd;
     let mut layers = Vec::new();

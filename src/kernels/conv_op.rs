@@ -76,7 +76,7 @@ pub struct Conv2dEvalOp {
     pub winograd: Option<Tensor>,
 }
 
-/// The weight (`Cout x C x 3 x 3`, on the CPU) transformed for [`winograd::image`].
+/// The weight (`Cout x C x 3 x 3`, on the CPU) transformed for [`winograd::forward`].
 pub fn winograd_weights(weight: &Tensor) -> Result<Tensor> {
     let &[c_out, c_in, 3, 3] = weight.dims() else {
         candle_core::bail!("winograd: weight {:?} is not Cout x C x 3 x 3", weight.dims())

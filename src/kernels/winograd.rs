@@ -9,9 +9,11 @@
 //! (entries 0, ±1, ±½), so the rounding error stays within a few units of the last place of the
 //! direct method's (measured in the tests below and in `tests/parity.rs`).
 //!
-//! Training keeps the direct method: its gradients are checked bit for bit against the
-//! definition, and its batch sizes already keep the products efficient. No crate offers this on
-//! candle tensors (candle's own CPU convolution is im2col + gemm), hence these 200 lines.
+//! Training keeps the direct method, the one its gradients are checked against (PyTorch in f64,
+//! the definition in the unit tests). No crate offers this on candle tensors (candle's own CPU
+//! convolution is im2col + gemm), hence this file. F(4x4, 3x3) was tried as well (36 points for
+//! 16 outputs, branch `wip-winograd-f4`): 0-8 % faster than this on 56x56 and 28x28 maps,
+//! slower on smaller ones, 3x the rounding error; see BENCHMARKS.md.
 use super::conv::ConvGeom;
 use super::{Float, MatRef, matmul};
 use rayon::prelude::*;
