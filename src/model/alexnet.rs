@@ -42,13 +42,13 @@ impl AlexNet {
     }
 
     /// The last convolutional map (256 x 6 x 6 for 224 x 224 input), after the last pool.
-    pub fn features_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+    pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let [c1, c2, c3, c4, c5] = &self.convs;
-        let x = max_pool2d(&c1.forward(x)?.relu()?, 3, 2, 0)?;
-        let x = max_pool2d(&c2.forward(&x)?.relu()?, 3, 2, 0)?;
-        let x = c3.forward(&x)?.relu()?;
-        let x = c4.forward(&x)?.relu()?;
-        max_pool2d(&c5.forward(&x)?.relu()?, 3, 2, 0)
+        let x = max_pool2d(&c1.forward_relu_t(x, train)?, 3, 2, 0)?;
+        let x = max_pool2d(&c2.forward_relu_t(&x, train)?, 3, 2, 0)?;
+        let x = c3.forward_relu_t(&x, train)?;
+        let x = c4.forward_relu_t(&x, train)?;
+        max_pool2d(&c5.forward_relu_t(&x, train)?, 3, 2, 0)
     }
 
     /// The 4096-vector the last layer sees (output of `classifier.5`).

@@ -43,6 +43,31 @@ pub fn conv2d(
 }
 
 impl Conv2d {
+    /// `relu(conv(x) + bias)` for the layers without batch norm (AlexNet's): in evaluation on
+    /// the CPU the bias and ReLU ride on the convolution's fused pass (and its Winograd method
+    /// where that applies), as a scale of exactly 1 and a shift of the bias.
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train || !kernels::applies(x) {
+            return self.forward(x)?.relu();
+        }
+        let c_out = self.weight.dim(0)?;
+        let shift = match &self.bias {
+            Some(b) => b.to_dtype(x.dtype())?,
+            None => Tensor::zeros(c_out, x.dtype(), x.device())?,
+        };
+        let op = Conv2dEvalOp {
+            stride: self.stride,
+            pad: self.padding,
+            weight: self.weight.contiguous()?,
+            scale: Tensor::ones(c_out, x.dtype(), x.device())?,
+            shift: shift.contiguous()?,
+            residual: None,
+            relu: true,
+            winograd: self.kept_winograd_weights(x.dim(0)?)?,
+        };
+        x.contiguous()?.apply_op1_no_bwd(&op)
+    }
+
     /// `relu?(bn(conv(x)) + residual?)`.
     pub fn forward_bn(
         &self,
@@ -167,6 +192,24 @@ mod tests {
         // Kept, it serves the next batches too.
         let again = conv.forward_bn(&x16, &bn, false, None, false).unwrap();
         assert!(max_diff(&again, &y16) < 1e-5);
+    }
+
+    /// A layer without batch norm (AlexNet's) evaluates `relu(conv(x) + bias)` in the fused pass,
+    /// through the Winograd method (3x3) and the direct one (5x5) alike.
+    #[test]
+    fn bias_and_relu_ride_on_the_fused_evaluation() {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        let init = Init::Randn { mean: 0.0, stdev: 0.2 };
+        for (k, pad, name) in [(3, 1, "a"), (5, 2, "b")] {
+            let conv = conv2d(4, 5, k, 1, pad, Some(init), init, vb.pp(name)).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (2, 4, 9, 8), &Device::Cpu).unwrap();
+            let got = conv.forward_relu_t(&x, false).unwrap();
+            let bias = conv.bias.as_ref().unwrap().reshape((1, 5, 1, 1)).unwrap();
+            let want = x.conv2d(&conv.weight, pad, 1, 1, 1).unwrap().broadcast_add(&bias).unwrap().relu().unwrap();
+            assert!(max_diff(&got, &want) < 1e-5, "{k}x{k}");
+            assert!(max_diff(&got, &conv.forward_relu_t(&x, true).unwrap()) < 1e-5, "{k}x{k}: training path differs");
+        }
     }
 
     /// Trainable weights change in place at every optimiser step: evaluation must follow them,
