@@ -48,7 +48,7 @@ pub fn enabled() -> bool {
 /// (row stride `16 C`).
 pub fn transform_weights<T: Float>(c_out: usize, c_in: usize, w: &[T]) -> Vec<T> {
     assert_eq!(w.len(), c_out * c_in * 9, "winograd: weight is not Cout x C x 3 x 3");
-    let half = T::from(0.5).unwrap_or_else(T::one);
+    let half = T::one() / (T::one() + T::one());
     // G applied to a 3-vector: [a0, (a0 + a1 + a2) / 2, (a0 - a1 + a2) / 2, a2].
     let g3 = |a: [T; 3]| [a[0], (a[0] + a[1] + a[2]) * half, (a[0] - a[1] + a[2]) * half, a[2]];
     let mut u = vec![T::zero(); c_out * POINTS * c_in];
@@ -97,7 +97,12 @@ pub fn forward<T: Float>(
     y: &mut [MaybeUninit<T>],
     finish: impl Fn(usize, usize, &mut [T]) + Sync,
 ) {
-    debug_assert!(applies(g));
+    // The tiles cover the output only for this geometry, and `assume_init` below relies on it.
+    assert!(
+        g.k == 3 && g.stride == 1 && g.pad == 1 && u.len() == g.c_out * POINTS * g.c_in,
+        "winograd: {g:?} with {} transformed weight values",
+        u.len()
+    );
     let (p, img, img_out) = (g.oh * g.ow, g.c_in * g.h * g.w, g.c_out * g.oh * g.ow);
     // SAFETY (both `assume_init` below): the bands cover every tile row, and
     // `transform_output` writes every output of a band's rows for its channels.
