@@ -381,6 +381,16 @@ pub fn weight_grad<T: Float>(g: &ConvGeom, x: &[T], dy: &[T]) -> Vec<T> {
 
 /// The gradient with respect to the input, `N x C x H x W`.
 pub fn input_grad<T: Float>(g: &ConvGeom, w: &[T], dy: &[T]) -> Vec<T> {
+    if super::winograd::applies(g)
+        && let Ok(gt) = ConvGeom::new(&[g.n, g.c_out, g.oh, g.ow], &[g.c_in, g.c_out, 3, 3], 1, 1)
+    {
+        // For a 3x3, stride-1, padding-1 convolution the input gradient is itself one: of dY
+        // with the weights turned half a circle and their input and output channels swapped.
+        // So Winograd's method computes it too.
+        let wt = turned_and_swapped(w, g.c_out, g.c_in);
+        let u = super::winograd::transform_weights(g.c_in, g.c_out, &wt);
+        return forward(&gt, dy, &wt, Some(&u), None);
+    }
     let (p, ckk, img) = (g.pixels(), g.ckk(), g.c_in * g.h * g.w);
     let mut dx = vec![T::zero(); g.n * img];
     let weights_t = MatRef::transposed(w, ckk, g.c_out);
@@ -401,6 +411,20 @@ pub fn input_grad<T: Float>(g: &ConvGeom, w: &[T], dy: &[T]) -> Vec<T> {
         });
     });
     dx
+}
+
+/// `w'[c][o][i][j] = w[o][c][2 - i][2 - j]` for a `Cout x C x 3 x 3` weight.
+fn turned_and_swapped<T: Float>(w: &[T], c_out: usize, c_in: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); w.len()];
+    for o in 0..c_out {
+        for c in 0..c_in {
+            let (src, dst) = (&w[(o * c_in + c) * 9..][..9], &mut out[(c * c_out + o) * 9..][..9]);
+            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = *s;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
