@@ -93,7 +93,27 @@ pub fn scan(
     .map_err(io)?;
     std::io::Seek::rewind(&mut file).map_err(io)?;
     let crlf_header = first_line.ends_with(b"\r\n");
-    let fix = |line: u64| if crlf_header { line + 1 } else { line };
+    // The lag comes from a CRLF before the record: a record after a bare LF (a mixed file,
+    // tests/bad_input.rs found it) is counted right. Only skipped lines are numbered, so
+    // looking at the two bytes before such a record costs nothing in a clean file.
+    let after_bare_lf = |byte: u64| -> bool {
+        let mut two = [0u8; 2];
+        byte >= 2
+            && std::fs::File::open(path)
+                .and_then(|mut f| {
+                    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(byte - 2))?;
+                    std::io::Read::read_exact(&mut f, &mut two)
+                })
+                .is_ok()
+            && two[1] == b'\n'
+            && two[0] != b'\r'
+    };
+    let fix = |pos: Option<&csv::Position>, line: u64| match pos {
+        Some(p) if crlf_header && !after_bare_lf(p.byte()) => p.line() + 1,
+        Some(p) => p.line(),
+        None if crlf_header => line + 1,
+        None => line,
+    };
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let reader = CountingReader { inner: std::io::BufReader::with_capacity(1 << 20, file), count: count.clone() };
     let mut rdr = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(reader);
@@ -132,7 +152,7 @@ pub fn scan(
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                let line = fix(e.position().map(|p| p.line()).unwrap_or(line));
+                let line = fix(e.position(), line);
                 skip(&mut out, line, format!("unreadable CSV: {e}"));
                 if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                     break;
@@ -144,7 +164,7 @@ pub fn scan(
         if out.rows.is_multiple_of(4096) {
             progress(count.load(std::sync::atomic::Ordering::Relaxed), total);
         }
-        let line = fix(record.position().map(|p| p.line()).unwrap_or(line));
+        let line = fix(record.position(), line);
         if record.len() != header.len() {
             skip(&mut out, line, format!("{} fields, the header has {}", record.len(), header.len()));
             continue;
@@ -205,5 +225,20 @@ mod tests {
             let lines: Vec<u64> = scan.skipped.iter().map(|s| s.line).collect();
             assert_eq!(lines, [3], "bom {bom}, line end {eol:?}");
         }
+    }
+
+    /// A CRLF file with a bare LF inside one line (the case tests/bad_input.rs found): the
+    /// skipped lines still carry their physical numbers.
+    #[test]
+    fn skipped_lines_keep_their_numbers_in_a_file_of_mixed_line_ends() {
+        let header = COLUMNS.join(",");
+        let good = vec!["x"; COLUMNS.len()].join(",");
+        let body = format!("{header}\r\n{good}\r\n1,2\r\n{good}\r\n3\n4,5\r\n{good}\r\n6");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("MetObjects.csv");
+        std::fs::write(&path, body).unwrap();
+        let scan = scan(&path, &CultureMapping::study_default(), None, |_| {}, |_, _| {}).unwrap();
+        let lines: Vec<u64> = scan.skipped.iter().map(|s| s.line).collect();
+        assert_eq!(lines, [3, 5, 6, 8]);
     }
 }
