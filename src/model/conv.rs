@@ -117,9 +117,10 @@ const KEEP_WINOGRAD_BELOW_BATCH: usize = 4;
 
 impl Conv2d {
     /// The kept Winograd weights for a batch of `n` images, made now if it is the first batch
-    /// small enough to need them: from 4 images up the transform costs under 1 % of the
-    /// convolution, and not keeping it saves its memory (58 MB for ResNet-50; a batch-16
-    /// evaluation peaks at 297 MiB without, 339 MiB with).
+    /// small enough to need them. ResNet-50's transforms take 5.5 ms per forward pass
+    /// (`bench winograd_layers`): under 1 % of a batch-16 evaluation (658 ms), a few per cent at
+    /// 4 images, but a tenth of a batch-1 one. Not keeping them from larger batches saves their
+    /// memory (58 MB; a batch-16 evaluation peaks at 297 MiB without, 339 MiB with).
     fn kept_winograd_weights(&self, n: usize) -> Result<Option<Tensor>> {
         if self.weight.is_variable() || !kernels::winograd::applies_to(self.weight.dim(3)?, self.stride, self.padding) {
             return Ok(None);
