@@ -7,12 +7,14 @@
 //! [`CatalogError::Locked`].
 mod artworks;
 mod curation;
+mod met;
 mod runs;
 mod schema;
 mod stats;
 
 pub use artworks::{Artwork, ArtworkQuery, NewArtwork, SortOrder, UpsertOutcome};
 pub use curation::{CurationEvent, FlagChange, FlagReason, FlagState, UndoOutcome};
+pub use met::MetStatus;
 pub use runs::{BatchMetrics, DEMO_PRESET, EpochMetrics, RunRecord, RunStatus, SAMPLE_SOURCE};
 pub use schema::SCHEMA_VERSION;
 pub use stats::{DatasetStats, DroppedTag, GroupCount, write_curation_csv};

@@ -108,6 +108,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, epoch, batch)
     ) WITHOUT ROWID;
     "#,
+    // 3: what The Met's Collection API said of each object it was asked about, and the search
+    // queries already paged through, so a killed discovery or download resumes without asking
+    // again (the CDN allows about a request a second: asking twice costs hours).
+    r#"
+    CREATE TABLE met_objects (
+        object_id INTEGER PRIMARY KEY,
+        status TEXT NOT NULL CHECK (status IN
+            ('kept', 'not_painting', 'not_public_domain', 'no_image', 'withdrawn', 'unknown')),
+        image_url TEXT,
+        checked_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE met_search_queries (
+        query TEXT PRIMARY KEY,
+        total INTEGER NOT NULL,
+        ids TEXT NOT NULL,
+        done_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

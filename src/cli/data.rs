@@ -1,20 +1,32 @@
 //! Data commands: import, stats, flag/unflag, undo/redo, export.
 use super::open_workspace;
 use anyhow::{Context, bail};
+use artculture::catalog::MetStatus;
 use artculture::catalog::{ArtworkQuery, FlagChange, FlagReason, UndoOutcome};
 use artculture::culture::CultureMapping;
-use artculture::ingest::{self, met_api};
+use artculture::ingest::met_search::{self, DiscoveryProgress};
+use artculture::ingest::pacing::PaceNotice;
+use artculture::ingest::{self, met_api, met_download, met_lfs};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Args)]
 pub struct MetImportArgs {
-    /// MetObjects.csv from The Met's Open Access repository.
+    /// MetObjects.csv from The Met's Open Access repository (a Git LFS pointer is recognised).
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
-    /// Download the kept works' images through the Collection API.
+    /// Download MetObjects.csv (~300 MB) from GitHub's LFS media URL into the workspace
+    /// (resumable; checked against --csv's Git LFS pointer when given one), then import it.
+    #[arg(long)]
+    pub fetch_csv: bool,
+    /// Where --fetch-csv downloads from.
+    #[arg(long, value_name = "URL", default_value = met_lfs::MEDIA_URL, hide = true)]
+    pub csv_url: String,
+    /// Download the kept works' images through the Collection API (without --csv, find the
+    /// paintings through its search first).
     #[arg(long)]
     pub download: bool,
     /// Take images already on disk, named by Object ID (e.g. 436535.jpg).
@@ -32,14 +44,19 @@ pub struct MetImportArgs {
     /// Download full-size images instead of the small web versions.
     #[arg(long)]
     pub full_size: bool,
+    /// Ask the API again about works an earlier run recorded (closed, withdrawn, searches done).
+    #[arg(long)]
+    pub refresh: bool,
     /// Collection API base URL.
     #[arg(long, default_value = met_api::DEFAULT_BASE, hide = true)]
     pub api: String,
-    /// Concurrent downloads.
-    #[arg(long, default_value_t = 4)]
-    pub workers: usize,
-    /// Requests per second, all workers together.
-    #[arg(long, default_value_t = 20.0)]
+    /// Requests in flight to each of The Met's sites (default: 1 to the API, 2 to the image
+    /// host; its CDN blocks parallel clients). For other servers.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Requests per second to each site (default 1: The Met's CDN blocks more than ~80 a
+    /// minute). For other servers.
+    #[arg(long, default_value_t = 1.0)]
     pub rate: f64,
     /// Seconds before a request is abandoned (and retried).
     #[arg(long, default_value_t = 30.0)]
@@ -58,94 +75,86 @@ fn bar(len: u64, template: &str) -> indicatif::ProgressBar {
     b
 }
 
+/// The progress bar of the phase under way, so that a CDN notice prints above it.
+type CurrentBar = Arc<Mutex<indicatif::ProgressBar>>;
+
+fn say(current: &CurrentBar, line: &str) {
+    let b = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    b.suspend(|| eprintln!("{line}"));
+}
+
 pub fn import_met(ws_dir: &Option<PathBuf>, args: MetImportArgs) -> anyhow::Result<ExitCode> {
     let mut ws = open_workspace(ws_dir)?;
     let mapping = match &args.mapping {
         Some(p) => CultureMapping::from_file(p)?,
         None => ws.culture_mapping()?,
     };
+    if args.refresh {
+        ws.catalog.forget_met_answers()?;
+    }
     let mut json = serde_json::Map::new();
-    let opts = met_api::DownloadOptions {
+    let mut opts = met_api::DownloadOptions {
         base_url: args.api.clone(),
-        workers: args.workers,
         rate_per_s: args.rate,
         retries: args.retries,
         timeout: std::time::Duration::from_secs_f64(args.timeout),
         full_size: args.full_size,
         ..Default::default()
     };
+    if let Some(w) = args.workers {
+        (opts.api_in_flight, opts.image_in_flight) = (w.max(1), w.max(1));
+    }
     let cancel = AtomicBool::new(false);
-    if let Some(csv) = &args.csv {
-        let b = bar(0, "reading {msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}");
-        b.set_message(csv.display().to_string());
-        let r = ingest::import_met_csv(&mut ws, csv, &mapping, args.min_per_group, args.limit, |done, total| {
-            b.set_length(total);
-            b.set_position(done);
-        })?;
-        b.finish_and_clear();
-        eprintln!(
-            "{}: {} rows, {} public-domain paintings ({} new, {} updated), {} not public domain",
-            csv.display(),
-            r.scan.rows,
-            r.scan.paintings,
-            r.inserted,
-            r.updated,
-            r.scan.not_public_domain
-        );
-        let skipped = r.scan.skipped.len() as u64 + r.scan.skipped_unlisted;
-        if skipped > 0 {
-            eprintln!("skipped {skipped} line(s):");
-            for s in r.scan.skipped.iter().take(20) {
-                eprintln!("  {}, line {}: {}", csv.display(), s.line, s.reason);
-            }
-            if skipped > 20 {
-                eprintln!("  ... and {} more (see --json)", skipped - 20);
-            }
-        }
-        for (g, n) in &r.kept_groups {
-            eprintln!("  kept {g}: {n}");
-        }
-        let below: Vec<_> = r.dropped.iter().filter(|d| !d.why.starts_with("unmapped")).collect();
-        if !below.is_empty() {
-            eprintln!(
-                "dropped groups with {} works or fewer: {}",
-                args.min_per_group,
-                below.iter().map(|d| format!("{} ({})", d.tag, d.count)).collect::<Vec<_>>().join(", ")
-            );
-        }
-        json.insert("csv".into(), serde_json::to_value(&r)?);
+    let current: CurrentBar = Arc::new(Mutex::new(indicatif::ProgressBar::hidden()));
+    let observer: met_api::Observer = {
+        let current = current.clone();
+        Arc::new(move |n: &PaceNotice| say(&current, &cdn_notice(n)))
+    };
+    let mut csv = args.csv.clone();
+    if args.fetch_csv {
+        csv = Some(fetch_csv(&ws, &args, &current, &cancel, &mut json)?);
+    }
+    if let Some(csv) = &csv {
+        import_csv(&mut ws, csv, &mapping, &args, &mut json)?;
     } else if args.download {
-        let client = met_api::Client::new(opts.clone())?;
-        let b = bar(0, "finding paintings [{bar:40}] {pos}/{len} records ETA {eta}");
-        let n = met_api::discover(&mut ws, &client, &mapping, args.limit, &cancel, |i, total| {
-            b.set_length(total as u64);
-            b.set_position(i as u64);
-        })?;
+        let client = met_api::Client::new(opts.clone())?.with_observer(observer.clone());
+        let b = bar(0, "{msg}");
+        *current.lock().unwrap_or_else(|p| p.into_inner()) = b.clone();
+        let r = met_search::discover(&mut ws, &client, &mapping, args.limit, &cancel, |p| match p {
+            DiscoveryProgress::Searching { queries, ids } => {
+                b.set_message(format!("searching: {queries} requests, {ids} candidates"))
+            }
+            DiscoveryProgress::Checking { done, total, kept, eta_s } => b.set_message(format!(
+                "checking records: {done} / {total}, {kept} paintings kept, about {} left",
+                ingest::human_duration(eta_s)
+            )),
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         b.finish_and_clear();
+        print_discovery(&r);
         let (kept, _) = ingest::apply_threshold(&mut ws, args.min_per_group)?;
-        eprintln!("found {n} public-domain paintings through the Collection API; {} groups kept", kept.len());
+        eprintln!("{} groups kept", kept.len());
+        json.insert("discovery".into(), serde_json::to_value(&r)?);
     } else if args.images.is_none() {
-        bail!("nothing to do: give --csv FILE, --download, or both");
+        bail!("nothing to do: give --csv FILE, --fetch-csv, --download, or a combination");
     }
     if args.download {
-        let client = met_api::Client::new(opts)?;
+        let client = met_api::Client::new(opts)?.with_observer(observer);
         let b = bar(0, "images [{bar:40}] {pos}/{len} {msg}");
-        let r = met_api::download_images(&mut ws, &client, &cancel, |p| {
+        *current.lock().unwrap_or_else(|p| p.into_inner()) = b.clone();
+        let r = met_download::download_images(&mut ws, &client, &cancel, |p| {
             b.set_length(p.total as u64);
             b.set_position((p.done + p.failed) as u64);
-            b.set_message(format!("{} failed, {:.1}/s, ETA {:.0} s", p.failed, p.per_s, p.eta_s));
-        })?;
+            b.set_message(format!(
+                "{} failed, {:.0} works/min, about {} left",
+                p.failed,
+                p.per_min,
+                ingest::human_duration(p.eta_s)
+            ));
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         b.finish_and_clear();
-        eprintln!(
-            "images: {} downloaded, {} already there, {} without image, {} failed",
-            r.downloaded,
-            r.already_there,
-            r.no_image,
-            r.failed.len()
-        );
-        for (id, why) in r.failed.iter().take(20) {
-            eprintln!("  object {id}: {why}");
-        }
+        print_download(&r);
         json.insert("download".into(), serde_json::to_value(&r)?);
     }
     if let Some(dir) = &args.images {
@@ -166,6 +175,160 @@ pub fn import_met(ws_dir: &Option<PathBuf>, args: MetImportArgs) -> anyhow::Resu
         println!("{}", serde_json::Value::Object(json));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn cdn_notice(n: &PaceNotice) -> String {
+    match n {
+        PaceNotice::Blocked { site, wait, interval } => format!(
+            "The Met's CDN asked us to slow down ({site} answered with its block page): waiting {:.0} s, then one request every {:.1} s",
+            wait.as_secs_f64(),
+            interval.as_secs_f64()
+        ),
+        PaceNotice::Lifted { site, blocked_for } => {
+            format!("The Met's CDN let us through to {site} again after {:.0} s", blocked_for.as_secs_f64())
+        }
+    }
+}
+
+fn fetch_csv(
+    ws: &artculture::workspace::Workspace,
+    args: &MetImportArgs,
+    current: &CurrentBar,
+    cancel: &AtomicBool,
+    json: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<PathBuf> {
+    let pointer = match &args.csv {
+        Some(p) => match met_lfs::read_pointer(p) {
+            Some(ptr) => Some(ptr),
+            None => bail!(
+                "--fetch-csv downloads MetObjects.csv; --csv {} is already a CSV: give one of the two",
+                p.display()
+            ),
+        },
+        None => None,
+    };
+    let dest = ws.root().join("met").join("MetObjects.csv");
+    let b = bar(0, "MetObjects.csv [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}");
+    *current.lock().unwrap_or_else(|p| p.into_inner()) = b.clone();
+    let r = met_lfs::fetch_csv(&args.csv_url, &dest, pointer.as_ref(), args.retries, cancel, |done, total| {
+        if let Some(t) = total {
+            b.set_length(t);
+        }
+        b.set_position(done);
+    })?;
+    b.finish_and_clear();
+    match &r {
+        met_lfs::Fetched::AlreadyThere => eprintln!("{}: already downloaded", dest.display()),
+        met_lfs::Fetched::Downloaded { bytes, resumed_from } => eprintln!(
+            "{}: {:.1} MB downloaded{}{}",
+            dest.display(),
+            *bytes as f64 / 1e6,
+            if *resumed_from > 0 {
+                format!(" (continued from {:.1} MB)", *resumed_from as f64 / 1e6)
+            } else {
+                String::new()
+            },
+            if pointer.is_some() { ", SHA-256 matches the pointer" } else { "" }
+        ),
+    }
+    json.insert("csv_file".into(), dest.display().to_string().into());
+    Ok(dest)
+}
+
+fn import_csv(
+    ws: &mut artculture::workspace::Workspace,
+    csv: &std::path::Path,
+    mapping: &CultureMapping,
+    args: &MetImportArgs,
+    json: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    let b = bar(0, "reading {msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}");
+    b.set_message(csv.display().to_string());
+    let r = ingest::import_met_csv(ws, csv, mapping, args.min_per_group, args.limit, |done, total| {
+        b.set_length(total);
+        b.set_position(done);
+    })?;
+    b.finish_and_clear();
+    eprintln!(
+        "{}: {} rows, {} public-domain paintings ({} new, {} updated), {} not public domain",
+        csv.display(),
+        r.scan.rows,
+        r.scan.paintings,
+        r.inserted,
+        r.updated,
+        r.scan.not_public_domain
+    );
+    let skipped = r.scan.skipped.len() as u64 + r.scan.skipped_unlisted;
+    if skipped > 0 {
+        eprintln!("skipped {skipped} line(s):");
+        for s in r.scan.skipped.iter().take(20) {
+            eprintln!("  {}, line {}: {}", csv.display(), s.line, s.reason);
+        }
+        if skipped > 20 {
+            eprintln!("  ... and {} more (see --json)", skipped - 20);
+        }
+    }
+    for (g, n) in &r.kept_groups {
+        eprintln!("  kept {g}: {n}");
+    }
+    let below: Vec<_> = r.dropped.iter().filter(|d| !d.why.starts_with("unmapped")).collect();
+    if !below.is_empty() {
+        eprintln!(
+            "dropped groups with {} works or fewer: {}",
+            args.min_per_group,
+            below.iter().map(|d| format!("{} ({})", d.tag, d.count)).collect::<Vec<_>>().join(", ")
+        );
+    }
+    json.insert("csv".into(), serde_json::to_value(&r)?);
+    Ok(())
+}
+
+fn print_discovery(r: &met_search::DiscoveryReport) {
+    eprintln!(
+        "search: {} candidates from {} requests ({} queries answered by an earlier run)",
+        r.candidates, r.search_requests, r.searches_reused
+    );
+    eprintln!("records: {} read now, {} recorded by an earlier run", r.checked_now, r.checked_before);
+    for s in MetStatus::ALL {
+        eprintln!("  {}: {}", s.describe(), r.count(s));
+    }
+    if r.unreachable > 0 {
+        eprintln!(
+            "  out of reach: {} matches no split of the search could page to (its 10,000-result window); the CSV route (--fetch-csv) has them",
+            r.unreachable
+        );
+    }
+    if !r.failed.is_empty() {
+        eprintln!("  failed, asked again next run: {}", r.failed.len());
+        for (id, why) in r.failed.iter().take(20) {
+            eprintln!("    object {id}: {why}");
+        }
+    }
+}
+
+fn print_download(r: &met_download::DownloadReport) {
+    eprintln!(
+        "images: {} downloaded, {} already there, {} failed ({} in {})",
+        r.downloaded,
+        r.already_there,
+        r.failed.len(),
+        if r.seconds > 0.0 { format!("{:.0} works/min", r.downloaded as f64 * 60.0 / r.seconds) } else { "-".into() },
+        ingest::human_duration(r.seconds)
+    );
+    for (s, n) in [
+        (MetStatus::NotPublicDomain, r.not_public_domain),
+        (MetStatus::NoImage, r.no_image),
+        (MetStatus::Withdrawn, r.withdrawn),
+        (MetStatus::Unknown, r.unknown),
+    ] {
+        eprintln!("  {}: {n}", s.describe());
+    }
+    for (id, why) in r.failed.iter().take(20) {
+        eprintln!("  object {id}: {why}");
+    }
+    if !r.failed.is_empty() {
+        eprintln!("  run the same command again to retry the failed ones; everything else is kept");
+    }
 }
 
 pub fn import_folder(ws_dir: &Option<PathBuf>, dir: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -51,6 +51,7 @@ impl ArtApp {
             ctx: ctx.clone(),
             focus_artwork: None,
             predict_request: None,
+            met_options: Default::default(),
         };
         shared.reload_runs();
         let last_version = shared.ws.as_ref().and_then(|ws| ws.catalog.data_version().ok());

@@ -79,32 +79,6 @@ fn start_csv_import(shared: &mut Shared, min_per_group: usize) {
     });
 }
 
-fn start_met_download(shared: &mut Shared) {
-    let ws_path = shared.ws_path.clone();
-    shared.spawn("Download The Met's paintings", move |rep| {
-        use crate::ingest::met_api;
-        let mut ws = Workspace::open(&ws_path).map_err(|e| e.to_string())?;
-        let client = met_api::Client::new(Default::default()).map_err(|e| e.to_string())?;
-        let cancel = rep.cancel_flag();
-        let mapping = ws.culture_mapping().map_err(|e| e.to_string())?;
-        if ws.catalog.stats().map_err(|e| e.to_string())?.total_initial == 0 {
-            met_api::discover(&mut ws, &client, &mapping, None, &cancel, |i, n| {
-                rep.progress(i as f32 / n.max(1) as f32, format!("finding paintings: {i} / {n} records"))
-            })
-            .map_err(|e| e.to_string())?;
-            crate::ingest::apply_threshold(&mut ws, crate::ingest::DEFAULT_MIN_PER_GROUP).map_err(|e| e.to_string())?;
-        }
-        let r = met_api::download_images(&mut ws, &client, &cancel, |p| {
-            rep.progress(
-                (p.done + p.failed) as f32 / p.total.max(1) as f32,
-                format!("{} / {} images, {} failed, {:.1}/s, ETA {:.0} s", p.done, p.total, p.failed, p.per_s, p.eta_s),
-            )
-        })
-        .map_err(|e| e.to_string())?;
-        Ok(format!("{} downloaded, {} already there, {} failed", r.downloaded, r.already_there, r.failed.len()))
-    });
-}
-
 impl DatasetView {
     fn reload(&mut self, shared: &Shared) {
         if self.loaded_generation != Some(shared.generation) || self.stats.is_none() {
@@ -135,8 +109,16 @@ impl DatasetView {
             {
                 start_folder_import(shared);
             }
-            if ui.button("Download images from The Met").clicked() && !shared.busy("Download The Met's paintings") {
-                start_met_download(shared);
+            let label = super::met_job::button_label(shared.ws.as_ref());
+            if ui
+                .button(label)
+                .on_hover_text(
+                    "Paced for The Met's CDN (about a request a second): a work a second at best. \
+                     Cancel any time; it resumes where it stopped.",
+                )
+                .clicked()
+            {
+                super::met_job::start_met_download(shared);
             }
             if ui.button("Load the sample").on_hover_text("32 public-domain paintings built into artculture").clicked()
             {
@@ -177,7 +159,7 @@ fn welcome(ui: &mut egui::Ui, shared: &mut Shared) {
             start_sample_import(shared);
         }
         if ui.button("Import The Met's paintings (downloads the records and images)").clicked() {
-            start_met_download(shared);
+            super::met_job::start_met_download(shared);
         }
         if ui.button("Open a folder of images, one sub-folder per culture").clicked() {
             start_folder_import(shared);

@@ -6,6 +6,7 @@ pub mod curation;
 pub mod dataset;
 pub mod jobs;
 pub mod map;
+pub mod met_job;
 pub mod predict;
 pub mod settings;
 pub mod shared;

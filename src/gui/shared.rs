@@ -70,6 +70,8 @@ pub struct Shared {
     pub focus_artwork: Option<i64>,
     /// An image another view asked the Predict view to predict.
     pub predict_request: Option<PathBuf>,
+    /// How the Dataset view reaches The Met (its live service; tests point it at a stand-in).
+    pub met_options: crate::ingest::met_api::DownloadOptions,
 }
 
 impl Shared {

@@ -1,18 +1,24 @@
-//! Downloading images through The Met's Collection API, politely and resumably: a bounded
-//! number of workers, a shared rate limit, retries with backoff on timeouts, 429 and 5xx, every
-//! image checked to decode before it is written (atomically), and works already on disk
-//! skipped, so an interrupted download resumes where it stopped.
-use crate::catalog::NewArtwork;
+//! The Met's Collection API as it answers today (late 2026): two sites behind a CDN (the API
+//! and the image host), each paced on its own ([`super::pacing`]); the CDN's block page taken
+//! as a pause, not a failure; retries with backoff on timeouts, 429 and 5xx; and the API's two
+//! 404s (withdrawn, unknown) told apart from failures, because asking again never helps.
+//!
+//! Facts this follows (probes published on 5 October 2026, christianchiavelli/deckle
+//! `docs/upstream-api.md`; metmuseum/openaccess issues): `/v1/search` answers 410 since
+//! 2026-10-01 (see [`super::met_search`]); more than ~80 requests a minute from one address get
+//! a 403 HTML page ("Incapsula incident ID") for up to a minute; withdrawn works answer
+//! `404 {"message":"Not a valid object"}`, unknown ids `404 {"message":"ObjectID not found"}`.
+use super::pacing::{PaceNotice, PaceRules, PaceStop, Pacer};
+use crate::catalog::{MetStatus, NewArtwork};
 use crate::culture::{CultureMapping, RawTags};
-use crate::imaging;
-use crate::workspace::Workspace;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 pub const DEFAULT_BASE: &str = "https://collectionapi.metmuseum.org";
+/// Seconds of the first wait after a CDN block (default 60, the live block's length). Tests
+/// shorten it; the bound after which an import stops is 15 such waits.
+pub const BLOCK_WAIT_ENV: &str = "ARTCULTURE_MET_BLOCK_WAIT_S";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -20,10 +26,27 @@ pub enum ApiError {
     Http { url: String, detail: String },
     #[error("{url}: unexpected answer: {detail}")]
     BadJson { url: String, detail: String },
+    #[error("{url}: withdrawn (The Met still lists it, its record answers \"Not a valid object\")")]
+    Withdrawn { url: String },
+    #[error("{url}: unknown to the API (\"ObjectID not found\")")]
+    UnknownObject { url: String },
+    #[error(
+        "The Met's CDN has blocked requests to {site} for {minutes:.0} minutes without lifting; stopped. Everything fetched so far is kept: run the same command again later and it resumes where it stopped"
+    )]
+    BlockedTooLong { site: &'static str, minutes: f64 },
     #[error(transparent)]
     Catalog(#[from] crate::catalog::CatalogError),
     #[error("download cancelled")]
     Cancelled,
+}
+
+impl From<PaceStop> for ApiError {
+    fn from(s: PaceStop) -> Self {
+        match s {
+            PaceStop::Cancelled => ApiError::Cancelled,
+            PaceStop::BlockedTooLong { site, minutes } => ApiError::BlockedTooLong { site, minutes },
+        }
+    }
 }
 
 /// What a body check says of a response it refuses.
@@ -38,79 +61,95 @@ pub enum BodyCheck {
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
     pub base_url: String,
-    pub workers: usize,
-    /// At most this many requests per second, all workers together.
+    /// Requests to the API in flight at once (1: the CDN blocks parallel clients).
+    pub api_in_flight: usize,
+    /// Requests to the image host in flight at once.
+    pub image_in_flight: usize,
+    /// Requests per second to each site (1: 60 a minute, under the CDN's ~80).
     pub rate_per_s: f64,
     pub retries: u32,
     pub timeout: Duration,
     /// First backoff; doubles on each retry.
     pub backoff: Duration,
+    /// The first wait after a CDN block.
+    pub block_wait: Duration,
     /// Full-size images instead of the small web ones.
     pub full_size: bool,
 }
 
 impl Default for DownloadOptions {
     fn default() -> Self {
+        let block_wait = std::env::var(BLOCK_WAIT_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(Duration::from_secs(60), Duration::from_secs_f64);
         Self {
             base_url: DEFAULT_BASE.into(),
-            workers: 4,
-            rate_per_s: 20.0,
+            api_in_flight: 1,
+            image_in_flight: 2,
+            rate_per_s: 1.0,
             retries: 5,
             timeout: Duration::from_secs(30),
             backoff: Duration::from_millis(500),
+            block_wait,
             full_size: false,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DownloadProgress {
-    pub done: usize,
-    pub failed: usize,
-    pub total: usize,
-    pub per_s: f64,
-    pub eta_s: f64,
+/// Which of The Met's two sites a request goes to (each has its own CDN counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    Api,
+    Images,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct DownloadReport {
-    pub downloaded: usize,
-    pub already_there: usize,
-    pub no_image: usize,
-    pub failed: Vec<(String, String)>,
+/// What a request expects back: a JSON page from the CDN is never one, an HTML page is a block
+/// where JSON was expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Json,
+    Bytes,
 }
 
-/// Spaces request starts evenly across workers.
-struct RateLimiter {
-    next: Mutex<Instant>,
-    interval: Duration,
-}
-
-impl RateLimiter {
-    fn wait(&self) {
-        let slot = {
-            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            let slot = (*next).max(now);
-            *next = slot + self.interval;
-            slot
-        };
-        let now = Instant::now();
-        if slot > now {
-            std::thread::sleep(slot - now);
-        }
-    }
-}
+pub type Observer = Arc<dyn Fn(&PaceNotice) + Send + Sync>;
 
 pub struct Client {
     http: reqwest::blocking::Client,
-    opts: DownloadOptions,
-    limiter: RateLimiter,
+    pub(crate) opts: DownloadOptions,
+    api: Pacer,
+    images: Pacer,
+    observer: Option<Observer>,
 }
 
 enum Attempt {
     Retry(String, Option<Duration>),
-    Fatal(String),
+    Fatal(ApiError),
+    Blocked,
+}
+
+fn looks_like_html(body: &[u8]) -> bool {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(body.len());
+    body[start..].first() == Some(&b'<')
+}
+
+/// The CDN's block: a 403 whose body is not the API's JSON, or its HTML page (it names
+/// Incapsula) wherever it comes; an HTML page with a 2xx where JSON was expected is one too
+/// (the API itself never answers HTML).
+fn is_block(status: u16, body: &[u8], expect: Expect) -> bool {
+    let incapsula = looks_like_html(body) && body.windows(9).any(|w| w.eq_ignore_ascii_case(b"incapsula"));
+    incapsula
+        || (status == 403 && serde_json::from_slice::<serde_json::Value>(body).is_err())
+        || ((200..300).contains(&status) && expect == Expect::Json && looks_like_html(body))
+}
+
+/// The API's `{"message": ...}` (or a bare JSON string), if the body is one.
+fn api_message(body: &[u8]) -> Option<String> {
+    match serde_json::from_slice::<serde_json::Value>(body).ok()? {
+        serde_json::Value::String(s) => Some(s),
+        v => v.get("message").and_then(|m| m.as_str()).map(str::to_string),
+    }
 }
 
 impl Client {
@@ -118,84 +157,196 @@ impl Client {
         let http = reqwest::blocking::Client::builder()
             .timeout(opts.timeout)
             .connect_timeout(opts.timeout)
-            .user_agent(concat!("artculture/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("artculture/", env!("CARGO_PKG_VERSION"),))
             .build()
             .map_err(|e| ApiError::Http { url: opts.base_url.clone(), detail: e.to_string() })?;
-        let interval = Duration::from_secs_f64(1.0 / opts.rate_per_s.max(0.01));
-        Ok(Self { http, limiter: RateLimiter { next: Mutex::new(Instant::now()), interval }, opts })
+        let interval = Duration::from_secs_f64(1.0 / opts.rate_per_s.max(0.001));
+        let rules = |site, in_flight| PaceRules { site, in_flight, interval, block_wait: opts.block_wait };
+        Ok(Self {
+            http,
+            api: Pacer::new(rules("the API", opts.api_in_flight)),
+            images: Pacer::new(rules("the image host", opts.image_in_flight)),
+            observer: None,
+            opts,
+        })
     }
 
-    /// GET with the rate limit and retries; returns the body.
-    pub fn get(&self, url: &str, cancel: &AtomicBool) -> Result<Vec<u8>, ApiError> {
-        self.get_checked(url, cancel, |b| Ok(b.to_vec()))
+    /// Calls `observer` when a site blocks us and when the block lifts.
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
-    /// GET whose body must pass `check`: a body that fails with [`BodyCheck::Retry`] (an image
-    /// cut off by a dropped connection) is fetched again like a timeout; [`BodyCheck::Fatal`]
-    /// (an HTML page instead of an image) is final.
-    pub fn get_checked<T>(
+    pub fn options(&self) -> &DownloadOptions {
+        &self.opts
+    }
+
+    fn pacer(&self, site: Site) -> &Pacer {
+        match site {
+            Site::Api => &self.api,
+            Site::Images => &self.images,
+        }
+    }
+
+    /// The seconds one work costs at the current pace of `site` (for time-left estimates).
+    pub fn seconds_per_request(&self, site: Site) -> f64 {
+        self.pacer(site).interval().as_secs_f64()
+    }
+
+    fn notify(&self, n: Option<PaceNotice>) {
+        if let (Some(n), Some(o)) = (n, &self.observer) {
+            o(&n);
+        }
+    }
+
+    /// GET from the API; the body parsed as JSON.
+    pub fn get_json(&self, url: &str, cancel: &AtomicBool) -> Result<serde_json::Value, ApiError> {
+        self.fetch(Site::Api, url, Expect::Json, cancel, |b| {
+            serde_json::from_slice(b).map_err(|e| BodyCheck::Fatal(format!("not JSON: {e}")))
+        })
+        .map_err(|e| match e {
+            ApiError::Http { url, detail } if detail.starts_with("not JSON") => ApiError::BadJson { url, detail },
+            e => e,
+        })
+    }
+
+    /// GET from the image host whose body must pass `check`: a body that fails with
+    /// [`BodyCheck::Retry`] (an image cut off by a dropped connection) is fetched again like a
+    /// timeout; [`BodyCheck::Fatal`] (a page that is not an image) is final.
+    pub fn get_image<T>(
         &self,
         url: &str,
         cancel: &AtomicBool,
         check: impl Fn(&[u8]) -> Result<T, BodyCheck>,
     ) -> Result<T, ApiError> {
+        self.fetch(Site::Images, url, Expect::Bytes, cancel, check)
+    }
+
+    fn fetch<T>(
+        &self,
+        site: Site,
+        url: &str,
+        expect: Expect,
+        cancel: &AtomicBool,
+        check: impl Fn(&[u8]) -> Result<T, BodyCheck>,
+    ) -> Result<T, ApiError> {
+        let pacer = self.pacer(site);
         let mut delay = self.opts.backoff;
         let mut last = String::new();
-        for attempt in 0..=self.opts.retries {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(ApiError::Cancelled);
-            }
+        let mut attempt = 0;
+        while attempt <= self.opts.retries {
             if attempt > 0 {
-                std::thread::sleep(delay);
+                sleep_unless_cancelled(delay, cancel)?;
                 delay *= 2;
             }
-            self.limiter.wait();
-            let outcome = match self.http.get(url).send() {
-                Err(e) if e.is_timeout() => Attempt::Retry(format!("timed out after {:?}", self.opts.timeout), None),
-                Err(e) if e.is_connect() => Attempt::Retry(format!("cannot connect: {e}"), None),
-                Err(e) => Attempt::Retry(e.to_string(), None),
-                Ok(resp) => {
-                    let status = resp.status();
-                    let retry_after = resp
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(|s| Duration::from_secs(s.min(60)));
-                    if status.is_success() {
-                        match resp.bytes().map(|b| check(&b)) {
-                            Ok(Ok(v)) => return Ok(v),
-                            Ok(Err(BodyCheck::Retry(d))) => Attempt::Retry(d, None),
-                            Ok(Err(BodyCheck::Fatal(d))) => Attempt::Fatal(d),
-                            Err(e) => Attempt::Retry(format!("body cut off: {e}"), None),
-                        }
-                    } else if status.as_u16() == 429 || status.is_server_error() {
-                        Attempt::Retry(format!("HTTP {status}"), retry_after)
-                    } else {
-                        Attempt::Fatal(format!("HTTP {status}"))
-                    }
-                }
+            let outcome = {
+                let _slot = pacer.acquire(cancel)?;
+                self.attempt(url, expect, &check)
             };
             match outcome {
-                Attempt::Fatal(d) => return Err(ApiError::Http { url: url.into(), detail: d }),
-                Attempt::Retry(d, after) => {
+                Ok(v) => {
+                    self.notify(pacer.succeeded());
+                    return Ok(v);
+                }
+                // Not a failure of this request: wait with every other request to the site.
+                Err(Attempt::Blocked) => self.notify(pacer.blocked()?),
+                Err(Attempt::Fatal(e)) => {
+                    self.notify(pacer.succeeded());
+                    return Err(e);
+                }
+                Err(Attempt::Retry(d, after)) => {
                     last = d;
                     if let Some(a) = after {
                         delay = delay.max(a);
                     }
+                    attempt += 1;
                 }
+            }
+            if cancel.load(Ordering::Relaxed) {
+                return Err(ApiError::Cancelled);
             }
         }
         Err(ApiError::Http { url: url.into(), detail: format!("{last} (gave up after {} retries)", self.opts.retries) })
     }
 
-    pub fn get_json(&self, url: &str, cancel: &AtomicBool) -> Result<serde_json::Value, ApiError> {
-        let body = self.get(url, cancel)?;
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadJson { url: url.into(), detail: e.to_string() })
+    fn attempt<T>(
+        &self,
+        url: &str,
+        expect: Expect,
+        check: &impl Fn(&[u8]) -> Result<T, BodyCheck>,
+    ) -> Result<T, Attempt> {
+        let resp = match self.http.get(url).send() {
+            Err(e) if e.is_timeout() => {
+                return Err(Attempt::Retry(format!("timed out after {:?}", self.opts.timeout), None));
+            }
+            Err(e) if e.is_connect() => return Err(Attempt::Retry(format!("cannot connect: {e}"), None)),
+            Err(e) => return Err(Attempt::Retry(e.to_string(), None)),
+            Ok(r) => r,
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(60)));
+        let body = match resp.bytes() {
+            Ok(b) => b,
+            Err(e) => return Err(Attempt::Retry(format!("body cut off: {e}"), None)),
+        };
+        let code = status.as_u16();
+        if is_block(code, &body, expect) {
+            return Err(Attempt::Blocked);
+        }
+        if status.is_success() {
+            return match check(&body) {
+                Ok(v) => Ok(v),
+                Err(BodyCheck::Retry(d)) => Err(Attempt::Retry(d, None)),
+                Err(BodyCheck::Fatal(d)) => Err(Attempt::Fatal(ApiError::Http { url: url.into(), detail: d })),
+            };
+        }
+        let message = api_message(&body);
+        if code == 404 {
+            match message.as_deref() {
+                Some(m) if m.eq_ignore_ascii_case("Not a valid object") => {
+                    return Err(Attempt::Fatal(ApiError::Withdrawn { url: url.into() }));
+                }
+                Some(m) if m.eq_ignore_ascii_case("ObjectID not found") => {
+                    return Err(Attempt::Fatal(ApiError::UnknownObject { url: url.into() }));
+                }
+                _ => {}
+            }
+        }
+        if code == 429 || status.is_server_error() {
+            return Err(Attempt::Retry(format!("HTTP {status}"), retry_after));
+        }
+        let detail = match message {
+            Some(m) => format!("HTTP {status}: {m}"),
+            None => format!("HTTP {status}"),
+        };
+        Err(Attempt::Fatal(ApiError::Http { url: url.into(), detail }))
+    }
+
+    pub fn api_url(&self, path_and_query: &str) -> String {
+        format!("{}/public/collection/{path_and_query}", self.opts.base_url.trim_end_matches('/'))
     }
 
     pub fn object_url(&self, id: &str) -> String {
-        format!("{}/public/collection/v1/objects/{id}", self.opts.base_url.trim_end_matches('/'))
+        self.api_url(&format!("v1/objects/{id}"))
+    }
+}
+
+fn sleep_unless_cancelled(d: Duration, cancel: &AtomicBool) -> Result<(), ApiError> {
+    let end = std::time::Instant::now() + d;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(ApiError::Cancelled);
+        }
+        let now = std::time::Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(100)));
     }
 }
 
@@ -204,6 +355,7 @@ pub fn artwork_from_object(v: &serde_json::Value, mapping: &CultureMapping) -> O
     let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().trim().to_string();
     let id = v.get("objectID").and_then(|x| x.as_u64())?.to_string();
     let tags = RawTags { culture: s("culture"), country: s("country"), nationality: s("artistNationality") };
+    let image = image_url(v, false);
     Some(NewArtwork {
         source: "met".into(),
         source_id: id,
@@ -213,181 +365,73 @@ pub fn artwork_from_object(v: &serde_json::Value, mapping: &CultureMapping) -> O
         medium: s("medium"),
         mapped_group: mapping.group_of(&tags).map(str::to_string),
         tags,
-        image_url: None,
+        image_url: image,
         link: Some(s("objectURL")).filter(|l| !l.is_empty()),
     })
 }
 
-/// Finds candidate paintings through the API's search, keeps the public-domain ones whose
-/// record says "Paintings", and upserts them. Returns how many were kept.
-pub fn discover(
-    ws: &mut Workspace,
-    client: &Client,
-    mapping: &CultureMapping,
-    limit: Option<usize>,
-    cancel: &AtomicBool,
-    progress: impl Fn(usize, usize),
-) -> Result<usize, ApiError> {
-    let base = client.opts.base_url.trim_end_matches('/').to_string();
-    let url = format!("{base}/public/collection/v1/search?hasImages=true&q=Paintings");
-    let found = client.get_json(&url, cancel)?;
-    let ids: Vec<u64> = found
-        .get("objectIDs")
-        .and_then(|x| x.as_array())
-        .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
-        .unwrap_or_default();
-    let mut kept = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        if limit.is_some_and(|l| kept.len() >= l) {
-            break;
-        }
-        progress(i + 1, ids.len());
-        let v = match client.get_json(&client.object_url(&id.to_string()), cancel) {
-            Ok(v) => v,
-            Err(ApiError::Cancelled) => return Err(ApiError::Cancelled),
-            Err(_) => continue,
-        };
-        let painting =
-            v.get("classification").and_then(|c| c.as_str()).is_some_and(|c| c.eq_ignore_ascii_case("paintings"));
-        let public = v.get("isPublicDomain").and_then(|c| c.as_bool()).unwrap_or(false);
-        if painting
-            && public
-            && let Some(a) = artwork_from_object(&v, mapping)
-        {
-            kept.push(a);
-        }
-    }
-    ws.catalog.upsert_artworks(&kept)?;
-    Ok(kept.len())
+/// The record's image: the small web rendition unless `full_size`, the other when only one is
+/// given.
+pub fn image_url(v: &serde_json::Value, full_size: bool) -> Option<String> {
+    let get = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::trim).filter(|u| !u.is_empty());
+    let (first, second) =
+        if full_size { ("primaryImage", "primaryImageSmall") } else { ("primaryImageSmall", "primaryImage") };
+    get(first).or_else(|| get(second)).map(str::to_string)
 }
 
-/// Where a Met work's image is kept, relative to the workspace.
-pub fn image_rel_path(object_id: &str) -> String {
-    format!("images/{object_id}.jpg")
+/// What a record says of its object: a painting we keep, or why not.
+pub fn status_of_record(v: &serde_json::Value, require_painting: bool) -> MetStatus {
+    let painting = v
+        .get("classification")
+        .and_then(|c| c.as_str())
+        .is_some_and(|c| c.split('|').any(|c| c.trim().eq_ignore_ascii_case("paintings")));
+    if require_painting && !painting {
+        MetStatus::NotPainting
+    } else if !v.get("isPublicDomain").and_then(|c| c.as_bool()).unwrap_or(false) {
+        MetStatus::NotPublicDomain
+    } else if image_url(v, false).is_none() {
+        MetStatus::NoImage
+    } else {
+        MetStatus::Kept
+    }
 }
 
-/// Downloads the images of every Met work with a culture group and no image yet.
-pub fn download_images(
-    ws: &mut Workspace,
-    client: &Client,
-    cancel: &AtomicBool,
-    progress: impl Fn(DownloadProgress) + Sync,
-) -> Result<DownloadReport, ApiError> {
-    let q = crate::catalog::ArtworkQuery { grouped_only: true, ..Default::default() };
-    let works: Vec<_> = ws.catalog.artworks(&q)?.into_iter().filter(|a| a.source == "met").collect();
-    let mut report = DownloadReport::default();
-    let mut todo = Vec::new();
-    for w in works {
-        let rel = image_rel_path(&w.source_id);
-        if w.image_path.as_deref() == Some(rel.as_str()) && ws.resolve(&rel).is_file() {
-            report.already_there += 1;
-        } else {
-            todo.push((w.id, w.source_id.clone()));
-        }
-    }
-    let total = todo.len();
-    let next = AtomicUsize::new(0);
-    let (done, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    let start = Instant::now();
-    let (root, thumbs) = (ws.root().to_path_buf(), ws.thumbs_dir());
-    // Workers send each result as it comes; this thread records it at once, so a crash or
-    // kill loses at most the images in flight.
-    let (tx, rx) = std::sync::mpsc::channel::<(i64, String, Result<Fetched, ApiError>)>();
-    let mut db_error = None;
-    std::thread::scope(|s| {
-        for _ in 0..client.opts.workers.max(1) {
-            let tx = tx.clone();
-            let (next, done, failed, todo, root, thumbs, progress) =
-                (&next, &done, &failed, &todo, &root, &thumbs, &progress);
-            s.spawn(move || {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total || cancel.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let (id, object_id) = &todo[i];
-                    let r = fetch_one(client, object_id, root, thumbs, cancel);
-                    if r.is_ok() { done } else { failed }.fetch_add(1, Ordering::Relaxed);
-                    if tx.send((*id, object_id.clone(), r)).is_err() {
-                        break;
-                    }
-                    let (d, f) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-                    let per_s = (d + f) as f64 / start.elapsed().as_secs_f64().max(1e-3);
-                    progress(DownloadProgress {
-                        done: d,
-                        failed: f,
-                        total,
-                        per_s,
-                        eta_s: (total - d - f) as f64 / per_s.max(1e-9),
-                    });
-                }
-            });
-        }
-        drop(tx);
-        for (id, object_id, r) in rx {
-            match r {
-                Ok(Fetched::Image { hash, width, height, bytes }) => {
-                    if let Err(e) = ws.catalog.set_image(id, &image_rel_path(&object_id), &hash, width, height, bytes) {
-                        cancel.store(true, Ordering::Relaxed);
-                        db_error = Some(e);
-                    }
-                    report.downloaded += 1;
-                }
-                Ok(Fetched::NoImage) => report.no_image += 1,
-                Err(ApiError::Cancelled) => {}
-                Err(why) => report.failed.push((object_id, why.to_string())),
-            }
-        }
-    });
-    if let Some(e) = db_error {
-        return Err(e.into());
-    }
-    if cancel.load(Ordering::Relaxed) {
-        return Err(ApiError::Cancelled);
-    }
-    Ok(report)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-enum Fetched {
-    Image { hash: String, width: u32, height: u32, bytes: u64 },
-    NoImage,
-}
+    #[test]
+    fn the_cdn_block_page_is_told_from_the_apis_own_answers() {
+        let incapsula = b"<html><head><META NAME=\"robots\"></head><body>Request unsuccessful. Incapsula incident ID: 1234-5678</body></html>";
+        assert!(is_block(403, incapsula, Expect::Json));
+        assert!(is_block(403, incapsula, Expect::Bytes));
+        assert!(is_block(200, incapsula, Expect::Bytes), "the block page with a 200 is still the block");
+        assert!(is_block(403, b"", Expect::Json), "a 403 without the API's JSON");
+        assert!(is_block(200, b"  <!DOCTYPE html><p>busy</p>", Expect::Json), "HTML where JSON was expected");
+        assert!(!is_block(403, br#"{"message":"Forbidden"}"#, Expect::Json), "the API's own 403");
+        assert!(!is_block(404, br#"{"message":"Not a valid object"}"#, Expect::Json));
+        assert!(!is_block(200, b"<!DOCTYPE html><p>not an image</p>", Expect::Bytes), "refused by the image check");
+        assert_eq!(api_message(br#""Date not valid""#).as_deref(), Some("Date not valid"));
+    }
 
-fn fetch_one(
-    client: &Client,
-    object_id: &str,
-    root: &Path,
-    thumbs: &Path,
-    cancel: &AtomicBool,
-) -> Result<Fetched, ApiError> {
-    let dest: PathBuf = root.join(image_rel_path(object_id));
-    // A file left by an earlier, interrupted run counts if it decodes.
-    if let Ok(bytes) = std::fs::read(&dest)
-        && let Ok(decoded) = imaging::decode_bytes(&bytes, &dest)
-    {
-        let hash = imaging::content_hash(&bytes);
-        let failed = |e: imaging::ImageError| ApiError::Http { url: dest.display().to_string(), detail: e.to_string() };
-        imaging::write_cache(&decoded.rgb, thumbs, &hash).map_err(failed)?;
-        let (width, height) = decoded.rgb.dimensions();
-        return Ok(Fetched::Image { hash, width, height, bytes: bytes.len() as u64 });
+    #[test]
+    fn records_are_classified_as_the_real_example_says() {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/met/api_object_example.json");
+        let Ok(text) = std::fs::read_to_string(&example) else { return };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let want =
+            if v["isPublicDomain"].as_bool() == Some(true) { MetStatus::Kept } else { MetStatus::NotPublicDomain };
+        assert_eq!(status_of_record(&v, false), want);
+        let mut p = v.clone();
+        p["classification"] = "Paintings".into();
+        p["isPublicDomain"] = true.into();
+        assert_eq!(status_of_record(&p, true), MetStatus::Kept);
+        p["primaryImage"] = "".into();
+        p["primaryImageSmall"] = "".into();
+        assert_eq!(status_of_record(&p, true), MetStatus::NoImage);
+        p["isPublicDomain"] = false.into();
+        assert_eq!(status_of_record(&p, true), MetStatus::NotPublicDomain);
+        p["classification"] = "Sculpture".into();
+        assert_eq!(status_of_record(&p, true), MetStatus::NotPainting);
     }
-    let record = client.get_json(&client.object_url(object_id), cancel)?;
-    let key = if client.opts.full_size { "primaryImage" } else { "primaryImageSmall" };
-    let url = record.get(key).and_then(|v| v.as_str()).unwrap_or_default();
-    let url =
-        if url.is_empty() { record.get("primaryImage").and_then(|v| v.as_str()).unwrap_or_default() } else { url };
-    if url.is_empty() {
-        return Ok(Fetched::NoImage);
-    }
-    let (bytes, decoded) = client.get_checked(url, cancel, |b| match imaging::decode_bytes(b, &dest) {
-        Ok(d) => Ok((b.to_vec(), d)),
-        Err(e @ imaging::ImageError::Truncated { .. }) => Err(BodyCheck::Retry(e.to_string())),
-        Err(e) => Err(BodyCheck::Fatal(e.to_string())),
-    })?;
-    let bad = |detail: String| ApiError::Http { url: url.to_string(), detail };
-    let hash = imaging::content_hash(&bytes);
-    imaging::write_cache(&decoded.rgb, thumbs, &hash).map_err(|e| bad(e.to_string()))?;
-    crate::fsutil::write_bytes_atomic(&dest, &bytes).map_err(|e| bad(e.to_string()))?;
-    let (width, height) = decoded.rgb.dimensions();
-    Ok(Fetched::Image { hash, width, height, bytes: bytes.len() as u64 })
 }

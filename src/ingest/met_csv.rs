@@ -14,6 +14,8 @@ pub enum CsvError {
     MissingColumns { path: PathBuf, missing: Vec<&'static str>, hint: String },
     #[error("{path}: {detail}")]
     Csv { path: PathBuf, detail: String },
+    #[error("{help}")]
+    LfsPointer { path: PathBuf, pointer: super::met_lfs::LfsPointer, help: String },
 }
 
 /// A line that was skipped, and why.
@@ -80,6 +82,10 @@ pub fn scan(
 ) -> Result<CsvScan, CsvError> {
     let io = |source| CsvError::Io { path: path.to_path_buf(), source };
     let mut file = std::fs::File::open(path).map_err(io)?;
+    if let Some(pointer) = super::met_lfs::read_pointer(path) {
+        let help = super::met_lfs::pointer_help(path, &pointer);
+        return Err(CsvError::LfsPointer { path: path.to_path_buf(), pointer, help });
+    }
     let total = file.metadata().map_err(io)?.len();
     // The csv crate (1.x) numbers the lines after a CRLF-terminated header one too low
     // (MetObjects.csv ends its lines with CRLF; a BOM makes no difference, tests/bad_input.rs

@@ -12,6 +12,14 @@ use std::time::Duration;
 pub struct Request {
     pub method: String,
     pub path: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -21,6 +29,8 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Wait this long before answering (to make the client time out).
     pub stall: Option<Duration>,
+    /// Announce this Content-Length (more than the body: a connection dropped mid-body).
+    pub declared_len: Option<usize>,
 }
 
 impl Response {
@@ -56,12 +66,16 @@ fn handle(mut s: TcpStream, handler: &(dyn Fn(&Request) -> Response + Send + Syn
         return;
     }
     let mut parts = line.split_whitespace();
-    let req = Request { method: parts.next().unwrap_or("").into(), path: parts.next().unwrap_or("").into() };
+    let mut req =
+        Request { method: parts.next().unwrap_or("").into(), path: parts.next().unwrap_or("").into(), headers: vec![] };
     let mut len = 0usize;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
             break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            req.headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
         if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
             len = v.trim().parse().unwrap_or(0);
@@ -74,7 +88,8 @@ fn handle(mut s: TcpStream, handler: &(dyn Fn(&Request) -> Response + Send + Syn
     if let Some(d) = resp.stall {
         std::thread::sleep(d);
     }
-    let mut out = format!("HTTP/1.1 {} X\r\nConnection: close\r\nContent-Length: {}\r\n", resp.status, resp.body.len());
+    let declared = resp.declared_len.unwrap_or(resp.body.len());
+    let mut out = format!("HTTP/1.1 {} X\r\nConnection: close\r\nContent-Length: {declared}\r\n", resp.status);
     for (k, v) in &resp.headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod met_standin;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
