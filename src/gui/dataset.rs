@@ -5,13 +5,24 @@ use crate::catalog::DatasetStats;
 use crate::workspace::Workspace;
 use egui_plot::{Bar, BarChart, Legend, Plot};
 
-#[derive(Default)]
 pub struct DatasetView {
     stats: Option<DatasetStats>,
     /// (all works, works from the built-in sample).
     sample: (usize, usize),
     loaded_generation: Option<u64>,
-    min_per_group: usize,
+    /// Groups with more works than this are kept (the study: 100).
+    pub(crate) min_per_group: usize,
+}
+
+impl Default for DatasetView {
+    fn default() -> Self {
+        Self {
+            stats: None,
+            sample: (0, 0),
+            loaded_generation: None,
+            min_per_group: crate::ingest::DEFAULT_MIN_PER_GROUP,
+        }
+    }
 }
 
 /// Starts an import of a folder chosen by the user.
@@ -93,9 +104,6 @@ impl DatasetView {
     }
 
     pub fn ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared) {
-        if self.min_per_group == 0 {
-            self.min_per_group = crate::ingest::DEFAULT_MIN_PER_GROUP;
-        }
         self.reload(shared);
         let stats = self.stats.clone().unwrap_or_default();
         ui.horizontal(|ui| {
@@ -118,7 +126,7 @@ impl DatasetView {
                 )
                 .clicked()
             {
-                super::met_job::start_met_download(shared);
+                super::met_job::start_met_download(shared, self.min_per_group);
             }
             if ui.button("Load the sample").on_hover_text("32 public-domain paintings built into artculture").clicked()
             {
@@ -130,7 +138,7 @@ impl DatasetView {
         });
         ui.separator();
         if stats.total_initial == 0 {
-            welcome(ui, shared);
+            welcome(ui, shared, self.min_per_group);
             return;
         }
         let (all, sample) = self.sample;
@@ -148,7 +156,7 @@ impl DatasetView {
     }
 }
 
-fn welcome(ui: &mut egui::Ui, shared: &mut Shared) {
+fn welcome(ui: &mut egui::Ui, shared: &mut Shared, min_per_group: usize) {
     ui.add_space(24.0);
     ui.vertical_centered(|ui| {
         ui.heading("This workspace is empty");
@@ -159,7 +167,7 @@ fn welcome(ui: &mut egui::Ui, shared: &mut Shared) {
             start_sample_import(shared);
         }
         if ui.button("Import The Met's paintings (downloads the records and images)").clicked() {
-            super::met_job::start_met_download(shared);
+            super::met_job::start_met_download(shared, min_per_group);
         }
         if ui.button("Open a folder of images, one sub-folder per culture").clicked() {
             start_folder_import(shared);

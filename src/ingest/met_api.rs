@@ -36,7 +36,7 @@ pub enum ApiError {
     BlockedTooLong { site: &'static str, minutes: f64 },
     #[error(transparent)]
     Catalog(#[from] crate::catalog::CatalogError),
-    #[error("download cancelled")]
+    #[error("cancelled; everything fetched so far is kept, and the next import resumes where this one stopped")]
     Cancelled,
 }
 

@@ -2,7 +2,10 @@
 #![allow(dead_code)]
 
 pub mod http;
+mod met_rows;
 pub mod met_standin;
+
+pub use met_rows::{MET_HEADER, met_columns, met_row};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
@@ -74,27 +77,6 @@ pub fn shared(rel: &str) -> Option<std::path::PathBuf> {
 
 pub fn bin() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_artculture"))
-}
-
-/// MetObjects.csv's real 54-column header (tests/fixtures/met_header.csv, BOM included).
-pub const MET_HEADER: &str = include_str!("../fixtures/met_header.csv");
-
-pub fn met_columns() -> Vec<String> {
-    MET_HEADER.trim_start_matches('\u{feff}').trim().split(',').map(str::to_string).collect()
-}
-
-/// One MetObjects.csv row with the given fields set (others empty or a lone space, as in the
-/// real file).
-pub fn met_row(fields: &[(&str, &str)]) -> String {
-    let cols = met_columns();
-    let mut rec: Vec<String> = cols.iter().map(|_| " ".to_string()).collect();
-    for (k, v) in fields {
-        let i = cols.iter().position(|c| c == k).unwrap_or_else(|| panic!("no column {k}"));
-        rec[i] = v.to_string();
-    }
-    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
-    w.write_record(&rec).unwrap();
-    String::from_utf8(w.into_inner().unwrap()).unwrap()
 }
 
 /// A public-domain painting row.
