@@ -108,7 +108,7 @@ pub fn import_met(ws_dir: &Option<PathBuf>, args: MetImportArgs) -> anyhow::Resu
     let current: CurrentBar = Arc::new(Mutex::new(indicatif::ProgressBar::hidden()));
     let observer: met_api::Observer = {
         let current = current.clone();
-        Arc::new(move |n: &PaceNotice| say(&current, &cdn_notice(n)))
+        Arc::new(move |n: &PaceNotice| say(&current, &met_api::notice_text(n)))
     };
     let mut csv = args.csv.clone();
     if args.fetch_csv {
@@ -175,19 +175,6 @@ pub fn import_met(ws_dir: &Option<PathBuf>, args: MetImportArgs) -> anyhow::Resu
         println!("{}", serde_json::Value::Object(json));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn cdn_notice(n: &PaceNotice) -> String {
-    match n {
-        PaceNotice::Blocked { site, wait, interval } => format!(
-            "The Met's CDN asked us to slow down ({site} answered with its block page): waiting {:.0} s, then one request every {:.1} s",
-            wait.as_secs_f64(),
-            interval.as_secs_f64()
-        ),
-        PaceNotice::Lifted { site, blocked_for } => {
-            format!("The Met's CDN let us through to {site} again after {:.0} s", blocked_for.as_secs_f64())
-        }
-    }
 }
 
 fn fetch_csv(

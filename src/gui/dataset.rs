@@ -117,9 +117,9 @@ impl DatasetView {
             {
                 start_folder_import(shared);
             }
-            let label = super::met_job::button_label(shared.ws.as_ref());
+            let label = super::met_job::button_label(shared);
             if ui
-                .button(label)
+                .add_enabled(!shared.busy(super::met_job::JOB_NAME), egui::Button::new(label))
                 .on_hover_text(
                     "Paced for The Met's CDN (about a request a second): a work a second at best. \
                      Cancel any time; it resumes where it stopped.",

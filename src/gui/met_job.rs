@@ -15,24 +15,13 @@ use std::sync::{Arc, Mutex};
 pub const JOB_NAME: &str = "Download The Met's paintings";
 
 /// The button's words: "Resume" when an earlier download stopped before its end.
-pub fn button_label(ws: Option<&Workspace>) -> &'static str {
-    if ws.is_some_and(met_download::unfinished) {
+pub fn button_label(shared: &Shared) -> &'static str {
+    if shared.busy(JOB_NAME) {
+        "Downloading from The Met…"
+    } else if shared.ws.as_ref().is_some_and(met_download::unfinished) {
         "Resume the download from The Met"
     } else {
         "Download images from The Met"
-    }
-}
-
-/// What the job shows while a block lasts.
-pub fn notice_text(n: &PaceNotice) -> String {
-    match n {
-        PaceNotice::Blocked { site, wait, .. } => format!(
-            "The Met's CDN asked us to slow down ({site}): waiting {:.0} s, then going on more slowly",
-            wait.as_secs_f64()
-        ),
-        PaceNotice::Lifted { blocked_for, .. } => {
-            format!("The Met's CDN let us through again after {:.0} s", blocked_for.as_secs_f64())
-        }
     }
 }
 
@@ -57,7 +46,7 @@ fn run(
     let observer: met_api::Observer = {
         let (rep, fraction) = (rep.clone(), fraction.clone());
         Arc::new(move |n: &PaceNotice| {
-            rep.progress(*fraction.lock().unwrap_or_else(|p| p.into_inner()), notice_text(n))
+            rep.progress(*fraction.lock().unwrap_or_else(|p| p.into_inner()), met_api::notice_text(n))
         })
     };
     let show = |f: f32, msg: String| {
@@ -156,8 +145,15 @@ mod tests {
         let mut seen = Vec::new();
         run_until(&mut h, |app| {
             seen.extend(app.shared.jobs.first().map(|j| j.message.clone()));
-            seen.iter().any(|m| m.starts_with("The Met's CDN asked us to slow down (the API)"))
+            seen.iter().any(|m| m.starts_with("The Met's CDN asked us to slow down (the API answered"))
         });
+        // For looking at it: `ARTCULTURE_SHOT_DIR=DIR cargo test --lib the_download_says` renders
+        // the window while the CDN's wait is shown (needs a Vulkan driver: lavapipe will do).
+        if let Some(shots) = std::env::var_os("ARTCULTURE_SHOT_DIR") {
+            h.run_steps(1);
+            let png = std::path::Path::new(&shots).join("met_download_waiting.png");
+            h.render().expect("render the window").save(&png).unwrap();
+        }
         run_until(&mut h, |app| {
             seen.extend(app.shared.jobs.first().map(|j| j.message.clone()));
             images_on_disk(dir.path()) >= 3

@@ -115,6 +115,24 @@ enum Expect {
 
 pub type Observer = Arc<dyn Fn(&PaceNotice) + Send + Sync>;
 
+/// What the progress line and the app's job say of a notice.
+pub fn notice_text(n: &PaceNotice) -> String {
+    let secs = |d: Duration| {
+        let s = d.as_secs_f64();
+        if s < 10.0 { format!("{s:.1} s") } else { format!("{s:.0} s") }
+    };
+    match n {
+        PaceNotice::Blocked { site, wait, interval } => format!(
+            "The Met's CDN asked us to slow down ({site} answered with its block page): waiting {}, then one request every {}",
+            secs(*wait),
+            secs(*interval)
+        ),
+        PaceNotice::Lifted { site, blocked_for } => {
+            format!("The Met's CDN let us through to {site} again after {}", secs(*blocked_for))
+        }
+    }
+}
+
 pub struct Client {
     http: reqwest::blocking::Client,
     pub(crate) opts: DownloadOptions,

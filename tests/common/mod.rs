@@ -5,7 +5,7 @@ pub mod http;
 mod met_rows;
 pub mod met_standin;
 
-pub use met_rows::{MET_HEADER, met_columns, met_row};
+pub use met_rows::{MET_HEADER, met_row};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
