@@ -175,6 +175,22 @@ fn cdn(site: &mut Site, rules: &Rules) -> Option<Response> {
     None
 }
 
+/// Counts a request to one CDN site (the API's or the image host's); the block page if the
+/// site refuses it.
+fn gate(site: &Mutex<Site>, counts: &Mutex<Counts>, rules: &Rules, req: &Request, api: bool) -> Option<Response> {
+    let mut site = site.lock().unwrap();
+    let blocked = cdn(&mut site, rules);
+    let mut guard = counts.lock().unwrap();
+    let c = &mut *guard;
+    *c.hits.entry(req.path.clone()).or_default() += 1;
+    let (requests, blocks) =
+        if api { (&mut c.api_requests, &mut c.api_blocks) } else { (&mut c.image_requests, &mut c.image_blocks) };
+    *requests += 1;
+    *blocks = site.blocks;
+    c.blocked_answers += usize::from(blocked.is_some());
+    blocked
+}
+
 fn matches(o: &Object, q: &HashMap<String, String>) -> bool {
     if o.kind == Kind::Other {
         return !q.contains_key("q");
@@ -250,29 +266,14 @@ impl Standin {
 
         let (o, c, r, ib, site) =
             (objects.clone(), counts.clone(), rules.clone(), image_base.clone(), api_site.clone());
-        let api = serve(move |req| {
-            let blocked = cdn(&mut site.lock().unwrap(), &r);
-            let mut c = c.lock().unwrap();
-            *c.hits.entry(req.path.clone()).or_default() += 1;
-            c.api_requests += 1;
-            c.api_blocks = site.lock().unwrap().blocks;
-            if let Some(b) = blocked {
-                c.blocked_answers += 1;
-                return b;
-            }
-            drop(c);
-            api_answer(req, &o, &r, &ib.lock().unwrap())
+        let api = serve(move |req| match gate(&site, &c, &r, req, true) {
+            Some(block_page) => block_page,
+            None => api_answer(req, &o, &r, &ib.lock().unwrap()),
         });
         let (o, c, r, site) = (objects.clone(), counts.clone(), rules.clone(), img_site.clone());
         let images = serve(move |req| {
-            let blocked = cdn(&mut site.lock().unwrap(), &r);
-            let mut c = c.lock().unwrap();
-            *c.hits.entry(req.path.clone()).or_default() += 1;
-            c.image_requests += 1;
-            c.image_blocks = site.lock().unwrap().blocks;
-            if let Some(b) = blocked {
-                c.blocked_answers += 1;
-                return b;
+            if let Some(block_page) = gate(&site, &c, &r, req, false) {
+                return block_page;
             }
             let id = req.path.rsplit("/DP").next().and_then(|f| f.strip_suffix(".jpg")).and_then(|i| i.parse().ok());
             match id.and_then(|id: u64| o.iter().find(|x| x.id == id)) {
