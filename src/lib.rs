@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod model;
 pub mod predict;
 pub mod seed;
+pub mod shard;
 pub mod train;
 pub mod workspace;
 

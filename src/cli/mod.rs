@@ -16,7 +16,7 @@ use anyhow::Context;
 use artculture::model::Arch;
 use artculture::model::device::DeviceKind;
 use artculture::workspace::{Workspace, default_dir};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,6 +32,9 @@ pub struct Cli {
     pub device: DeviceKind,
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Images or folders to open in the app's Predict view (what "Open with artculture" passes).
+    #[arg(value_name = "IMAGE|DIR")]
+    pub open: Vec<PathBuf>,
 }
 
 fn long_version() -> &'static str {
@@ -95,6 +98,18 @@ pub enum Command {
     },
     /// Predict the culture of paintings.
     Predict(runs::PredictArgs),
+    /// Join the JSON Lines of `predict --manifest --shard` tasks into one file, in manifest order.
+    Merge {
+        /// The manifest the shards were predicted from.
+        #[arg(long, value_name = "LIST")]
+        manifest: PathBuf,
+        /// The merged file (written atomically).
+        #[arg(long, value_name = "FILE.jsonl")]
+        out: PathBuf,
+        /// The shards' outputs.
+        #[arg(required = true, value_name = "SHARD.jsonl")]
+        shards: Vec<PathBuf>,
+    },
     /// The culture map: distances, similarities, ForceAtlas2 layout, chords.
     Map {
         #[arg(long)]
@@ -112,6 +127,14 @@ pub enum Command {
     Model(ModelCommand),
     /// Measure speed and memory (the figures in BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Print a completion script for a shell: `artculture completions bash > /etc/bash_completion.d/artculture`.
+    Completions {
+        #[arg(value_parser = ["bash", "zsh", "fish"])]
+        shell: String,
+    },
+    /// Write a man page for artculture and each of its commands into DIR (for packaging).
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,7 +182,7 @@ pub fn open_workspace(cli_dir: &Option<PathBuf>) -> anyhow::Result<Workspace> {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Some(command) = cli.command else {
         #[cfg(feature = "gui")]
-        return Ok(artculture::gui::run_app(cli.workspace, cli.device).map(|_| ExitCode::SUCCESS)?);
+        return Ok(artculture::gui::run_app(cli.workspace, cli.device, cli.open).map(|_| ExitCode::SUCCESS)?);
         #[cfg(not(feature = "gui"))]
         anyhow::bail!("this build has no app (built without the `gui` feature); give a command, see --help");
     };
@@ -178,6 +201,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs { json } => runs::runs(&cli.workspace, json),
         Command::Eval { run, json } => runs::eval(&cli.workspace, &run, json, cli.device),
         Command::Predict(args) => runs::predict(&cli.workspace, args, cli.device),
+        Command::Merge { manifest, out, shards } => {
+            let entries = artculture::shard::read_manifest(&manifest)?;
+            let r = artculture::shard::merge(&entries, &shards, &out)?;
+            eprintln!(
+                "{}: {} lines from {} shard outputs ({} could not be read)",
+                out.display(),
+                r.lines,
+                shards.len(),
+                r.errors
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Map { run, json, png } => map::map(&cli.workspace, run.as_deref(), json, png, cli.device),
         Command::Weights(WeightsCommand::Fetch { arch }) => models::fetch_weights(arch),
         Command::Model(ModelCommand::Forward(args)) => models::forward(args, cli.device),
@@ -186,5 +221,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Model(ModelCommand::Speed(args)) => device_tools::speed(args, cli.device),
         Command::Model(ModelCommand::SynthFolder(args)) => device_tools::synth_folder(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Completions { shell } => {
+            let shell = match shell.as_str() {
+                "zsh" => clap_complete::Shell::Zsh,
+                "fish" => clap_complete::Shell::Fish,
+                _ => clap_complete::Shell::Bash,
+            };
+            clap_complete::generate(shell, &mut Cli::command(), "artculture", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpages { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

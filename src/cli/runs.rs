@@ -304,8 +304,19 @@ pub fn eval(ws_dir: &Option<PathBuf>, run: &str, json: bool, device: DeviceKind)
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    #[arg(required = true)]
+    #[arg(required_unless_present = "manifest")]
     pub images: Vec<PathBuf>,
+    /// A list of images, one path (or file:// URL) per line: predicted one by one into --out as
+    /// JSON Lines, skipping those --out already holds (a preempted task resumes).
+    #[arg(long, value_name = "LIST", conflicts_with_all = ["images", "overlay", "class", "json"], requires = "out")]
+    pub manifest: Option<PathBuf>,
+    /// With --manifest: only the I-th of N deterministic shards (I from 0, as SLURM_ARRAY_TASK_ID
+    /// and JOB_COMPLETION_INDEX count); `artculture merge` joins them.
+    #[arg(long, value_name = "I/N", requires = "manifest")]
+    pub shard: Option<artculture::shard::Shard>,
+    /// With --manifest: the JSON Lines file to append to.
+    #[arg(long, value_name = "FILE.jsonl", requires = "manifest")]
+    pub out: Option<PathBuf>,
     #[arg(long)]
     pub run: Option<String>,
     #[arg(long, conflicts_with = "run")]
@@ -346,6 +357,23 @@ pub fn predict(ws_dir: &Option<PathBuf>, args: PredictArgs, device: DeviceKind) 
         && let Some(note) = rec.origin_note()
     {
         eprintln!("model: {note}");
+    }
+    if let (Some(list), Some(out)) = (&args.manifest, &args.out) {
+        let entries = artculture::shard::read_manifest(list)?;
+        let shard = args.shard.unwrap_or(artculture::shard::Shard::ALL);
+        let r = artculture::shard::run(&model, &entries, shard, out, args.top, &device, |_, _| {})?;
+        eprintln!(
+            "shard {}/{} of {}: {} entries, {} already in {}, {} predicted ({} could not be read)",
+            shard.index,
+            shard.count,
+            list.display(),
+            r.entries,
+            r.already_done,
+            out.display(),
+            r.predicted,
+            r.errors
+        );
+        return Ok(ExitCode::SUCCESS);
     }
     let class = args.class.as_deref().map(|c| predict::class_index(&model, c)).transpose()?;
     let cam = if class.is_some() { CamKind::Gradcam } else { args.cam };

@@ -270,6 +270,19 @@ impl ArtApp {
     }
 }
 
+impl ArtApp {
+    /// What a file manager's "Open with artculture" hands over: images, or folders of images,
+    /// predicted in the Predict view (a folder fills its table, as *Predict a folder…* does; a
+    /// file that cannot be read is a row that says why).
+    pub fn open_paths(&mut self, paths: Vec<PathBuf>) {
+        if paths.is_empty() {
+            return;
+        }
+        self.set_view(View::Predict);
+        self.predict.predict(&self.shared, paths);
+    }
+}
+
 impl eframe::App for ArtApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.show(ui);
@@ -307,6 +320,68 @@ pub(crate) mod tests {
             std::thread::sleep(Duration::from_millis(20));
             h.step();
         }
+    }
+
+    /// A random 3-culture AlexNet checkpoint at 64 px (the Predict view needs some model).
+    fn random_checkpoint(path: &std::path::Path) {
+        use candle_core::{DType, Device};
+        let map = candle_nn::VarMap::new();
+        let vb = crate::model::init::seeded_var_builder(&map, 0, DType::F32, &Device::Cpu);
+        let arch = crate::model::Arch::Alexnet;
+        crate::model::CultureNet::new(arch, 0.5, [32, 16], 3, vb).unwrap();
+        let tensors = map.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
+        let meta = crate::model::checkpoint::CheckpointMeta {
+            format: crate::model::checkpoint::FORMAT_VERSION,
+            arch,
+            classes: vec!["Dutch".into(), "French".into(), "Japanese".into()],
+            image_size: 64,
+            mean: crate::model::checkpoint::IMAGENET_MEAN,
+            std: crate::model::checkpoint::IMAGENET_STD,
+            hidden: [32, 16],
+            dropout: 0.5,
+            run_id: None,
+            train_config: serde_json::Value::Null,
+        };
+        crate::model::checkpoint::save(path, &tensors, &meta, &[]).unwrap();
+    }
+
+    #[test]
+    fn paths_from_the_file_manager_open_on_predict_and_what_cannot_be_read_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = dir.path().join("model.safetensors");
+        random_checkpoint(&ckpt);
+        let one = dir.path().join("one.png");
+        image::RgbImage::from_pixel(80, 60, image::Rgb([200, 40, 40])).save(&one).unwrap();
+        let folder = dir.path().join("batch");
+        std::fs::create_dir_all(&folder).unwrap();
+        for (i, c) in [[10u8, 200, 10], [10, 10, 200]].iter().enumerate() {
+            image::RgbImage::from_pixel(70, 90, image::Rgb(*c)).save(folder.join(format!("{i}.png"))).unwrap();
+        }
+        std::fs::write(folder.join("notes.jpg"), b"<html>not a painting</html>").unwrap();
+        let mut h = harness(&dir.path().join("ws"), fixed_picker(vec![]));
+        h.state_mut().predict.state.checkpoint = Some(ckpt);
+        h.run_steps(2);
+        // `artculture one.png gone.jpg`
+        h.state_mut().open_paths(vec![one.clone(), dir.path().join("gone.jpg")]);
+        run_until(&mut h, |app| app.predict.state.items.len() == 2);
+        h.run_steps(3);
+        assert_eq!(h.state().view, View::Predict);
+        let items = &h.state().predict.state.items;
+        assert!(items[0].result.is_ok(), "{:?}", items[0].result.as_ref().err());
+        assert!(items[1].result.as_ref().err().is_some_and(|e| e.contains("gone.jpg")));
+        assert!(h.query_all_by_label_contains("gone.jpg").count() >= 1, "the view names the missing file");
+        // `artculture batch/`: the folder's images fill the table, the unreadable one says why.
+        h.state_mut().open_paths(vec![folder]);
+        run_until(&mut h, |app| app.predict.state.items.len() == 3);
+        h.run_steps(3);
+        let items = &h.state().predict.state.items;
+        assert_eq!(items.iter().filter(|i| i.result.is_ok()).count(), 2);
+        assert!(
+            items[2].result.as_ref().err().is_some_and(|e| e.contains("notes.jpg")),
+            "{:?}",
+            items[2].result.as_ref().err()
+        );
+        assert!(h.query_all_by_label_contains("notes.jpg").count() >= 1);
     }
 
     #[test]

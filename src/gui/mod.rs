@@ -67,8 +67,10 @@ pub enum GuiError {
     Window(String),
 }
 
-/// Opens the app. `ARTCULTURE_VIEW` chooses the first view (used by `scripts/screenshot`).
-pub fn run_app(workspace: Option<PathBuf>, device: DeviceKind) -> Result<(), GuiError> {
+/// Opens the app, on the Predict view with `open` when it names images or folders (`artculture
+/// IMAGE...`, as a file manager runs it). `ARTCULTURE_VIEW` chooses the first view (used by
+/// `scripts/screenshot`).
+pub fn run_app(workspace: Option<PathBuf>, device: DeviceKind, open: Vec<PathBuf>) -> Result<(), GuiError> {
     let settings_path = settings::Settings::default_path();
     let mut settings = settings::Settings::load(settings_path.as_ref());
     if let Some(v) = std::env::var("ARTCULTURE_VIEW").ok().as_deref().and_then(View::from_cli_name) {
@@ -93,10 +95,11 @@ pub fn run_app(workspace: Option<PathBuf>, device: DeviceKind) -> Result<(), Gui
             let mut app = ArtApp::new(&cc.egui_ctx, ws_path, device, settings, settings_path, shared::rfd_picker());
             // Images to predict at start (`ARTCULTURE_OPEN`, paths separated by ':'), as
             // `scripts/screenshot predict --open IMAGE` uses.
+            let mut open = open;
             if let Ok(paths) = std::env::var("ARTCULTURE_OPEN") {
-                let images = std::env::split_paths(&paths).collect();
-                app.predict.predict(&app.shared, images);
+                open.extend(std::env::split_paths(&paths));
             }
+            app.open_paths(open);
             // The Culture map's tab (`ARTCULTURE_MAP_TAB`: force, chord, matrices, works).
             if let Ok(tab) = std::env::var("ARTCULTURE_MAP_TAB") {
                 app.map.state.tab = match tab.as_str() {
