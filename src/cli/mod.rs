@@ -238,3 +238,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_open_the_app_and_commands_stay_commands_after_global_options() {
+        // What a file manager runs: `artculture %F`.
+        let cli = Cli::try_parse_from(["artculture", "/pics/a.jpg", "/pics/folder"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.open, [PathBuf::from("/pics/a.jpg"), PathBuf::from("/pics/folder")]);
+        // Global options before a command leave it a command.
+        let cli = Cli::try_parse_from(["artculture", "--workspace", "w", "--device", "cpu", "stats"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Stats { json: false })) && cli.open.is_empty());
+        let cli = Cli::try_parse_from(["artculture", "merge", "--manifest", "m", "--out", "o", "s0", "s1"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Merge { ref shards, .. }) if shards.len() == 2));
+        assert!(Cli::try_parse_from(["artculture", "predict", "--manifest", "m"]).is_err(), "--out is required");
+    }
+}
