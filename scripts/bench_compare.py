@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""artculture against PyTorch on the same model workloads, interleaved: each round runs every
-workload once in artculture and once in PyTorch (each in its own process), and the table gives
-the median over rounds of each side's per-run median, with the ratio. Paste it into
-BENCHMARKS.md.
+"""artculture against its peers at their best settings on the same model workloads, interleaved:
+each round runs every workload once in artculture and once in each peer (each in its own
+process, the order turning round by round), and the table gives the median over rounds of each
+side's per-run median, with the ratio to the best peer. Peers (`--peers`, default all):
+PyTorch fp32, PyTorch bf16 autocast, ONNX Runtime fp32 (evaluation workloads only). The CPU and
+its ISA (AVX-512, AVX512-BF16, AMX) are named above the table. Paste it into BENCHMARKS.md.
 
     cargo build --release
     ~/torchvenv/bin/python scripts/bench_compare.py --rounds 3 --reps 3 [WORKLOAD ...]
@@ -31,6 +33,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "artculture"))
+    ap.add_argument("--peers", default="fp32,bf16,ort", help="comma-separated: fp32, bf16 (autocast), ort")
     ap.add_argument("--arch", default="resnet50", choices=["resnet50", "vgg16_bn", "alexnet"],
                     help="the model of the model workloads, with the culture head on both sides")
     a = ap.parse_args()
@@ -39,29 +42,68 @@ def main():
     if unknown:
         ap.error(f"unknown workloads {unknown}; choose from {WORKLOADS}")
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
-    results = {w: {"ours": [], "torch": []} for w in a.workloads}
+    peers = [p for p in a.peers.split(",") if p]
+    bad = [p for p in peers if p not in PEERS]
+    if bad:
+        ap.error(f"unknown peers {bad}; choose from {list(PEERS)}")
+    results = {w: {side: [] for side in ["ours"] + peers} for w in a.workloads}
     for r in range(a.rounds):
         for w in a.workloads:
-            ours = [a.binary, "bench", "--child", w, "--reps", str(a.reps), "--arch", a.arch]
-            torch = [sys.executable, os.path.join(HERE, "bench_pytorch.py"), "--child", w, "--reps", str(a.reps),
-                     "--threads", str(a.threads), "--arch", a.arch]
-            for side, cmd in (("ours", ours), ("torch", torch)) if r % 2 == 0 else (("torch", torch), ("ours", ours)):
+            cmds = [("ours", [a.binary, "bench", "--child", w, "--reps", str(a.reps), "--arch", a.arch])]
+            for p in peers:
+                if p == "ort" and w not in ORT_WORKLOADS:
+                    continue
+                cmds.append((p, [sys.executable, os.path.join(HERE, "bench_pytorch.py"), "--child", w, "--reps",
+                                 str(a.reps), "--threads", str(a.threads), "--arch", a.arch, "--mode", p]))
+            # Each round starts with a different side, so no side always runs first (or last).
+            k = r % len(cmds)
+            for side, cmd in cmds[k:] + cmds[:k]:
                 v = one(cmd, env)
                 results[w][side].append(v)
                 print(f"round {r + 1} {w} {side}: {v['seconds']:.4f} s, {v['peak_rss_mib']:.0f} MiB", file=sys.stderr)
-    first = next(iter(results.values()))
-    ours0, torch0 = first["ours"][0], first["torch"][0]
-    print(f"CPU: {ours0.get('cpu', '?')}; artculture kernels: {ours0.get('isa', '?')}, gemm {ours0.get('gemm', '?')}; "
-          f"PyTorch {torch0.get('isa', '?')}; {a.threads} threads; model {a.arch}")
+    ours0 = next(iter(results.values()))["ours"][0]
+    print(f"CPU: {ours0.get('cpu', '?')} ({cpu_flags()}); artculture kernels: {ours0.get('isa', '?')}, "
+          f"gemm {ours0.get('gemm', '?')}; {a.threads} threads; model {a.arch}; {versions(results)}")
     print()
-    print("| workload | artculture | PyTorch | artculture / PyTorch (time) | peak memory, ours / PyTorch |")
-    print("|---|---|---|---|---|")
+    head = " | ".join(PEERS[p] for p in peers)
+    print(f"| workload | artculture | {head} | ours / best peer (time) | peak memory, ours / best peer's |")
+    print("|---|---|" + "---|" * len(peers) + "---|---|")
+    fmt = lambda s: f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s"
     for w, sides in results.items():
-        t = {s: statistics.median(v["seconds"] for v in runs) for s, runs in sides.items()}
-        m = {s: statistics.median(v["peak_rss_mib"] for v in runs) for s, runs in sides.items()}
-        fmt = lambda s: f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s"
-        print(f"| {w} | {fmt(t['ours'])} | {fmt(t['torch'])} | {t['ours'] / t['torch']:.2f}x | "
-              f"{m['ours']:,.0f} / {m['torch']:,.0f} MiB ({m['ours'] / m['torch']:.2f}x) |")
+        t = {s: statistics.median(v["seconds"] for v in runs) for s, runs in sides.items() if runs}
+        m = {s: statistics.median(v["peak_rss_mib"] for v in runs) for s, runs in sides.items() if runs}
+        cells = [fmt(t[p]) if p in t else "-" for p in peers]
+        best = min((p for p in peers if p in t), key=lambda p: t[p], default=None)
+        if best is None:
+            print(f"| {w} | {fmt(t['ours'])} | " + " | ".join(cells) + " | - | - |")
+            continue
+        print(f"| {w} | {fmt(t['ours'])} | " + " | ".join(cells) +
+              f" | {t['ours'] / t[best]:.2f}x ({PEERS[best]}) | {m['ours']:,.0f} / {m[best]:,.0f} MiB ({m['ours'] / m[best]:.2f}x) |")
+
+
+PEERS = {"fp32": "PyTorch fp32", "bf16": "PyTorch bf16 autocast", "ort": "ONNX Runtime fp32"}
+ORT_WORKLOADS = ["forward1", "forward16"]
+
+
+def cpu_flags():
+    """The ISA extensions that decide the peers' fastest paths, as /proc/cpuinfo lists them."""
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "flags unknown"
+    named = [f for f in ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"] if f in flags]
+    return ", ".join(named) or "no AVX2"
+
+
+def versions(results):
+    seen = {}
+    for sides in results.values():
+        for runs in sides.values():
+            for v in runs:
+                for k in ("torch", "onnxruntime"):
+                    if k in v:
+                        seen[k] = v[k]
+    return ", ".join(f"{k} {v}" for k, v in sorted(seen.items()))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,16 @@
 #!/usr/bin/env python3
-"""PyTorch on the workloads of `artculture bench`, same shapes and threads, for side-by-side
-figures in BENCHMARKS.md (one JSON line per workload, each in its own process for peak memory).
+"""PyTorch (and ONNX Runtime) on the workloads of `artculture bench`, same shapes and threads, for
+side-by-side figures in BENCHMARKS.md (one JSON line per workload, each in its own process for
+peak memory). `--mode` picks the peer at one of its best settings:
+  fp32   PyTorch's default;
+  bf16   PyTorch's CPU autocast, `torch.autocast("cpu", dtype=torch.bfloat16)` around the forward
+         and the loss (convolutions and linear layers in bf16, f32 master weights): the one switch
+         a speed-minded PyTorch user flips;
+  ort    ONNX Runtime (evaluation only: forward1, forward16) on the model exported by
+         `torch.onnx.export`, all graph optimisations on; the timed process imports no torch.
 
-    python3 -m venv ~/torchvenv && ~/torchvenv/bin/pip install torch torchvision pillow
-    ~/torchvenv/bin/python scripts/bench_pytorch.py [WORKLOAD ...] [--reps N] [--threads 2]
+    python3 -m venv ~/torchvenv && ~/torchvenv/bin/pip install torch torchvision pillow onnx onnxruntime
+    ~/torchvenv/bin/python scripts/bench_pytorch.py [WORKLOAD ...] [--reps N] [--threads 2] [--mode fp32|bf16|ort]
 """
 import argparse
 import io
@@ -49,6 +56,56 @@ def culture_model():
     return m
 
 
+MODE = "fp32"
+# Evaluation workloads ONNX Runtime runs; the others are training.
+ORT_WORKLOADS = ["forward1", "forward16"]
+
+
+def autocast():
+    """The bf16 autocast context for MODE bf16, a no-op context otherwise."""
+    import contextlib
+
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16) if MODE == "bf16" else contextlib.nullcontext()
+
+
+def onnx_file():
+    """The culture model exported to ONNX once per architecture (dynamic batch), in a process of
+    its own so the timed one never imports torch."""
+    import os
+    import tempfile
+
+    path = os.path.join(tempfile.gettempdir(), f"artculture-bench-{ARCH}.onnx")
+    if not os.path.exists(path):
+        code = (
+            "import sys, torch; sys.path.insert(0, %r); import bench_pytorch as b; b.ARCH = %r; "
+            "m = b.culture_model().eval(); "
+            "torch.onnx.export(m, torch.randn(1, 3, 224, 224), %r, input_names=['x'], output_names=['logits'], "
+            "dynamic_axes={'x': {0: 'n'}, 'logits': {0: 'n'}}, opset_version=17, dynamo=False)"
+        ) % (os.path.dirname(os.path.abspath(__file__)), ARCH, path + ".tmp")
+        subprocess.run([sys.executable, "-c", code], check=True)
+        os.replace(path + ".tmp", path)
+    return path
+
+
+def run_ort(name, reps, threads):
+    import numpy as np
+    import onnxruntime as ort
+
+    n = 1 if name == "forward1" else 16
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(onnx_file(), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((n, 3, 224, 224), dtype=np.float32)
+    s = timed(reps, lambda: sess.run(None, {"x": x}))
+    return {"workload": name, "seconds": s, "images_per_s": n / s,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "onnxruntime": ort.__version__, "isa": "mlas", "arch": ARCH, "mode": "ort"}
+
+
 def run_one(name, reps):
     import torch
 
@@ -57,7 +114,7 @@ def run_one(name, reps):
         n = 1 if name == "forward1" else 16
         m = culture_model().eval()
         x = torch.randn(n, 3, 224, 224)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             s = timed(reps, lambda: m(x))
         v.update(seconds=s, images_per_s=n / s)
     elif name == "train16":
@@ -67,7 +124,9 @@ def run_one(name, reps):
 
         def step():
             opt.zero_grad()
-            torch.nn.functional.cross_entropy(m(x), y).backward()
+            with autocast():
+                loss = torch.nn.functional.cross_entropy(m(x), y)
+            loss.backward()
             opt.step()
 
         s = timed(reps, step)
@@ -76,7 +135,11 @@ def run_one(name, reps):
         # The forward half of a training step: graph recorded, no backward.
         m = culture_model().train()
         x, y = torch.randn(16, 3, 224, 224), torch.arange(16) % 11
-        s = timed(reps, lambda: torch.nn.functional.cross_entropy(m(x), y))
+        def forward():
+            with autocast():
+                return torch.nn.functional.cross_entropy(m(x), y)
+
+        s = timed(reps, forward)
         v.update(seconds=s, images_per_s=16 / s)
     elif name == "transfer_epoch":
         head = culture_head(EMBED[ARCH])
@@ -121,11 +184,18 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--arch", choices=sorted(EMBED), default="resnet50")
+    ap.add_argument("--mode", choices=["fp32", "bf16", "ort"], default="fp32")
     ap.add_argument("--child", action="store_true")
     a = ap.parse_args()
-    global ARCH
-    ARCH = a.arch
+    global ARCH, MODE
+    ARCH, MODE = a.arch, a.mode
     names = a.only or WORKLOADS
+    if a.child and MODE == "ort":
+        for n in names:
+            if n not in ORT_WORKLOADS:
+                sys.exit(f"ONNX Runtime runs only {ORT_WORKLOADS}, not {n}")
+            print(json.dumps(run_ort(n, a.reps, a.threads)), flush=True)
+        return
     if a.child:
         import torch
 
@@ -133,11 +203,11 @@ def main():
         for n in names:
             v = run_one(n, a.reps)
             v["isa"] = torch.backends.cpu.get_cpu_capability()
-            v["arch"] = ARCH
+            v["arch"], v["mode"] = ARCH, MODE
             print(json.dumps(v), flush=True)
         return
     for n in names:
-        out = subprocess.run([sys.executable, __file__, "--child", "--reps", str(a.reps), "--threads", str(a.threads), "--arch", a.arch, n], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, __file__, "--child", "--reps", str(a.reps), "--threads", str(a.threads), "--arch", a.arch, "--mode", a.mode, n], capture_output=True, text=True)
         sys.stdout.write(out.stdout if out.returncode == 0 else f'{{"workload": "{n}", "error": {json.dumps(out.stderr[-500:])}}}\n')
 
 

@@ -147,13 +147,6 @@ mod tests {
             seen.extend(app.shared.jobs.first().map(|j| j.message.clone()));
             seen.iter().any(|m| m.starts_with("The Met's CDN asked us to slow down (the API answered"))
         });
-        // For looking at it: `ARTCULTURE_SHOT_DIR=DIR cargo test --lib the_download_says` renders
-        // the window while the CDN's wait is shown (needs a Vulkan driver: lavapipe will do).
-        if let Some(shots) = std::env::var_os("ARTCULTURE_SHOT_DIR") {
-            h.run_steps(1);
-            let png = std::path::Path::new(&shots).join("met_download_waiting.png");
-            h.render().expect("render the window").save(&png).unwrap();
-        }
         run_until(&mut h, |app| {
             seen.extend(app.shared.jobs.first().map(|j| j.message.clone()));
             images_on_disk(dir.path()) >= 3
