@@ -1,6 +1,6 @@
-//! Scaling out: `predict --manifest LIST --shard I/N --out FILE.jsonl` on three shards, one of
-//! them stopped part way (a torn last line, as a kill -9 mid-write leaves) and run again, merged
-//! with `artculture merge`, equals one unsharded run line for line.
+//! Scaling out: `predict --manifest LIST --shard I/N --out FILE.jsonl` on three shards, one
+//! killed (SIGKILL) part way and another left with a torn last line (as a kill mid-write leaves
+//! it), both run again, merged with `artculture merge`, equals one unsharded run line for line.
 mod common;
 
 use common::*;
@@ -43,19 +43,35 @@ fn three_shards_one_interrupted_merge_to_the_unsharded_run() {
     entries.push(broken.display().to_string());
     entries.push(dir.path().join("missing.jpg").display().to_string());
     entries.push(format!("file://{}", entries[0]));
+    // The same paintings spelt with "./" segments: distinct entries, so a shard has enough work
+    // to be killed in the middle of it.
+    let spelt: Vec<String> = (1..=2)
+        .flat_map(|k| {
+            entries[..32].iter().map(move |e| {
+                let (d, f) = e.rsplit_once('/').unwrap();
+                format!("{d}/{}{f}", "./".repeat(k))
+            })
+        })
+        .collect();
+    entries.extend(spelt);
+    let n = entries.len();
     let manifest = dir.path().join("manifest.txt");
     std::fs::write(&manifest, format!("# the sample\n{}\n", entries.join("\n"))).unwrap();
 
     let whole = dir.path().join("whole.jsonl");
     let err = predict_shard(&ws, &run, &manifest, "0/1", &whole);
-    assert!(err.contains("35 entries, 0 already in") && err.contains("35 predicted (2 could not be read)"), "{err}");
+    assert!(
+        err.contains(&format!("{n} entries, 0 already in"))
+            && err.contains(&format!("{n} predicted (2 could not be read)")),
+        "{err}"
+    );
 
     let shard = |i: usize| dir.path().join(format!("shard-{i}.jsonl"));
     for i in 0..3 {
         predict_shard(&ws, &run, &manifest, &format!("{i}/3"), &shard(i));
     }
     let sizes: Vec<usize> = (0..3).map(|i| std::fs::read_to_string(shard(i)).unwrap().lines().count()).collect();
-    assert_eq!(sizes.iter().sum::<usize>(), 35, "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), n, "{sizes:?}");
     assert!(sizes.iter().all(|n| *n >= 3), "each shard holds some: {sizes:?}");
     // Shard 1 as a kill -9 leaves it: two whole lines and half of the third.
     let text = std::fs::read_to_string(shard(1)).unwrap();
@@ -64,6 +80,28 @@ fn three_shards_one_interrupted_merge_to_the_unsharded_run() {
     let err = predict_shard(&ws, &run, &manifest, "1/3", &shard(1));
     assert!(err.contains(&format!("{} entries, 2 already in", sizes[1])), "{err}");
     assert!(err.contains(&format!("{} predicted", sizes[1] - 2)), "{err}");
+    // Shard 0 killed for real (SIGKILL) once it has written a few lines, then run again.
+    std::fs::remove_file(shard(0)).unwrap();
+    let mut child = std::process::Command::new(bin())
+        .arg("--workspace")
+        .arg(&ws)
+        .args(["predict", "--run", &run, "--manifest", manifest.to_str().unwrap(), "--shard", "0/3", "--out"])
+        .arg(shard(0))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = || std::fs::read_to_string(shard(0)).map(|t| t.matches('\n').count()).unwrap_or(0);
+    let start = std::time::Instant::now();
+    while lines() < 3 && child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed().as_secs() < 60, "shard 0 wrote nothing");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let written = lines();
+    assert!(written < sizes[0], "killed before its end ({written} of {} lines)", sizes[0]);
+    let err = predict_shard(&ws, &run, &manifest, "0/3", &shard(0));
+    assert!(err.contains(&format!("{} entries, {written} already in", sizes[0])), "{err}");
     // Merging before every shard is there names what is missing.
     let merged = dir.path().join("merged.jsonl");
     let (code, _, err) = common::run(
@@ -84,7 +122,7 @@ fn three_shards_one_interrupted_merge_to_the_unsharded_run() {
     args.extend(shards.iter().map(String::as_str));
     ok(&ws, &args);
     let (merged, whole) = (std::fs::read_to_string(&merged).unwrap(), std::fs::read_to_string(&whole).unwrap());
-    assert_eq!(merged.lines().count(), 35);
+    assert_eq!(merged.lines().count(), n);
     for (i, (m, w)) in merged.lines().zip(whole.lines()).enumerate() {
         assert_eq!(m, w, "line {}", i + 1);
     }
