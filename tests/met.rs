@@ -97,6 +97,15 @@ fn csv_route_goes_through_a_block_and_closed_and_withdrawn_works_are_recorded() 
     let ws = dir.path().join("ws");
     let (report, err) = run_met(&ws, &["--csv", csv.to_str().unwrap(), "--download", "--rate", "6"], &s);
     assert_eq!(report["csv"]["scan"]["not_public_domain"], 3, "the CSV says so: never asked");
+    // Non-paintings, closed and withdrawn works, each on its own line.
+    for line in [
+        "not paintings (the CSV's Classification): 8",
+        "closed: not public domain (the CSV's Is Public Domain): 3",
+        "closed: public domain but no image in the record: 2",
+        "withdrawn: still listed, the API answers \"Not a valid object\": 2",
+    ] {
+        assert!(err.lines().any(|l| l.trim() == line), "no line {line:?} in\n{err}");
+    }
     let d = &report["download"];
     assert_eq!(
         (d["downloaded"].as_u64(), d["no_image"].as_u64(), d["withdrawn"].as_u64()),

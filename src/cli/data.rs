@@ -245,6 +245,8 @@ fn import_csv(
         r.updated,
         r.scan.not_public_domain
     );
+    eprintln!("  not paintings (the CSV's Classification): {}", r.scan.not_painting);
+    eprintln!("  closed: not public domain (the CSV's Is Public Domain): {}", r.scan.not_public_domain);
     let skipped = r.scan.skipped.len() as u64 + r.scan.skipped_unlisted;
     if skipped > 0 {
         eprintln!("skipped {skipped} line(s):");

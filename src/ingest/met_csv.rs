@@ -29,6 +29,9 @@ pub struct SkippedLine {
 pub struct CsvScan {
     pub rows: u64,
     pub paintings: u64,
+    /// Rows whose Classification is not "Paintings".
+    pub not_painting: u64,
+    /// Paintings whose Is Public Domain is not "True".
     pub not_public_domain: u64,
     pub skipped: Vec<SkippedLine>,
     /// Lines skipped beyond the ones listed in `skipped`.
@@ -178,6 +181,7 @@ pub fn scan(
         let field = |i: usize| String::from_utf8_lossy(&record[i]).trim().to_string();
         // Cheap tests first: most of the 480k rows are not paintings.
         if !is_painting(&String::from_utf8_lossy(&record[class_i])) {
+            out.not_painting += 1;
             continue;
         }
         if !String::from_utf8_lossy(&record[pd_i]).trim().eq_ignore_ascii_case("true") {
