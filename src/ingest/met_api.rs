@@ -219,13 +219,8 @@ impl Client {
 
     /// GET from the API; the body parsed as JSON.
     pub fn get_json(&self, url: &str, cancel: &AtomicBool) -> Result<serde_json::Value, ApiError> {
-        self.fetch(Site::Api, url, Expect::Json, cancel, |b| {
-            serde_json::from_slice(b).map_err(|e| BodyCheck::Fatal(format!("not JSON: {e}")))
-        })
-        .map_err(|e| match e {
-            ApiError::Http { url, detail } if detail.starts_with("not JSON") => ApiError::BadJson { url, detail },
-            e => e,
-        })
+        let body = self.fetch(Site::Api, url, Expect::Json, cancel, |b| Ok(b.to_vec()))?;
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadJson { url: url.into(), detail: e.to_string() })
     }
 
     /// GET from the image host whose body must pass `check`: a body that fails with
