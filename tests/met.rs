@@ -29,6 +29,13 @@ fn run_met(ws: &Path, extra: &[&str], standin: &Standin) -> (Value, String) {
     (serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {err}")), err)
 }
 
+/// Each of `lines` is a line of `err` (leading spaces aside).
+fn assert_lines(err: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(err.lines().any(|l| l.trim() == *line), "no line {line:?} in\n{err}");
+    }
+}
+
 fn images_on_disk(ws: &Path) -> Vec<u64> {
     let mut ids: Vec<u64> = std::fs::read_dir(ws.join("images"))
         .map(|d| d.flatten().filter_map(|e| e.path().file_stem()?.to_str()?.parse().ok()).collect())
@@ -64,14 +71,15 @@ fn search_route_goes_through_a_block_to_every_painting_and_a_second_run_asks_not
     // Through a block, said so, and each non-painting, closed and withdrawn count on its own line.
     assert!(s.counts().blocked_answers >= 1, "the CDN never blocked: the test proves nothing");
     assert!(err.contains("The Met's CDN asked us to slow down"), "{err}");
-    for line in [
-        "not paintings (the record's classification): 5",
-        "closed: not public domain, no Open Access image: 3",
-        "closed: public domain but no image in the record: 2",
-        "withdrawn: still listed, the API answers \"Not a valid object\": 2",
-    ] {
-        assert!(err.lines().any(|l| l.trim() == line), "no line {line:?} in\n{err}");
-    }
+    assert_lines(
+        &err,
+        &[
+            "not paintings (the record's classification): 5",
+            "closed: not public domain, no Open Access image: 3",
+            "closed: public domain but no image in the record: 2",
+            "withdrawn: still listed, the API answers \"Not a valid object\": 2",
+        ],
+    );
     // The retired v1 search is never asked; the window was met and the query split.
     assert_eq!(s.counts().hits.keys().filter(|p| p.contains("/v1/search")).count(), 0);
     assert!(s.hits("/public/collection/v1/departments") >= 1);
@@ -98,14 +106,15 @@ fn csv_route_goes_through_a_block_and_closed_and_withdrawn_works_are_recorded() 
     let (report, err) = run_met(&ws, &["--csv", csv.to_str().unwrap(), "--download", "--rate", "6"], &s);
     assert_eq!(report["csv"]["scan"]["not_public_domain"], 3, "the CSV says so: never asked");
     // Non-paintings, closed and withdrawn works, each on its own line.
-    for line in [
-        "not paintings (the CSV's Classification): 8",
-        "closed: not public domain (the CSV's Is Public Domain): 3",
-        "closed: public domain but no image in the record: 2",
-        "withdrawn: still listed, the API answers \"Not a valid object\": 2",
-    ] {
-        assert!(err.lines().any(|l| l.trim() == line), "no line {line:?} in\n{err}");
-    }
+    assert_lines(
+        &err,
+        &[
+            "not paintings (the CSV's Classification): 8",
+            "closed: not public domain (the CSV's Is Public Domain): 3",
+            "closed: public domain but no image in the record: 2",
+            "withdrawn: still listed, the API answers \"Not a valid object\": 2",
+        ],
+    );
     let d = &report["download"];
     assert_eq!(
         (d["downloaded"].as_u64(), d["no_image"].as_u64(), d["withdrawn"].as_u64()),

@@ -126,7 +126,7 @@ pub fn import_met(ws_dir: &Option<PathBuf>, args: MetImportArgs) -> anyhow::Resu
             }
             DiscoveryProgress::Checking { done, total, kept, eta_s } => b.set_message(format!(
                 "checking records: {done} / {total}, {kept} paintings kept, about {} left",
-                ingest::human_duration(eta_s)
+                artculture::train::progress::format_duration(eta_s)
             )),
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -149,7 +149,7 @@ pub fn import_met(ws_dir: &Option<PathBuf>, args: MetImportArgs) -> anyhow::Resu
                 "{} failed, {:.0} works/min, about {} left",
                 p.failed,
                 p.per_min,
-                ingest::human_duration(p.eta_s)
+                artculture::train::progress::format_duration(p.eta_s)
             ));
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -302,7 +302,7 @@ fn print_download(r: &met_download::DownloadReport) {
         r.already_there,
         r.failed.len(),
         if r.seconds > 0.0 { format!("{:.0} works/min", r.downloaded as f64 * 60.0 / r.seconds) } else { "-".into() },
-        ingest::human_duration(r.seconds)
+        artculture::train::progress::format_duration(r.seconds)
     );
     for (s, n) in [
         (MetStatus::NotPublicDomain, r.not_public_domain),

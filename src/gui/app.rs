@@ -262,8 +262,7 @@ impl ArtApp {
             self.set_view(View::Curation);
         }
         if let Some(path) = self.shared.predict_request.take() {
-            self.predict.predict(&self.shared, vec![path]);
-            self.set_view(View::Predict);
+            self.open_paths(vec![path]);
         }
         let ctx = ui.ctx().clone();
         self.about(&ctx);

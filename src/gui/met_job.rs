@@ -68,7 +68,7 @@ fn run(
                 done as f32 / total.max(1) as f32,
                 format!(
                     "checking records: {done} / {total}, {kept} paintings kept, about {} left",
-                    crate::ingest::human_duration(eta_s)
+                    crate::train::progress::format_duration(eta_s)
                 ),
             ),
         })
@@ -85,7 +85,7 @@ fn run(
                 p.total,
                 p.failed,
                 p.per_min,
-                crate::ingest::human_duration(p.eta_s)
+                crate::train::progress::format_duration(p.eta_s)
             ),
         )
     })

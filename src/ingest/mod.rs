@@ -29,16 +29,6 @@ pub enum IngestError {
     Lfs(#[from] met_lfs::LfsError),
 }
 
-/// A time left as a person reads it: "35 s", "4 min", "2 h 10 min".
-pub fn human_duration(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    match s {
-        0..=89 => format!("{s} s"),
-        90..=5399 => format!("{} min", (s + 30) / 60),
-        _ => format!("{} h {} min", s / 3600, (s % 3600 + 30) / 60),
-    }
-}
-
 /// Default of `--min-per-group`: the study keeps groups with more than 100 works.
 pub const DEFAULT_MIN_PER_GROUP: usize = 100;
 
