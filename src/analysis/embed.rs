@@ -62,9 +62,8 @@ pub fn embed_works(
     let t = Transform::eval_for(&model.meta);
     let cache = features::cache_file(&ws.features_dir(), &cache_key(model));
     let emb = features::embeddings(
-        &model.net.backbone,
+        &features::backbone_encoder(&model.net.backbone, &t, device),
         &exs,
-        &t,
         16,
         &cache,
         device,

@@ -16,6 +16,8 @@ pub struct Suspicion {
     pub score: f64,
     pub reasons: Vec<String>,
     pub duplicate_of: Option<i64>,
+    /// The flag reason CLIP suggests (one key accepts it in the Curation view).
+    pub suggested: Option<crate::catalog::FlagReason>,
 }
 
 /// Fraction of border pixels within a small distance of the border's mean colour, and how far
@@ -56,7 +58,13 @@ pub fn cheap_scores(items: &[(i64, RgbImage)]) -> Vec<Suspicion> {
             if bg > 0.6 {
                 reasons.push(format!("plain background around an object ({:.0}% of the border uniform)", bg * 100.0));
             }
-            Suspicion { artwork_id: *id, score: aspect.min(2.0) / 2.0 + bg, reasons, duplicate_of: None }
+            Suspicion {
+                artwork_id: *id,
+                score: aspect.min(2.0) / 2.0 + bg,
+                reasons,
+                duplicate_of: None,
+                suggested: None,
+            }
         })
         .collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.artwork_id.cmp(&b.artwork_id)));
@@ -149,7 +157,7 @@ pub fn model_scores(works: &[ModelView<'_>], classes: &[String], k: usize, dupli
                 reasons.push(format!("near-duplicate of work {d}"));
             }
             let score = (1.0 - own) + (far / 2.0).min(2.0) * 0.5 + disagree;
-            Suspicion { artwork_id: w.artwork_id, score, reasons, duplicate_of }
+            Suspicion { artwork_id: w.artwork_id, score, reasons, duplicate_of, suggested: None }
         })
         .collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.artwork_id.cmp(&b.artwork_id)));

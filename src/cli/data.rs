@@ -366,9 +366,9 @@ pub fn rank(
 ) -> anyhow::Result<ExitCode> {
     let ws = open_workspace(ws_dir)?;
     let device = device.open()?;
-    let (list, from_model) =
-        artculture::analysis::rank::rank(&ws, run, &device, &|_, _| {}).map_err(anyhow::Error::msg)?;
-    let by = if from_model { "the model" } else { "image statistics (no trained run yet)" };
+    let (list, ranked_by) = artculture::analysis::rank::rank(&ws, run, &device, &super::clip::stderr_progress())
+        .map_err(anyhow::Error::msg)?;
+    let by = ranked_by.describe();
     let mut rows = Vec::new();
     for s in list.iter().take(limit) {
         let a = ws.catalog.artwork(s.artwork_id)?;
@@ -380,13 +380,10 @@ pub fn rank(
             .iter()
             .map(|(a, s, dup)| {
                 serde_json::json!({ "id": a.display_id(), "culture": a.culture, "title": a.title, "flag": a.flag,
-                    "score": s.score, "reasons": s.reasons, "duplicate_of": dup })
+                    "score": s.score, "reasons": s.reasons, "duplicate_of": dup, "suggested": s.suggested })
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::json!({ "ranked_by": if from_model { "model" } else { "image_statistics" }, "works": works })
-        );
+        println!("{}", serde_json::json!({ "ranked_by": ranked_by, "works": works }));
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("{} works ranked by {by}; the {} most suspicious:", list.len(), rows.len());
@@ -395,6 +392,9 @@ pub fn rank(
         let mut why = s.reasons.join("; ");
         if let Some(d) = dup {
             why.push_str(&format!(" (near-duplicate of {d})"));
+        }
+        if let Some(r) = s.suggested {
+            why.push_str(&format!(" [suggested: {r}]"));
         }
         println!(
             "{:>4} {:>10} {:<10} {:>7.3}  {why}",

@@ -5,6 +5,7 @@ mod bench;
 mod bench_curation;
 mod bench_data;
 mod bench_kernels;
+mod clip;
 mod data;
 mod device_tools;
 mod map;
@@ -13,7 +14,6 @@ mod runs;
 mod values;
 
 use anyhow::Context;
-use artculture::model::Arch;
 use artculture::model::device::DeviceKind;
 use artculture::workspace::{Workspace, default_dir};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -74,6 +74,15 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Compute every work's CLIP embedding (resumable; cached per image in the workspace).
+    Embed(clip::EmbedArgs),
+    /// The works most like the given ones (CLIP embeddings), most similar first.
+    Similar(clip::SimilarArgs),
+    /// The works that best match a description in words (CLIP), best first.
+    Search(clip::SearchArgs),
+    /// Works whose culture tag looks wrong (out-of-sample heads on CLIP embeddings, confident
+    /// learning), with the suggested culture; and near-duplicates across the train/test split.
+    LabelIssues(clip::LabelIssuesArgs),
     /// Undo the last curation change (from the app or the CLI).
     Undo,
     /// Redo the last undone curation change.
@@ -150,10 +159,11 @@ pub enum ImportCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum WeightsCommand {
-    /// Download ImageNet weights into the Hugging Face cache (offline: check the cache only).
+    /// Download weights into the Hugging Face cache (offline: check the cache only): an
+    /// architecture's ImageNet weights, or `clip` (OpenAI's CLIP ViT-B/32 with its tokenizer).
     Fetch {
-        #[arg(value_parser = values::arch())]
-        arch: Arch,
+        #[arg(value_parser = values::fetchable())]
+        what: values::Fetchable,
     },
 }
 
@@ -214,7 +224,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Map { run, json, png } => map::map(&cli.workspace, run.as_deref(), json, png, cli.device),
-        Command::Weights(WeightsCommand::Fetch { arch }) => models::fetch_weights(arch),
+        Command::Weights(WeightsCommand::Fetch { what: values::Fetchable::Arch(arch) }) => models::fetch_weights(arch),
+        Command::Weights(WeightsCommand::Fetch { what: values::Fetchable::Clip }) => clip::fetch(),
+        Command::Embed(args) => clip::embed(&cli.workspace, args, cli.device),
+        Command::Similar(args) => clip::similar(&cli.workspace, args, cli.device),
+        Command::Search(args) => clip::search(&cli.workspace, args, cli.device),
+        Command::LabelIssues(args) => clip::label_issues(&cli.workspace, args, cli.device),
         Command::Model(ModelCommand::Forward(args)) => models::forward(args, cli.device),
         Command::Model(ModelCommand::Random(args)) => device_tools::random(args),
         Command::Model(ModelCommand::Compare(args)) => device_tools::compare(args),

@@ -17,6 +17,22 @@ pub fn arch() -> impl TypedValueParser<Value = Arch> {
     one_of(&[("resnet50", Arch::Resnet50), ("vgg16_bn", Arch::Vgg16Bn), ("alexnet", Arch::Alexnet)])
 }
 
+/// What `weights fetch` fetches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fetchable {
+    Arch(Arch),
+    Clip,
+}
+
+pub fn fetchable() -> impl TypedValueParser<Value = Fetchable> {
+    one_of(&[
+        ("resnet50", Fetchable::Arch(Arch::Resnet50)),
+        ("vgg16_bn", Fetchable::Arch(Arch::Vgg16Bn)),
+        ("alexnet", Fetchable::Arch(Arch::Alexnet)),
+        ("clip", Fetchable::Clip),
+    ])
+}
+
 pub fn device() -> impl TypedValueParser<Value = DeviceKind> {
     one_of(&[("cpu", DeviceKind::Cpu), ("cuda", DeviceKind::Cuda), ("metal", DeviceKind::Metal)])
 }

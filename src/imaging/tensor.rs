@@ -43,6 +43,20 @@ pub fn eval_crop(img: &RgbImage, size: usize) -> RgbImage {
     crop_imm(&resized, x, y, size as u32, size as u32).to_image()
 }
 
+/// CLIP's preprocessing: the shorter side resized to `size` (bicubic, as OpenAI's), centre crop.
+pub fn clip_crop(img: &RgbImage, size: usize) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let s = w.min(h).max(1) as u64;
+    let (nw, nh) = (
+        ((w as u64 * size as u64) / s).max(size as u64) as u32,
+        ((h as u64 * size as u64) / s).max(size as u64) as u32,
+    );
+    let src = if w.min(h) as usize > 4 * size { image::imageops::thumbnail(img, nw * 2, nh * 2) } else { img.clone() };
+    let resized = resize(&src, nw, nh, FilterType::CatmullRom);
+    let (x, y) = ((nw - size as u32) / 2, (nh - size as u32) / 2);
+    crop_imm(&resized, x, y, size as u32, size as u32).to_image()
+}
+
 /// Training transform: random resized crop and optional horizontal flip.
 pub fn train_crop(img: &RgbImage, size: usize, flip: bool, rng: &mut impl Rng) -> RgbImage {
     let (w, h) = img.dimensions();

@@ -3,6 +3,7 @@
 pub mod alexnet;
 pub mod batch_norm;
 pub mod checkpoint;
+pub mod clip;
 pub mod conv;
 pub mod device;
 pub mod dropout;

@@ -212,7 +212,39 @@ pub fn fetch(
 ) -> Result<PathBuf, WeightsError> {
     let src = hub_source(arch).ok_or(WeightsError::NoHubSource { arch })?;
     let repo = format!("{}/{}", src.owner, src.name);
-    let dl = |detail: String| WeightsError::Download { arch, repo: repo.clone(), detail };
+    match hub_file(src.owner, src.name, None, src.file, opts, Box::new(progress)) {
+        Ok(p) => {
+            // A proxy's error page or a truncated file must not pass for weights.
+            read_header(&p)?;
+            Ok(p)
+        }
+        Err(HubFileError::NotCached) => Err(WeightsError::NotCached { arch }),
+        Err(HubFileError::Other(detail)) => Err(WeightsError::Download { arch, repo, detail }),
+    }
+}
+
+/// Why a hub file could not be had.
+#[derive(Debug)]
+pub enum HubFileError {
+    /// Offline, and not in the cache.
+    NotCached,
+    Other(String),
+}
+
+/// Progress of a download: (bytes done, bytes total).
+pub type HubProgressFn = Box<dyn Fn(u64, u64) + Send + Sync>;
+
+/// One file of a Hugging Face model repository, from the cache or downloaded into it (at
+/// `revision`, default `main`).
+pub fn hub_file(
+    owner: &str,
+    name: &str,
+    revision: Option<&str>,
+    file: &str,
+    opts: &HubOptions,
+    progress: HubProgressFn,
+) -> Result<PathBuf, HubFileError> {
+    let other = |e: String| HubFileError::Other(e);
     let mut builder = hf_hub::HFClient::builder();
     if let Some(e) = &opts.endpoint {
         builder = builder.endpoint(e.clone());
@@ -220,24 +252,23 @@ pub fn fetch(
     if let Some(c) = &opts.cache_dir {
         builder = builder.cache_dir(c.clone());
     }
-    let client = builder.build().map_err(|e| dl(e.to_string()))?;
-    let client = hf_hub::HFClientSync::from_inner(client).map_err(|e| dl(e.to_string()))?;
-    let model = client.model(src.owner, src.name);
-    let handler = HubProgress { f: Box::new(progress), total: Default::default() };
-    let res = model
+    let client = builder.build().map_err(|e| other(e.to_string()))?;
+    let client = hf_hub::HFClientSync::from_inner(client).map_err(|e| other(e.to_string()))?;
+    let model = client.model(owner, name);
+    let handler = HubProgress { f: progress, total: Default::default() };
+    let req = model
         .download_file()
-        .filename(src.file)
+        .filename(file)
         .local_files_only(opts.offline)
-        .progress(hf_hub::progress::Progress::new(handler))
-        .send();
+        .progress(hf_hub::progress::Progress::new(handler));
+    let res = match revision {
+        Some(r) => req.revision(r).send(),
+        None => req.send(),
+    };
     match res {
-        Ok(p) => {
-            // A proxy's error page or a truncated file must not pass for weights.
-            read_header(&p)?;
-            Ok(p)
-        }
-        Err(hf_hub::HFError::LocalEntryNotFound { .. }) => Err(WeightsError::NotCached { arch }),
-        Err(e) => Err(dl(e.to_string())),
+        Ok(p) => Ok(p),
+        Err(hf_hub::HFError::LocalEntryNotFound { .. }) => Err(HubFileError::NotCached),
+        Err(e) => Err(other(format!("{file}: {e}"))),
     }
 }
 

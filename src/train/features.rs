@@ -59,13 +59,27 @@ pub fn transfer_key(cfg: &TrainConfig, run: &str) -> String {
 /// loses at most this much work and the next pass continues from there.
 pub const SAVE_EVERY: Duration = Duration::from_secs(20);
 
+/// Embeds a batch of examples (rows in order): a backbone, CLIP's image tower.
+pub type Encoder<'a> = dyn Fn(&[&Example]) -> Result<Tensor, TrainError> + 'a;
+
+/// A backbone's embeddings of a batch under an evaluation transform.
+pub fn backbone_encoder<'a>(
+    backbone: &'a Backbone,
+    t: &'a Transform,
+    device: &'a Device,
+) -> impl Fn(&[&Example]) -> Result<Tensor, TrainError> + 'a {
+    move |chunk| {
+        let b = assemble(chunk, t, &vec![0; chunk.len()], device, 0)?;
+        Ok(backbone.embed_t(&b.images, false)?)
+    }
+}
+
 /// The embeddings of `examples` (rows in the same order), computing only what the cache lacks
 /// and saving it every `save_every` (callers pass [`SAVE_EVERY`]). `progress` gets (done, todo).
 #[allow(clippy::too_many_arguments)]
 pub fn embeddings(
-    backbone: &Backbone,
+    encode: &Encoder,
     examples: &[Example],
-    t: &Transform,
     batch: usize,
     cache: &Path,
     device: &Device,
@@ -84,8 +98,7 @@ pub fn embeddings(
             if control.cancel.load(Ordering::Relaxed) {
                 return Err(TrainError::Cancelled("(while computing embeddings)".into()));
             }
-            let b = assemble(chunk, t, &vec![0; chunk.len()], device, 0)?;
-            let e = backbone.embed_t(&b.images, false)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            let e = encode(chunk)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
             for (ex, row) in chunk.iter().zip(e) {
                 map.insert(ex.content_hash.clone(), row);
             }
@@ -130,22 +143,22 @@ mod tests {
         let vb = candle_nn::VarBuilder::from_varmap(&candle_nn::VarMap::new(), DType::F32, &Device::Cpu);
         let backbone = Backbone::new(Arch::Resnet50, BackboneConfig { own_classes: None, dropout: 0.0 }, vb).unwrap();
         let t = Transform { size: 32, train: false, flip: false, mean: IMAGENET_MEAN, std: IMAGENET_STD };
+        let encode = backbone_encoder(&backbone, &t, &Device::Cpu);
         let cache = dir.path().join("features.safetensors");
         let control = Control::default();
         // The process dies (here: a panic) after the second batch of two, with saving due after
         // every batch: the first four vectors are on disk.
         let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut progress = |done: usize, _| assert!(done < 4, "killed");
-            embeddings(&backbone, &examples, &t, 2, &cache, &Device::Cpu, &control, &mut progress, Duration::ZERO)
+            embeddings(&encode, &examples, 2, &cache, &Device::Cpu, &control, &mut progress, Duration::ZERO)
         }));
         assert!(died.is_err());
         assert_eq!(read_cache(&cache).len(), 4);
         // The next pass embeds only the two left, and gives the same rows a clean pass gives.
         let mut todo = Vec::new();
         let resumed = embeddings(
-            &backbone,
+            &encode,
             &examples,
-            &t,
             2,
             &cache,
             &Device::Cpu,
@@ -156,8 +169,8 @@ mod tests {
         .unwrap();
         assert_eq!(todo, vec![(2, 2)]);
         let clean = dir.path().join("clean.safetensors");
-        let fresh = embeddings(&backbone, &examples, &t, 2, &clean, &Device::Cpu, &control, &mut |_, _| {}, SAVE_EVERY)
-            .unwrap();
+        let fresh =
+            embeddings(&encode, &examples, 2, &clean, &Device::Cpu, &control, &mut |_, _| {}, SAVE_EVERY).unwrap();
         assert_eq!(resumed.to_vec2::<f32>().unwrap(), fresh.to_vec2::<f32>().unwrap());
     }
 }

@@ -279,9 +279,8 @@ fn run_loop(
                     |d: usize, n: usize| events(TrainEvent::Message(format!("embedding {what} images: {d} / {n}")));
                 let save_every = features::SAVE_EVERY;
                 features::embeddings(
-                    backbone,
+                    &features::backbone_encoder(backbone, &eval_t, device),
                     exs,
-                    &eval_t,
                     cfg.batch,
                     &cache,
                     device,

@@ -119,13 +119,17 @@ pub fn synth_folder(dir: &std::path::Path, cultures: &[&str], per_class: usize, 
     }
 }
 
-/// Runs the CLI; returns (exit code, stdout, stderr).
+/// Runs the CLI; returns (exit code, stdout, stderr). Offline, with a Hugging Face cache of
+/// its own beside the workspace (empty unless a test fills it), so what the developer's cache
+/// holds changes nothing.
 pub fn run(ws: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let cache = ws.parent().unwrap_or(ws).join("hf-cache");
     let out = std::process::Command::new(bin())
         .arg("--workspace")
         .arg(ws)
         .args(args)
         .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HUB_CACHE", &cache)
         .output()
         .unwrap();
     (

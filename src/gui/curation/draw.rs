@@ -68,13 +68,13 @@ impl CurationView {
                 (None, false) => ui.label("not flagged"),
             };
             if let Some(s) = self.state.suspicion.get(&a.id) {
-                ui.label(format!(
-                    "suspicion {:.2}{}",
-                    s.score,
-                    if self.state.suspicion_from_model { "" } else { " (image statistics; no model yet)" }
-                ));
+                let by = self.state.ranked_by.map(|b| format!(" (by {})", b.describe())).unwrap_or_default();
+                ui.label(format!("suspicion {:.2}{by}", s.score));
                 for r in &s.reasons {
                     ui.label(format!("• {r}"));
+                }
+                if let Some(r) = s.suggested {
+                    ui.colored_label(Color32::from_rgb(230, 160, 40), format!("suggested: {r} (press A to accept)"));
                 }
             }
         }

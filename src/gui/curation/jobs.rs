@@ -3,8 +3,7 @@
 use crate::gui::jobs::Job;
 use crate::gui::shared::{PickKind, Shared};
 
-/// Every work's suspicion, and whether a trained model scored them (else image statistics).
-pub type Ranking = (Vec<crate::analysis::suspicion::Suspicion>, bool);
+pub use crate::analysis::rank::Ranking;
 
 /// Ranks the works with the selected run's model, or by image statistics when there is none.
 pub fn spawn_suspicion(shared: &Shared) -> Job<Ranking> {

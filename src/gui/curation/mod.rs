@@ -64,6 +64,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("Arrow keys", "move"),
     ("1 to 7", "flag as sculpture, book, manuscript, container, jewelry, snuff box, other (then next)"),
     ("0 or U", "remove the flag"),
+    ("A", "accept the reason CLIP suggests (for the selection: each work its own)"),
     ("Click / Ctrl+click / Shift+click", "select one / toggle / select a range"),
     ("Ctrl+A", "select every work in the filter"),
     ("Esc", "clear the selection, close overlays"),
@@ -199,6 +200,21 @@ impl CurationView {
         }
     }
 
+    /// Flags the target works with the reason CLIP suggests for each (one undoable batch).
+    fn accept_suggestions(&mut self, shared: &mut Shared) {
+        let changes = self.state.begin_accept_suggestions();
+        if changes.is_empty() {
+            return;
+        }
+        self.scroll_to_cursor = true;
+        match self.worker(shared) {
+            Some(w) => {
+                w.send(|token| Request::Flag { token, changes });
+            }
+            None => self.state.fail_flag(&changes, "not saved: no workspace is open".into()),
+        }
+    }
+
     fn undo(&mut self, shared: &mut Shared, redo: bool) {
         if let Some(w) = self.worker(shared) {
             let token = w.send(|token| Request::Undo { token, redo });
@@ -245,6 +261,9 @@ impl CurationView {
         if pressed(Modifiers::NONE, Key::Num0) || pressed(Modifiers::NONE, Key::U) {
             self.flag(shared, None);
         }
+        if pressed(Modifiers::NONE, Key::A) {
+            self.accept_suggestions(shared);
+        }
         if pressed(Modifiers::NONE, Key::Space) {
             self.show_large = !self.show_large;
         }
@@ -272,10 +291,10 @@ impl CurationView {
         {
             self.suspicion_job = None;
             match r {
-                Ok((list, from_model)) => {
+                Ok((list, ranked_by)) => {
                     self.scores = std::sync::Arc::new(list.iter().map(|s| (s.artwork_id, s.score)).collect());
                     self.state.suspicion = list.into_iter().map(|s| (s.artwork_id, s)).collect();
-                    self.state.suspicion_from_model = from_model;
+                    self.state.ranked_by = Some(ranked_by);
                     self.state.filters.sort = Sort::Suspicious;
                     self.loaded_generation = None;
                 }
@@ -297,13 +316,20 @@ impl CurationView {
                 ui.label(format!("ranking: {}", job.message));
             });
         } else if self.state.filters.sort == Sort::Suspicious
-            && !self.state.suspicion_from_model
+            && let Some(by) = self.state.ranked_by
+            && !by.uses_model()
             && !self.state.suspicion.is_empty()
         {
-            ui.label(
-                RichText::new("Ranked by image statistics (aspect ratio, plain background): no trained model yet.")
-                    .italics(),
-            );
+            let note = match by {
+                crate::analysis::rank::RankedBy::Clip => {
+                    "Ranked by CLIP zero-shot (no trained model yet): A accepts the suggested reason."
+                }
+                _ => {
+                    "Ranked by image statistics (aspect ratio, plain background): no trained model yet; \
+                      `artculture weights fetch clip` lets CLIP rank."
+                }
+            };
+            ui.label(RichText::new(note).italics());
         }
         let cols = self.columns(ui.available_width() - 300.0);
         self.handle_keys(ui, shared, cols);

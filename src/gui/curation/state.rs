@@ -53,8 +53,8 @@ pub struct CurationState {
     /// Flags on their way to the catalog, shown as "saving" until confirmed.
     pub pending: HashMap<i64, Pending>,
     pub suspicion: HashMap<i64, Suspicion>,
-    /// Whether `suspicion` comes from a model (else from image statistics).
-    pub suspicion_from_model: bool,
+    /// What ranked `suspicion`.
+    pub ranked_by: Option<crate::analysis::rank::RankedBy>,
     pub last_error: Option<String>,
     /// A work to put the cursor on at the next reload.
     pub focus_after_reload: Option<i64>,
@@ -144,6 +144,29 @@ impl CurationState {
             self.move_cursor(1);
         }
         targets.into_iter().map(|id| FlagChange { artwork_id: id, reason, note: note.clone() }).collect()
+    }
+
+    /// Flags the targets that have a suggested reason, each with its own, as one batch.
+    pub fn begin_accept_suggestions(&mut self) -> Vec<FlagChange> {
+        let targets: Vec<(i64, FlagReason)> = self
+            .targets()
+            .into_iter()
+            .filter_map(|id| self.suspicion.get(&id).and_then(|s| s.suggested).map(|r| (id, r)))
+            .collect();
+        if targets.is_empty() {
+            return Vec::new();
+        }
+        let single = self.selection.is_empty();
+        self.selection.clear();
+        for &(id, reason) in &targets {
+            let p = self.pending.entry(id).or_insert(Pending { reason: Some(reason), count: 0 });
+            p.reason = Some(reason);
+            p.count += 1;
+        }
+        if single && self.current().is_some_and(|a| targets.iter().any(|t| t.0 == a.id)) {
+            self.move_cursor(1);
+        }
+        targets.into_iter().map(|(id, r)| FlagChange { artwork_id: id, reason: Some(r), note: None }).collect()
     }
 
     /// The catalog confirmed these changes: the works show them for good.

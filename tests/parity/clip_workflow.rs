@@ -1,0 +1,76 @@
+//! CLIP in the product, end to end through the CLI, with a tiny seeded CLIP placed in the
+//! workspace's Hugging Face cache as `weights fetch clip` leaves it (no network).
+use super::common::*;
+use artculture::model::clip::{ClipConfig, ClipModel};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use serde_json::Value;
+use std::path::Path;
+
+/// The tokenizer fixture's vocabulary with a tiny model of matching size, written where the hub
+/// client looks for `openai/clip-vit-base-patch32` at its weights revision.
+pub fn install_tiny_clip(cache: &Path) {
+    let repo = cache.join("models--openai--clip-vit-base-patch32");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let refs = repo.join("refs/refs/pr");
+    std::fs::create_dir_all(&refs).unwrap();
+    std::fs::write(refs.join("15"), commit).unwrap();
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip/tokenizer");
+    for f in ["vocab.json", "merges.txt"] {
+        std::fs::copy(fixtures.join(f), snap.join(f)).unwrap();
+    }
+    let config = r#"{"projection_dim": 16,
+        "text_config": {"vocab_size": 4514, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
+        "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 32, "patch_size": 8}}"#;
+    std::fs::write(snap.join("config.json"), config).unwrap();
+    let map = VarMap::new();
+    let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+    ClipModel::new(&ClipConfig::from_json(config).unwrap(), vb).unwrap();
+    fill_deterministic(&map, DType::F32);
+    map.save(snap.join("model.safetensors")).unwrap();
+}
+
+fn json(ws: &Path, args: &[&str]) -> Value {
+    serde_json::from_str(&ok(ws, args)).unwrap()
+}
+
+#[test]
+fn clip_ranks_before_any_run_and_answers_more_like_this_and_search_by_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    ok(&ws, &["import", "sample"]);
+    // Without CLIP: image statistics, and the ranking says so.
+    let r = json(&ws, &["rank", "--json", "--limit", "100"]);
+    assert_eq!(r["ranked_by"], "image_statistics");
+    install_tiny_clip(&dir.path().join("hf-cache"));
+    let r = json(&ws, &["rank", "--json", "--limit", "100"]);
+    assert_eq!(r["ranked_by"], "clip", "{r}");
+    let works = r["works"].as_array().unwrap();
+    assert_eq!(works.len(), 32, "every sample work ranked");
+    let scores: Vec<f64> = works.iter().map(|w| w["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores.iter().all(|s| (0.0..=1.0).contains(s)));
+    // A suggestion comes with every work CLIP finds likelier not a painting, and only then.
+    for w in works {
+        assert_eq!(w["suggested"].is_null(), w["score"].as_f64().unwrap() < 0.5, "{w}");
+    }
+    // The embeddings were cached: a second pass computes nothing.
+    let cache_files = std::fs::read_dir(ws.join("features")).unwrap().count();
+    assert_eq!(cache_files, 1);
+
+    // More like this: the nearest works, most similar first, the query work left out.
+    let first = works[0]["id"].as_str().unwrap().to_string();
+    let s = json(&ws, &["similar", &first, "--limit", "5", "--json"]);
+    let hits = s["works"].as_array().unwrap();
+    assert_eq!(hits.len(), 5);
+    assert!(hits.iter().all(|h| h["id"] != first.as_str()), "the query work is left out");
+    let sims: Vec<f64> = hits.iter().map(|h| h["similarity"].as_f64().unwrap()).collect();
+    assert!(sims.windows(2).all(|w| w[0] >= w[1]));
+
+    let q = json(&ws, &["search", "a snuff box", "--limit", "7", "--json"]);
+    assert_eq!(q["works"].as_array().unwrap().len(), 7);
+    let (code, _, err) = run(&ws, &["similar", "no-such-work"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no-such-work"), "{err}");
+}
