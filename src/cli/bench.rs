@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-pub const WORKLOADS: [&str; 14] = [
+pub const WORKLOADS: [&str; 16] = [
     "forward1",
     "forward16",
     "forward16_vars",
@@ -26,6 +26,8 @@ pub const WORKLOADS: [&str; 14] = [
     "predict_large",
     "grid",
     "curation",
+    "clip_query",
+    "clip_embed",
 ];
 
 /// The workloads that run a model, and so take `--arch`.
@@ -336,6 +338,8 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
                 v[format!("worst_frame_ms_{n}")] = worst.into();
             }
         }
+        "clip_query" => v["clip"] = super::bench_clip::query(10_000, a.reps.max(5))?,
+        "clip_embed" => v["clip"] = super::bench_clip::embed(1000)?,
         #[cfg(not(feature = "gui"))]
         "grid" | "curation" => anyhow::bail!("the {name} benchmark needs the app (the `gui` feature)"),
         other => anyhow::bail!("unknown workload {other}"),

@@ -1,6 +1,7 @@
 //! The command line: argument definitions and dispatch. Each command is a thin wrapper over
 //! library calls; `--json` output goes to stdout, everything else to stderr.
 mod bench;
+mod bench_clip;
 #[cfg(feature = "gui")]
 mod bench_curation;
 mod bench_data;

@@ -277,11 +277,15 @@ impl CurationView {
                     Sort::Id => "by id",
                     Sort::Culture => "by culture",
                     Sort::Suspicious => "most suspicious first",
+                    Sort::Similar => "most similar first",
                 })
                 .show_ui(ui, |ui| {
                     changed |= ui.selectable_value(&mut f.sort, Sort::Id, "by id").changed();
                     changed |= ui.selectable_value(&mut f.sort, Sort::Culture, "by culture").changed();
                     changed |= ui.selectable_value(&mut f.sort, Sort::Suspicious, "most suspicious first").changed();
+                    if !self.similarity.is_empty() {
+                        changed |= ui.selectable_value(&mut f.sort, Sort::Similar, "most similar first").changed();
+                    }
                 });
             ui.add(egui::Slider::new(&mut self.zoom, 64.0..=320.0).text("zoom").show_value(false));
             if ui
@@ -291,6 +295,27 @@ impl CurationView {
                 && self.suspicion_job.is_none()
             {
                 self.suspicion_job = Some(super::jobs::spawn_suspicion(shared));
+            }
+            let words = ui.add(
+                egui::TextEdit::singleline(&mut self.clip_text)
+                    .hint_text("search by words (CLIP)")
+                    .desired_width(170.0),
+            );
+            if words.lost_focus()
+                && ui.input(|i| i.key_pressed(egui::Key::Enter))
+                && !self.clip_text.trim().is_empty()
+                && self.clip_job.is_none()
+            {
+                let q = super::jobs::ClipQuery::Text(self.clip_text.trim().to_string());
+                self.clip_job = Some(super::jobs::spawn_clip_query(shared, q));
+            }
+            let targets = self.state.targets();
+            if ui
+                .add_enabled(!targets.is_empty() && self.clip_job.is_none(), egui::Button::new("More like this"))
+                .on_hover_text("Sort the grid by CLIP similarity to the selected works (or the one under the cursor)")
+                .clicked()
+            {
+                self.clip_job = Some(super::jobs::spawn_clip_query(shared, super::jobs::ClipQuery::Works(targets)));
             }
             if ui.button("Export CSV…").clicked() {
                 super::jobs::export_csv(shared);

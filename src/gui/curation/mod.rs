@@ -35,6 +35,11 @@ pub struct CurationView {
     undos_in_flight: std::collections::BTreeSet<u64>,
     /// Suspicion scores shared with the worker's loads.
     scores: worker::Scores,
+    /// CLIP similarities of the last search or "more like this".
+    similarity: worker::Scores,
+    clip_job: Option<crate::gui::jobs::Job<std::collections::HashMap<i64, f64>>>,
+    /// The search box's words.
+    clip_text: String,
 }
 
 impl Default for CurationView {
@@ -55,6 +60,9 @@ impl Default for CurationView {
             load_token: None,
             undos_in_flight: Default::default(),
             scores: Default::default(),
+            similarity: Default::default(),
+            clip_job: None,
+            clip_text: String::new(),
         }
     }
 }
@@ -86,7 +94,8 @@ impl CurationView {
 
     /// Asks for the list under the current filters; the view shows the old one until it comes.
     fn reload(&mut self, shared: &mut Shared) {
-        let (filters, scores) = (self.state.filters.clone(), self.scores.clone());
+        let filters = self.state.filters.clone();
+        let scores = if filters.sort == Sort::Similar { self.similarity.clone() } else { self.scores.clone() };
         if let Some(w) = self.worker(shared) {
             self.load_token = Some(w.send(|token| Request::Load { token, filters, scores }));
         }
@@ -301,6 +310,20 @@ impl CurationView {
                 Err(e) => self.state.last_error = Some(e),
             }
         }
+        if let Some(job) = self.clip_job.as_mut()
+            && let Some(r) = job.poll()
+        {
+            self.clip_job = None;
+            match r {
+                Ok(sims) => {
+                    self.similarity = std::sync::Arc::new(sims);
+                    self.state.filters.sort = Sort::Similar;
+                    self.state.cursor = 0;
+                    self.loaded_generation = None;
+                }
+                Err(e) => self.state.last_error = Some(e),
+            }
+        }
         if self.loaded_generation != Some(shared.generation) {
             self.reload(shared);
         }
@@ -314,6 +337,11 @@ impl CurationView {
             ui.horizontal(|ui| {
                 ui.spinner();
                 ui.label(format!("ranking: {}", job.message));
+            });
+        } else if let Some(job) = &self.clip_job {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!("CLIP: {}", job.message));
             });
         } else if self.state.filters.sort == Sort::Suspicious
             && let Some(by) = self.state.ranked_by
@@ -412,6 +440,41 @@ mod tests {
         h.key_press(Key::U);
         settle(&mut h);
         assert_eq!(flag_of(&h, "1002"), None);
+    }
+
+    #[test]
+    fn a_key_accepts_each_works_suggested_reason_as_one_undoable_change() {
+        use crate::analysis::suspicion::Suspicion;
+        use crate::catalog::FlagReason;
+        let (_d, mut h) = app_with(6);
+        let id = |h: &egui_kittest::Harness<'static, crate::gui::ArtApp>, s: &str| {
+            h.state().shared.ws.as_ref().unwrap().catalog.resolve_id(s).unwrap()
+        };
+        // What a CLIP ranking leaves: suggestions on two works, none on a third.
+        let suggest = [("1000", Some(FlagReason::Sculpture)), ("1001", Some(FlagReason::SnuffBox)), ("1002", None)];
+        for (sid, r) in suggest {
+            let aid = id(&h, sid);
+            let s = Suspicion { artwork_id: aid, score: 0.9, reasons: vec![], duplicate_of: None, suggested: r };
+            h.state_mut().curation.state.suspicion.insert(aid, s);
+        }
+        h.state_mut().curation.state.ranked_by = Some(crate::analysis::rank::RankedBy::Clip);
+        // The work under the cursor: A flags it with its suggestion and moves on.
+        h.key_press(Key::A);
+        settle(&mut h);
+        assert_eq!(flag_of(&h, "1000").as_deref(), Some("sculpture"));
+        assert_eq!(h.state().curation.state.cursor, 1);
+        h.get_by_label("suggested: snuff-box (press A to accept)");
+        // A selection: each work gets its own reason; one without a suggestion is left alone.
+        let (a, b) = (id(&h, "1001"), id(&h, "1002"));
+        h.state_mut().curation.state.selection.extend([a, b]);
+        h.key_press(Key::A);
+        settle(&mut h);
+        assert_eq!((flag_of(&h, "1001").as_deref(), flag_of(&h, "1002")), (Some("snuff-box"), None));
+        // One undo takes back the whole acceptance.
+        h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+        settle(&mut h);
+        assert_eq!(flag_of(&h, "1001"), None);
+        assert_eq!(flag_of(&h, "1000").as_deref(), Some("sculpture"));
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub enum Sort {
     Id,
     Culture,
     Suspicious,
+    /// By CLIP similarity to the last search or "more like this" (most similar first).
+    Similar,
 }
 
 #[derive(Debug, Clone, Default)]

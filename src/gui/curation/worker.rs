@@ -87,7 +87,7 @@ pub fn load(
     scores: &HashMap<i64, f64>,
 ) -> Result<(Vec<Artwork>, HashMap<i64, usize>), CatalogError> {
     let mut items = catalog.artworks(&query(filters))?;
-    if filters.sort == Sort::Suspicious {
+    if matches!(filters.sort, Sort::Suspicious | Sort::Similar) {
         let score = |a: &Artwork| scores.get(&a.id).copied().unwrap_or(f64::NEG_INFINITY);
         items.sort_by(|a, b| score(b).total_cmp(&score(a)).then(a.id.cmp(&b.id)));
     }

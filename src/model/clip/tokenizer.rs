@@ -56,6 +56,11 @@ fn bytes_to_chars() -> [char; 256] {
     out
 }
 
+/// The printable character byte `b` stands for in the vocabulary.
+pub fn byte_char(b: u8) -> char {
+    bytes_to_chars()[b as usize]
+}
+
 impl Tokenizer {
     pub fn from_files(vocab: &Path, merges: &Path) -> Result<Self, TokenizerError> {
         let read = |p: &Path| {
