@@ -275,6 +275,7 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
                 dropout: 0.5,
                 run_id: None,
                 train_config: serde_json::Value::Null,
+                clip: None,
             };
             let model = artculture::model::checkpoint::LoadedModel { net, meta, path: p.clone() };
             // What the Predict view does: decode at display size, predict, colour the map.

@@ -14,7 +14,13 @@ fn one_of<T: Copy + Send + Sync + 'static>(values: &'static [(&'static str, T)])
 }
 
 pub fn arch() -> impl TypedValueParser<Value = Arch> {
-    one_of(&[("resnet50", Arch::Resnet50), ("vgg16_bn", Arch::Vgg16Bn), ("alexnet", Arch::Alexnet)])
+    one_of(&[
+        ("resnet50", Arch::Resnet50),
+        ("vgg16_bn", Arch::Vgg16Bn),
+        ("alexnet", Arch::Alexnet),
+        ("clip_vit_b32", Arch::ClipVitB32),
+        ("clip-vit-b32", Arch::ClipVitB32),
+    ])
 }
 
 /// What `weights fetch` fetches.

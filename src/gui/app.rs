@@ -340,6 +340,7 @@ pub(crate) mod tests {
             dropout: 0.5,
             run_id: None,
             train_config: serde_json::Value::Null,
+            clip: None,
         };
         crate::model::checkpoint::save(path, &tensors, &meta, &[]).unwrap();
     }

@@ -109,6 +109,11 @@ pub fn run_app(workspace: Option<PathBuf>, device: DeviceKind, open: Vec<PathBuf
                     _ => map::Tab::Force,
                 };
             }
+            // The Curation view ranks at start (`ARTCULTURE_CURATION=rank`), as
+            // `scripts/screenshot curation --rank` uses to show CLIP's suggestions.
+            if std::env::var("ARTCULTURE_CURATION").is_ok_and(|v| v == "rank") {
+                app.curation.start_ranking(&app.shared);
+            }
             Ok(Box::new(app))
         }),
     )

@@ -26,6 +26,9 @@ pub struct CheckpointMeta {
     pub run_id: Option<String>,
     /// The training configuration, as the trainer wrote it.
     pub train_config: serde_json::Value,
+    /// A CLIP-backed model's CLIP configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<super::clip::ClipConfig>,
 }
 
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -102,7 +105,10 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, CheckpointError
         return Err(CheckpointError::Mismatch { path: path.into(), detail: "it lists no classes".into() });
     }
     let vb = var_builder(path, DType::F32, device)?;
-    let net = CultureNet::new(meta.arch, meta.dropout, meta.hidden, meta.classes.len(), vb)
-        .map_err(|e| CheckpointError::Mismatch { path: path.into(), detail: e.to_string() })?;
+    let net = match (&meta.clip, meta.arch.is_clip()) {
+        (Some(c), true) => CultureNet::new_clip(c, meta.hidden, meta.classes.len(), vb),
+        _ => CultureNet::new(meta.arch, meta.dropout, meta.hidden, meta.classes.len(), vb),
+    }
+    .map_err(|e| CheckpointError::Mismatch { path: path.into(), detail: e.to_string() })?;
     Ok(LoadedModel { net, meta, path: path.into() })
 }

@@ -29,25 +29,30 @@ pub enum Arch {
     #[serde(rename = "vgg16_bn")]
     Vgg16Bn,
     Alexnet,
+    /// OpenAI's CLIP ViT-B/32 image tower (the transfer method only).
+    #[serde(rename = "clip_vit_b32")]
+    ClipVitB32,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 3] = [Arch::Resnet50, Arch::Vgg16Bn, Arch::Alexnet];
+    pub const ALL: [Arch; 4] = [Arch::Resnet50, Arch::Vgg16Bn, Arch::Alexnet, Arch::ClipVitB32];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Arch::Resnet50 => "resnet50",
             Arch::Vgg16Bn => "vgg16_bn",
             Arch::Alexnet => "alexnet",
+            Arch::ClipVitB32 => "clip_vit_b32",
         }
     }
 
-    /// The size of the vector the replaced last layer sees.
+    /// The size of the vector the replaced last layer sees (CLIP: ViT-B/32's projection).
     pub fn embed_dim(self) -> usize {
         match self {
             Arch::Resnet50 => resnet::RESNET50_EMBED_DIM,
             Arch::Vgg16Bn => vgg::VGG_EMBED_DIM,
             Arch::Alexnet => alexnet::ALEXNET_EMBED_DIM,
+            Arch::ClipVitB32 => clip::ClipConfig::vit_b32().projection_dim,
         }
     }
 
@@ -56,7 +61,20 @@ impl Arch {
         match self {
             Arch::Resnet50 | Arch::Vgg16Bn => 32,
             Arch::Alexnet => 63,
+            Arch::ClipVitB32 => 32,
         }
+    }
+
+    /// The normalisation the architecture's pretrained weights expect.
+    pub fn mean_std(self) -> ([f32; 3], [f32; 3]) {
+        match self {
+            Arch::ClipVitB32 => (clip::CLIP_MEAN, clip::CLIP_STD),
+            _ => (checkpoint::IMAGENET_MEAN, checkpoint::IMAGENET_STD),
+        }
+    }
+
+    pub fn is_clip(self) -> bool {
+        self == Arch::ClipVitB32
     }
 }
 
@@ -66,7 +84,7 @@ impl std::str::FromStr for Arch {
         Arch::ALL
             .into_iter()
             .find(|a| a.as_str() == s.trim().to_lowercase().replace('-', "_"))
-            .ok_or_else(|| format!("unknown architecture {s:?}; expected resnet50, vgg16_bn or alexnet"))
+            .ok_or_else(|| format!("unknown architecture {s:?}; expected resnet50, vgg16_bn, alexnet or clip-vit-b32"))
     }
 }
 
@@ -82,6 +100,7 @@ pub enum Backbone {
     Resnet(resnet::ResNet),
     Vgg(vgg::Vgg),
     Alexnet(alexnet::AlexNet),
+    Clip(clip::backbone::ClipBackbone),
 }
 
 /// Options that change how a backbone is built.
@@ -105,7 +124,16 @@ impl Backbone {
             Arch::Resnet50 => Self::Resnet(resnet::ResNet::resnet50(cfg.own_classes, vb)?),
             Arch::Vgg16Bn => Self::Vgg(vgg::Vgg::vgg16_bn(cfg.own_classes, cfg.dropout, vb)?),
             Arch::Alexnet => Self::Alexnet(alexnet::AlexNet::new(cfg.own_classes, cfg.dropout, vb)?),
+            Arch::ClipVitB32 => Self::Clip(clip::backbone::ClipBackbone::new(&clip::ClipConfig::vit_b32(), vb)?),
         })
+    }
+
+    /// The size of the vector the head sees.
+    pub fn embed_dim(&self) -> usize {
+        match self {
+            Self::Clip(m) => m.embed_dim,
+            other => other.arch().embed_dim(),
+        }
     }
 
     pub fn arch(&self) -> Arch {
@@ -113,24 +141,27 @@ impl Backbone {
             Self::Resnet(_) => Arch::Resnet50,
             Self::Vgg(_) => Arch::Vgg16Bn,
             Self::Alexnet(_) => Arch::Alexnet,
+            Self::Clip(_) => Arch::ClipVitB32,
         }
     }
 
     /// Reseeds the dropout masks (VGG and AlexNet), so that a resumed run repeats them.
     pub fn reseed_dropout(&self, seed: u64) {
         match self {
-            Self::Resnet(_) => {}
+            Self::Resnet(_) | Self::Clip(_) => {}
             Self::Vgg(m) => m.dropout.reseed(seed),
             Self::Alexnet(m) => m.dropout.reseed(seed),
         }
     }
 
-    /// The last convolutional feature map.
+    /// The last convolutional feature map (CLIP: the projected embedding itself, batch x dim;
+    /// its map for a prediction comes from [`CultureNet::forward_with_features`]).
     pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match self {
             Self::Resnet(m) => m.features_t(x, train),
             Self::Vgg(m) => m.features_t(x, train),
             Self::Alexnet(m) => m.features_t(x, train),
+            Self::Clip(m) => m.embed(x),
         }
     }
 
@@ -140,6 +171,7 @@ impl Backbone {
             Self::Resnet(m) => m.embed_from_features(features),
             Self::Vgg(m) => m.embed_from_features_t(features, train),
             Self::Alexnet(m) => m.embed_from_features_t(features, train),
+            Self::Clip(_) => Ok(features.clone()),
         }
     }
 
@@ -153,6 +185,7 @@ impl Backbone {
             Self::Resnet(m) => m.classifier(embedding),
             Self::Vgg(m) => m.classifier(embedding),
             Self::Alexnet(m) => m.classifier(embedding),
+            Self::Clip(_) => None,
         }
     }
 
@@ -183,6 +216,14 @@ impl CultureNet {
         Ok(Self { backbone, head })
     }
 
+    /// A CLIP-backed culture model of a given CLIP configuration (the published ViT-B/32's, or
+    /// a test's tiny one).
+    pub fn new_clip(cfg: &clip::ClipConfig, hidden: [usize; 2], classes: usize, vb: VarBuilder) -> Result<Self> {
+        let backbone = Backbone::Clip(clip::backbone::ClipBackbone::new(cfg, vb.clone())?);
+        let head = CultureHead::new(backbone.embed_dim(), hidden, classes, vb.pp(HEAD_PREFIX))?;
+        Ok(Self { backbone, head })
+    }
+
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.head.forward(&self.backbone.embed_t(x, train)?)
     }
@@ -190,6 +231,10 @@ impl CultureNet {
     /// Logits and the last conv map from one pass (prediction with an activation map).
     pub fn forward_with_features(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         device::check_dtype(x, "backbone input")?;
+        if let Backbone::Clip(m) = &self.backbone {
+            let (emb, map) = m.embed_with_map(x)?;
+            return Ok((self.head.forward(&emb)?, map));
+        }
         let features = self.backbone.features_t(x, false)?;
         let logits = self.head.forward(&self.backbone.embed_from_features_t(&features, false)?)?;
         Ok((logits, features))
@@ -197,6 +242,11 @@ impl CultureNet {
 
     /// Logits from a feature map (Grad-CAM differentiates this with respect to the map).
     pub fn logits_from_features(&self, features: &Tensor) -> Result<Tensor> {
+        if matches!(self.backbone, Backbone::Clip(_)) {
+            candle_core::bail!(
+                "Grad-CAM needs a convolutional map; for a CLIP run the map is the attention rollout (--cam sum)"
+            );
+        }
         self.head.forward(&self.backbone.embed_from_features_t(features, false)?)
     }
 }

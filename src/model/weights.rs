@@ -22,7 +22,8 @@ pub enum WeightsError {
     )]
     NoHubSource { arch: Arch },
     #[error(
-        "pretrained {arch} weights are not in the Hugging Face cache and this run is offline; run `artculture weights fetch {arch}` while online"
+        "pretrained {arch} weights are not in the Hugging Face cache and this run is offline; run `artculture weights fetch {}` while online",
+        if arch.is_clip() { "clip" } else { arch.as_str() }
     )]
     NotCached { arch: Arch },
     #[error("downloading {arch} weights from {repo}: {detail}")]
@@ -183,7 +184,7 @@ pub fn hub_source(arch: Arch) -> Option<HubSource> {
     match arch {
         Arch::Resnet50 => Some(HubSource { owner: "timm", name: "resnet50.tv_in1k", file: "model.safetensors" }),
         Arch::Vgg16Bn => Some(HubSource { owner: "timm", name: "vgg16_bn.tv_in1k", file: "model.safetensors" }),
-        Arch::Alexnet => None,
+        Arch::Alexnet | Arch::ClipVitB32 => None,
     }
 }
 
@@ -210,6 +211,16 @@ pub fn fetch(
     opts: &HubOptions,
     progress: impl Fn(u64, u64) + Send + Sync + 'static,
 ) -> Result<PathBuf, WeightsError> {
+    if arch.is_clip() {
+        // CLIP's checkpoint is four files (config and tokenizer beside the weights).
+        let progress = std::sync::Arc::new(progress);
+        return super::clip::hub::fetch(opts, move |_, d, t| progress(d, t)).map(|f| f.weights).map_err(|e| match e {
+            super::clip::ClipError::NotCached => WeightsError::NotCached { arch },
+            other => {
+                WeightsError::Download { arch, repo: "openai/clip-vit-base-patch32".into(), detail: other.to_string() }
+            }
+        });
+    }
     let src = hub_source(arch).ok_or(WeightsError::NoHubSource { arch })?;
     let repo = format!("{}/{}", src.owner, src.name);
     match hub_file(src.owner, src.name, None, src.file, opts, Box::new(progress)) {

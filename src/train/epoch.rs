@@ -6,7 +6,6 @@ use super::batch_log::BatchLog;
 use super::data::{self, Example, Transform};
 use super::sgd::Sgd;
 use super::{Control, TrainConfig, TrainError, TrainEvent, mix_seed};
-use crate::model::checkpoint::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::model::{CultureHead, CultureNet};
 use crate::workspace::Workspace;
 use candle_core::{D, DType, Device, Module, Tensor};
@@ -79,8 +78,8 @@ pub fn train_epoch(
                     size: cfg.image_size,
                     train: cfg.augment,
                     flip: cfg.augment,
-                    mean: IMAGENET_MEAN,
-                    std: IMAGENET_STD,
+                    mean: cfg.arch.mean_std().0,
+                    std: cfg.arch.mean_std().1,
                 };
                 let device = step.device.clone();
                 let rx = data::batches(examples.clone(), order.clone(), cfg.batch, train_t, epoch_seed, device, 2);

@@ -12,7 +12,7 @@ use super::sgd::Sgd;
 use super::split::{Part, stratified_split};
 use super::{Control, Method, Pretrained, TrainConfig, TrainError, TrainEvent, features, mix_seed};
 use crate::catalog::{ArtworkQuery, EpochMetrics, RunStatus};
-use crate::model::checkpoint::{self, CheckpointMeta, FORMAT_VERSION, IMAGENET_MEAN, IMAGENET_STD};
+use crate::model::checkpoint::{self, CheckpointMeta, FORMAT_VERSION};
 use crate::model::{CultureNet, weights};
 use crate::workspace::Workspace;
 use candle_core::{DType, Device, Tensor, Var};
@@ -157,6 +157,8 @@ fn resume_inner(
 struct Model {
     map: VarMap,
     net: CultureNet,
+    /// A CLIP-backed run's CLIP configuration (written into its checkpoints).
+    clip: Option<crate::model::clip::ClipConfig>,
     /// Transfer mode: the backbone on plain tensors, so no graph is recorded while embedding.
     frozen: Option<crate::model::Backbone>,
 }
@@ -169,18 +171,41 @@ fn build_model(
 ) -> Result<Model, TrainError> {
     let map = VarMap::new();
     let vb = crate::model::init::seeded_var_builder(&map, cfg.seed, DType::F32, device);
-    let net = CultureNet::new(cfg.arch, cfg.dropout, cfg.hidden, classes, vb)?;
+    let pretrained = match (&cfg.pretrained, resume_from) {
+        (_, Some(_)) => None,
+        _ if cfg.method == Method::Scratch => None,
+        (Pretrained::None, _) => None,
+        // A CLIP checkpoint folder (config.json, model.safetensors) or a weights file.
+        (Pretrained::Path(p), _) if p.is_dir() => Some(p.join("model.safetensors")),
+        (Pretrained::Path(p), _) => Some(p.clone()),
+        (Pretrained::Hub, _) => Some(weights::fetch(cfg.arch, &weights::HubOptions::from_env(), |_, _| {})?),
+    };
+    // CLIP's shapes come from its config: the resumed checkpoint's, else the one beside the
+    // pretrained weights.
+    let clip = match (cfg.arch.is_clip(), resume_from, &pretrained) {
+        (false, ..) => None,
+        (true, Some(last), _) => checkpoint::read_meta(last).ok().and_then(|m| m.clip),
+        (true, None, Some(p)) => {
+            Some(crate::model::clip::config_beside(p).map_err(|e| TrainError::Data(e.to_string()))?)
+        }
+        (true, None, None) => Some(crate::model::clip::ClipConfig::vit_b32()),
+    };
+    if let Some(c) = &clip
+        && c.vision_config.image_size != cfg.image_size
+    {
+        return Err(TrainError::Data(format!(
+            "CLIP takes {0} x {0} images (its position embeddings are learned for that size): use --image-size {0}",
+            c.vision_config.image_size
+        )));
+    }
+    let net = match &clip {
+        Some(c) => CultureNet::new_clip(c, cfg.hidden, classes, vb)?,
+        None => CultureNet::new(cfg.arch, cfg.dropout, cfg.hidden, classes, vb)?,
+    };
     if let Some(last) = resume_from {
         weights::load_into_varmap(&map, last, &[])?;
-    } else if cfg.method != Method::Scratch {
-        let path = match &cfg.pretrained {
-            Pretrained::None => None,
-            Pretrained::Path(p) => Some(p.clone()),
-            Pretrained::Hub => Some(weights::fetch(cfg.arch, &weights::HubOptions::from_env(), |_, _| {})?),
-        };
-        if let Some(p) = path {
-            weights::load_into_varmap(&map, &p, &[crate::model::HEAD_PREFIX])?;
-        }
+    } else if let Some(p) = pretrained {
+        weights::load_into_varmap(&map, &p, &[crate::model::HEAD_PREFIX])?;
     }
     let frozen = if cfg.method == Method::Transfer {
         let tensors: HashMap<String, Tensor> = map
@@ -191,15 +216,18 @@ fn build_model(
             .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
             .collect();
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-        Some(crate::model::Backbone::new(
-            cfg.arch,
-            crate::model::BackboneConfig { own_classes: None, dropout: cfg.dropout },
-            vb,
-        )?)
+        Some(match &clip {
+            Some(c) => crate::model::Backbone::Clip(crate::model::clip::backbone::ClipBackbone::new(c, vb)?),
+            None => crate::model::Backbone::new(
+                cfg.arch,
+                crate::model::BackboneConfig { own_classes: None, dropout: cfg.dropout },
+                vb,
+            )?,
+        })
     } else {
         None
     };
-    Ok(Model { map, net, frozen })
+    Ok(Model { map, net, clip, frozen })
 }
 
 fn trainable(map: &VarMap, method: Method) -> Vec<(String, Var)> {
@@ -214,14 +242,21 @@ fn trainable(map: &VarMap, method: Method) -> Vec<(String, Var)> {
     v
 }
 
-fn meta(cfg: &TrainConfig, classes: &[String], run: &str) -> CheckpointMeta {
+fn meta(
+    cfg: &TrainConfig,
+    classes: &[String],
+    run: &str,
+    clip: Option<crate::model::clip::ClipConfig>,
+) -> CheckpointMeta {
+    let (mean, std) = cfg.arch.mean_std();
     CheckpointMeta {
         format: FORMAT_VERSION,
         arch: cfg.arch,
         classes: classes.to_vec(),
         image_size: cfg.image_size,
-        mean: IMAGENET_MEAN,
-        std: IMAGENET_STD,
+        mean,
+        std,
+        clip,
         hidden: cfg.hidden,
         dropout: cfg.dropout,
         run_id: Some(run.to_string()),
@@ -269,7 +304,8 @@ fn run_loop(
         sgd.set_buffers(|n| st.get(&format!("{MOMENTUM_PREFIX}{n}")).cloned());
     }
     let class_weights = if cfg.balanced { Some(class_weights(&train, classes.len(), device)?) } else { None };
-    let eval_t = Transform { size: cfg.image_size, train: false, flip: false, mean: IMAGENET_MEAN, std: IMAGENET_STD };
+    let (mean, std) = cfg.arch.mean_std();
+    let eval_t = Transform { size: cfg.image_size, train: false, flip: false, mean, std };
     // Transfer mode: every split's embeddings once (cached across runs in features/).
     let embedded = match &model.frozen {
         Some(backbone) => {
@@ -338,7 +374,14 @@ fn run_loop(
         let improved = val_eval.top1 > best_val_acc;
         best_val_acc = best_val_acc.max(val_eval.top1);
         let st = TrainState { epochs_done: epoch, scheduler: sched.clone(), best_val_acc, seconds };
-        save_checkpoints(&model.map, &sgd, &meta(cfg, classes, run), &st, &last_path, improved.then_some(&best_path))?;
+        save_checkpoints(
+            &model.map,
+            &sgd,
+            &meta(cfg, classes, run, model.clip.clone()),
+            &st,
+            &last_path,
+            improved.then_some(&best_path),
+        )?;
         ws.catalog.record_epoch(run, &m, best_val_acc, seconds)?;
         events(TrainEvent::Epoch(m));
     }

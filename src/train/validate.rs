@@ -64,6 +64,15 @@ impl TrainConfig {
         count("image-size", self.image_size, min, MAX_IMAGE_SIZE, &format!(" for {}", self.arch));
         count("hidden", self.hidden[0], 1, MAX_HIDDEN, " (first hidden size)");
         count("hidden", self.hidden[1], 1, MAX_HIDDEN, " (second hidden size)");
+        if self.arch.is_clip() && self.method != super::Method::Transfer {
+            bad.push(format!(
+                "--arch {} trains with --method transfer only (a frozen CLIP and a culture head; fine-tuning a ViT is beyond a CPU)",
+                self.arch
+            ));
+        }
+        if self.arch.is_clip() && self.pretrained == super::Pretrained::None {
+            bad.push("--arch clip_vit_b32 needs CLIP's weights (--pretrained hub, or a CLIP checkpoint folder)".into());
+        }
         if bad.is_empty() { Ok(()) } else { Err(ConfigError(bad)) }
     }
 }

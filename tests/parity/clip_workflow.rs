@@ -74,3 +74,74 @@ fn clip_ranks_before_any_run_and_answers_more_like_this_and_search_by_words() {
     assert_ne!(code, 0);
     assert!(err.contains("no-such-work"), "{err}");
 }
+
+#[test]
+fn a_clip_transfer_run_trains_predicts_with_a_rollout_map_and_maps_cultures() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    ok(&ws, &["import", "sample"]);
+    install_tiny_clip(&dir.path().join("hf-cache"));
+    // Fine-tuning a ViT is refused with the reason; so is a size its positions do not fit.
+    let (code, _, err) = run(&ws, &["train", "--arch", "clip-vit-b32", "--method", "finetune", "--epochs", "1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--method transfer only"), "{err}");
+    let (code, _, err) =
+        run(&ws, &["train", "--arch", "clip-vit-b32", "--method", "transfer", "--epochs", "1", "--image-size", "64"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--image-size 32"), "{err}");
+    let args = [
+        "train",
+        "--arch",
+        "clip-vit-b32",
+        "--method",
+        "transfer",
+        "--epochs",
+        "2",
+        "--image-size",
+        "32",
+        "--batch",
+        "8",
+    ];
+    let out = ok(&ws, &args);
+    let run_id = out.lines().next().unwrap().trim().to_string();
+    let runs = json(&ws, &["runs", "--json"]);
+    let listed = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == run_id.as_str())
+        .unwrap_or_else(|| panic!("{runs}"));
+    assert_eq!(
+        (&listed["arch"], &listed["status"]),
+        (&Value::from("clip_vit_b32"), &Value::from("finished")),
+        "{listed}"
+    );
+    assert!(listed["top1"].as_f64().is_some(), "{listed}");
+    // Prediction shows the attention rollout: a 4 x 4 map for 32 px and 8 px patches.
+    let painting = walk_images(&ws.join("sample"))[0].clone();
+    let overlay = dir.path().join("overlay.png");
+    let p = json(&ws, &["predict", painting.to_str().unwrap(), "--json", "--overlay", overlay.to_str().unwrap()]);
+    let first = &p.as_array().map(|a| a[0].clone()).unwrap_or(p.clone());
+    assert!(first["top"].as_array().is_some_and(|t| !t.is_empty()), "{p}");
+    assert!(image::open(&overlay).is_ok());
+    let (code, _, err) = run(&ws, &["predict", painting.to_str().unwrap(), "--cam", "gradcam"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("attention rollout"), "{err}");
+    // The culture map works from the run's CLIP embeddings.
+    let m = json(&ws, &["map", "--json"]);
+    assert!(m["cultures"].as_array().is_some_and(|c| c.len() >= 2), "{m}");
+}
+
+fn walk_images(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_images(&p));
+        } else if p.extension().is_some_and(|x| x == "jpg" || x == "png") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}

@@ -290,11 +290,12 @@ impl CurationView {
             ui.add(egui::Slider::new(&mut self.zoom, 64.0..=320.0).text("zoom").show_value(false));
             if ui
                 .button("Rank suspicious")
-                .on_hover_text("Compute the suspicion ranking (model if a run exists, else image statistics)")
+                .on_hover_text(
+                    "Rank by suspicion: the run's model if one exists, CLIP zero-shot when fetched, else image statistics",
+                )
                 .clicked()
-                && self.suspicion_job.is_none()
             {
-                self.suspicion_job = Some(super::jobs::spawn_suspicion(shared));
+                self.start_ranking(shared);
             }
             let words = ui.add(
                 egui::TextEdit::singleline(&mut self.clip_text)

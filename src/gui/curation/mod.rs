@@ -209,6 +209,13 @@ impl CurationView {
         }
     }
 
+    /// Starts ranking the works by suspicion (what "Rank suspicious" does).
+    pub fn start_ranking(&mut self, shared: &Shared) {
+        if self.suspicion_job.is_none() {
+            self.suspicion_job = Some(jobs::spawn_suspicion(shared));
+        }
+    }
+
     /// Flags the target works with the reason CLIP suggests for each (one undoable batch).
     fn accept_suggestions(&mut self, shared: &mut Shared) {
         let changes = self.state.begin_accept_suggestions();
@@ -301,6 +308,9 @@ impl CurationView {
             self.suspicion_job = None;
             match r {
                 Ok((list, ranked_by)) => {
+                    // The most suspicious work under the cursor, in view: where an annotator starts.
+                    self.state.focus_after_reload = list.first().map(|s| s.artwork_id);
+                    self.scroll_to_cursor = true;
                     self.scores = std::sync::Arc::new(list.iter().map(|s| (s.artwork_id, s.score)).collect());
                     self.state.suspicion = list.into_iter().map(|s| (s.artwork_id, s)).collect();
                     self.state.ranked_by = Some(ranked_by);
@@ -316,9 +326,11 @@ impl CurationView {
             self.clip_job = None;
             match r {
                 Ok(sims) => {
+                    self.state.focus_after_reload =
+                        sims.iter().max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0))).map(|(id, _)| *id);
+                    self.scroll_to_cursor = true;
                     self.similarity = std::sync::Arc::new(sims);
                     self.state.filters.sort = Sort::Similar;
-                    self.state.cursor = 0;
                     self.loaded_generation = None;
                 }
                 Err(e) => self.state.last_error = Some(e),

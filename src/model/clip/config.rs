@@ -1,9 +1,9 @@
 //! CLIP's configuration, read from a Hugging Face `config.json` (`CLIPConfig`: `text_config`,
 //! `vision_config`, `projection_dim`). Absent fields take `transformers`' defaults, which are
 //! ViT-B/32's, as the published `config.json` relies on.
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TextConfig {
     pub vocab_size: usize,
@@ -31,7 +31,7 @@ impl Default for TextConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct VisionConfig {
     pub hidden_size: usize,
@@ -61,7 +61,7 @@ impl Default for VisionConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ClipConfig {
     #[serde(default)]
     pub text_config: TextConfig,

@@ -5,6 +5,7 @@
 //! words use. candle-transformers has a CLIP too; ours reuses the project's `Linear` (weights
 //! streamed as `W x^T`, see `model::linear`) and returns the attention rollout's inputs, and it
 //! keeps candle-transformers (and the `tokenizers` build it pulls in) out of the build.
+pub mod backbone;
 pub mod config;
 pub mod encoder;
 pub mod hub;
@@ -22,7 +23,7 @@ use std::path::Path;
 
 /// The normalisation CLIP was trained with (OpenAI's preprocessing; not ImageNet's).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 #[derive(Debug, Clone)]
 pub struct ClipModel {
@@ -86,6 +87,17 @@ impl ClipModel {
     pub fn logit_scale(&self) -> Result<f32> {
         self.logit_scale.exp()?.to_dtype(DType::F32)?.to_scalar::<f32>()
     }
+}
+
+/// The configuration of a CLIP weights file: `config.json` beside it (as the hub cache and a
+/// downloaded checkpoint folder hold it), else the published ViT-B/32's.
+pub fn config_beside(weights: &Path) -> std::result::Result<ClipConfig, ClipError> {
+    let path = weights.with_file_name("config.json");
+    if !path.exists() {
+        return Ok(ClipConfig::vit_b32());
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| ClipError::File(path.clone(), e.to_string()))?;
+    ClipConfig::from_json(&text).map_err(|e| ClipError::File(path, e))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -80,8 +80,7 @@ impl Tokenizer {
             vocab.get(tok).copied().ok_or_else(|| ("merges", format!("line {line}: {tok:?} is not in the vocabulary")))
         };
         let mut table = HashMap::new();
-        let lines =
-            merges.lines().enumerate().filter(|(i, l)| !(*i == 0 && l.starts_with("#version")) && !l.is_empty());
+        let lines = merges.lines().enumerate().filter(|(i, l)| !(l.is_empty() || *i == 0 && l.starts_with("#version")));
         for (rank, (i, line)) in lines.enumerate() {
             let Some((a, b)) = line.split_once(' ') else {
                 return Err(("merges", format!("line {}: {line:?} is not two symbols", i + 1)));
