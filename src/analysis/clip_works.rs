@@ -126,6 +126,17 @@ pub fn clip_encoder<'a>(
     }
 }
 
+/// A progress line for an embedding pass: "CLIP: embedding 120 / 5300 works, 4 min left".
+pub fn progress_line(started: std::time::Instant, done: usize, todo: usize) -> String {
+    let left = if done == 0 {
+        String::new()
+    } else {
+        let per = started.elapsed().as_secs_f64() / done as f64;
+        format!(", {} left", crate::train::progress::format_duration(per * todo.saturating_sub(done) as f64))
+    };
+    format!("CLIP: embedding {done} / {todo} works{left}")
+}
+
 /// Embeds every work with an image (flagged ones too: an annotator looks for more like them),
 /// computing only what the cache lacks. `progress` gets (done, todo).
 pub fn embed_all(

@@ -76,8 +76,9 @@ fn by_clip(
     rep(0.0, "loading CLIP".into());
     let (model, tok) = files.load(device).map_err(|e| e.to_string())?;
     let control = crate::train::Control::default();
+    let started = std::time::Instant::now();
     let index = clip_works::embed_all(ws, &model, &files.weights, device, &control, &mut |d, n| {
-        rep(d as f32 / n.max(1) as f32, format!("CLIP: embedding {d} / {n} works"))
+        rep(d as f32 / n.max(1) as f32, clip_works::progress_line(started, d, n))
     })
     .map_err(|e| e.to_string())?;
     let scale = model.logit_scale().map_err(|e| e.to_string())?;

@@ -308,7 +308,7 @@ impl CurationView {
                 && self.clip_job.is_none()
             {
                 let q = super::jobs::ClipQuery::Text(self.clip_text.trim().to_string());
-                self.clip_job = Some(super::jobs::spawn_clip_query(shared, q));
+                self.clip_job = Some(super::jobs::spawn_clip_query(shared, &self.clip_session, q));
             }
             let targets = self.state.targets();
             if ui
@@ -316,7 +316,8 @@ impl CurationView {
                 .on_hover_text("Sort the grid by CLIP similarity to the selected works (or the one under the cursor)")
                 .clicked()
             {
-                self.clip_job = Some(super::jobs::spawn_clip_query(shared, super::jobs::ClipQuery::Works(targets)));
+                let q = super::jobs::ClipQuery::Works(targets);
+                self.clip_job = Some(super::jobs::spawn_clip_query(shared, &self.clip_session, q));
             }
             if ui.button("Export CSV…").clicked() {
                 super::jobs::export_csv(shared);
