@@ -94,17 +94,9 @@ pub fn text_query(model: &ClipModel, tok: &Tokenizer, text: &str, device: &Devic
     l2_normalize(&model.text_features(&ids, tok.end)?)?.flatten_all()?.to_vec1::<f32>()
 }
 
-/// The cache key of a CLIP checkpoint: its weights file (path, size, modification time) and
-/// input size.
+/// The cache key of a CLIP checkpoint: its weights file and input size.
 fn cache_key(weights: &Path, image_size: usize) -> String {
-    let meta = std::fs::metadata(weights).ok();
-    let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
-    let mtime = meta
-        .and_then(|m| m.modified().ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("clip|{}|{len}|{mtime}|{image_size}", weights.display())
+    format!("{}|{image_size}", super::embed::file_key("clip", weights))
 }
 
 /// A batch of examples through CLIP's preprocessing and image tower.

@@ -15,8 +15,8 @@ pub struct WorkEmbeddings {
     pub vectors: Vec<Vec<f32>>,
 }
 
-/// A key that changes when the checkpoint file changes.
-fn checkpoint_key(path: &Path) -> String {
+/// A key that changes when the file changes (its path, size and modification time).
+pub(crate) fn file_key(kind: &str, path: &Path) -> String {
     let meta = std::fs::metadata(path).ok();
     let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
     let mtime = meta
@@ -24,7 +24,7 @@ fn checkpoint_key(path: &Path) -> String {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("checkpoint|{}|{len}|{mtime}", path.display())
+    format!("{kind}|{}|{len}|{mtime}", path.display())
 }
 
 /// The embedding cache key of a checkpoint. A transfer run's backbone is the frozen one its
@@ -39,7 +39,7 @@ fn cache_key(model: &LoadedModel) -> String {
         {
             features::transfer_key(&cfg, run)
         }
-        _ => checkpoint_key(&model.path),
+        _ => file_key("checkpoint", &model.path),
     }
 }
 

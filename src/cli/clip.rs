@@ -116,11 +116,10 @@ pub fn embed(ws_dir: &Option<PathBuf>, args: EmbedArgs, device: DeviceKind) -> a
     Ok(ExitCode::SUCCESS)
 }
 
+/// What a query prints, and from which CLIP.
 #[derive(Debug, Args)]
-pub struct SimilarArgs {
-    /// Works to find more like (Met Object IDs, or catalog ids for works from folders).
-    #[arg(required = true)]
-    pub ids: Vec<String>,
+pub struct QueryOutput {
+    /// How many works to list.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
     #[arg(long)]
@@ -130,15 +129,20 @@ pub struct SimilarArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SimilarArgs {
+    /// Works to find more like (Met Object IDs, or catalog ids for works from folders).
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+    #[command(flatten)]
+    pub out: QueryOutput,
+}
+
+#[derive(Debug, Args)]
 pub struct SearchArgs {
     /// Words to search for, e.g. "snuff box", "Madonna and Child", "harbour at sunset".
     pub text: String,
-    #[arg(long, default_value_t = 20)]
-    pub limit: usize,
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
-    pub src: ClipSource,
+    pub out: QueryOutput,
 }
 
 fn print_hits(ws: &Workspace, hits: &[(i64, f32)], json: bool, what: &str) -> anyhow::Result<ExitCode> {
@@ -174,31 +178,31 @@ fn print_hits(ws: &Workspace, hits: &[(i64, f32)], json: bool, what: &str) -> an
 }
 
 pub fn similar(ws_dir: &Option<PathBuf>, args: SimilarArgs, device: DeviceKind) -> anyhow::Result<ExitCode> {
-    let l = load(ws_dir, &args.src, device)?;
+    let l = load(ws_dir, &args.out.src, device)?;
     let ids = args
         .ids
         .iter()
         .map(|i| l.ws.catalog.resolve_id(i).with_context(|| format!("work {i}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let idx = index(&l)?;
-    let hits = match idx.similar(&ids, args.limit) {
+    let hits = match idx.similar(&ids, args.out.limit) {
         Ok(h) => h,
         Err(missing) => bail!(
             "{} has no image to compare (no embedding)",
             missing.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ")
         ),
     };
-    print_hits(&l.ws, &hits, args.json, &format!("works like {}", args.ids.join(", ")))
+    print_hits(&l.ws, &hits, args.out.json, &format!("works like {}", args.ids.join(", ")))
 }
 
 pub fn search(ws_dir: &Option<PathBuf>, args: SearchArgs, device: DeviceKind) -> anyhow::Result<ExitCode> {
     if args.text.trim().is_empty() {
         bail!("search text is empty");
     }
-    let l = load(ws_dir, &args.src, device)?;
+    let l = load(ws_dir, &args.out.src, device)?;
     let idx = index(&l)?;
     let q = clip_works::text_query(&l.model, &l.tok, &args.text, &l.device)?;
-    print_hits(&l.ws, &idx.nearest(&q, args.limit, &[]), args.json, &format!("{:?}", args.text))
+    print_hits(&l.ws, &idx.nearest(&q, args.out.limit, &[]), args.out.json, &format!("{:?}", args.text))
 }
 
 #[derive(Debug, Args)]

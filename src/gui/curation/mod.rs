@@ -200,6 +200,11 @@ impl CurationView {
     fn flag(&mut self, shared: &mut Shared, reason: Option<FlagReason>) {
         let note = Some(std::mem::take(&mut self.note)).filter(|n| !n.trim().is_empty());
         let changes = self.state.begin_flag(reason, note);
+        self.send_flags(shared, changes);
+    }
+
+    /// Sends flag changes (already shown as pending) to the worker as one batch.
+    fn send_flags(&mut self, shared: &mut Shared, changes: Vec<crate::catalog::FlagChange>) {
         if changes.is_empty() {
             return;
         }
@@ -222,16 +227,7 @@ impl CurationView {
     /// Flags the target works with the reason CLIP suggests for each (one undoable batch).
     fn accept_suggestions(&mut self, shared: &mut Shared) {
         let changes = self.state.begin_accept_suggestions();
-        if changes.is_empty() {
-            return;
-        }
-        self.scroll_to_cursor = true;
-        match self.worker(shared) {
-            Some(w) => {
-                w.send(|token| Request::Flag { token, changes });
-            }
-            None => self.state.fail_flag(&changes, "not saved: no workspace is open".into()),
-        }
+        self.send_flags(shared, changes);
     }
 
     fn undo(&mut self, shared: &mut Shared, redo: bool) {

@@ -132,6 +132,13 @@ pub struct EncoderShape {
     pub act: Activation,
 }
 
+impl EncoderShape {
+    pub fn new(hidden: usize, intermediate: usize, heads: usize, layers: usize, eps: f64, act: &str) -> Result<Self> {
+        let act = Activation::parse(act).map_err(candle_core::Error::msg)?;
+        Ok(Self { hidden, intermediate, heads, layers, eps, act })
+    }
+}
+
 impl Encoder {
     pub fn new(s: &EncoderShape, vb: VarBuilder) -> Result<Self> {
         let layers = (0..s.layers)

@@ -1,6 +1,6 @@
 //! CLIP's text tower (`CLIPTextTransformer`): token and position embeddings, the encoder with a
 //! causal mask, `final_layer_norm`, pooled at the end-of-text token.
-use super::config::{Activation, TextConfig};
+use super::config::TextConfig;
 use super::encoder::{Encoder, EncoderShape};
 use candle_core::{DType, IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
@@ -16,16 +16,9 @@ pub struct TextTransformer {
 
 impl TextTransformer {
     pub fn new(c: &TextConfig, vb: VarBuilder) -> Result<Self> {
-        let act = Activation::parse(&c.hidden_act).map_err(candle_core::Error::msg)?;
         let emb = vb.pp("embeddings");
-        let shape = EncoderShape {
-            hidden: c.hidden_size,
-            intermediate: c.intermediate_size,
-            heads: c.num_attention_heads,
-            layers: c.num_hidden_layers,
-            eps: c.layer_norm_eps,
-            act,
-        };
+        let (h, i, n) = (c.hidden_size, c.intermediate_size, c.num_attention_heads);
+        let shape = EncoderShape::new(h, i, n, c.num_hidden_layers, c.layer_norm_eps, &c.hidden_act)?;
         Ok(Self {
             token_embedding: candle_nn::embedding(c.vocab_size, c.hidden_size, emb.pp("token_embedding"))?,
             position_embedding: emb.get((c.max_position_embeddings, c.hidden_size), "position_embedding.weight")?,

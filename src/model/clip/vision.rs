@@ -1,7 +1,7 @@
 //! CLIP's image tower (`CLIPVisionTransformer`): 32 x 32 patches embedded by a strided
 //! convolution, a class token, learned positions, `pre_layrnorm` (sic, the published name),
 //! the encoder, and `post_layernorm` on the class token.
-use super::config::{Activation, VisionConfig};
+use super::config::VisionConfig;
 use super::encoder::{Encoder, EncoderShape};
 use candle_core::{D, IndexOp, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, LayerNorm, VarBuilder};
@@ -20,19 +20,12 @@ pub struct VisionTransformer {
 
 impl VisionTransformer {
     pub fn new(c: &VisionConfig, vb: VarBuilder) -> Result<Self> {
-        let act = Activation::parse(&c.hidden_act).map_err(candle_core::Error::msg)?;
         let emb = vb.pp("embeddings");
         let conv = Conv2dConfig { stride: c.patch_size, ..Default::default() };
         let w = emb.get((c.hidden_size, c.num_channels, c.patch_size, c.patch_size), "patch_embedding.weight")?;
         let positions = (c.image_size / c.patch_size).pow(2) + 1;
-        let shape = EncoderShape {
-            hidden: c.hidden_size,
-            intermediate: c.intermediate_size,
-            heads: c.num_attention_heads,
-            layers: c.num_hidden_layers,
-            eps: c.layer_norm_eps,
-            act,
-        };
+        let (h, i, n) = (c.hidden_size, c.intermediate_size, c.num_attention_heads);
+        let shape = EncoderShape::new(h, i, n, c.num_hidden_layers, c.layer_norm_eps, &c.hidden_act)?;
         Ok(Self {
             class_embedding: emb.get(c.hidden_size, "class_embedding")?,
             patch_embedding: Conv2d::new(w, None, conv),
