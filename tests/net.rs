@@ -219,3 +219,69 @@ fn a_download_that_is_not_safetensors_is_refused() {
     assert_ne!(code, 0);
     assert!(err.contains("not a safetensors file"), "{err}");
 }
+
+fn clip_server(files: Vec<(&'static str, Vec<u8>)>) -> common::http::Server {
+    serve(move |req| {
+        let prefix = "/openai/clip-vit-base-patch32/resolve/refs%2Fpr%2F15/";
+        match req.path.strip_prefix(prefix).and_then(|f| files.iter().find(|(n, _)| *n == f)) {
+            Some((name, body)) => Response::ok(body.clone())
+                .header("ETag", &format!("\"etag-{name}\""))
+                .header("X-Repo-Commit", "0123456789012345678901234567890123456789"),
+            None => Response::status(404),
+        }
+    })
+}
+
+fn hub_cmd(cache: &std::path::Path, endpoint: &str, offline: bool, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(args).env("HF_HUB_CACHE", cache).env("HF_ENDPOINT", endpoint).env_remove("HF_TOKEN");
+    if offline {
+        cmd.env("HF_HUB_OFFLINE", "1");
+    } else {
+        cmd.env_remove("HF_HUB_OFFLINE");
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn clip_fetches_its_four_files_once_then_every_clip_command_runs_offline() {
+    let files = common::tiny_clip_files();
+    let server = clip_server(files.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (code, _, err) = hub_cmd(&cache, &server.url, true, &["weights", "fetch", "clip"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("weights fetch clip") && err.contains("offline"), "{err}");
+    let (code, out, err) = hub_cmd(&cache, &server.url, false, &["weights", "fetch", "clip"]);
+    assert_eq!(code, 0, "{err}");
+    let weights = std::path::PathBuf::from(out.trim());
+    assert!(weights.starts_with(&cache));
+    for (name, body) in &files {
+        assert_eq!(&std::fs::read(weights.with_file_name(name)).unwrap(), body, "{name}");
+    }
+    // From here on nothing is asked of the network.
+    drop(server);
+    let ws = dir.path().join("ws");
+    let ws_arg = ws.to_str().unwrap();
+    assert_eq!(hub_cmd(&cache, "http://127.0.0.1:9", true, &["--workspace", ws_arg, "import", "sample"]).0, 0);
+    let (code, out, err) =
+        hub_cmd(&cache, "http://127.0.0.1:9", true, &["--workspace", ws_arg, "search", "harbour at sunset", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["works"].as_array().unwrap().len(), 20);
+}
+
+#[test]
+fn a_clip_checkpoint_missing_a_file_names_it() {
+    let files: Vec<_> = common::tiny_clip_files().into_iter().filter(|(n, _)| *n != "merges.txt").collect();
+    let server = clip_server(files);
+    let cache = tempfile::tempdir().unwrap();
+    let (code, _, err) = hub_cmd(cache.path(), &server.url, false, &["weights", "fetch", "clip"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("merges.txt"), "{err}");
+}

@@ -145,3 +145,25 @@ pub fn ok(ws: &std::path::Path, args: &[&str]) -> String {
     assert_eq!(code, 0, "artculture {args:?} failed:\n{err}");
     out
 }
+
+/// A CLIP checkpoint's four files for tests: the tokenizer fixture's vocabulary (4,514 tokens)
+/// and a tiny model of matching size with seeded weights (32 px images, 8 px patches).
+pub fn tiny_clip_files() -> Vec<(&'static str, Vec<u8>)> {
+    use artculture::model::clip::{ClipConfig, ClipModel};
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip/tokenizer");
+    let config = r#"{"projection_dim": 16,
+        "text_config": {"vocab_size": 4514, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
+        "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 32, "patch_size": 8}}"#;
+    let map = VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+    ClipModel::new(&ClipConfig::from_json(config).unwrap(), vb).unwrap();
+    fill_deterministic(&map, DType::F32);
+    let dir = tempfile::tempdir().unwrap();
+    map.save(dir.path().join("model.safetensors")).unwrap();
+    vec![
+        ("config.json", config.as_bytes().to_vec()),
+        ("vocab.json", std::fs::read(fixtures.join("vocab.json")).unwrap()),
+        ("merges.txt", std::fs::read(fixtures.join("merges.txt")).unwrap()),
+        ("model.safetensors", std::fs::read(dir.path().join("model.safetensors")).unwrap()),
+    ]
+}

@@ -1,14 +1,11 @@
 //! CLIP in the product, end to end through the CLI, with a tiny seeded CLIP placed in the
 //! workspace's Hugging Face cache as `weights fetch clip` leaves it (no network).
 use super::common::*;
-use artculture::model::clip::{ClipConfig, ClipModel};
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
 use serde_json::Value;
 use std::path::Path;
 
-/// The tokenizer fixture's vocabulary with a tiny model of matching size, written where the hub
-/// client looks for `openai/clip-vit-base-patch32` at its weights revision.
+/// The tiny CLIP of [`tiny_clip_files`], written where the hub client looks for
+/// `openai/clip-vit-base-patch32` at its weights revision.
 pub fn install_tiny_clip(cache: &Path) {
     let repo = cache.join("models--openai--clip-vit-base-patch32");
     let commit = "0123456789abcdef0123456789abcdef01234567";
@@ -17,19 +14,9 @@ pub fn install_tiny_clip(cache: &Path) {
     std::fs::write(refs.join("15"), commit).unwrap();
     let snap = repo.join("snapshots").join(commit);
     std::fs::create_dir_all(&snap).unwrap();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip/tokenizer");
-    for f in ["vocab.json", "merges.txt"] {
-        std::fs::copy(fixtures.join(f), snap.join(f)).unwrap();
+    for (name, bytes) in tiny_clip_files() {
+        std::fs::write(snap.join(name), bytes).unwrap();
     }
-    let config = r#"{"projection_dim": 16,
-        "text_config": {"vocab_size": 4514, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
-        "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 32, "patch_size": 8}}"#;
-    std::fs::write(snap.join("config.json"), config).unwrap();
-    let map = VarMap::new();
-    let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
-    ClipModel::new(&ClipConfig::from_json(config).unwrap(), vb).unwrap();
-    fill_deterministic(&map, DType::F32);
-    map.save(snap.join("model.safetensors")).unwrap();
 }
 
 fn json(ws: &Path, args: &[&str]) -> Value {
