@@ -65,7 +65,8 @@ def main() -> None:
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
     ours, theirs = [], []
     for r in range(a.rounds):
-        out = subprocess.run([a.bin, "bench", "clip_embed", "--child"], capture_output=True, text=True, env=env, check=True)
+        out = subprocess.run([a.bin, "bench", "clip_embed", "--child", "--clip-images", str(a.images)],
+                             capture_output=True, text=True, env=env, check=True)
         line = json.loads(out.stdout.strip().splitlines()[-1])
         ours.append({**line["clip"], "peak_rss_mib": line["peak_rss_mib"]})
         out = subprocess.run([sys.executable, __file__, "--peer", "--images", str(a.images), "--threads", str(a.threads)],

@@ -52,6 +52,9 @@ pub struct BenchArgs {
     /// Images of the generated folder.
     #[arg(long, default_value_t = 5000)]
     pub folder_images: usize,
+    /// Images of the clip_embed workload.
+    #[arg(long, default_value_t = 1000)]
+    pub clip_images: usize,
     #[arg(long, hide = true)]
     pub child: bool,
 }
@@ -340,7 +343,7 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
             }
         }
         "clip_query" => v["clip"] = super::bench_clip::query(10_000, a.reps.max(5))?,
-        "clip_embed" => v["clip"] = super::bench_clip::embed(1000)?,
+        "clip_embed" => v["clip"] = super::bench_clip::embed(a.clip_images)?,
         #[cfg(not(feature = "gui"))]
         "grid" | "curation" => anyhow::bail!("the {name} benchmark needs the app (the `gui` feature)"),
         other => anyhow::bail!("unknown workload {other}"),
@@ -390,6 +393,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 &args.csv_rows.to_string(),
                 "--folder-images",
                 &args.folder_images.to_string(),
+                "--clip-images",
+                &args.clip_images.to_string(),
                 "--arch",
                 args.arch.as_str(),
                 n,

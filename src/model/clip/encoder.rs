@@ -2,8 +2,9 @@
 //! self-attention and a two-layer MLP, parameters named as `transformers`' state_dict
 //! (`layers.{i}.self_attn.{q,k,v,out}_proj`, `layer_norm1`, `mlp.fc1`, `mlp.fc2`, `layer_norm2`).
 use super::config::Activation;
+use crate::kernels::{self, linear::Epilogue};
 use crate::model::linear::Linear;
-use candle_core::{D, Module, Result, Tensor};
+use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
 fn linear(dim_in: usize, dim_out: usize, vb: VarBuilder) -> Result<Linear> {
@@ -11,11 +12,47 @@ fn linear(dim_in: usize, dim_out: usize, vb: VarBuilder) -> Result<Linear> {
 }
 
 /// A linear layer over the last axis of a (batch, tokens, features) tensor, as one matrix
-/// product over all rows (our `Linear`'s fast path is for 2-D inputs).
-fn apply(l: &Linear, x: &Tensor) -> Result<Tensor> {
+/// product over all rows, with `act` applied to its output. On the CPU, with nothing to
+/// differentiate, the fused kernel of [`kernels::linear`] writes the result once.
+fn apply_act(l: &Linear, x: &Tensor, act: Epilogue) -> Result<Tensor> {
     let (b, t, d) = x.dims3()?;
-    let y = l.forward(&x.reshape((b * t, d))?)?;
-    y.reshape((b, t, ()))
+    let w = l.weight();
+    let fused = kernels::applies(x)
+        && x.dtype() == w.dtype()
+        && w.device().is_cpu()
+        && w.dims2()?.1 == d
+        && !x.track_op()
+        && !w.track_op()
+        && l.bias().is_none_or(|b| !b.track_op());
+    if fused {
+        let n = w.dim(0)?;
+        macro_rules! run {
+            ($t:ty) => {{
+                let y = kernels::with_slice::<$t, _>(x, "clip linear input", |xs| {
+                    kernels::with_slice::<$t, _>(w, "clip linear weight", |ws| match l.bias() {
+                        Some(bias) => kernels::with_slice::<$t, _>(bias, "clip linear bias", |bs| {
+                            kernels::linear::forward(xs, ws, Some(bs), b * t, d, n, act)
+                        }),
+                        None => Ok(kernels::linear::forward(xs, ws, None, b * t, d, n, act)),
+                    })
+                })???;
+                Tensor::from_vec(y, (b, t, n), x.device())
+            }};
+        }
+        return match x.dtype() {
+            DType::F64 => run!(f64),
+            _ => run!(f32),
+        };
+    }
+    let y = l.forward(&x.reshape((b * t, d))?)?.reshape((b, t, ()))?;
+    match act {
+        Epilogue::None => Ok(y),
+        Epilogue::QuickGelu => &y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?,
+    }
+}
+
+fn apply(l: &Linear, x: &Tensor) -> Result<Tensor> {
+    apply_act(l, x, Epilogue::None)
 }
 
 #[derive(Debug, Clone)]
@@ -75,10 +112,9 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = apply(&self.fc1, x)?;
         let h = match self.act {
-            Activation::QuickGelu => (&h * candle_nn::ops::sigmoid(&(&h * 1.702)?)?)?,
-            Activation::Gelu => h.gelu_erf()?,
+            Activation::QuickGelu => apply_act(&self.fc1, x, Epilogue::QuickGelu)?,
+            Activation::Gelu => apply(&self.fc1, x)?.gelu_erf()?,
         };
         apply(&self.fc2, &h)
     }
