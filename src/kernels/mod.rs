@@ -17,8 +17,8 @@ pub mod conv;
 pub mod conv_op;
 pub mod gemv;
 pub mod head;
-pub mod linear;
 pub mod isa;
+pub mod linear;
 pub mod pool;
 pub mod winograd;
 
