@@ -73,7 +73,7 @@ pub fn spawn_clip_query(
             .map_err(|e| e.to_string())?;
             (s.index, s.generation) = (std::sync::Arc::new(index), generation);
         }
-        Ok(query_scores(s, &query, &device)?)
+        query_scores(s, &query, &device)
     })
 }
 
