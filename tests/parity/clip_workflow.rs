@@ -114,6 +114,10 @@ fn a_clip_transfer_run_trains_predicts_with_a_rollout_map_and_maps_cultures() {
     let (code, _, err) = run(&ws, &["predict", painting.to_str().unwrap(), "--cam", "gradcam"]);
     assert_ne!(code, 0);
     assert!(err.contains("attention rollout"), "{err}");
+    // With a run and CLIP cached, both rank: every work keeps the model's signals and CLIP's.
+    let r = json(&ws, &["rank", "--json", "--limit", "100"]);
+    assert_eq!(r["ranked_by"], "model_and_clip", "{r}");
+    assert_eq!(r["works"].as_array().unwrap().len(), 32);
     // The culture map works from the run's CLIP embeddings.
     let m = json(&ws, &["map", "--json"]);
     assert!(m["cultures"].as_array().is_some_and(|c| c.len() >= 2), "{m}");
