@@ -168,22 +168,7 @@ fn hub_server(body: Vec<u8>) -> common::http::Server {
 }
 
 fn fetch(cache: &std::path::Path, endpoint: &str, offline: bool) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(bin());
-    cmd.args(["weights", "fetch", "resnet50"])
-        .env("HF_HUB_CACHE", cache)
-        .env("HF_ENDPOINT", endpoint)
-        .env_remove("HF_TOKEN");
-    if offline {
-        cmd.env("HF_HUB_OFFLINE", "1");
-    } else {
-        cmd.env_remove("HF_HUB_OFFLINE");
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    hub_cmd(cache, endpoint, offline, &["weights", "fetch", "resnet50"])
 }
 
 #[test]
@@ -232,6 +217,7 @@ fn clip_server(files: Vec<(&'static str, Vec<u8>)>) -> common::http::Server {
     })
 }
 
+/// Runs the CLI against a hub at `endpoint` with its own cache (offline: the cache only).
 fn hub_cmd(cache: &std::path::Path, endpoint: &str, offline: bool, args: &[&str]) -> (i32, String, String) {
     let mut cmd = std::process::Command::new(bin());
     cmd.args(args).env("HF_HUB_CACHE", cache).env("HF_ENDPOINT", endpoint).env_remove("HF_TOKEN");
