@@ -33,7 +33,9 @@ impl TrainingView {
             ui.label("Architecture");
             egui::ComboBox::from_id_salt("arch").selected_text(c.arch.as_str()).show_ui(ui, |ui| {
                 for a in Arch::ALL {
-                    ui.selectable_value(&mut c.arch, a, a.as_str());
+                    if ui.selectable_label(c.arch == a, a.as_str()).clicked() {
+                        choose_arch(c, a);
+                    }
                 }
             });
             ui.end_row();
@@ -245,5 +247,16 @@ impl TrainingView {
             last.map(|b| b.images_per_s).unwrap_or(0.0),
             if self.live.paused { "  ·  paused" } else { "" }
         )
+    }
+}
+
+/// Picks an architecture in the form; CLIP trains one way (its frozen pretrained tower, at its
+/// own input size), so choosing it sets that way.
+pub(super) fn choose_arch(c: &mut crate::train::TrainConfig, a: Arch) {
+    c.arch = a;
+    if a.is_clip() {
+        c.method = Method::Transfer;
+        c.pretrained = crate::train::Pretrained::Hub;
+        c.image_size = crate::model::clip::ClipConfig::vit_b32().vision_config.image_size;
     }
 }

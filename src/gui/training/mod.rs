@@ -211,6 +211,16 @@ mod tests {
     }
 
     #[test]
+    fn choosing_clip_sets_the_one_way_it_trains() {
+        let mut c = TrainConfig { method: crate::train::Method::FineTune, image_size: 64, ..Default::default() };
+        super::form::choose_arch(&mut c, crate::model::Arch::ClipVitB32);
+        assert_eq!((c.method, c.image_size), (crate::train::Method::Transfer, 224));
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
+        super::form::choose_arch(&mut c, crate::model::Arch::Alexnet);
+        assert_eq!((c.arch, c.method), (crate::model::Arch::Alexnet, crate::train::Method::Transfer));
+    }
+
+    #[test]
     fn a_run_trained_by_another_process_is_followed_with_its_pace_and_time_left() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = TrainConfig { epochs: 3, ..Default::default() };
