@@ -11,9 +11,14 @@ use std::sync::atomic::Ordering;
 impl TrainingView {
     pub(super) fn form(&mut self, ui: &mut egui::Ui, runs: &[String]) {
         ui.heading("New run");
-        egui::ComboBox::from_label("Preset (Table 2)").selected_text(presets::PRESETS[self.preset].label).show_ui(
-            ui,
-            |ui| {
+        // The label on its own line and the long preset names cut to the panel's width: beside
+        // a full-width box the label had no room and wrapped one letter a line.
+        ui.label("Preset (Table 2)");
+        egui::ComboBox::from_id_salt("preset")
+            .width((ui.available_width() - 8.0).max(120.0))
+            .truncate()
+            .selected_text(presets::PRESETS[self.preset].label)
+            .show_ui(ui, |ui| {
                 for (i, p) in presets::PRESETS.iter().enumerate() {
                     let text = match p.study {
                         Some((val, top1, top3)) => {
@@ -26,8 +31,7 @@ impl TrainingView {
                         self.preset_chosen = true;
                     }
                 }
-            },
-        );
+            });
         let c = &mut self.cfg;
         egui::Grid::new("train_form").num_columns(2).show(ui, |ui| {
             ui.label("Architecture");
