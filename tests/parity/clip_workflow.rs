@@ -42,6 +42,10 @@ fn clip_ranks_before_any_run_and_answers_more_like_this_and_search_by_words() {
     for w in works {
         assert_eq!(w["suggested"].is_null(), w["score"].as_f64().unwrap() < 0.5, "{w}");
     }
+    // `embed` finds every embedding cached by the ranking: nothing left to compute.
+    let (code, _, err) = run(&ws, &["embed"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("32 works have CLIP embeddings") && !err.contains("embedded ("), "{err}");
     // The embeddings were cached: a second pass computes nothing.
     let cache_files = std::fs::read_dir(ws.join("features")).unwrap().count();
     assert_eq!(cache_files, 1);
@@ -118,6 +122,14 @@ fn a_clip_transfer_run_trains_predicts_with_a_rollout_map_and_maps_cultures() {
     let r = json(&ws, &["rank", "--json", "--limit", "100"]);
     assert_eq!(r["ranked_by"], "model_and_clip", "{r}");
     assert_eq!(r["works"].as_array().unwrap().len(), 32);
+    // Label issues: every unflagged grouped work is judged out of sample, issues carry a
+    // suggested culture, and the run's split is checked for near-duplicates across it.
+    let li = json(&ws, &["label-issues", "--json", "--folds", "3"]);
+    assert_eq!(li["works"], 32, "{li}");
+    for i in li["label_issues"].as_array().unwrap() {
+        assert_ne!(i["suggested"], i["culture"], "{i}");
+    }
+    assert!(li["cross_split_duplicates"].is_array(), "{li}");
     // The culture map works from the run's CLIP embeddings.
     let m = json(&ws, &["map", "--json"]);
     assert!(m["cultures"].as_array().is_some_and(|c| c.len() >= 2), "{m}");
