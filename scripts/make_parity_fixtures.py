@@ -4,6 +4,7 @@
     python3 -m venv ~/torchvenv && ~/torchvenv/bin/pip install torch torchvision
     ~/torchvenv/bin/python scripts/make_parity_fixtures.py
     ~/torchvenv/bin/python scripts/make_parity_fixtures.py --gradcam   # tests/fixtures/parity/gradcam.json
+    ~/torchvenv/bin/python scripts/make_parity_fixtures.py --bf16      # tests/fixtures/parity/*_bf16.json
 
 Weights and inputs are not stored: both sides generate them from the same formula
 (`det_values` here, `det_values` in tests/common/mod.rs): a splitmix64 stream seeded by the
@@ -134,9 +135,87 @@ def fixture(arch: str) -> dict:
     return out
 
 
+def bf16_fixture(arch: str) -> dict:
+    """PyTorch's CPU autocast (`torch.autocast("cpu", dtype=torch.bfloat16)`) on the f32 model:
+    evaluation logits, training-mode logits, and the f32 gradients of every master weight for
+    the same loss as the f64 fixture (computed in f32 from the bf16 logits, as autocast does)."""
+    torch.set_num_threads(2)
+    model, in_shape = deterministic_model(arch, torch.float32)
+    x = torch.from_numpy(det_values("input", int(np.prod(in_shape))).reshape(in_shape)).float()
+    out = {"arch": arch, "input_shape": list(in_shape), "torch": torch.__version__,
+           "autocast": "torch.autocast('cpu', dtype=torch.bfloat16)"}
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x)
+    assert logits.dtype == torch.bfloat16
+    out["eval_logits"] = [float(a) for a in logits.float().flatten()]
+
+    model, _ = deterministic_model(arch, torch.float32)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x)
+    out["train_logits"] = [float(a) for a in logits.float().flatten()]
+    r = torch.from_numpy(det_values("loss", logits.numel()).reshape(logits.shape)).float()
+    loss = (logits.float() * r).sum()
+    loss.backward()
+    out["loss"] = float(loss)
+    out["grads"] = {k: summary(p.grad, "proj." + k) for k, p in model.named_parameters()}
+    return out
+
+
+def bf16_ops_fixture() -> dict:
+    """Single layers under autocast, every output value and gradient in full: a 3x3 convolution
+    (no bias) + batch norm + residual add + ReLU in evaluation and in training mode, and a
+    linear layer. Parameters by `det_tensor` under the names given; the residual is a bf16
+    tensor, as the previous layer hands it on under autocast."""
+    torch.set_num_threads(2)
+    conv = torch.nn.Conv2d(8, 6, 3, padding=1, bias=False)
+    bn = torch.nn.BatchNorm2d(6)
+    fc = torch.nn.Linear(40, 7)
+    with torch.no_grad():
+        for prefix, m in [("conv", conv), ("bn", bn), ("fc", fc)]:
+            for k, v in m.state_dict().items():
+                if not k.endswith("num_batches_tracked"):
+                    v.copy_(torch.from_numpy(det_tensor(f"{prefix}.{k}", tuple(v.shape))))
+    x = torch.from_numpy(det_values("ops.x", 2 * 8 * 9 * 9).reshape(2, 8, 9, 9)).float()
+    res = torch.from_numpy(det_values("ops.residual", 2 * 6 * 9 * 9).reshape(2, 6, 9, 9)).bfloat16()
+    ry = torch.from_numpy(det_values("ops.loss", 2 * 6 * 9 * 9).reshape(2, 6, 9, 9)).float()
+    flat = lambda t: [float(a) for a in t.detach().float().flatten()]
+    out = {"torch": torch.__version__}
+    bn.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out["block_eval"] = flat(torch.relu(bn(conv(x)) + res))
+    bn.train()
+    xg = x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = torch.relu(bn(conv(xg)) + res)
+    (y.float() * ry).sum().backward()
+    out["block_train"] = flat(y)
+    out["block_grads"] = {"x": flat(xg.grad), "conv.weight": flat(conv.weight.grad),
+                          "bn.weight": flat(bn.weight.grad), "bn.bias": flat(bn.bias.grad)}
+    xl = torch.from_numpy(det_values("ops.xl", 3 * 40).reshape(3, 40)).float().requires_grad_(True)
+    rl = torch.from_numpy(det_values("ops.loss_l", 3 * 7).reshape(3, 7)).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = fc(xl)
+    (z.float() * rl).sum().backward()
+    out["linear"] = flat(z)
+    out["linear_grads"] = {"x": flat(xl.grad), "fc.weight": flat(fc.weight.grad), "fc.bias": flat(fc.bias.grad)}
+    return out
+
+
 def main():
     if "--gradcam" in sys.argv:
         return  # handled below, once gradcam_fixture is defined
+    if "--bf16" in sys.argv:
+        for arch in [a for a in sys.argv[1:] if not a.startswith("--")] or ["resnet50", "vgg16_bn", "alexnet"]:
+            path = f"tests/fixtures/parity/{arch}_bf16.json"
+            with open(path, "w") as fh:
+                json.dump(bf16_fixture(arch), fh, separators=(",", ":"))
+            print(f"wrote {path}")
+        with open("tests/fixtures/parity/bf16_ops.json", "w") as fh:
+            json.dump(bf16_ops_fixture(), fh, separators=(",", ":"))
+        print("wrote tests/fixtures/parity/bf16_ops.json")
+        return
     archs = sys.argv[1:] or ["resnet50", "vgg16_bn", "alexnet"]
     for arch in archs:
         f = fixture(arch)

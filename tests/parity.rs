@@ -4,6 +4,8 @@
 //! - evaluation mode, f32: logits and last conv map within 1e-4 relative error;
 //! - training mode, f32: logits and batch-norm running statistics after one step, 1e-4;
 //! - training mode, f64: the gradient of a loss with respect to every parameter, 1e-10.
+#[path = "parity/bf16.rs"]
+mod bf16;
 #[path = "parity/clip.rs"]
 mod clip;
 #[path = "parity/clip_workflow.rs"]

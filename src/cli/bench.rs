@@ -372,12 +372,14 @@ fn cpu_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
-pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+pub fn bench(args: BenchArgs, precision: artculture::model::autocast::Precision) -> anyhow::Result<ExitCode> {
     let names: Vec<String> =
         if args.only.is_empty() { WORKLOADS.iter().map(|s| s.to_string()).collect() } else { args.only.clone() };
     if args.child {
         for n in &names {
-            println!("{}", run_one(n, &args)?);
+            let mut v = run_one(n, &args)?;
+            v["precision"] = precision.as_str().into();
+            println!("{v}");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -397,6 +399,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 &args.clip_images.to_string(),
                 "--arch",
                 args.arch.as_str(),
+                "--precision",
+                precision.as_str(),
                 n,
             ])
             .output()?;

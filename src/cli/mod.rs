@@ -15,6 +15,7 @@ mod runs;
 mod values;
 
 use anyhow::Context;
+use artculture::model::autocast::{Autocast, Precision};
 use artculture::model::device::DeviceKind;
 use artculture::workspace::{Workspace, default_dir};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -31,6 +32,10 @@ pub struct Cli {
     /// Compute device.
     #[arg(long, global = true, value_parser = values::device(), default_value = "cpu")]
     pub device: DeviceKind,
+    /// Numeric precision of the networks: f32, or bf16 as PyTorch's CPU autocast computes it
+    /// (README, "Precision"). A new training run stores it; CLIP commands run f32.
+    #[arg(long, global = true, value_parser = values::precision(), default_value = "f32")]
+    pub precision: Precision,
     #[command(subcommand)]
     pub command: Option<Command>,
     /// Images or folders to open in the app's Predict view (what "Open with artculture" passes).
@@ -197,6 +202,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(not(feature = "gui"))]
         anyhow::bail!("this build has no app (built without the `gui` feature); give a command, see --help");
     };
+    if cli.precision != Precision::F32
+        && matches!(command, Command::Embed(_) | Command::Similar(_) | Command::Search(_) | Command::LabelIssues(_))
+    {
+        anyhow::bail!("--precision {} covers the convolutional networks; CLIP commands run in f32", cli.precision);
+    }
+    // The networks run on this thread (training runs set their own stored precision).
+    let _autocast = Autocast::new(cli.precision);
     match command {
         Command::Import(ImportCommand::Met(args)) => data::import_met(&cli.workspace, args),
         Command::Import(ImportCommand::Folder { dir }) => data::import_folder(&cli.workspace, &dir),
@@ -208,7 +220,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Undo => data::undo_redo(&cli.workspace, true),
         Command::Redo => data::undo_redo(&cli.workspace, false),
         Command::ExportCuration { out } => data::export_curation(&cli.workspace, out),
-        Command::Train(args) => runs::train(&cli.workspace, &args, cli.device),
+        Command::Train(args) => runs::train(&cli.workspace, &args, cli.device, cli.precision),
         Command::Runs { json } => runs::runs(&cli.workspace, json),
         Command::Eval { run, json } => runs::eval(&cli.workspace, &run, json, cli.device),
         Command::Predict(args) => runs::predict(&cli.workspace, args, cli.device),
@@ -236,7 +248,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Model(ModelCommand::Compare(args)) => device_tools::compare(args),
         Command::Model(ModelCommand::Speed(args)) => device_tools::speed(args, cli.device),
         Command::Model(ModelCommand::SynthFolder(args)) => device_tools::synth_folder(args),
-        Command::Bench(args) => bench::bench(args),
+        Command::Bench(args) => bench::bench(args, cli.precision),
         Command::Completions { shell } => {
             let shell = match shell.as_str() {
                 "zsh" => clap_complete::Shell::Zsh,

@@ -5,6 +5,7 @@ use artculture::model::Arch;
 use artculture::model::device::DeviceKind;
 use artculture::predict::{self, CamKind};
 use artculture::train::schedule::{PlateauMode, SchedulerConfig, ThresholdMode};
+use artculture::model::autocast::Precision;
 use artculture::train::{self, Control, Method, Pretrained, TrainConfig, TrainEvent, presets, run_status, trainer};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -160,7 +161,10 @@ fn config_from(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     Ok(c)
 }
 
-pub fn train(ws_dir: &Option<PathBuf>, args: &TrainArgs, device: DeviceKind) -> anyhow::Result<ExitCode> {
+pub fn train(ws_dir: &Option<PathBuf>, args: &TrainArgs, device: DeviceKind, precision: Precision) -> anyhow::Result<ExitCode> {
+    if args.resume.is_some() && precision != Precision::F32 {
+        anyhow::bail!("--precision applies to new runs; a resumed run keeps the precision it started with");
+    }
     let ws = open_workspace(ws_dir)?;
     let ws_path = ws.root().to_path_buf();
     drop(ws);
@@ -208,7 +212,10 @@ pub fn train(ws_dir: &Option<PathBuf>, args: &TrainArgs, device: DeviceKind) -> 
     };
     match &args.resume {
         Some(run) => trainer::resume(&ws_path, run, &device, &mut on_event, &control)?,
-        None => trainer::start(&ws_path, config_from(args)?, &device, &mut on_event, &control)?,
+        None => {
+            let config = TrainConfig { precision, ..config_from(args)? };
+            trainer::start(&ws_path, config, &device, &mut on_event, &control)?
+        }
     };
     Ok(ExitCode::SUCCESS)
 }

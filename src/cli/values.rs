@@ -2,6 +2,7 @@
 //! a notebook binding can use it without the CLI's types); each parser lists the accepted
 //! names in `--help` and in errors, and maps them to the library's value.
 use artculture::model::Arch;
+use artculture::model::autocast::Precision;
 use artculture::model::device::DeviceKind;
 use artculture::predict::CamKind;
 use artculture::train::Method;
@@ -41,6 +42,10 @@ pub fn fetchable() -> impl TypedValueParser<Value = Fetchable> {
 
 pub fn device() -> impl TypedValueParser<Value = DeviceKind> {
     one_of(&[("cpu", DeviceKind::Cpu), ("cuda", DeviceKind::Cuda), ("metal", DeviceKind::Metal)])
+}
+
+pub fn precision() -> impl TypedValueParser<Value = Precision> {
+    one_of(&[("f32", Precision::F32), ("bf16", Precision::Bf16)])
 }
 
 pub fn method() -> impl TypedValueParser<Value = Method> {

@@ -229,6 +229,19 @@ pub struct Epilogue<'a, T> {
     pub shift: &'a [T],
     pub residual: Option<&'a [T]>,
     pub relu: bool,
+    pub rounding: Bf16Rounding,
+}
+
+/// Where bf16 autocast rounds inside the fused evaluation pass (f32 only; see
+/// `crate::model::autocast`): PyTorch hands a bf16 tensor from each op to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bf16Rounding {
+    /// f32 throughout.
+    None,
+    /// After the shift (a convolution's own bias) and after the residual add.
+    Output,
+    /// Also the convolution's output, before batch norm's scale and shift.
+    ConvAndOutput,
 }
 
 impl<T: Float> Epilogue<'_, T> {
@@ -239,6 +252,9 @@ impl<T: Float> Epilogue<'_, T> {
         let image = self.scale.len() * pixels;
         let residual = self.residual.map(|r| &r[b * image + m0 * pixels..][..y.len()]);
         let relu = self.relu;
+        if self.rounding != Bf16Rounding::None && T::DTYPE == candle_core::DType::F32 {
+            return self.apply_bf16(residual, m0, y, pixels);
+        }
         crate::kernels::isa::with_isa(
             #[inline(always)]
             || {
@@ -254,6 +270,37 @@ impl<T: Float> Epilogue<'_, T> {
                             }
                         }
                         None => row.iter_mut().for_each(|v| *v = act(*v * a + s)),
+                    }
+                }
+            },
+        )
+    }
+
+    /// [`Self::apply`] with bf16 autocast's roundings: each op's output rounded to bf16 as
+    /// PyTorch hands it on (the convolution's, batch norm's, the residual sum's; ReLU keeps
+    /// bf16 values bf16).
+    fn apply_bf16(&self, residual: Option<&[T]>, m0: usize, y: &mut [T], pixels: usize) {
+        let relu = self.relu;
+        let round_conv = self.rounding == Bf16Rounding::ConvAndOutput;
+        let r32 = |v: T| -> T {
+            let v = num_traits::ToPrimitive::to_f32(&v).unwrap_or(f32::NAN);
+            <T as num_traits::NumCast>::from(super::bf16::round(v)).unwrap_or_else(T::nan)
+        };
+        crate::kernels::isa::with_isa(
+            #[inline(always)]
+            || {
+                for (i, row) in y.chunks_exact_mut(pixels).enumerate() {
+                    let c = m0 + i;
+                    let (a, s) = (self.scale[c], self.shift[c]);
+                    let act = |v: T| if relu { num_traits::Float::max(v, T::zero()) } else { v };
+                    let affine = |v: T| r32((if round_conv { r32(v) } else { v }) * a + s);
+                    match residual {
+                        Some(r) => {
+                            for (v, r) in row.iter_mut().zip(&r[i * pixels..][..pixels]) {
+                                *v = act(r32(affine(*v) + *r));
+                            }
+                        }
+                        None => row.iter_mut().for_each(|v| *v = act(affine(*v))),
                     }
                 }
             },
@@ -559,7 +606,7 @@ mod tests {
             let (x, wt) = (data(n * c * p, 8), data(27 * c, 9));
             let r = data(n * 3 * p, 10);
             let (scale, shift) = ([2.0, -1.0, 0.5], [0.1, 0.2, -0.3]);
-            let e = Epilogue { scale: &scale, shift: &shift, residual: Some(&r), relu: true };
+            let e = Epilogue { scale: &scale, shift: &shift, residual: Some(&r), relu: true, rounding: Bf16Rounding::None };
             let got = forward(&g, &x, &wt, None, Some(&e));
             let plain = naive(&g, &x, &wt);
             for (i, (got, y)) in got.iter().zip(&plain).enumerate() {

@@ -74,6 +74,8 @@ pub struct Conv2dEvalOp {
     /// The weight in Winograd's domain ([`winograd_weights`]), when the layer keeps it; computed
     /// here otherwise, for a convolution [`winograd::applies`] to.
     pub winograd: Option<Tensor>,
+    /// bf16 autocast's roundings in the epilogue (f32 only).
+    pub rounding: super::conv::Bf16Rounding,
 }
 
 /// The weight (`Cout x C x 3 x 3`, on the CPU) transformed for [`winograd::forward`].
@@ -130,6 +132,7 @@ impl CustomOp1 for Conv2dEvalOp {
                     None => None,
                 },
                 relu: self.relu,
+                rounding: self.rounding,
             };
             let w = cpu_slice::<T>(&ws, wl, "weight")?;
             let kept = match &self.winograd {

@@ -13,6 +13,7 @@
 //! Only CPU storages are handled; the layers in `crate::model` keep candle's own ops on CUDA
 //! and Metal.
 pub mod batch_norm;
+pub mod bf16;
 pub mod conv;
 pub mod conv_op;
 pub mod gemv;

@@ -5,9 +5,11 @@
 use super::batch_norm::BatchNorm2d;
 use crate::kernels::{
     self,
+    conv::Bf16Rounding,
     conv_op::{Conv2dEvalOp, Conv2dOp},
 };
-use candle_core::{Module, Result, Tensor};
+use super::autocast;
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use std::sync::{Arc, OnceLock};
 
@@ -22,6 +24,9 @@ pub struct Conv2d {
     /// and remaking it on every call costs a batch-1 evaluation more than it saves. Trainable
     /// weights (`Var`s, rewritten in place by every optimiser step) are transformed per call.
     winograd: Arc<OnceLock<Tensor>>,
+    /// The same two for bf16 autocast: the weight rounded to bf16, and its Winograd transform.
+    bf16: Arc<OnceLock<Tensor>>,
+    winograd_bf16: Arc<OnceLock<Tensor>>,
 }
 
 /// A convolution (without bias where PyTorch leaves it out before batch norm). The arguments
@@ -39,7 +44,15 @@ pub fn conv2d(
 ) -> Result<Conv2d> {
     let weight = vb.get_with_hints((out_c, in_c, k, k), "weight", init)?;
     let bias = bias.map(|init| vb.get_with_hints(out_c, "bias", init)).transpose()?;
-    Ok(Conv2d { weight, bias, stride, padding, winograd: Arc::default() })
+    Ok(Conv2d {
+        weight,
+        bias,
+        stride,
+        padding,
+        winograd: Arc::default(),
+        bf16: Arc::default(),
+        winograd_bf16: Arc::default(),
+    })
 }
 
 impl Conv2d {
@@ -52,20 +65,21 @@ impl Conv2d {
         }
         let c_out = self.weight.dim(0)?;
         let shift = match &self.bias {
-            Some(b) => b.to_dtype(x.dtype())?,
+            Some(b) => autocast::cast(&b.to_dtype(x.dtype())?)?,
             None => Tensor::zeros(c_out, x.dtype(), x.device())?,
         };
         let op = Conv2dEvalOp {
             stride: self.stride,
             pad: self.padding,
-            weight: self.weight.contiguous()?,
+            weight: self.eval_weight(x)?,
             scale: Tensor::ones(c_out, x.dtype(), x.device())?,
             shift: shift.contiguous()?,
             residual: None,
             relu: true,
-            winograd: self.kept_winograd_weights(x.dim(0)?)?,
+            winograd: self.kept_winograd_weights(x)?,
+            rounding: if autocast::bf16() { Bf16Rounding::Output } else { Bf16Rounding::None },
         };
-        x.contiguous()?.apply_op1_no_bwd(&op)
+        autocast::cast(x)?.contiguous()?.apply_op1_no_bwd(&op)
     }
 
     /// `relu?(bn(conv(x)) + residual?)`.
@@ -82,33 +96,46 @@ impl Conv2d {
             // detached feature map), so this op has no backward pass.
             let (scale, mut shift) = bn.eval_affine()?;
             if let Some(b) = &self.bias {
-                shift = (shift + (b * &scale)?)?;
+                shift = (shift + (autocast::cast(b)? * &scale)?)?;
             }
             let op = Conv2dEvalOp {
                 stride: self.stride,
                 pad: self.padding,
-                weight: self.weight.contiguous()?,
+                weight: self.eval_weight(x)?,
                 scale: scale.contiguous()?,
                 shift: shift.contiguous()?,
                 residual: residual.map(Tensor::contiguous).transpose()?,
                 relu,
-                winograd: self.kept_winograd_weights(x.dim(0)?)?,
+                winograd: self.kept_winograd_weights(x)?,
+                rounding: if autocast::bf16() { Bf16Rounding::ConvAndOutput } else { Bf16Rounding::None },
             };
-            return x.contiguous()?.apply_op1_no_bwd(&op);
+            return autocast::cast(x)?.contiguous()?.apply_op1_no_bwd(&op);
+        }
+        // Under bf16 autocast batch norm sees the convolution's bf16 output (`forward` rounds
+        // it) and hands on bf16, and the residual sum is rounded again: the separate ops, not
+        // the fused one, so that each rounding falls where PyTorch's does.
+        if let Some(r) = residual
+            && autocast::bf16()
+            && x.dtype() == DType::F32
+        {
+            let y = autocast::cast(&bn.forward_relu_t(&self.forward(x)?, train, false)?)?;
+            let y = autocast::cast(&(y + r)?)?;
+            return if relu { y.relu() } else { Ok(y) };
         }
         if let Some(r) = residual
             && train
             && relu
             && kernels::applies(x)
         {
-            return bn.forward_add_relu_train(&self.forward(x)?, r);
+            return autocast::cast(&bn.forward_add_relu_train(&self.forward(x)?, r)?);
         }
         let y = bn.forward_relu_t(&self.forward(x)?, train, relu && residual.is_none())?;
-        match residual {
-            Some(r) if relu => (y + r)?.relu(),
-            Some(r) => y + r,
-            None => Ok(y),
-        }
+        let y = match residual {
+            Some(r) if relu => (y + r)?.relu()?,
+            Some(r) => (y + r)?,
+            None => y,
+        };
+        autocast::cast(&y)
     }
 }
 
@@ -116,39 +143,60 @@ impl Conv2d {
 const KEEP_WINOGRAD_BELOW_BATCH: usize = 4;
 
 impl Conv2d {
-    /// The kept Winograd weights for a batch of `n` images, made now if it is the first batch
-    /// small enough to need them. ResNet-50's transforms take 5.5 ms per forward pass
+    /// The weight evaluation uses: itself, or under bf16 autocast its bf16 rounding (kept for
+    /// plain tensors, made per call for trainable ones).
+    fn eval_weight(&self, x: &Tensor) -> Result<Tensor> {
+        if !autocast::bf16() || x.dtype() != DType::F32 {
+            return self.weight.contiguous();
+        }
+        if self.weight.is_variable() {
+            return autocast::round(&self.weight.detach());
+        }
+        if let Some(w) = self.bf16.get() {
+            return Ok(w.clone());
+        }
+        let w = autocast::round(&self.weight)?;
+        Ok(self.bf16.get_or_init(|| w).clone())
+    }
+
+    /// The kept Winograd weights for a batch `x`, made now if it is the first batch small
+    /// enough to need them. ResNet-50's transforms take 5.5 ms per forward pass
     /// (`bench winograd_layers`): under 1 % of a batch-16 evaluation (658 ms), a few per cent at
     /// 4 images, but a tenth of a batch-1 one. Not keeping them from larger batches saves their
     /// memory (58 MB; a batch-16 evaluation peaks at 297 MiB without, 339 MiB with).
-    fn kept_winograd_weights(&self, n: usize) -> Result<Option<Tensor>> {
+    fn kept_winograd_weights(&self, x: &Tensor) -> Result<Option<Tensor>> {
         if self.weight.is_variable() || !kernels::winograd::applies_to(self.weight.dim(3)?, self.stride, self.padding) {
             return Ok(None);
         }
-        if let Some(u) = self.winograd.get() {
+        let bf16 = autocast::bf16() && x.dtype() == DType::F32;
+        let kept = if bf16 { &self.winograd_bf16 } else { &self.winograd };
+        if let Some(u) = kept.get() {
             return Ok(Some(u.clone()));
         }
-        if n >= KEEP_WINOGRAD_BELOW_BATCH {
+        if x.dim(0)? >= KEEP_WINOGRAD_BELOW_BATCH {
             return Ok(None);
         }
-        let u = kernels::conv_op::winograd_weights(&self.weight)?;
+        let u = kernels::conv_op::winograd_weights(&self.eval_weight(x)?)?;
         // Two threads racing here compute the same values; either one is kept.
-        Ok(Some(self.winograd.get_or_init(|| u).clone()))
+        Ok(Some(kept.get_or_init(|| u).clone()))
     }
 }
 
 impl Module for Conv2d {
+    /// Under bf16 autocast: input, weight and bias rounded to bf16, f32 accumulation, output
+    /// rounded to bf16 (gradients rounded on the way back, see [`autocast::round`]).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = if kernels::applies(x) {
-            x.contiguous()?
-                .apply_op2(&self.weight.contiguous()?, Conv2dOp { stride: self.stride, pad: self.padding })?
+        let (x, weight) = (autocast::cast(x)?, autocast::cast(&self.weight)?);
+        let y = if kernels::applies(&x) {
+            x.contiguous()?.apply_op2(&weight.contiguous()?, Conv2dOp { stride: self.stride, pad: self.padding })?
         } else {
-            x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+            x.conv2d(&weight, self.padding, self.stride, 1, 1)?
         };
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
-            None => Ok(y),
-        }
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(&autocast::cast(b)?.reshape((1, (), 1, 1))?)?,
+            None => y,
+        };
+        autocast::cast(&y)
     }
 }
 

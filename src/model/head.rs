@@ -51,7 +51,8 @@ impl CultureHead {
         labels: &[u32],
         class_weights: Option<&Tensor>,
     ) -> Result<Option<HeadGradients>> {
-        if !crate::kernels::applies(x) || self.layers.iter().any(|l| l.bias().is_none()) {
+        // Under bf16 autocast the head goes through autograd, whose layers round as PyTorch does.
+        if !crate::kernels::applies(x) || self.layers.iter().any(|l| l.bias().is_none()) || super::autocast::bf16() {
             return Ok(None);
         }
         match x.dtype() {

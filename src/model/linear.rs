@@ -1,6 +1,8 @@
 //! `nn.Linear` and the initialisations torchvision gives its layers (as hints for the
 //! `VarBuilder`, so loaded weights replace them and seeded runs draw them from `init`).
+use super::autocast;
 use crate::kernels;
+use std::sync::{Arc, OnceLock};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
@@ -15,11 +17,13 @@ use candle_nn::{Init, VarBuilder};
 pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    /// The weight rounded to bf16 for autocast, kept for plain tensors (a loaded model).
+    bf16: Arc<OnceLock<Tensor>>,
 }
 
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+        Self { weight, bias, bf16: Arc::default() }
     }
 
     pub fn weight(&self) -> &Tensor {
@@ -34,30 +38,30 @@ impl Linear {
 impl Linear {
     /// Evaluation of a few rows on the CPU, with nothing to differentiate: the weight-streaming
     /// product of [`kernels::gemv`].
-    fn small_batch_eval(&self, x: &Tensor) -> Result<bool> {
+    fn small_batch_eval(x: &Tensor, weight: &Tensor) -> Result<bool> {
         Ok(kernels::applies(x)
             && x.dim(0)? <= kernels::gemv::MAX_ROWS
-            && x.dtype() == self.weight.dtype()
+            && x.dtype() == weight.dtype()
             // A mismatch is left to `matmul`, which names both shapes.
-            && self.weight.rank() == 2
-            && x.dim(1)? == self.weight.dim(1)?
-            && self.weight.device().is_cpu()
+            && weight.rank() == 2
+            && x.dim(1)? == weight.dim(1)?
+            && weight.device().is_cpu()
             && !x.track_op()
-            && !self.weight.track_op())
+            && !weight.track_op())
     }
 
-    fn gemv(&self, x: &Tensor) -> Result<Tensor> {
+    fn gemv(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
         let (n, in_dim) = x.dims2()?;
-        let out = self.weight.dim(0)?;
+        let out = weight.dim(0)?;
         match x.dtype() {
             DType::F32 => {
-                let y = kernels::with_slice::<f32, _>(&self.weight, "linear weight", |w| {
+                let y = kernels::with_slice::<f32, _>(weight, "linear weight", |w| {
                     kernels::with_slice::<f32, _>(x, "linear input", |x| kernels::gemv::forward(w, x, n, in_dim))
                 })??;
                 Tensor::from_vec(y, (n, out), x.device())
             }
             DType::F64 => {
-                let y = kernels::with_slice::<f64, _>(&self.weight, "linear weight", |w| {
+                let y = kernels::with_slice::<f64, _>(weight, "linear weight", |w| {
                     kernels::with_slice::<f64, _>(x, "linear input", |x| kernels::gemv::forward(w, x, n, in_dim))
                 })??;
                 Tensor::from_vec(y, (n, out), x.device())
@@ -67,17 +71,39 @@ impl Linear {
     }
 }
 
-impl Module for Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match x.rank() {
-            2 if self.small_batch_eval(x)? => self.gemv(x)?,
-            2 => self.weight.matmul(&x.t()?)?.t()?,
-            _ => candle_nn::Linear::new(self.weight.clone(), None).forward(x)?,
-        };
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+impl Linear {
+    /// The weight a forward pass uses: itself, or under bf16 autocast its rounding (kept for a
+    /// plain tensor, whose values never change; made per call, differentiably, for a `Var`).
+    fn weight_now(&self, x: &Tensor) -> Result<Tensor> {
+        if !autocast::bf16() || x.dtype() != DType::F32 {
+            return Ok(self.weight.clone());
         }
+        if self.weight.is_variable() || self.weight.track_op() {
+            return autocast::round(&self.weight);
+        }
+        if let Some(w) = self.bf16.get() {
+            return Ok(w.clone());
+        }
+        let w = autocast::round(&self.weight)?;
+        Ok(self.bf16.get_or_init(|| w).clone())
+    }
+}
+
+impl Module for Linear {
+    /// Under bf16 autocast: input, weight and bias rounded to bf16, f32 accumulation (the bias
+    /// added in f32, as oneDNN's fused bias does), the output rounded to bf16.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (x, weight) = (autocast::cast(x)?, self.weight_now(x)?);
+        let y = match x.rank() {
+            2 if Self::small_batch_eval(&x, &weight)? => Self::gemv(&x, &weight)?,
+            2 => weight.matmul(&x.t()?)?.t()?,
+            _ => candle_nn::Linear::new(weight, None).forward(&x)?,
+        };
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(&autocast::cast(b)?)?,
+            None => y,
+        };
+        autocast::cast(&y)
     }
 }
 

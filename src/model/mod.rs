@@ -1,6 +1,7 @@
 //! The networks: ResNet-50, VGG-16-BN and AlexNet as torchvision defines them, and the culture
 //! head that replaces their last layer.
 pub mod alexnet;
+pub mod autocast;
 pub mod batch_norm;
 pub mod checkpoint;
 pub mod clip;

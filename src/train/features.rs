@@ -46,13 +46,18 @@ fn write_cache(path: &Path, map: &HashMap<String, Vec<f32>>) -> Result<(), Train
 /// seed drew them). The trainer and the culture map use this one function, so a map of a
 /// transfer run reuses the vectors its training computed (same backbone, same eval transform).
 pub fn transfer_key(cfg: &TrainConfig, run: &str) -> String {
-    format!(
+    let key = format!(
         "{}|{:?}|{}|{}",
         cfg.arch,
         cfg.pretrained,
         cfg.image_size,
         if cfg.pretrained == Pretrained::None { run } else { "" }
-    )
+    );
+    // bf16 embeddings differ from f32 ones; f32 keeps the key it always had.
+    match cfg.precision {
+        crate::model::autocast::Precision::F32 => key,
+        p => format!("{key}|{p}"),
+    }
 }
 
 /// How often a long embedding pass saves what it has, so a crash, a kill or closing the app

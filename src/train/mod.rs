@@ -91,6 +91,9 @@ pub struct TrainConfig {
     /// The preset this configuration started from (runs from the demo preset are labelled so).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
+    /// f32, or PyTorch's bf16 autocast for the forward and backward passes (f32 master
+    /// weights, optimiser state and checkpoints either way). Runs from before it are f32.
+    pub precision: crate::model::autocast::Precision,
 }
 
 impl Default for TrainConfig {
@@ -112,6 +115,7 @@ impl Default for TrainConfig {
             split_from: None,
             new_split: false,
             preset: None,
+            precision: Default::default(),
         }
     }
 }

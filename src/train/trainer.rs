@@ -277,6 +277,8 @@ fn run_loop(
     events: &mut dyn FnMut(TrainEvent),
     control: &Control,
 ) -> Result<(), TrainError> {
+    // Every forward and backward pass of the run happens on this thread, inside this scope.
+    let _autocast = crate::model::autocast::Autocast::new(cfg.precision);
     let dir = run_dir(ws, run);
     let last_path = dir.join("last.safetensors");
     let best_path = dir.join("best.safetensors");

@@ -70,6 +70,9 @@ impl TrainConfig {
                 self.arch
             ));
         }
+        if self.arch.is_clip() && self.precision != crate::model::autocast::Precision::F32 {
+            bad.push("--precision bf16 covers the convolutional networks; CLIP runs in f32".into());
+        }
         if self.arch.is_clip() && self.pretrained == super::Pretrained::None {
             bad.push("--arch clip_vit_b32 needs CLIP's weights (--pretrained hub, or a CLIP checkpoint folder)".into());
         }

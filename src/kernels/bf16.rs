@@ -1,0 +1,97 @@
+//! Rounding f32 values to bfloat16's precision, in place: the one primitive our bf16 autocast
+//! (`crate::model::autocast`) is built from.
+//!
+//! A bf16 value is the top 16 bits of an f32 (8 exponent bits, 7 mantissa bits), so a tensor
+//! rounded to bf16 can stay in f32 storage and go through the f32 kernels unchanged: the
+//! product of two bf16 values is exact in f32 (8 + 8 significant bits < 24), so an f32 matrix
+//! product of rounded operands is a bf16 matrix product with f32 accumulation, which is what
+//! PyTorch's CPU autocast (oneDNN) computes. Why not `vdpbf16ps` (AVX512-BF16): on the Xeon this
+//! was written on (Emerald Rapids, no AMX) it retires 0.45x the multiply-adds of f32 FMA
+//! (a register-only loop, 24 accumulators: 80 against 182 GFLOP/s on one core), and PyTorch's
+//! own bf16 matrix products ran at 0.6x its f32 ones; see BENCHMARKS.md.
+//!
+//! Rounding is to nearest, ties to even, as `c10::BFloat16` and `half::bf16::from_f32` do;
+//! NaN stays NaN (quieted), infinities stay, values above bf16's largest round to infinity.
+//! Integer operations only, so every ISA path gives the same bits.
+use rayon::prelude::*;
+
+/// `x` rounded to the nearest bf16 value (ties to even), as f32 bits.
+#[inline(always)]
+pub fn round_bits(b: u32) -> u32 {
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000;
+    let quiet_nan = (b | 0x0040_0000) & 0xffff_0000;
+    if b & 0x7fff_ffff > 0x7f80_0000 { quiet_nan } else { rounded }
+}
+
+/// `x` rounded to the nearest bf16 value, as an f32.
+#[inline(always)]
+pub fn round(x: f32) -> f32 {
+    f32::from_bits(round_bits(x.to_bits()))
+}
+
+/// Chunks of this many values are rounded by one task: below it, one thread does it all.
+const CHUNK: usize = 1 << 16;
+
+/// Rounds every value of `v` to bf16 precision, in place (in parallel for large slices).
+pub fn round_slice(v: &mut [f32]) {
+    let one = |c: &mut [f32]| {
+        super::isa::with_isa(
+            #[inline(always)]
+            || c.iter_mut().for_each(|x| *x = round(*x)),
+        )
+    };
+    if v.len() <= CHUNK {
+        one(v);
+    } else {
+        v.par_chunks_mut(CHUNK).for_each(one);
+    }
+}
+
+/// `v` rounded to bf16 precision, as a new vector.
+pub fn rounded(v: &[f32]) -> Vec<f32> {
+    let mut out = v.to_vec();
+    round_slice(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PyTorch's `torch.tensor(x).to(torch.bfloat16).float()` for these inputs (torch 2.15).
+    #[test]
+    fn rounds_to_nearest_even_as_pytorch_does() {
+        let cases: [(f32, f32); 10] = [
+            (1.0, 1.0),
+            // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties go to the even mantissa (1).
+            (1.0 + 1.0 / 256.0, 1.0),
+            // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: to even, 1 + 2^-6.
+            (1.0 + 3.0 / 256.0, 1.0 + 1.0 / 64.0),
+            (1.0 + 1.0 / 256.0 + 1.0 / 65536.0, 1.0 + 1.0 / 128.0),
+            (-2.7182817, -2.71875),
+            (3.1415927, 3.140625),
+            (1e-40, f32::from_bits(0x0001_0000)), // 9.18355e-41
+            (f32::MAX, f32::INFINITY),
+            (f32::NEG_INFINITY, f32::NEG_INFINITY),
+            (0.0, 0.0),
+        ];
+        for (x, want) in cases {
+            assert_eq!(round(x), want, "{x:e}");
+        }
+        assert!(round(f32::NAN).is_nan());
+        assert!(round(f32::from_bits(0x7f80_0001)).is_nan(), "a signalling NaN with low bits only stays NaN");
+        assert_eq!(round(-0.0).to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    fn rounding_is_idempotent_and_the_parallel_path_agrees_with_the_scalar_one() {
+        let v: Vec<f32> = (0..3 * CHUNK + 17).map(|i| ((i as f32) * 0.618034).sin() * 1e3 / (1 + i % 97) as f32).collect();
+        let r = rounded(&v);
+        for (a, b) in v.iter().zip(&r) {
+            assert_eq!(round(*a).to_bits(), b.to_bits());
+            assert_eq!(round(*b).to_bits(), b.to_bits());
+            assert_eq!(b.to_bits() & 0xffff, 0);
+            assert!((a - b).abs() <= a.abs() / 256.0, "{a} -> {b}: more than half a bf16 ulp");
+        }
+    }
+}
