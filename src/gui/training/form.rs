@@ -4,6 +4,7 @@ use super::TrainingView;
 use crate::catalog::RunRecord;
 use crate::gui::shared::Shared;
 use crate::model::Arch;
+use crate::model::autocast::Precision;
 use crate::train::schedule::{PlateauMode, SchedulerConfig};
 use crate::train::{Method, Pretrained, presets};
 use std::sync::atomic::Ordering;
@@ -48,6 +49,14 @@ impl TrainingView {
                 for m in [Method::FineTune, Method::Transfer, Method::Scratch] {
                     ui.selectable_value(&mut c.method, m, m.as_str());
                 }
+            });
+            ui.end_row();
+            ui.label("Precision");
+            egui::ComboBox::from_id_salt("precision").selected_text(c.precision.as_str()).show_ui(ui, |ui| {
+                ui.selectable_value(&mut c.precision, Precision::F32, "f32")
+                    .on_hover_text("The default: full precision throughout");
+                ui.selectable_value(&mut c.precision, Precision::Bf16, "bf16")
+                    .on_hover_text("PyTorch's bf16 autocast: same numerics, f32 master weights and checkpoints");
             });
             ui.end_row();
             ui.label("Scheduler");
@@ -262,5 +271,7 @@ pub(super) fn choose_arch(c: &mut crate::train::TrainConfig, a: Arch) {
         c.method = Method::Transfer;
         c.pretrained = crate::train::Pretrained::Hub;
         c.image_size = crate::model::clip::ClipConfig::vit_b32().vision_config.image_size;
+        // CLIP runs in f32 (validation refuses bf16 for it).
+        c.precision = Precision::F32;
     }
 }

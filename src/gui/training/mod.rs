@@ -221,6 +221,24 @@ mod tests {
     }
 
     #[test]
+    fn precision_is_chosen_in_the_form_and_clip_keeps_f32() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = harness(dir.path(), fixed_picker(vec![]));
+        h.state_mut().view = View::Training;
+        h.run_steps(2);
+        h.get_by_label("Precision");
+        // A combo box shows its choice as its value.
+        h.get_by_value("f32").click();
+        h.run_steps(2);
+        h.get_by_label("bf16").click();
+        h.run_steps(2);
+        assert_eq!(h.state().training.cfg.precision, crate::model::autocast::Precision::Bf16);
+        assert!(h.state().training.cfg.validate().is_ok());
+        super::form::choose_arch(&mut h.state_mut().training.cfg, crate::model::Arch::ClipVitB32);
+        assert_eq!(h.state().training.cfg.precision, crate::model::autocast::Precision::F32);
+    }
+
+    #[test]
     fn a_run_trained_by_another_process_is_followed_with_its_pace_and_time_left() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = TrainConfig { epochs: 3, ..Default::default() };
