@@ -34,6 +34,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "artculture"))
     ap.add_argument("--peers", default="fp32,bf16,ort", help="comma-separated: fp32, bf16 (autocast), ort")
+    ap.add_argument("--ours-bf16", action="store_true",
+                    help="also run artculture with --precision bf16 (a column 'artculture bf16', set against PyTorch's autocast)")
     ap.add_argument("--arch", default="resnet50", choices=["resnet50", "vgg16_bn", "alexnet"],
                     help="the model of the model workloads, with the culture head on both sides")
     a = ap.parse_args()
@@ -46,10 +48,13 @@ def main():
     bad = [p for p in peers if p not in PEERS]
     if bad:
         ap.error(f"unknown peers {bad}; choose from {list(PEERS)}")
-    results = {w: {side: [] for side in ["ours"] + peers} for w in a.workloads}
+    ours_sides = ["ours"] + (["ours_bf16"] if a.ours_bf16 else [])
+    results = {w: {side: [] for side in ours_sides + peers} for w in a.workloads}
     for r in range(a.rounds):
         for w in a.workloads:
             cmds = [("ours", [a.binary, "bench", "--child", w, "--reps", str(a.reps), "--arch", a.arch])]
+            if a.ours_bf16:
+                cmds.append(("ours_bf16", cmds[0][1] + ["--precision", "bf16"]))
             for p in peers:
                 if p == "ort" and w not in ORT_WORKLOADS:
                     continue
@@ -66,8 +71,9 @@ def main():
           f"gemm {ours0.get('gemm', '?')}; {a.threads} threads; model {a.arch}; {versions(results)}")
     print()
     head = " | ".join(PEERS[p] for p in peers)
-    print(f"| workload | artculture | {head} | ours / best peer (time) | peak memory, ours / best peer's |")
-    print("|---|---|" + "---|" * len(peers) + "---|---|")
+    bf16_head = " | artculture bf16 | bf16 ours / autocast (time, memory)" if a.ours_bf16 else ""
+    print(f"| workload | artculture | {head} | ours / best peer (time) | peak memory, ours / best peer's{bf16_head} |")
+    print("|---|---|" + "---|" * len(peers) + "---|---|" + ("---|---|" if a.ours_bf16 else ""))
     fmt = lambda s: f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s"
     for w, sides in results.items():
         t = {s: statistics.median(v["seconds"] for v in runs) for s, runs in sides.items() if runs}
@@ -77,8 +83,13 @@ def main():
         if best is None:
             print(f"| {w} | {fmt(t['ours'])} | " + " | ".join(cells) + " | - | - |")
             continue
+        bf16_cells = ""
+        if a.ours_bf16 and "ours_bf16" in t:
+            vs = (f"{t['ours_bf16'] / t['bf16']:.2f}x, {m['ours_bf16']:,.0f} / {m['bf16']:,.0f} MiB ({m['ours_bf16'] / m['bf16']:.2f}x)"
+                  if "bf16" in t else "-")
+            bf16_cells = f" {fmt(t['ours_bf16'])} | {vs} |"
         print(f"| {w} | {fmt(t['ours'])} | " + " | ".join(cells) +
-              f" | {t['ours'] / t[best]:.2f}x ({PEERS[best]}) | {m['ours']:,.0f} / {m[best]:,.0f} MiB ({m['ours'] / m[best]:.2f}x) |")
+              f" | {t['ours'] / t[best]:.2f}x ({PEERS[best]}) | {m['ours']:,.0f} / {m[best]:,.0f} MiB ({m['ours'] / m[best]:.2f}x) |" + bf16_cells)
 
 
 PEERS = {"fp32": "PyTorch fp32", "bf16": "PyTorch bf16 autocast", "ort": "ONNX Runtime fp32"}

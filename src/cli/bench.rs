@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-pub const WORKLOADS: [&str; 16] = [
+pub const WORKLOADS: [&str; 17] = [
     "forward1",
     "forward16",
     "forward16_vars",
@@ -21,6 +21,7 @@ pub const WORKLOADS: [&str; 16] = [
     "pipeline",
     "conv_layers",
     "winograd_layers",
+    "isa_peak",
     "csv",
     "folder",
     "predict_large",
@@ -226,6 +227,7 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
             v = crate::cli::bench_kernels::conv_layers(a.reps, 16)?;
             v["workload"] = name.into();
         }
+        "isa_peak" => v = super::bench_isa::isa_peak()?,
         "winograd_layers" => {
             v = crate::cli::bench_kernels::winograd_layers(a.reps)?;
             v["workload"] = name.into();

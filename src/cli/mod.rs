@@ -5,6 +5,7 @@ mod bench_clip;
 #[cfg(feature = "gui")]
 mod bench_curation;
 mod bench_data;
+mod bench_isa;
 mod bench_kernels;
 mod clip;
 mod data;

@@ -2,10 +2,10 @@
 use super::open_workspace;
 use anyhow::Context;
 use artculture::model::Arch;
+use artculture::model::autocast::Precision;
 use artculture::model::device::DeviceKind;
 use artculture::predict::{self, CamKind};
 use artculture::train::schedule::{PlateauMode, SchedulerConfig, ThresholdMode};
-use artculture::model::autocast::Precision;
 use artculture::train::{self, Control, Method, Pretrained, TrainConfig, TrainEvent, presets, run_status, trainer};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -161,7 +161,12 @@ fn config_from(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     Ok(c)
 }
 
-pub fn train(ws_dir: &Option<PathBuf>, args: &TrainArgs, device: DeviceKind, precision: Precision) -> anyhow::Result<ExitCode> {
+pub fn train(
+    ws_dir: &Option<PathBuf>,
+    args: &TrainArgs,
+    device: DeviceKind,
+    precision: Precision,
+) -> anyhow::Result<ExitCode> {
     if args.resume.is_some() && precision != Precision::F32 {
         anyhow::bail!("--precision applies to new runs; a resumed run keeps the precision it started with");
     }

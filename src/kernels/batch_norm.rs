@@ -125,6 +125,17 @@ fn shifted_sums_many<T: Float, const M: usize>(xs: [&[T]; M], k: T) -> [(f64, f6
     )
 }
 
+/// `v` as f32 and back: the identity where `T` is f32, the only type the bf16 paths run in.
+#[inline(always)]
+fn as_f32<T: Float>(v: T) -> f32 {
+    num_traits::ToPrimitive::to_f32(&v).unwrap_or(f32::NAN)
+}
+
+#[inline(always)]
+fn from_f32<T: Float>(v: f32) -> T {
+    <T as num_traits::NumCast>::from(v).unwrap_or_else(T::nan)
+}
+
 /// The gradient reaching batch norm's output: `dy`, masked by `y > 0` when the ReLU is fused.
 #[inline(always)]
 fn masked<T: Float>(relu: bool, y: T, dy: T) -> T {
@@ -223,10 +234,14 @@ pub fn channel_stats<T: Float>(x: &[T], dims: &[usize]) -> Result<(Vec<f64>, Vec
 type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
 
 /// The training-mode op over `(x, gamma, beta)`, given the statistics of `x`.
+#[derive(Clone)]
 pub struct BatchNormTrainOp {
     pub mean: Vec<f64>,
     pub inv_std: Vec<f64>,
     pub relu: bool,
+    /// bf16 autocast (f32 only): batch norm's output rounded to bf16, then the residual sum;
+    /// the output gradient rounded on the way back (see `crate::model::autocast`).
+    pub bf16: bool,
 }
 
 impl BatchNormTrainOp {
@@ -239,6 +254,9 @@ impl BatchNormTrainOp {
         residual: Option<&[T]>,
         dims: &[usize],
     ) -> Result<Vec<T>> {
+        if self.bf16 && T::DTYPE == DType::F32 {
+            return self.forward_bf16(x, gamma, beta, residual, dims);
+        }
         let (_, c, p) = ncp(dims)?;
         let mut y = vec![T::zero(); x.len()];
         y.par_chunks_mut(p).zip(x.par_chunks(p)).enumerate().for_each(|(i, (y, x))| {
@@ -269,6 +287,49 @@ impl BatchNormTrainOp {
         Ok(y)
     }
 
+    /// [`Self::forward`] with autocast's roundings: `relu?(bf16(bf16(bn(x)) + residual?))`, the
+    /// batch-norm output rounded, and the sum rounded again (a bf16 residual keeps a bf16 value).
+    fn forward_bf16<T: Float>(
+        &self,
+        x: &[T],
+        gamma: &[T],
+        beta: &[T],
+        residual: Option<&[T]>,
+        dims: &[usize],
+    ) -> Result<Vec<T>> {
+        let plain = BatchNormTrainOp { relu: false, bf16: false, ..self.clone() };
+        let mut y = plain.forward(x, gamma, beta, None, dims)?;
+        let relu = self.relu;
+        let round = super::bf16::round;
+        let finish = |y: &mut [T], r: Option<&[T]>| {
+            with_isa(
+                #[inline(always)]
+                || match r {
+                    Some(r) => y.iter_mut().zip(r).for_each(|(y, r)| {
+                        let v = round(round(as_f32(*y)) + as_f32(*r));
+                        *y = from_f32(if relu { v.max(0.0) } else { v });
+                    }),
+                    None => y.iter_mut().for_each(|y| {
+                        let v = round(as_f32(*y));
+                        *y = from_f32(if relu { v.max(0.0) } else { v });
+                    }),
+                },
+            )
+        };
+        const CHUNK: usize = 1 << 16;
+        match residual {
+            Some(r) => y.par_chunks_mut(CHUNK).zip(r.par_chunks(CHUNK)).for_each(|(y, r)| finish(y, Some(r))),
+            None => y.par_chunks_mut(CHUNK).for_each(|y| finish(y, None)),
+        }
+        Ok(y)
+    }
+
+    /// The output gradient autocast hands batch norm: masked by the ReLU, rounded to bf16.
+    fn bf16_output_grad<T: Float>(&self, y: &[T], dy: &[T]) -> Vec<T> {
+        let relu = self.relu;
+        y.par_iter().zip(dy).map(|(&y, &d)| from_f32(super::bf16::round(as_f32(masked(relu, y, d))))).collect()
+    }
+
     /// (dx, dgamma, dbeta).
     fn backward<T: Float>(
         &self,
@@ -278,6 +339,10 @@ impl BatchNormTrainOp {
         dy: &[T],
         dims: &[usize],
     ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
+        if self.bf16 && T::DTYPE == DType::F32 {
+            let g = self.bf16_output_grad(y, dy);
+            return BatchNormTrainOp { relu: false, bf16: false, ..self.clone() }.backward(x, gamma, y, &g, dims);
+        }
         let (n, c, p) = ncp(dims)?;
         let relu = self.relu;
         let sums = per_channel(c, |ch| {
@@ -430,7 +495,9 @@ impl CustomOp3 for BatchNormAddReluOp {
                     with_slice::<T, _>(y, "batch norm output", |ys| {
                         with_slice::<T, _>(dy, "batch norm grad", |dys| {
                             let (dx, dgamma, dbeta) = op.backward(xs, &gbs[..c], ys, dys, x.dims())?;
-                            let dr: Vec<T> = if r.track_op() {
+                            let dr: Vec<T> = if r.track_op() && op.bf16 && T::DTYPE == DType::F32 {
+                                op.bf16_output_grad(ys, dys)
+                            } else if r.track_op() {
                                 ys.par_iter().zip(dys).map(|(&y, &d)| masked(true, y, d)).collect()
                             } else {
                                 Vec::new()
@@ -493,8 +560,12 @@ mod tests {
     /// The loss `sum(y * r)` for fixed `r`, so its gradient with respect to y is `r`.
     fn loss(op: &BatchNormTrainOp, x: &[f64], gamma: &[f64], beta: &[f64], r: &[f64], dims: &[usize]) -> f64 {
         let (mean, var) = channel_stats(x, dims).unwrap();
-        let op =
-            BatchNormTrainOp { mean, inv_std: var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect(), relu: op.relu };
+        let op = BatchNormTrainOp {
+            mean,
+            inv_std: var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect(),
+            relu: op.relu,
+            bf16: false,
+        };
         op.forward(x, gamma, beta, None, dims).unwrap().iter().zip(r).map(|(y, r)| y * r).sum()
     }
 
@@ -522,7 +593,7 @@ mod tests {
         for relu in [false, true] {
             let (mean, var) = channel_stats(&x, &dims).unwrap();
             let inv_std = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
-            let op = BatchNormTrainOp { mean, inv_std, relu };
+            let op = BatchNormTrainOp { mean, inv_std, relu, bf16: false };
             let y = op.forward(&x, &gamma, &beta, None, &dims).unwrap();
             let (dx, dgamma, dbeta) = op.backward(&x, &gamma, &y, &r, &dims).unwrap();
             let h = 1e-6;

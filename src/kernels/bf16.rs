@@ -47,6 +47,18 @@ pub fn round_slice(v: &mut [f32]) {
     }
 }
 
+/// Whether every value of `v` is a bf16 value already (its low 16 bits zero), so that rounding
+/// would change nothing: a read-only pass, where rounding writes a new tensor.
+pub fn all_rounded(v: &[f32]) -> bool {
+    let scan = |c: &[f32]| {
+        super::isa::with_isa(
+            #[inline(always)]
+            || c.iter().fold(0u32, |acc, x| acc | (x.to_bits() & 0xffff)) == 0,
+        )
+    };
+    if v.len() <= CHUNK { scan(v) } else { v.par_chunks(CHUNK).all(scan) }
+}
+
 /// `v` rounded to bf16 precision, as a new vector.
 pub fn rounded(v: &[f32]) -> Vec<f32> {
     let mut out = v.to_vec();
@@ -84,8 +96,19 @@ mod tests {
     }
 
     #[test]
+    fn a_slice_of_bf16_values_is_recognised() {
+        let mut v: Vec<f32> = (0..2 * CHUNK + 5).map(|i| i as f32 * 0.001).collect();
+        assert!(!all_rounded(&v));
+        round_slice(&mut v);
+        assert!(all_rounded(&v));
+        v[CHUNK + 3] = 0.1;
+        assert!(!all_rounded(&v), "one value off the bf16 grid");
+    }
+
+    #[test]
     fn rounding_is_idempotent_and_the_parallel_path_agrees_with_the_scalar_one() {
-        let v: Vec<f32> = (0..3 * CHUNK + 17).map(|i| ((i as f32) * 0.618034).sin() * 1e3 / (1 + i % 97) as f32).collect();
+        let v: Vec<f32> =
+            (0..3 * CHUNK + 17).map(|i| ((i as f32) * 0.618034).sin() * 1e3 / (1 + i % 97) as f32).collect();
         let r = rounded(&v);
         for (a, b) in v.iter().zip(&r) {
             assert_eq!(round(*a).to_bits(), b.to_bits());

@@ -280,20 +280,22 @@ impl<T: Float> Epilogue<'_, T> {
     /// PyTorch hands it on (the convolution's, batch norm's, the residual sum's; ReLU keeps
     /// bf16 values bf16).
     fn apply_bf16(&self, residual: Option<&[T]>, m0: usize, y: &mut [T], pixels: usize) {
+        // Only f32 gets here (see `apply`); viewed as f32 the loop vectorises.
+        let (Some(y), Some(scale), Some(shift)) = (as_f32_mut(y), as_f32(self.scale), as_f32(self.shift)) else {
+            return;
+        };
+        let residual = residual.and_then(as_f32);
         let relu = self.relu;
         let round_conv = self.rounding == Bf16Rounding::ConvAndOutput;
-        let r32 = |v: T| -> T {
-            let v = num_traits::ToPrimitive::to_f32(&v).unwrap_or(f32::NAN);
-            <T as num_traits::NumCast>::from(super::bf16::round(v)).unwrap_or_else(T::nan)
-        };
+        let r32 = super::bf16::round;
         crate::kernels::isa::with_isa(
             #[inline(always)]
             || {
                 for (i, row) in y.chunks_exact_mut(pixels).enumerate() {
                     let c = m0 + i;
-                    let (a, s) = (self.scale[c], self.shift[c]);
-                    let act = |v: T| if relu { num_traits::Float::max(v, T::zero()) } else { v };
-                    let affine = |v: T| r32((if round_conv { r32(v) } else { v }) * a + s);
+                    let (a, s) = (scale[c], shift[c]);
+                    let act = |v: f32| if relu { v.max(0.0) } else { v };
+                    let affine = |v: f32| r32((if round_conv { r32(v) } else { v }) * a + s);
                     match residual {
                         Some(r) => {
                             for (v, r) in row.iter_mut().zip(&r[i * pixels..][..pixels]) {
@@ -306,6 +308,19 @@ impl<T: Float> Epilogue<'_, T> {
             },
         )
     }
+}
+
+/// `v` as f32, when `T` is f32.
+fn as_f32<T: Float>(v: &[T]) -> Option<&[f32]> {
+    (T::DTYPE == candle_core::DType::F32)
+        // SAFETY: `T` is f32 (its dtype says so), so the two slices have the same layout.
+        .then(|| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) })
+}
+
+fn as_f32_mut<T: Float>(v: &mut [T]) -> Option<&mut [f32]> {
+    (T::DTYPE == candle_core::DType::F32)
+        // SAFETY: as in `as_f32`.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len()) })
 }
 
 /// The convolution of `x` (`N x C x H x W`) with `w` (`Cout x C x K x K`), then `epilogue`.
@@ -606,7 +621,8 @@ mod tests {
             let (x, wt) = (data(n * c * p, 8), data(27 * c, 9));
             let r = data(n * 3 * p, 10);
             let (scale, shift) = ([2.0, -1.0, 0.5], [0.1, 0.2, -0.3]);
-            let e = Epilogue { scale: &scale, shift: &shift, residual: Some(&r), relu: true, rounding: Bf16Rounding::None };
+            let e =
+                Epilogue { scale: &scale, shift: &shift, residual: Some(&r), relu: true, rounding: Bf16Rounding::None };
             let got = forward(&g, &x, &wt, None, Some(&e));
             let plain = naive(&g, &x, &wt);
             for (i, (got, y)) in got.iter().zip(&plain).enumerate() {

@@ -59,6 +59,59 @@ fn grads<T: Float>(g: &ConvGeom, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<
     Ok((dx, dw))
 }
 
+/// `conv2d(x, w)` under bf16 autocast (f32 only), in one op where the separate roundings would
+/// each keep a tensor for the backward pass: input and weight rounded to bf16, f32 accumulation,
+/// the output rounded; backward, the output gradient rounded, both gradients computed from the
+/// rounded operands and rounded (autocast's bf16 gradients, before the cast to the f32 master).
+pub struct Conv2dBf16Op {
+    pub stride: usize,
+    pub pad: usize,
+}
+
+/// `v` rounded to bf16, borrowed when it already is.
+fn bf16_values(v: &[f32]) -> std::borrow::Cow<'_, [f32]> {
+    if super::bf16::all_rounded(v) {
+        std::borrow::Cow::Borrowed(v)
+    } else {
+        std::borrow::Cow::Owned(super::bf16::rounded(v))
+    }
+}
+
+impl CustomOp2 for Conv2dBf16Op {
+    fn name(&self) -> &'static str {
+        "conv2d (gemm, bf16 autocast)"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = ConvGeom::new(l1.dims(), l2.dims(), self.stride, self.pad)?;
+        let x = contiguous_slice::<f32>(s1, l1, "conv2d (bf16) input")?;
+        let w = contiguous_slice::<f32>(s2, l2, "conv2d (bf16) weight")?;
+        let mut y = forward(&g, &bf16_values(x), &bf16_values(w), None, None);
+        super::bf16::round_slice(&mut y);
+        Ok((CpuStorage::F32(y), Shape::from(g.out_shape().to_vec())))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = ConvGeom::new(x.dims(), w.dims(), self.stride, self.pad)?;
+        let dy = with_slice::<f32, _>(dy, "conv2d (bf16) grad", super::bf16::rounded)?;
+        let dx = if x.track_op() {
+            let mut v = with_slice::<f32, _>(w, "conv2d (bf16) weight", |w| input_grad(&g, &bf16_values(w), &dy))?;
+            super::bf16::round_slice(&mut v);
+            Some(tensor_from(v, x.dims(), x)?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            let mut v = with_slice::<f32, _>(x, "conv2d (bf16) input", |x| weight_grad(&g, &bf16_values(x), &dy))?;
+            super::bf16::round_slice(&mut v);
+            Some(tensor_from(v, w.dims(), w)?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
 /// Evaluation only: convolution, batch norm as a per-channel scale and shift, an optional
 /// residual add and an optional ReLU, in one pass over each output. It has no backward pass; the
 /// layers use it only outside training.

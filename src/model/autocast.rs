@@ -80,7 +80,20 @@ pub fn bf16() -> bool {
 /// `t` rounded to bf16 inside a bf16 scope (f32 tensors only, as autocast casts only f32), `t`
 /// itself otherwise. Differentiable: the gradient is rounded the same way.
 pub fn cast(t: &Tensor) -> Result<Tensor> {
-    if bf16() { round(t) } else { Ok(t.clone()) }
+    if !bf16() {
+        return Ok(t.clone());
+    }
+    // In evaluation most inputs are the previous layer's bf16 output: checking costs a read,
+    // rounding a new tensor. With a gradient to track the op stays, for its backward rounding.
+    if t.dtype() == DType::F32
+        && !t.track_op()
+        && crate::kernels::applies(t)
+        && t.is_contiguous()
+        && crate::kernels::with_slice::<f32, _>(t, "bf16 check", crate::kernels::bf16::all_rounded)?
+    {
+        return Ok(t.clone());
+    }
+    round(t)
 }
 
 /// `t` rounded to bf16 precision (nearest, ties to even), kept in f32; its gradient is rounded

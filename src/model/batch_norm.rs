@@ -116,7 +116,8 @@ impl BatchNorm2d {
         update(&self.running_mean, mean.clone())?;
         update(&self.running_var, var.iter().map(|v| v * count / (count - 1.0)).collect())?;
         let inv_std = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        Ok(BatchNormTrainOp { mean, inv_std, relu })
+        let bf16 = crate::model::autocast::bf16() && x.dtype() == DType::F32;
+        Ok(BatchNormTrainOp { mean, inv_std, relu, bf16 })
     }
 }
 

@@ -2,13 +2,13 @@
 //! it in our backbones. On the CPU it runs the kernels of [`crate::kernels`]: matrix-product
 //! gradients in training, and in evaluation one fused pass for convolution, batch norm,
 //! residual and ReLU. Elsewhere it is candle's `conv2d` followed by the separate layers.
+use super::autocast;
 use super::batch_norm::BatchNorm2d;
 use crate::kernels::{
     self,
     conv::Bf16Rounding,
-    conv_op::{Conv2dEvalOp, Conv2dOp},
+    conv_op::{Conv2dBf16Op, Conv2dEvalOp, Conv2dOp},
 };
-use super::autocast;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use std::sync::{Arc, OnceLock};
@@ -111,31 +111,22 @@ impl Conv2d {
             };
             return autocast::cast(x)?.contiguous()?.apply_op1_no_bwd(&op);
         }
-        // Under bf16 autocast batch norm sees the convolution's bf16 output (`forward` rounds
-        // it) and hands on bf16, and the residual sum is rounded again: the separate ops, not
-        // the fused one, so that each rounding falls where PyTorch's does.
-        if let Some(r) = residual
-            && autocast::bf16()
-            && x.dtype() == DType::F32
-        {
-            let y = autocast::cast(&bn.forward_relu_t(&self.forward(x)?, train, false)?)?;
-            let y = autocast::cast(&(y + r)?)?;
-            return if relu { y.relu() } else { Ok(y) };
+        // The fused training ops round as autocast does (see `BatchNormTrainOp::bf16`).
+        if train && kernels::applies(x) {
+            match residual {
+                Some(r) if relu => return bn.forward_add_relu_train(&self.forward(x)?, r),
+                None => return bn.forward_relu_t(&self.forward(x)?, train, relu),
+                Some(_) => {}
+            }
         }
-        if let Some(r) = residual
-            && train
-            && relu
-            && kernels::applies(x)
-        {
-            return autocast::cast(&bn.forward_add_relu_train(&self.forward(x)?, r)?);
-        }
-        let y = bn.forward_relu_t(&self.forward(x)?, train, relu && residual.is_none())?;
+        // Elsewhere (GPUs) separate ops, each output rounded under bf16 autocast as PyTorch
+        // hands a bf16 tensor on.
+        let y = autocast::cast(&bn.forward_relu_t(&self.forward(x)?, train, false)?)?;
         let y = match residual {
-            Some(r) if relu => (y + r)?.relu()?,
-            Some(r) => (y + r)?,
+            Some(r) => autocast::cast(&(y + r)?)?,
             None => y,
         };
-        autocast::cast(&y)
+        if relu { y.relu() } else { Ok(y) }
     }
 }
 
@@ -186,6 +177,10 @@ impl Module for Conv2d {
     /// Under bf16 autocast: input, weight and bias rounded to bf16, f32 accumulation, output
     /// rounded to bf16 (gradients rounded on the way back, see [`autocast::round`]).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if autocast::bf16() && self.bias.is_none() && kernels::applies(x) && x.dtype() == DType::F32 {
+            let op = Conv2dBf16Op { stride: self.stride, pad: self.padding };
+            return x.contiguous()?.apply_op2(&self.weight.contiguous()?, op);
+        }
         let (x, weight) = (autocast::cast(x)?, autocast::cast(&self.weight)?);
         let y = if kernels::applies(&x) {
             x.contiguous()?.apply_op2(&weight.contiguous()?, Conv2dOp { stride: self.stride, pad: self.padding })?

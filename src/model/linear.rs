@@ -2,9 +2,9 @@
 //! `VarBuilder`, so loaded weights replace them and seeded runs draw them from `init`).
 use super::autocast;
 use crate::kernels;
-use std::sync::{Arc, OnceLock};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
+use std::sync::{Arc, OnceLock};
 
 /// `nn.Linear` (`weight` out x in, `bias`), computing `x W^T + b` as `(W x^T)^T`.
 ///

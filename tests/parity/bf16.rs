@@ -80,7 +80,12 @@ fn grads_parity(arch: Arch, twice_as_close: bool) {
     }
     assert!(errors[0] <= GRADS, "{arch}: bf16 gradient norms {:e} from autocast's", errors[0]);
     if twice_as_close {
-        assert!(errors[0] * 2.0 <= errors[1], "{arch}: bf16 gradients ({:e}) not nearer autocast than f32 ({:e})", errors[0], errors[1]);
+        assert!(
+            errors[0] * 2.0 <= errors[1],
+            "{arch}: bf16 gradients ({:e}) not nearer autocast than f32 ({:e})",
+            errors[0],
+            errors[1]
+        );
     }
 }
 
@@ -177,10 +182,16 @@ fn single_layers_round_where_autocast_rounds() {
     for (key, got) in ops(Precision::Bf16) {
         let want = lookup(key);
         let (differ, err) = (differing(&got, &want), rel_err(&got, &want));
-        assert!(differ * 50 <= want.len() && err <= 1e-2, "bf16 {key}: {differ} of {} values differ from autocast's, by up to {err:e}", want.len());
+        assert!(
+            differ * 50 <= want.len() && err <= 1e-2,
+            "bf16 {key}: {differ} of {} values differ from autocast's, by up to {err:e}",
+            want.len()
+        );
     }
     // The check has teeth: f32 misses in about half the outputs.
-    for (key, got) in ops(Precision::F32).into_iter().filter(|(k, _)| ["block_eval", "block_train", "linear"].contains(k)) {
+    for (key, got) in
+        ops(Precision::F32).into_iter().filter(|(k, _)| ["block_eval", "block_train", "linear"].contains(k))
+    {
         let want = lookup(key);
         assert!(differing(&got, &want) * 50 > want.len(), "f32 {key} passes for bf16");
     }
