@@ -136,7 +136,8 @@ mod tests {
 
     #[test]
     fn the_scope_rounds_values_and_gradients_and_ends_with_its_guard() {
-        let x = Var::from_vec(vec![1.0f32 + 1.0 / 256.0 + 1.0 / 65536.0, 3.1415927], 2, &Device::Cpu).unwrap();
+        let x =
+            Var::from_vec(vec![1.0f32 + 1.0 / 256.0 + 1.0 / 65536.0, std::f32::consts::PI], 2, &Device::Cpu).unwrap();
         assert_eq!(cast(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), x.as_tensor().to_vec1::<f32>().unwrap());
         let y = {
             let _bf16 = Autocast::new(Precision::Bf16);
