@@ -396,6 +396,12 @@ fn a_bf16_run_learns_like_f32_keeps_f32_weights_and_resumes_bit_identically() {
     assert!(bf16_acc >= f32_acc - 1.0 / 12.0 - 1e-9, "bf16 {bf16_acc} against f32 {f32_acc}");
     let (a, b) = (epochs(&ws, &f32_run), epochs(&ws, &bf16_run));
     assert!(a.iter().zip(&b).any(|(x, y)| x.train_loss != y.train_loss), "no rounding happened in bf16");
+    // The run tables say which run was bf16.
+    let runs: Value = serde_json::from_str(&ok(&ws, &["runs", "--json"])).unwrap();
+    let precision =
+        |id: &str| runs["runs"].as_array().unwrap().iter().find(|r| r["id"] == id).unwrap()["precision"].clone();
+    assert_eq!((precision(&f32_run), precision(&bf16_run)), ("f32".into(), "bf16".into()));
+    assert!(ok(&ws, &["runs"]).contains("transfer (bf16)"));
 
     let small = workspace(&dir.path().join("small"), 10, 40);
     let scratch = TrainConfig {

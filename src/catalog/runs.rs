@@ -80,6 +80,24 @@ impl RunRecord {
         }
     }
 
+    /// The precision the run trains in (runs from before precisions were stored: f32).
+    pub fn precision(&self) -> crate::model::autocast::Precision {
+        serde_json::from_str::<serde_json::Value>(&self.config)
+            .ok()
+            .and_then(|c| {
+                c.get("precision").and_then(|p| p.as_str().and_then(crate::model::autocast::Precision::parse))
+            })
+            .unwrap_or_default()
+    }
+
+    /// The method as the run tables show it: with the precision when it is not the default.
+    pub fn method_label(&self) -> String {
+        match self.precision() {
+            crate::model::autocast::Precision::F32 => self.method.clone(),
+            p => format!("{} ({p})", self.method),
+        }
+    }
+
     /// One sentence on why the run is labelled, for hovers and the CLI's stderr.
     pub fn origin_note(&self) -> Option<String> {
         let sample = match self.sample_works {

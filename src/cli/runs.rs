@@ -250,7 +250,7 @@ pub fn runs(ws_dir: &Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
                     "id": r.id, "arch": r.arch, "method": r.method, "scheduler": r.scheduler,
                     "epochs": r.epochs_done, "val_acc": r.val_acc, "top1": r.top1, "top3": r.top3,
                     "seconds": r.seconds, "status": r.status, "message": r.message,
-                    "origin": r.origin_label(), "sample_works": r.sample_works,
+                    "origin": r.origin_label(), "sample_works": r.sample_works, "precision": r.precision(),
                 })
             })
             .collect();
@@ -258,16 +258,16 @@ pub fn runs(ws_dir: &Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<44} {:<9} {:<18} {:<9} {:>7} {:>7} {:>7} {:>6} {:>8}  status",
+        "{:<44} {:<9} {:<18} {:<16} {:>7} {:>7} {:>7} {:>6} {:>8}  status",
         "run", "arch", "scheduler", "method", "val %", "top-1", "top-3", "epochs", "time"
     );
     for r in &runs {
         println!(
-            "{:<44} {:<9} {:<18} {:<9} {:>7} {:>7} {:>7} {:>6} {:>7.0}s  {}",
+            "{:<44} {:<9} {:<18} {:<16} {:>7} {:>7} {:>7} {:>6} {:>7.0}s  {}",
             r.display_name(),
             r.arch,
             r.scheduler,
-            r.method,
+            r.method_label(),
             pct(r.val_acc),
             pct(r.top1),
             pct(r.top3),

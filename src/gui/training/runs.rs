@@ -52,7 +52,7 @@ impl TrainingView {
                 for v in [
                     r.arch.clone(),
                     r.scheduler.clone(),
-                    r.method.clone(),
+                    r.method_label(),
                     pct(r.val_acc),
                     pct(r.top1),
                     pct(r.top3),
