@@ -30,16 +30,25 @@ pub(crate) fn file_key(kind: &str, path: &Path) -> String {
 /// The embedding cache key of a checkpoint. A transfer run's backbone is the frozen one its
 /// training embedded every work with, so its training cache is reused (when the checkpoint's
 /// eval transform is the trainer's); any other run's backbone is its own.
+/// Vectors computed in bf16 (this thread's autocast) are cached apart from f32 ones.
 fn cache_key(model: &LoadedModel) -> String {
+    use crate::model::autocast::{self, Precision};
+    let now = if autocast::bf16() { Precision::Bf16 } else { Precision::F32 };
     let cfg = serde_json::from_value::<TrainConfig>(model.meta.train_config.clone()).ok();
     let imagenet = model.meta.mean == IMAGENET_MEAN && model.meta.std == IMAGENET_STD;
     match (cfg, &model.meta.run_id) {
         (Some(cfg), Some(run))
-            if cfg.method == Method::Transfer && imagenet && cfg.image_size == model.meta.image_size =>
+            if cfg.method == Method::Transfer
+                && imagenet
+                && cfg.image_size == model.meta.image_size
+                && cfg.precision == now =>
         {
             features::transfer_key(&cfg, run)
         }
-        _ => file_key("checkpoint", &model.path),
+        _ => match now {
+            Precision::F32 => file_key("checkpoint", &model.path),
+            p => format!("{}|{p}", file_key("checkpoint", &model.path)),
+        },
     }
 }
 
