@@ -80,20 +80,19 @@ impl RunRecord {
         }
     }
 
-    /// The precision the run trains in (runs from before precisions were stored: f32).
-    pub fn precision(&self) -> crate::model::autocast::Precision {
+    /// The precision the run trains in, as its configuration names it ("f32" for runs from
+    /// before precisions were stored).
+    pub fn precision(&self) -> String {
         serde_json::from_str::<serde_json::Value>(&self.config)
             .ok()
-            .and_then(|c| {
-                c.get("precision").and_then(|p| p.as_str().and_then(crate::model::autocast::Precision::parse))
-            })
-            .unwrap_or_default()
+            .and_then(|c| c.get("precision").and_then(|p| p.as_str().map(str::to_owned)))
+            .unwrap_or_else(|| "f32".into())
     }
 
     /// The method as the run tables show it: with the precision when it is not the default.
     pub fn method_label(&self) -> String {
-        match self.precision() {
-            crate::model::autocast::Precision::F32 => self.method.clone(),
+        match self.precision().as_str() {
+            "f32" => self.method.clone(),
             p => format!("{} ({p})", self.method),
         }
     }
