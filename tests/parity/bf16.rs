@@ -14,8 +14,9 @@
 //!   the check that fails if a rounding is missing or misplaced;
 //! - whole models, evaluation logits within `LOGITS` of the largest logit (2e-2, five bf16
 //!   steps; measured 4e-3 to 9e-3) and bf16 values; gradient norms of all parameters together
-//!   within `GRADS` (5e-2; measured 1e-3 to 1.8e-2), where AlexNet and VGG also have to be at
-//!   least twice as close to autocast as our f32 (measured 5x and 2.8x). ResNet-50's test input
+//!   within `GRADS` (5e-2; measured 1e-3 to 1.8e-2), where AlexNet also has to be at least twice
+//!   as close to autocast as our f32 (measured 5x; VGG 2.8x, not checked for the suite's time:
+//!   its f32 pass costs as much as the rest). ResNet-50's test input
 //!   (two 64 x 64 images) leaves its last batch norms 8 values per channel, where bf16 noise
 //!   swamps the gradients of f32 and bf16 alike (1.9e-2 and 1.8e-2).
 use super::*;
@@ -98,7 +99,7 @@ fn resnet50_bf16_matches_autocast() {
 #[test]
 fn vgg16_bn_bf16_matches_autocast() {
     eval_logits_parity(Arch::Vgg16Bn);
-    grads_parity(Arch::Vgg16Bn, true);
+    grads_parity(Arch::Vgg16Bn, false);
 }
 #[test]
 fn alexnet_bf16_matches_autocast() {
