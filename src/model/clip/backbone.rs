@@ -34,13 +34,17 @@ impl ClipBackbone {
         self.vision_model.image_size
     }
 
+    /// CLIP's tower always computes in f32 (`--precision bf16` covers the convolutional
+    /// networks): its projection must not round while the encoder does not.
     pub fn embed(&self, x: &Tensor) -> Result<Tensor> {
+        let _f32 = crate::model::autocast::Autocast::new(crate::model::autocast::Precision::F32);
         let (_, pooled, _) = self.vision_model.forward(x, false)?;
         self.visual_projection.forward(&pooled)
     }
 
     /// The embedding and the attention rollout (batch x 1 x side x side) from one pass.
     pub fn embed_with_map(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let _f32 = crate::model::autocast::Autocast::new(crate::model::autocast::Precision::F32);
         let (_, pooled, attention) = self.vision_model.forward(x, true)?;
         let side = self.vision_model.image_size / self.vision_model.patch_size;
         let map = attention_rollout(&attention, side)?.unsqueeze(1)?;
