@@ -255,7 +255,10 @@ impl BatchNormTrainOp {
         dims: &[usize],
     ) -> Result<Vec<T>> {
         if self.bf16 && T::DTYPE == DType::F32 {
-            return self.forward_bf16(x, gamma, beta, residual, dims);
+            let mut y =
+                BatchNormTrainOp { relu: false, bf16: false, ..self.clone() }.forward(x, gamma, beta, None, dims)?;
+            self.finish_bf16(&mut y, residual);
+            return Ok(y);
         }
         let (_, c, p) = ncp(dims)?;
         let mut y = vec![T::zero(); x.len()];
@@ -287,18 +290,9 @@ impl BatchNormTrainOp {
         Ok(y)
     }
 
-    /// [`Self::forward`] with autocast's roundings: `relu?(bf16(bf16(bn(x)) + residual?))`, the
-    /// batch-norm output rounded, and the sum rounded again (a bf16 residual keeps a bf16 value).
-    fn forward_bf16<T: Float>(
-        &self,
-        x: &[T],
-        gamma: &[T],
-        beta: &[T],
-        residual: Option<&[T]>,
-        dims: &[usize],
-    ) -> Result<Vec<T>> {
-        let plain = BatchNormTrainOp { relu: false, bf16: false, ..self.clone() };
-        let mut y = plain.forward(x, gamma, beta, None, dims)?;
+    /// Autocast's roundings after batch norm's own output `y`: `relu?(bf16(bf16(y) + residual?))`,
+    /// the output rounded, and the sum rounded again (a bf16 residual keeps a bf16 value).
+    fn finish_bf16<T: Float>(&self, y: &mut [T], residual: Option<&[T]>) {
         let relu = self.relu;
         let round = super::bf16::round;
         let finish = |y: &mut [T], r: Option<&[T]>| {
@@ -321,7 +315,6 @@ impl BatchNormTrainOp {
             Some(r) => y.par_chunks_mut(CHUNK).zip(r.par_chunks(CHUNK)).for_each(|(y, r)| finish(y, Some(r))),
             None => y.par_chunks_mut(CHUNK).for_each(|y| finish(y, None)),
         }
-        Ok(y)
     }
 
     /// The output gradient autocast hands batch norm: masked by the ReLU, rounded to bf16.
