@@ -396,7 +396,7 @@ fn a_bf16_run_learns_like_f32_keeps_f32_weights_and_resumes_bit_identically() {
     assert_eq!(runs["runs"][0]["precision"], "bf16");
     assert!(ok(&ws, &["runs"]).contains("transfer (bf16)"));
 
-    let small = workspace(&dir.path().join("small"), 10, 40);
+    let small = workspace(&dir.path().join("small"), 6, 40);
     let scratch = TrainConfig {
         method: Method::Scratch,
         pretrained: Pretrained::None,
