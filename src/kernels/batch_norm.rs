@@ -320,7 +320,21 @@ impl BatchNormTrainOp {
     /// The output gradient autocast hands batch norm: masked by the ReLU, rounded to bf16.
     fn bf16_output_grad<T: Float>(&self, y: &[T], dy: &[T]) -> Vec<T> {
         let relu = self.relu;
-        y.par_iter().zip(dy).map(|(&y, &d)| from_f32(super::bf16::round(as_f32(masked(relu, y, d))))).collect()
+        let mut g = vec![T::zero(); y.len()];
+        // In chunks under `with_isa`: a per-element `par_iter().map().collect()` ran the rounding
+        // as baseline x86-64 code, 7 % of a bf16 training step in `perf`.
+        const CHUNK: usize = 1 << 16;
+        g.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK))).for_each(|(g, (y, dy))| {
+            with_isa(
+                #[inline(always)]
+                || {
+                    for ((g, &y), &d) in g.iter_mut().zip(y).zip(dy) {
+                        *g = from_f32(super::bf16::round(as_f32(masked(relu, y, d))));
+                    }
+                },
+            )
+        });
+        g
     }
 
     /// (dx, dgamma, dbeta).
@@ -334,7 +348,18 @@ impl BatchNormTrainOp {
     ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
         if self.bf16 && T::DTYPE == DType::F32 {
             let g = self.bf16_output_grad(y, dy);
-            return BatchNormTrainOp { relu: false, bf16: false, ..self.clone() }.backward(x, gamma, y, &g, dims);
+            let (mut dx, dgamma, dbeta) =
+                BatchNormTrainOp { relu: false, bf16: false, ..self.clone() }.backward(x, gamma, y, &g, dims)?;
+            // Autocast hands a bf16 input's gradient back in bf16. Rounded here, the convolution
+            // before finds its output gradient rounded already and reads it in place, where it
+            // would copy it to round it.
+            dx.par_chunks_mut(1 << 16).for_each(|c| {
+                with_isa(
+                    #[inline(always)]
+                    || c.iter_mut().for_each(|v| *v = from_f32(super::bf16::round(as_f32(*v)))),
+                )
+            });
+            return Ok((dx, dgamma, dbeta));
         }
         let (n, c, p) = ncp(dims)?;
         let relu = self.relu;

@@ -93,22 +93,26 @@ impl CustomOp2 for Conv2dBf16Op {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = ConvGeom::new(x.dims(), w.dims(), self.stride, self.pad)?;
-        let dy = with_slice::<f32, _>(dy, "conv2d (bf16) grad", super::bf16::rounded)?;
-        let dx = if x.track_op() {
-            let mut v = with_slice::<f32, _>(w, "conv2d (bf16) weight", |w| input_grad(&g, &bf16_values(w), &dy))?;
-            super::bf16::round_slice(&mut v);
-            Some(tensor_from(v, x.dims(), x)?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
-            let mut v = with_slice::<f32, _>(x, "conv2d (bf16) input", |x| weight_grad(&g, &bf16_values(x), &dy))?;
-            super::bf16::round_slice(&mut v);
-            Some(tensor_from(v, w.dims(), w)?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
+        // Usually rounded already (batch norm's backward hands bf16 gradients on): then read in
+        // place.
+        with_slice::<f32, _>(dy, "conv2d (bf16) grad", |dy| {
+            let dy = bf16_values(dy);
+            let dx = if x.track_op() {
+                let mut v = with_slice::<f32, _>(w, "conv2d (bf16) weight", |w| input_grad(&g, &bf16_values(w), &dy))?;
+                super::bf16::round_slice(&mut v);
+                Some(tensor_from(v, x.dims(), x)?)
+            } else {
+                None
+            };
+            let dw = if w.track_op() {
+                let mut v = with_slice::<f32, _>(x, "conv2d (bf16) input", |x| weight_grad(&g, &bf16_values(x), &dy))?;
+                super::bf16::round_slice(&mut v);
+                Some(tensor_from(v, w.dims(), w)?)
+            } else {
+                None
+            };
+            Ok((dx, dw))
+        })?
     }
 }
 
