@@ -245,7 +245,9 @@ pub struct BatchNormTrainOp {
 }
 
 impl BatchNormTrainOp {
-    /// `relu?(bn(x) + residual?)`.
+    /// `relu?(bn(x) + residual?)`; under bf16 autocast `relu?(bf16(bf16(bn(x)) + residual?))`:
+    /// batch norm's output rounded, and the sum rounded again (a bf16 residual keeps a bf16
+    /// value), in the same pass.
     fn forward<T: Float>(
         &self,
         x: &[T],
@@ -254,13 +256,10 @@ impl BatchNormTrainOp {
         residual: Option<&[T]>,
         dims: &[usize],
     ) -> Result<Vec<T>> {
-        if self.bf16 && T::DTYPE == DType::F32 {
-            let mut y =
-                BatchNormTrainOp { relu: false, bf16: false, ..self.clone() }.forward(x, gamma, beta, None, dims)?;
-            self.finish_bf16(&mut y, residual);
-            return Ok(y);
-        }
         let (_, c, p) = ncp(dims)?;
+        let (relu, bf16) = (self.relu, self.bf16 && T::DTYPE == DType::F32);
+        let act = |v: T| if relu { num_traits::Float::max(v, T::zero()) } else { v };
+        let r16 = |v: T| from_f32::<T>(super::bf16::round(as_f32(v)));
         let mut y = vec![T::zero(); x.len()];
         y.par_chunks_mut(p).zip(x.par_chunks(p)).enumerate().for_each(|(i, (y, x))| {
             with_isa(
@@ -270,51 +269,20 @@ impl BatchNormTrainOp {
                     // (x - mean) * a + beta rather than x * a + (beta - mean * a): the latter loses
                     // f32 precision to cancellation when the mean is large against the spread.
                     let (mean, a, beta) = (t::<T>(self.mean[ch]), t::<T>(f(gamma[ch]) * self.inv_std[ch]), beta[ch]);
-                    match residual {
-                        Some(r) => {
-                            for ((y, &x), &r) in y.iter_mut().zip(x).zip(&r[i * p..][..p]) {
-                                let v = (x - mean) * a + beta + r;
-                                *y = if self.relu { num_traits::Float::max(v, T::zero()) } else { v };
-                            }
+                    let bn = |x: T| (x - mean) * a + beta;
+                    // One loop per case, so that f32's loops carry no rounding test.
+                    match (residual.map(|r| &r[i * p..][..p]), bf16) {
+                        (Some(r), false) => y.iter_mut().zip(x).zip(r).for_each(|((y, &x), &r)| *y = act(bn(x) + r)),
+                        (Some(r), true) => {
+                            y.iter_mut().zip(x).zip(r).for_each(|((y, &x), &r)| *y = act(r16(r16(bn(x)) + r)))
                         }
-                        None => {
-                            for (y, &x) in y.iter_mut().zip(x) {
-                                let v = (x - mean) * a + beta;
-                                *y = if self.relu { num_traits::Float::max(v, T::zero()) } else { v };
-                            }
-                        }
+                        (None, false) => y.iter_mut().zip(x).for_each(|(y, &x)| *y = act(bn(x))),
+                        (None, true) => y.iter_mut().zip(x).for_each(|(y, &x)| *y = act(r16(bn(x)))),
                     }
                 },
             )
         });
         Ok(y)
-    }
-
-    /// Autocast's roundings after batch norm's own output `y`: `relu?(bf16(bf16(y) + residual?))`,
-    /// the output rounded, and the sum rounded again (a bf16 residual keeps a bf16 value).
-    fn finish_bf16<T: Float>(&self, y: &mut [T], residual: Option<&[T]>) {
-        let relu = self.relu;
-        let round = super::bf16::round;
-        let finish = |y: &mut [T], r: Option<&[T]>| {
-            with_isa(
-                #[inline(always)]
-                || match r {
-                    Some(r) => y.iter_mut().zip(r).for_each(|(y, r)| {
-                        let v = round(round(as_f32(*y)) + as_f32(*r));
-                        *y = from_f32(if relu { v.max(0.0) } else { v });
-                    }),
-                    None => y.iter_mut().for_each(|y| {
-                        let v = round(as_f32(*y));
-                        *y = from_f32(if relu { v.max(0.0) } else { v });
-                    }),
-                },
-            )
-        };
-        const CHUNK: usize = 1 << 16;
-        match residual {
-            Some(r) => y.par_chunks_mut(CHUNK).zip(r.par_chunks(CHUNK)).for_each(|(y, r)| finish(y, Some(r))),
-            None => y.par_chunks_mut(CHUNK).for_each(|y| finish(y, None)),
-        }
     }
 
     /// The output gradient autocast hands batch norm: masked by the ReLU, rounded to bf16.
