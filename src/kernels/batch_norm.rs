@@ -142,9 +142,17 @@ fn masked<T: Float>(relu: bool, y: T, dy: T) -> T {
     if relu && y <= T::zero() { T::zero() } else { dy }
 }
 
+/// [`masked`], rounded to bf16 under autocast (`BF16`, f32 only): the gradient autocast hands
+/// batch norm. A const parameter, so that f32's loops carry no rounding test.
+#[inline(always)]
+fn out_grad<T: Float, const BF16: bool>(relu: bool, y: T, dy: T) -> T {
+    let g = masked(relu, y, dy);
+    if BF16 { from_f32(super::bf16::round(as_f32(g))) } else { g }
+}
+
 /// `(sum g, sum g * (x - mean))` over one plane.
 #[inline(always)]
-fn grad_sums<T: Float>(x: &[T], y: &[T], dy: &[T], mean: T, relu: bool) -> (f64, f64) {
+fn grad_sums<T: Float, const BF16: bool>(x: &[T], y: &[T], dy: &[T], mean: T, relu: bool) -> (f64, f64) {
     let (mut s1, mut s2) = (0.0, 0.0);
     for ((x, y), dy) in x.chunks(BLOCK).zip(y.chunks(BLOCK)).zip(dy.chunks(BLOCK)) {
         let (mut a1, mut a2) = ([T::zero(); LANES], [T::zero(); LANES]);
@@ -152,13 +160,13 @@ fn grad_sums<T: Float>(x: &[T], y: &[T], dy: &[T], mean: T, relu: bool) -> (f64,
         for ((x, y), dy) in x[..n].chunks_exact(LANES).zip(y[..n].chunks_exact(LANES)).zip(dy[..n].chunks_exact(LANES))
         {
             for j in 0..LANES {
-                let g = masked(relu, y[j], dy[j]);
+                let g = out_grad::<T, BF16>(relu, y[j], dy[j]);
                 a1[j] += g;
                 a2[j] += g * (x[j] - mean);
             }
         }
         for i in n..x.len() {
-            let g = masked(relu, y[i], dy[i]);
+            let g = out_grad::<T, BF16>(relu, y[i], dy[i]);
             a1[0] += g;
             a2[0] += g * (x[i] - mean);
         }
@@ -170,7 +178,11 @@ fn grad_sums<T: Float>(x: &[T], y: &[T], dy: &[T], mean: T, relu: bool) -> (f64,
 
 /// [`grad_sums`] of `M` planes at once (see [`blocked_sums`]).
 #[inline(always)]
-fn grad_sums_many<T: Float, const M: usize>(planes: [(&[T], &[T], &[T]); M], mean: T, relu: bool) -> [(f64, f64); M] {
+fn grad_sums_many<T: Float, const BF16: bool, const M: usize>(
+    planes: [(&[T], &[T], &[T]); M],
+    mean: T,
+    relu: bool,
+) -> [(f64, f64); M] {
     let len = planes[0].0.len();
     debug_assert!(planes.iter().all(|(x, y, dy)| x.len() == len && y.len() == len && dy.len() == len));
     blocked_sums::<T, M>(
@@ -180,7 +192,7 @@ fn grad_sums_many<T: Float, const M: usize>(planes: [(&[T], &[T], &[T]); M], mea
             for m in 0..M {
                 let (x, y, dy) = (&planes[m].0[i..i + LANES], &planes[m].1[i..i + LANES], &planes[m].2[i..i + LANES]);
                 for j in 0..LANES {
-                    let g = masked(relu, y[j], dy[j]);
+                    let g = out_grad::<T, BF16>(relu, y[j], dy[j]);
                     a1[m][j] += g;
                     a2[m][j] += g * (x[j] - mean);
                 }
@@ -190,7 +202,7 @@ fn grad_sums_many<T: Float, const M: usize>(planes: [(&[T], &[T], &[T]); M], mea
         |i, a1, a2| {
             for m in 0..M {
                 let (x, y, dy) = planes[m];
-                let g = masked(relu, y[i], dy[i]);
+                let g = out_grad::<T, BF16>(relu, y[i], dy[i]);
                 a1[m][0] += g;
                 a2[m][0] += g * (x[i] - mean);
             }
@@ -324,20 +336,23 @@ impl BatchNormTrainOp {
         dims: &[usize],
     ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
         if self.bf16 && T::DTYPE == DType::F32 {
-            let g = self.bf16_output_grad(y, dy);
-            let (mut dx, dgamma, dbeta) =
-                BatchNormTrainOp { relu: false, bf16: false, ..self.clone() }.backward(x, gamma, y, &g, dims)?;
-            // Autocast hands a bf16 input's gradient back in bf16. Rounded here, the convolution
-            // before finds its output gradient rounded already and reads it in place, where it
-            // would copy it to round it.
-            dx.par_chunks_mut(1 << 16).for_each(|c| {
-                with_isa(
-                    #[inline(always)]
-                    || c.iter_mut().for_each(|v| *v = from_f32(super::bf16::round(as_f32(*v)))),
-                )
-            });
-            return Ok((dx, dgamma, dbeta));
+            self.backward_with::<T, true>(x, gamma, y, dy, dims)
+        } else {
+            self.backward_with::<T, false>(x, gamma, y, dy, dims)
         }
+    }
+
+    /// (dx, dgamma, dbeta); with `BF16` (autocast), from the output gradient rounded to bf16,
+    /// and `dx` rounded too: autocast hands a bf16 input's gradient back in bf16, so the
+    /// convolution before finds its output gradient rounded already and reads it in place.
+    fn backward_with<T: Float, const BF16: bool>(
+        &self,
+        x: &[T],
+        gamma: &[T],
+        y: &[T],
+        dy: &[T],
+        dims: &[usize],
+    ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
         let (n, c, p) = ncp(dims)?;
         let relu = self.relu;
         let sums = per_channel(c, |ch| {
@@ -353,15 +368,18 @@ impl BatchNormTrainOp {
                     let (mut sg, mut sgx) = (0.0, 0.0);
                     let mut b = 0;
                     while b + 4 <= n {
-                        for (p1, p2) in grad_sums_many([plane(b), plane(b + 1), plane(b + 2), plane(b + 3)], mean, relu)
-                        {
+                        for (p1, p2) in grad_sums_many::<T, BF16, 4>(
+                            [plane(b), plane(b + 1), plane(b + 2), plane(b + 3)],
+                            mean,
+                            relu,
+                        ) {
                             (sg, sgx) = (sg + p1, sgx + p2);
                         }
                         b += 4;
                     }
                     for b in b..n {
                         let (x, y, dy) = plane(b);
-                        let (p1, p2) = grad_sums(x, y, dy, mean, relu);
+                        let (p1, p2) = grad_sums::<T, BF16>(x, y, dy, mean, relu);
                         (sg, sgx) = (sg + p1, sgx + p2);
                     }
                     (sg, sgx * self.inv_std[ch])
@@ -383,7 +401,8 @@ impl BatchNormTrainOp {
                     let k = t::<T>(k);
                     let r = plane * p..(plane + 1) * p;
                     for ((dx, &x), (&y, &dy)) in dx.iter_mut().zip(&x[r.clone()]).zip(y[r.clone()].iter().zip(&dy[r])) {
-                        *dx = k * (masked(relu, y, dy) - b) - (x - mean) * a;
+                        let v = k * (out_grad::<T, BF16>(relu, y, dy) - b) - (x - mean) * a;
+                        *dx = if BF16 { from_f32(super::bf16::round(as_f32(v))) } else { v };
                     }
                 },
             )
@@ -536,9 +555,9 @@ mod tests {
             }
             for relu in [false, true] {
                 let g = [0, 1, 2, 3].map(|m| (four[m], four[(m + 1) % 4], four[(m + 2) % 4]));
-                let together = grad_sums_many(g, 0.5, relu);
+                let together = grad_sums_many::<f32, false, 4>(g, 0.5, relu);
                 for (m, (x, y, dy)) in g.iter().enumerate() {
-                    let alone = grad_sums(x, y, dy, 0.5, relu);
+                    let alone = grad_sums::<f32, false>(x, y, dy, 0.5, relu);
                     assert_eq!(
                         (together[m].0.to_bits(), together[m].1.to_bits()),
                         (alone.0.to_bits(), alone.1.to_bits())
