@@ -40,7 +40,16 @@ fn lanes(n: usize, v: usize) -> __mmask16 {
 /// rows of `n` at stride `ys`.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel(kc: usize, wp: *const f32, x: *const f32, y: *mut f32, ys: usize, rows: usize, n: usize, acc_in: bool) {
+unsafe fn kernel(
+    kc: usize,
+    wp: *const f32,
+    x: *const f32,
+    y: *mut f32,
+    ys: usize,
+    rows: usize,
+    n: usize,
+    acc_in: bool,
+) {
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
         if acc_in {
@@ -85,7 +94,16 @@ fn own(wp: &[f32], cout: usize, cin: usize, x: &[f32], p: usize, y: &mut [f32], 
                 let rows = MR.min(cout - b * MR);
                 // SAFETY: the pointers cover the sizes `kernel` documents; AVX-512 checked in main.
                 unsafe {
-                    kernel(kc, wp.as_ptr().add((b * cin + k0) * MR), panel.as_ptr(), y.as_mut_ptr().add(b * MR * p + p0), p, rows, n, k0 > 0)
+                    kernel(
+                        kc,
+                        wp.as_ptr().add((b * cin + k0) * MR),
+                        panel.as_ptr(),
+                        y.as_mut_ptr().add(b * MR * p + p0),
+                        p,
+                        rows,
+                        n,
+                        k0 > 0,
+                    )
                 }
             }
         }
@@ -94,19 +112,58 @@ fn own(wp: &[f32], cout: usize, cin: usize, x: &[f32], p: usize, y: &mut [f32], 
 
 /// `gemm` on rows `r0..r0+rows` and columns `c0..c0+cols` of the product.
 #[allow(clippy::too_many_arguments)]
-fn gemm_part(cout: usize, cin: usize, p: usize, y: usize, w: usize, x: usize, (r0, rows, c0, cols): (usize, usize, usize, usize), par: gemm::Parallelism) {
+fn gemm_part(
+    cout: usize,
+    cin: usize,
+    p: usize,
+    y: usize,
+    w: usize,
+    x: usize,
+    (r0, rows, c0, cols): (usize, usize, usize, usize),
+    par: gemm::Parallelism,
+) {
     let (y, w, x) = (y as *mut f32, w as *const f32, x as *const f32);
     assert!(r0 + rows <= cout && c0 + cols <= p);
     // SAFETY: the views stay inside `y` (cout x p), `w` (cout x cin) and `x` (cin x p).
     unsafe {
-        gemm::gemm(rows, cols, cin, y.add(r0 * p + c0), 1, p as isize, false, w.add(r0 * cin), 1, cin as isize, x.add(c0), 1, p as isize, 0.0, 1.0, false, false, false, par)
+        gemm::gemm(
+            rows,
+            cols,
+            cin,
+            y.add(r0 * p + c0),
+            1,
+            p as isize,
+            false,
+            w.add(r0 * cin),
+            1,
+            cin as isize,
+            x.add(c0),
+            1,
+            p as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
     }
 }
 
 fn main() {
     assert!(std::arch::is_x86_feature_detected!("avx512f"), "this probe needs AVX-512F");
     rayon::ThreadPoolBuilder::new().num_threads(2).build_global().unwrap();
-    let shapes = [(64, 256, 3136), (256, 64, 3136), (64, 64, 3136), (128, 512, 784), (512, 128, 784), (256, 1024, 196), (1024, 256, 196), (512, 2048, 49), (2048, 512, 49)];
+    let shapes = [
+        (64, 256, 3136),
+        (256, 64, 3136),
+        (64, 64, 3136),
+        (128, 512, 784),
+        (512, 128, 784),
+        (256, 1024, 196),
+        (1024, 256, 196),
+        (512, 2048, 49),
+        (2048, 512, 49),
+    ];
     println!("GFLOP/s, one image, Cin x P -> Cout");
     for &(cin, cout, p) in &shapes {
         let w: Vec<f32> = (0..cin * cout).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
