@@ -68,10 +68,7 @@ impl RunRecord {
     /// What the views print beside the run's id so a demo is never mistaken for the study:
     /// "demo" for the demo preset, "sample" for any other run that learnt from sample works.
     pub fn origin_label(&self) -> Option<&'static str> {
-        let preset = serde_json::from_str::<serde_json::Value>(&self.config)
-            .ok()
-            .and_then(|c| c.get("preset").and_then(|p| p.as_str().map(str::to_owned)));
-        if preset.as_deref() == Some(DEMO_PRESET) {
+        if self.config_str("preset").as_deref() == Some(DEMO_PRESET) {
             Some("demo")
         } else if self.sample_works > 0 {
             Some("sample")
@@ -83,10 +80,13 @@ impl RunRecord {
     /// The precision the run trains in, as its configuration names it ("f32" for runs from
     /// before precisions were stored).
     pub fn precision(&self) -> String {
-        serde_json::from_str::<serde_json::Value>(&self.config)
-            .ok()
-            .and_then(|c| c.get("precision").and_then(|p| p.as_str().map(str::to_owned)))
-            .unwrap_or_else(|| "f32".into())
+        self.config_str("precision").unwrap_or_else(|| "f32".into())
+    }
+
+    /// A string entry of the stored training configuration.
+    fn config_str(&self, key: &str) -> Option<String> {
+        let config = serde_json::from_str::<serde_json::Value>(&self.config).ok()?;
+        config.get(key)?.as_str().map(str::to_owned)
     }
 
     /// The method as the run tables show it: with the precision when it is not the default.

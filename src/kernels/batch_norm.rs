@@ -136,6 +136,12 @@ fn from_f32<T: Float>(v: f32) -> T {
     <T as num_traits::NumCast>::from(v).unwrap_or_else(T::nan)
 }
 
+/// `v` rounded to bf16's precision (f32 only reaches here; see [`as_f32`]).
+#[inline(always)]
+fn round_bf16<T: Float>(v: T) -> T {
+    from_f32(super::bf16::round(as_f32(v)))
+}
+
 /// The gradient reaching batch norm's output: `dy`, masked by `y > 0` when the ReLU is fused.
 #[inline(always)]
 fn masked<T: Float>(relu: bool, y: T, dy: T) -> T {
@@ -147,7 +153,7 @@ fn masked<T: Float>(relu: bool, y: T, dy: T) -> T {
 #[inline(always)]
 fn out_grad<T: Float, const BF16: bool>(relu: bool, y: T, dy: T) -> T {
     let g = masked(relu, y, dy);
-    if BF16 { from_f32(super::bf16::round(as_f32(g))) } else { g }
+    if BF16 { round_bf16(g) } else { g }
 }
 
 /// `(sum g, sum g * (x - mean))` over one plane.
@@ -271,7 +277,6 @@ impl BatchNormTrainOp {
         let (_, c, p) = ncp(dims)?;
         let (relu, bf16) = (self.relu, self.bf16 && T::DTYPE == DType::F32);
         let act = |v: T| if relu { num_traits::Float::max(v, T::zero()) } else { v };
-        let r16 = |v: T| from_f32::<T>(super::bf16::round(as_f32(v)));
         let mut y = vec![T::zero(); x.len()];
         y.par_chunks_mut(p).zip(x.par_chunks(p)).enumerate().for_each(|(i, (y, x))| {
             with_isa(
@@ -285,11 +290,13 @@ impl BatchNormTrainOp {
                     // One loop per case, so that f32's loops carry no rounding test.
                     match (residual.map(|r| &r[i * p..][..p]), bf16) {
                         (Some(r), false) => y.iter_mut().zip(x).zip(r).for_each(|((y, &x), &r)| *y = act(bn(x) + r)),
-                        (Some(r), true) => {
-                            y.iter_mut().zip(x).zip(r).for_each(|((y, &x), &r)| *y = act(r16(r16(bn(x)) + r)))
-                        }
+                        (Some(r), true) => y
+                            .iter_mut()
+                            .zip(x)
+                            .zip(r)
+                            .for_each(|((y, &x), &r)| *y = act(round_bf16(round_bf16(bn(x)) + r))),
                         (None, false) => y.iter_mut().zip(x).for_each(|(y, &x)| *y = act(bn(x))),
-                        (None, true) => y.iter_mut().zip(x).for_each(|(y, &x)| *y = act(r16(bn(x)))),
+                        (None, true) => y.iter_mut().zip(x).for_each(|(y, &x)| *y = act(round_bf16(bn(x)))),
                     }
                 },
             )
@@ -302,8 +309,8 @@ impl BatchNormTrainOp {
         let relu = self.relu;
         // Written without zeroing it first, in chunks under `with_isa`: a per-element
         // `par_iter().map().collect()` ran the rounding as baseline x86-64 code, 7 % of a bf16
-        // training step in `perf`.
-        // The op's output and its gradient: one shape, which the writes below rely on.
+        // training step in `perf`. The writes rely on the output and its gradient having one
+        // shape.
         assert_eq!(y.len(), dy.len(), "batch norm: output and output gradient differ in size");
         let mut g: Vec<T> = Vec::with_capacity(y.len());
         const CHUNK: usize = 1 << 16;
@@ -315,7 +322,7 @@ impl BatchNormTrainOp {
                     #[inline(always)]
                     || {
                         for ((g, &y), &d) in g.iter_mut().zip(y).zip(dy) {
-                            g.write(from_f32(super::bf16::round(as_f32(masked(relu, y, d)))));
+                            g.write(out_grad::<T, true>(relu, y, d));
                         }
                     },
                 )
@@ -402,7 +409,7 @@ impl BatchNormTrainOp {
                     let r = plane * p..(plane + 1) * p;
                     for ((dx, &x), (&y, &dy)) in dx.iter_mut().zip(&x[r.clone()]).zip(y[r.clone()].iter().zip(&dy[r])) {
                         let v = k * (out_grad::<T, BF16>(relu, y, dy) - b) - (x - mean) * a;
-                        *dx = if BF16 { from_f32(super::bf16::round(as_f32(v))) } else { v };
+                        *dx = if BF16 { round_bf16(v) } else { v };
                     }
                 },
             )
