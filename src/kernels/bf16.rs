@@ -10,9 +10,14 @@
 //! (a register-only loop, 24 accumulators: 80 against 182 GFLOP/s on one core), and PyTorch's
 //! own bf16 matrix products ran at 0.6x its f32 ones; see BENCHMARKS.md.
 //!
+//! Training keeps its activations (the tensors the backward pass reads) in bf16 storage instead:
+//! half the memory of a step, as autocast's bf16 tensors take. [`narrowed`] and [`widened`] move
+//! values between the two storages exactly (a rounded f32 and its bf16 are the same number).
+//!
 //! Rounding is to nearest, ties to even, as `c10::BFloat16` and `half::bf16::from_f32` do;
 //! NaN stays NaN (quieted), infinities stay, values above bf16's largest round to infinity.
 //! Integer operations only, so every ISA path gives the same bits.
+use half::bf16;
 use rayon::prelude::*;
 
 /// `x` rounded to the nearest bf16 value (ties to even), as f32 bits.
@@ -59,6 +64,50 @@ pub fn all_rounded(v: &[f32]) -> bool {
     if v.len() <= CHUNK { scan(v) } else { v.par_chunks(CHUNK).all(scan) }
 }
 
+/// `x` rounded to the nearest bf16 value, as a bf16: `half::bf16::from_f32`'s result, but
+/// branch-free integer operations that vectorise (and the same bits on every ISA path).
+#[inline(always)]
+pub fn to_bf16(x: f32) -> bf16 {
+    bf16::from_bits((round_bits(x.to_bits()) >> 16) as u16)
+}
+
+/// `x` as an f32 (exact).
+#[inline(always)]
+pub fn to_f32(x: bf16) -> f32 {
+    f32::from_bits((x.to_bits() as u32) << 16)
+}
+
+/// `v` rounded to bf16, in bf16 storage (half the bytes).
+pub fn narrowed(v: &[f32]) -> Vec<bf16> {
+    convert(v, to_bf16)
+}
+
+/// `v` in f32 storage, for the f32 kernels (exact).
+pub fn widened(v: &[bf16]) -> Vec<f32> {
+    convert(v, to_f32)
+}
+
+/// `v` mapped by `f` into a new vector, in chunks over the threads under [`with_isa`], written
+/// without zeroing first.
+fn convert<A: Copy + Sync, B: Copy + Send>(v: &[A], f: impl Fn(A) -> B + Sync) -> Vec<B> {
+    let mut out: Vec<B> = Vec::with_capacity(v.len());
+    let one = |(o, v): (&mut [std::mem::MaybeUninit<B>], &[A])| {
+        super::isa::with_isa(
+            #[inline(always)]
+            || o.iter_mut().zip(v).for_each(|(o, &v)| _ = o.write(f(v))),
+        )
+    };
+    let spare = &mut out.spare_capacity_mut()[..v.len()];
+    if v.len() <= CHUNK {
+        one((spare, v));
+    } else {
+        spare.par_chunks_mut(CHUNK).zip(v.par_chunks(CHUNK)).for_each(one);
+    }
+    // SAFETY: the chunks above cover the first `v.len()` elements and wrote each of them.
+    unsafe { out.set_len(v.len()) };
+    out
+}
+
 /// `v` rounded to bf16 precision, as a new vector.
 pub fn rounded(v: &[f32]) -> Vec<f32> {
     let mut out = v.to_vec();
@@ -93,6 +142,20 @@ mod tests {
         assert!(round(f32::NAN).is_nan());
         assert!(round(f32::from_bits(0x7f80_0001)).is_nan(), "a signalling NaN with low bits only stays NaN");
         assert_eq!(round(-0.0).to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    fn narrowing_rounds_as_half_does_and_widening_is_exact() {
+        let v: Vec<f32> = (0..2 * CHUNK + 9)
+            .map(|i| ((i as f32) * 0.377).cos() * 1e4 / (1 + i % 89) as f32)
+            .chain([f32::NAN, f32::INFINITY, -0.0, f32::MAX, 1e-40, 1.0 + 1.0 / 256.0])
+            .collect();
+        let n = narrowed(&v);
+        let w = widened(&n);
+        for ((x, b), y) in v.iter().zip(&n).zip(&w) {
+            assert_eq!(b.to_bits(), bf16::from_f32(*x).to_bits(), "{x:e}");
+            assert_eq!(y.to_bits(), round(*x).to_bits(), "{x:e}");
+        }
     }
 
     #[test]

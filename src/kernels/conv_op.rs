@@ -3,6 +3,7 @@ use super::conv::{ConvGeom, Epilogue, forward, input_grad, weight_grad};
 use super::winograd;
 use super::{Float, contiguous_slice, dispatch_float, tensor_from, with_slice};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
+use std::borrow::Cow;
 
 /// `conv2d(x, w)` with both gradients as matrix products.
 pub struct Conv2dOp {
@@ -59,22 +60,52 @@ fn grads<T: Float>(g: &ConvGeom, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<
     Ok((dx, dw))
 }
 
-/// `conv2d(x, w)` under bf16 autocast (f32 only), in one op where the separate roundings would
-/// each keep a tensor for the backward pass: input and weight rounded to bf16, f32 accumulation,
-/// the output rounded; backward, the output gradient rounded, both gradients computed from the
-/// rounded operands and rounded (autocast's bf16 gradients, before the cast to the f32 master).
+/// `conv2d(x, w)` under bf16 autocast, in one op where the separate roundings would each keep a
+/// tensor for the backward pass: input and weight rounded to bf16, f32 accumulation, the output
+/// rounded; backward, the output gradient rounded, both gradients computed from the rounded
+/// operands and rounded (autocast's bf16 gradients, before the cast to the f32 master).
+///
+/// The input may be f32 or bf16 storage (the previous layer's output in training); with
+/// `store_bf16` the output is handed on in bf16 storage, which halves what the backward pass
+/// keeps. A bf16 tensor's gradient is bf16 too, as autograd needs it to be.
 pub struct Conv2dBf16Op {
     pub stride: usize,
     pub pad: usize,
+    pub store_bf16: bool,
 }
 
 /// `v` rounded to bf16, borrowed when it already is.
-fn bf16_values(v: &[f32]) -> std::borrow::Cow<'_, [f32]> {
-    if super::bf16::all_rounded(v) {
-        std::borrow::Cow::Borrowed(v)
-    } else {
-        std::borrow::Cow::Owned(super::bf16::rounded(v))
+fn bf16_values(v: &[f32]) -> Cow<'_, [f32]> {
+    if super::bf16::all_rounded(v) { Cow::Borrowed(v) } else { Cow::Owned(super::bf16::rounded(v)) }
+}
+
+/// The bf16 values of a CPU storage, in f32 for the f32 kernels: widened from bf16 storage
+/// (exact), or rounded f32 (borrowed when it is rounded already).
+fn bf16_operand<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<Cow<'a, [f32]>> {
+    match s {
+        CpuStorage::BF16(_) => Ok(Cow::Owned(super::bf16::widened(contiguous_slice::<half::bf16>(s, l, what)?))),
+        _ => Ok(bf16_values(contiguous_slice::<f32>(s, l, what)?)),
     }
+}
+
+/// [`bf16_operand`] of a tensor, handed to `f`.
+fn with_bf16_operand<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(s) => Ok(f(&bf16_operand(s, layout, what)?)),
+        _ => candle_core::bail!("{what}: the CPU kernel was given a tensor on {:?}", t.device().location()),
+    }
+}
+
+/// `v` (f32 values) rounded to bf16, stored in `like`'s dtype (bf16, or f32), as a tensor of
+/// `like`'s shape.
+fn rounded_like(mut v: Vec<f32>, like: &Tensor) -> Result<Tensor> {
+    if like.dtype() == DType::BF16 {
+        return tensor_from(super::bf16::narrowed(&v), like.dims(), like);
+    }
+    super::bf16::round_slice(&mut v);
+    tensor_from(v, like.dims(), like)
 }
 
 impl CustomOp2 for Conv2dBf16Op {
@@ -84,30 +115,31 @@ impl CustomOp2 for Conv2dBf16Op {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = ConvGeom::new(l1.dims(), l2.dims(), self.stride, self.pad)?;
-        let x = contiguous_slice::<f32>(s1, l1, "conv2d (bf16) input")?;
-        let w = contiguous_slice::<f32>(s2, l2, "conv2d (bf16) weight")?;
-        let mut y = forward(&g, &bf16_values(x), &bf16_values(w), None, None);
+        let x = bf16_operand(s1, l1, "conv2d (bf16) input")?;
+        let w = bf16_values(contiguous_slice::<f32>(s2, l2, "conv2d (bf16) weight")?);
+        let mut y = forward(&g, &x, &w, None, None);
+        let shape = Shape::from(g.out_shape().to_vec());
+        if self.store_bf16 {
+            return Ok((CpuStorage::BF16(super::bf16::narrowed(&y)), shape));
+        }
         super::bf16::round_slice(&mut y);
-        Ok((CpuStorage::F32(y), Shape::from(g.out_shape().to_vec())))
+        Ok((CpuStorage::F32(y), shape))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = ConvGeom::new(x.dims(), w.dims(), self.stride, self.pad)?;
-        // Usually rounded already (batch norm's backward hands bf16 gradients on): then read in
-        // place.
-        with_slice::<f32, _>(dy, "conv2d (bf16) grad", |dy| {
-            let dy = bf16_values(dy);
+        // Usually rounded already (batch norm's backward hands bf16 gradients on): then f32 is
+        // read in place.
+        with_bf16_operand(dy, "conv2d (bf16) grad", |dy| {
             let dx = if x.track_op() {
-                let mut v = with_slice::<f32, _>(w, "conv2d (bf16) weight", |w| input_grad(&g, &bf16_values(w), &dy))?;
-                super::bf16::round_slice(&mut v);
-                Some(tensor_from(v, x.dims(), x)?)
+                let v = with_slice::<f32, _>(w, "conv2d (bf16) weight", |w| input_grad(&g, &bf16_values(w), dy))?;
+                Some(rounded_like(v, x)?)
             } else {
                 None
             };
             let dw = if w.track_op() {
-                let mut v = with_slice::<f32, _>(x, "conv2d (bf16) input", |x| weight_grad(&g, &bf16_values(x), &dy))?;
-                super::bf16::round_slice(&mut v);
-                Some(tensor_from(v, w.dims(), w)?)
+                let v = with_bf16_operand(x, "conv2d (bf16) input", |x| weight_grad(&g, x, dy))?;
+                Some(rounded_like(v, w)?)
             } else {
                 None
             };
@@ -197,9 +229,8 @@ impl CustomOp1 for Conv2dEvalOp {
                 _ => None,
             };
             let u = match &kept {
-                Some((us, ul)) => Some(std::borrow::Cow::Borrowed(cpu_slice::<T>(us, ul, "winograd weight")?)),
-                None => winograd::applies(&g)
-                    .then(|| std::borrow::Cow::Owned(winograd::transform_weights(g.c_out, g.c_in, w))),
+                Some((us, ul)) => Some(Cow::Borrowed(cpu_slice::<T>(us, ul, "winograd weight")?)),
+                None => winograd::applies(&g).then(|| Cow::Owned(winograd::transform_weights(g.c_out, g.c_in, w))),
             };
             if let Some(u) = &u
                 && u.len() != g.c_out * winograd::POINTS * g.c_in

@@ -63,7 +63,7 @@ impl Float for f64 {
 }
 
 /// The contiguous slice of a CPU storage, or an error naming the op.
-pub(crate) fn contiguous_slice<'a, T: Float>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
+pub(crate) fn contiguous_slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
     let data = s.as_slice::<T>()?;
     match l.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
@@ -72,7 +72,7 @@ pub(crate) fn contiguous_slice<'a, T: Float>(s: &'a CpuStorage, l: &Layout, op: 
 }
 
 /// Runs `f` on the contiguous CPU data of `t` (made contiguous first if it is not).
-pub(crate) fn with_slice<T: Float, R>(t: &Tensor, op: &str, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+pub(crate) fn with_slice<T: WithDType, R>(t: &Tensor, op: &str, f: impl FnOnce(&[T]) -> R) -> Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
@@ -82,7 +82,7 @@ pub(crate) fn with_slice<T: Float, R>(t: &Tensor, op: &str, f: impl FnOnce(&[T])
 }
 
 /// A CPU tensor from a vector, on `like`'s device.
-pub(crate) fn tensor_from<T: Float>(data: Vec<T>, shape: &[usize], like: &Tensor) -> Result<Tensor> {
+pub(crate) fn tensor_from<T: WithDType>(data: Vec<T>, shape: &[usize], like: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(data, shape, like.device())
 }
 
@@ -96,6 +96,13 @@ pub fn cpu_as_device() -> bool {
 /// Whether a tensor can go through these kernels: on the CPU, in f32 or f64.
 pub fn applies(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64) && !cpu_as_device()
+}
+
+/// Whether `t` is an activation that bf16 autocast training keeps in bf16 storage on the CPU
+/// (see `bf16`): the training ops of ResNet's path (convolution, batch norm, max pooling) take
+/// it as it is.
+pub fn stored_bf16(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::BF16 && !cpu_as_device()
 }
 
 /// Dispatches on the storage's float type.

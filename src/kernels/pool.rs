@@ -106,6 +106,14 @@ impl CustomOp1 for MaxPool2dOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        if let CpuStorage::BF16(_) = s {
+            // bf16 autocast training's stored activations (ResNet's stem): pooled in f32, which
+            // picks the same values, and handed on in bf16 storage (exact).
+            let x = super::bf16::widened(contiguous_slice::<half::bf16>(s, l, "max pool input")?);
+            let (y, g) = self.forward(&x, l.dims())?;
+            let shape = Shape::from(vec![l.dims()[0], l.dims()[1], g.oh, g.ow]);
+            return Ok((CpuStorage::BF16(super::bf16::narrowed(&y)), shape));
+        }
         dispatch_float!(s, "max pool", |T| {
             let x = contiguous_slice::<T>(s, l, "max pool input")?;
             let (y, g) = self.forward(x, l.dims())?;
@@ -122,6 +130,13 @@ impl CustomOp1 for MaxPool2dOp {
         }
         Ok(Some(match x.dtype() {
             DType::F32 => grad::<f32>(self, x, dy)?,
+            // The gradient of a bf16 tensor is bf16: routed in f32 (where windows overlap, their
+            // gradients add in f32) and rounded once, as batch norm's backward rounded it before.
+            DType::BF16 => {
+                let widen = |t: &Tensor, what| with_slice::<half::bf16, _>(t, what, super::bf16::widened);
+                let dx = self.backward(&widen(x, "max pool input")?, &widen(dy, "max pool grad")?, x.dims())?;
+                tensor_from(super::bf16::narrowed(&dx), x.dims(), x)?
+            }
             DType::F64 => grad::<f64>(self, x, dy)?,
             dt => candle_core::bail!("max pool backward: unsupported dtype {dt:?}"),
         }))

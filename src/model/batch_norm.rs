@@ -80,7 +80,7 @@ impl BatchNorm2d {
 impl BatchNorm2d {
     /// `relu?(bn(x))`; on the CPU in training mode one fused op (see [`kernels::batch_norm`]).
     pub fn forward_relu_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-        if train && kernels::applies(x) {
+        if train && (kernels::applies(x) || kernels::stored_bf16(x)) {
             return self.forward_train_fused(x, relu);
         }
         let y = self.forward_t(x, train)?;
@@ -91,7 +91,10 @@ impl BatchNorm2d {
     pub fn forward_add_relu_train(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;
         let op = BatchNormAddReluOp(self.batch_statistics(&x, true)?);
-        x.apply_op3(&Tensor::cat(&[&self.weight, &self.bias], 0)?, &residual.contiguous()?, op)
+        // In a network the residual is stored as its block's input is (bf16 under autocast); a
+        // caller's f32 residual is read in the same storage, as autocast's add would round it.
+        let residual = residual.to_dtype(x.dtype())?.contiguous()?;
+        x.apply_op3(&Tensor::cat(&[&self.weight, &self.bias], 0)?, &residual, op)
     }
 
     fn forward_train_fused(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
@@ -104,8 +107,11 @@ impl BatchNorm2d {
     fn batch_statistics(&self, x: &Tensor, relu: bool) -> Result<BatchNormTrainOp> {
         let count = Self::values_per_channel(x)?;
         let (mean, var) = match x.dtype() {
-            DType::F64 => with_slice::<f64, _>(x, "batch norm input", |s| channel_stats(s, x.dims()))??,
-            _ => with_slice::<f32, _>(x, "batch norm input", |s| channel_stats(s, x.dims()))??,
+            DType::F64 => with_slice::<f64, _>(x, "batch norm input", |s| channel_stats::<f64, f64>(s, x.dims()))??,
+            DType::BF16 => {
+                with_slice::<half::bf16, _>(x, "batch norm input", |s| channel_stats::<f32, _>(s, x.dims()))??
+            }
+            _ => with_slice::<f32, _>(x, "batch norm input", |s| channel_stats::<f32, f32>(s, x.dims()))??,
         };
         let m = self.momentum;
         let update = |running: &Var, batch: Vec<f64>| -> Result<()> {
@@ -116,7 +122,8 @@ impl BatchNorm2d {
         update(&self.running_mean, mean.clone())?;
         update(&self.running_var, var.iter().map(|v| v * count / (count - 1.0)).collect())?;
         let inv_std = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        let bf16 = crate::model::autocast::bf16() && x.dtype() == DType::F32;
+        // bf16 storage comes from autocast only (see `Conv2d::forward_stored`).
+        let bf16 = x.dtype() == DType::BF16 || crate::model::autocast::bf16() && x.dtype() == DType::F32;
         Ok(BatchNormTrainOp { mean, inv_std, relu, bf16 })
     }
 }

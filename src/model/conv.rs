@@ -112,10 +112,10 @@ impl Conv2d {
             return autocast::cast(x)?.contiguous()?.apply_op1_no_bwd(&op);
         }
         // The fused training ops round as autocast does (see `BatchNormTrainOp::bf16`).
-        if train && kernels::applies(x) {
+        if train && (kernels::applies(x) || kernels::stored_bf16(x)) {
             match residual {
-                Some(r) if relu => return bn.forward_add_relu_train(&self.forward(x)?, r),
-                None => return bn.forward_relu_t(&self.forward(x)?, train, relu),
+                Some(r) if relu => return bn.forward_add_relu_train(&self.forward_stored(x)?, r),
+                None => return bn.forward_relu_t(&self.forward_stored(x)?, train, relu),
                 Some(_) => {}
             }
         }
@@ -127,6 +127,20 @@ impl Conv2d {
             None => y,
         };
         if relu { y.relu() } else { Ok(y) }
+    }
+}
+
+impl Conv2d {
+    /// [`Module::forward`] for training on the CPU, where under bf16 autocast the output is
+    /// handed on in bf16 storage: batch norm takes it so and hands its own output on so too, and
+    /// the tensors a training step keeps for its backward pass take half the memory (as
+    /// autocast's bf16 tensors do).
+    fn forward_stored(&self, x: &Tensor) -> Result<Tensor> {
+        if autocast::bf16() && self.bias.is_none() && (kernels::applies(x) || kernels::stored_bf16(x)) {
+            let op = Conv2dBf16Op { stride: self.stride, pad: self.padding, store_bf16: true };
+            return x.contiguous()?.apply_op2(&self.weight.contiguous()?, op);
+        }
+        self.forward(x)
     }
 }
 
@@ -178,7 +192,7 @@ impl Module for Conv2d {
     /// rounded to bf16 (gradients rounded on the way back, see [`autocast::round`]).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if autocast::bf16() && self.bias.is_none() && kernels::applies(x) && x.dtype() == DType::F32 {
-            let op = Conv2dBf16Op { stride: self.stride, pad: self.padding };
+            let op = Conv2dBf16Op { stride: self.stride, pad: self.padding, store_bf16: false };
             return x.contiguous()?.apply_op2(&self.weight.contiguous()?, op);
         }
         let (x, weight) = (autocast::cast(x)?, autocast::cast(&self.weight)?);

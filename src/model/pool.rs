@@ -14,7 +14,7 @@ const NEG: f32 = -1e30;
 
 /// `nn.MaxPool2d(kernel, stride, padding)` with floor mode.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
-    if crate::kernels::applies(x) {
+    if crate::kernels::applies(x) || crate::kernels::stored_bf16(x) {
         return x.contiguous()?.apply_op1(crate::kernels::pool::MaxPool2dOp { kernel, stride, pad: padding });
     }
     max_pool2d_strided(x, kernel, stride, padding)
@@ -100,8 +100,11 @@ fn adaptive_avg_pool_dim(x: &Tensor, dim: usize, out: usize) -> Result<Tensor> {
     Tensor::cat(&cells, dim)
 }
 
-/// Global average pooling to an (N, C) matrix.
+/// Global average pooling to an (N, C) matrix. bf16 storage (autocast training's last feature
+/// map) is averaged in f32, as autocast accumulates; the cast's backward pass hands the feature
+/// map a bf16 gradient.
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    let x = if crate::kernels::stored_bf16(x) { x.to_dtype(candle_core::DType::F32)? } else { x.clone() };
     x.mean(D::Minus1)?.mean(D::Minus1)
 }
 

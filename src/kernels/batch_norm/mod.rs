@@ -7,10 +7,47 @@
 //! channel and `xhat = (x - mean) * inv_std`:
 //! `dbeta = sum g`, `dgamma = sum g * xhat`,
 //! `dx = gamma * inv_std * (g - dbeta / M - xhat * dgamma / M)`.
+//!
+//! The activations (input, output, residual and their gradients) are f32, f64, or under bf16
+//! autocast training bf16 storage computed in f32 ([`Stored`]); gamma and beta are f32 or f64.
+mod sums;
+
+pub use sums::channel_stats;
+use sums::*;
+
 use super::isa::with_isa;
-use super::{Float, contiguous_slice, dispatch_float, per_channel, tensor_from, with_slice};
+use super::{Float, contiguous_slice, per_channel, tensor_from, with_slice};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use half::bf16;
 use rayon::prelude::*;
+
+/// Dispatches on the activations' storage: `T` the arithmetic type, `S` the stored one.
+macro_rules! dispatch_stored {
+    ($storage:expr, $op:expr, |$t:ident, $s:ident| $body:expr) => {
+        match $storage {
+            CpuStorage::F32(_) => {
+                type $t = f32;
+                type $s = f32;
+                $body
+            }
+            CpuStorage::F64(_) => {
+                type $t = f64;
+                type $s = f64;
+                $body
+            }
+            CpuStorage::BF16(_) => {
+                type $t = f32;
+                type $s = bf16;
+                $body
+            }
+            other => candle_core::bail!(
+                "{}: unsupported dtype {:?} (f32, f64 or bf16 only)",
+                $op,
+                candle_core::backend::BackendStorage::dtype(other)
+            ),
+        }
+    };
+}
 
 /// (N, C, H*W) of an NCHW shape.
 fn ncp(dims: &[usize]) -> Result<(usize, usize, usize)> {
@@ -18,234 +55,6 @@ fn ncp(dims: &[usize]) -> Result<(usize, usize, usize)> {
         &[n, c, h, w] => Ok((n, c, h * w)),
         d => candle_core::bail!("batch norm: expected an (N, C, H, W) input, got {d:?}"),
     }
-}
-
-fn f<T: Float>(v: T) -> f64 {
-    WithDType::to_f64(v)
-}
-
-fn t<T: Float>(v: f64) -> T {
-    T::from_f64(v)
-}
-
-/// Values summed per block in `LANES` independent accumulators of the tensor's type (which the
-/// compiler vectorises), each block's sums then added in f64: as accurate as PyTorch's
-/// reductions and about as fast as memory allows.
-const LANES: usize = 8;
-const BLOCK: usize = 512;
-
-#[inline(always)]
-fn lanes_to_f64<T: Float>(lanes: &[T; LANES]) -> f64 {
-    lanes.iter().map(|&v| f(v)).sum()
-}
-
-/// `(sum(x - k), sum((x - k)^2))`: shifted by a value near the mean, so that one pass gives the
-/// variance without cancellation.
-#[inline(always)]
-fn shifted_sums<T: Float>(x: &[T], k: T) -> (f64, f64) {
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for block in x.chunks(BLOCK) {
-        let (mut a1, mut a2) = ([T::zero(); LANES], [T::zero(); LANES]);
-        let mut chunks = block.chunks_exact(LANES);
-        for c in &mut chunks {
-            for j in 0..LANES {
-                let d = c[j] - k;
-                a1[j] += d;
-                a2[j] += d * d;
-            }
-        }
-        for &v in chunks.remainder() {
-            let d = v - k;
-            a1[0] += d;
-            a2[0] += d * d;
-        }
-        s1 += lanes_to_f64(&a1);
-        s2 += lanes_to_f64(&a2);
-    }
-    (s1, s2)
-}
-
-/// The block-and-lane order of [`shifted_sums`] and [`grad_sums`] for `M` planes of length `len`
-/// at once: `lanes(i, a1, a2)` adds the `LANES` values from `i` of every plane into lanes 0..8,
-/// `single(i, a1, a2)` adds value `i` of every plane into lane 0 (a block's remainder). Each
-/// plane's sums come out in exactly the order of the one-plane functions (the same bits); one
-/// plane's 8-lane chain waits on its own additions, and interleaving independent planes keeps
-/// the adders busy (those passes were latency-bound, 6.7 % of a training step in `perf`).
-#[inline(always)]
-fn blocked_sums<T: Float, const M: usize>(
-    len: usize,
-    mut lanes: impl FnMut(usize, &mut [[T; LANES]; M], &mut [[T; LANES]; M]),
-    mut single: impl FnMut(usize, &mut [[T; LANES]; M], &mut [[T; LANES]; M]),
-) -> [(f64, f64); M] {
-    let mut out = [(0.0, 0.0); M];
-    for start in (0..len).step_by(BLOCK) {
-        let end = (start + BLOCK).min(len);
-        let (mut a1, mut a2) = ([[T::zero(); LANES]; M], [[T::zero(); LANES]; M]);
-        let full = start + (end - start) / LANES * LANES;
-        for i in (start..full).step_by(LANES) {
-            lanes(i, &mut a1, &mut a2);
-        }
-        for i in full..end {
-            single(i, &mut a1, &mut a2);
-        }
-        for m in 0..M {
-            out[m].0 += lanes_to_f64(&a1[m]);
-            out[m].1 += lanes_to_f64(&a2[m]);
-        }
-    }
-    out
-}
-
-/// [`shifted_sums`] of `M` planes of equal length at once (see [`blocked_sums`]).
-#[inline(always)]
-fn shifted_sums_many<T: Float, const M: usize>(xs: [&[T]; M], k: T) -> [(f64, f64); M] {
-    let len = xs[0].len();
-    debug_assert!(xs.iter().all(|x| x.len() == len));
-    blocked_sums::<T, M>(
-        len,
-        #[inline(always)]
-        |i, a1, a2| {
-            for m in 0..M {
-                let c = &xs[m][i..i + LANES];
-                for j in 0..LANES {
-                    let d = c[j] - k;
-                    a1[m][j] += d;
-                    a2[m][j] += d * d;
-                }
-            }
-        },
-        #[inline(always)]
-        |i, a1, a2| {
-            for m in 0..M {
-                let d = xs[m][i] - k;
-                a1[m][0] += d;
-                a2[m][0] += d * d;
-            }
-        },
-    )
-}
-
-/// `v` as f32 and back: the identity where `T` is f32, the only type the bf16 paths run in.
-#[inline(always)]
-fn as_f32<T: Float>(v: T) -> f32 {
-    num_traits::ToPrimitive::to_f32(&v).unwrap_or(f32::NAN)
-}
-
-#[inline(always)]
-fn from_f32<T: Float>(v: f32) -> T {
-    <T as num_traits::NumCast>::from(v).unwrap_or_else(T::nan)
-}
-
-/// `v` rounded to bf16's precision (f32 only reaches here; see [`as_f32`]).
-#[inline(always)]
-fn round_bf16<T: Float>(v: T) -> T {
-    from_f32(super::bf16::round(as_f32(v)))
-}
-
-/// The gradient reaching batch norm's output: `dy`, masked by `y > 0` when the ReLU is fused.
-#[inline(always)]
-fn masked<T: Float>(relu: bool, y: T, dy: T) -> T {
-    if relu && y <= T::zero() { T::zero() } else { dy }
-}
-
-/// [`masked`], rounded to bf16 under autocast (`BF16`, f32 only): the gradient autocast hands
-/// batch norm. A const parameter, so that f32's loops carry no rounding test.
-#[inline(always)]
-fn out_grad<T: Float, const BF16: bool>(relu: bool, y: T, dy: T) -> T {
-    let g = masked(relu, y, dy);
-    if BF16 { round_bf16(g) } else { g }
-}
-
-/// `(sum g, sum g * (x - mean))` over one plane.
-#[inline(always)]
-fn grad_sums<T: Float, const BF16: bool>(x: &[T], y: &[T], dy: &[T], mean: T, relu: bool) -> (f64, f64) {
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for ((x, y), dy) in x.chunks(BLOCK).zip(y.chunks(BLOCK)).zip(dy.chunks(BLOCK)) {
-        let (mut a1, mut a2) = ([T::zero(); LANES], [T::zero(); LANES]);
-        let n = x.len() / LANES * LANES;
-        for ((x, y), dy) in x[..n].chunks_exact(LANES).zip(y[..n].chunks_exact(LANES)).zip(dy[..n].chunks_exact(LANES))
-        {
-            for j in 0..LANES {
-                let g = out_grad::<T, BF16>(relu, y[j], dy[j]);
-                a1[j] += g;
-                a2[j] += g * (x[j] - mean);
-            }
-        }
-        for i in n..x.len() {
-            let g = out_grad::<T, BF16>(relu, y[i], dy[i]);
-            a1[0] += g;
-            a2[0] += g * (x[i] - mean);
-        }
-        s1 += lanes_to_f64(&a1);
-        s2 += lanes_to_f64(&a2);
-    }
-    (s1, s2)
-}
-
-/// [`grad_sums`] of `M` planes at once (see [`blocked_sums`]).
-#[inline(always)]
-fn grad_sums_many<T: Float, const BF16: bool, const M: usize>(
-    planes: [(&[T], &[T], &[T]); M],
-    mean: T,
-    relu: bool,
-) -> [(f64, f64); M] {
-    let len = planes[0].0.len();
-    debug_assert!(planes.iter().all(|(x, y, dy)| x.len() == len && y.len() == len && dy.len() == len));
-    blocked_sums::<T, M>(
-        len,
-        #[inline(always)]
-        |i, a1, a2| {
-            for m in 0..M {
-                let (x, y, dy) = (&planes[m].0[i..i + LANES], &planes[m].1[i..i + LANES], &planes[m].2[i..i + LANES]);
-                for j in 0..LANES {
-                    let g = out_grad::<T, BF16>(relu, y[j], dy[j]);
-                    a1[m][j] += g;
-                    a2[m][j] += g * (x[j] - mean);
-                }
-            }
-        },
-        #[inline(always)]
-        |i, a1, a2| {
-            for m in 0..M {
-                let (x, y, dy) = planes[m];
-                let g = out_grad::<T, BF16>(relu, y[i], dy[i]);
-                a1[m][0] += g;
-                a2[m][0] += g * (x[i] - mean);
-            }
-        },
-    )
-}
-
-/// Per channel: the mean and the biased variance.
-pub fn channel_stats<T: Float>(x: &[T], dims: &[usize]) -> Result<(Vec<f64>, Vec<f64>)> {
-    let (n, c, p) = ncp(dims)?;
-    let plane = |b: usize, ch: usize| &x[(b * c + ch) * p..][..p];
-    let stats = per_channel(c, |ch| {
-        with_isa(
-            #[inline(always)]
-            || {
-                let m = (n * p) as f64;
-                let k = plane(0, ch).first().copied().unwrap_or(T::zero());
-                // Four images' planes at a time, added in image order as one at a time would be.
-                let (mut s1, mut s2) = (0.0, 0.0);
-                let mut b = 0;
-                while b + 4 <= n {
-                    let four = [plane(b, ch), plane(b + 1, ch), plane(b + 2, ch), plane(b + 3, ch)];
-                    for (p1, p2) in shifted_sums_many(four, k) {
-                        (s1, s2) = (s1 + p1, s2 + p2);
-                    }
-                    b += 4;
-                }
-                for b in b..n {
-                    let (p1, p2) = shifted_sums(plane(b, ch), k);
-                    (s1, s2) = (s1 + p1, s2 + p2);
-                }
-                let d = s1 / m;
-                (f(k) + d, (s2 / m - d * d).max(0.0))
-            },
-        )
-    });
-    Ok(stats.into_iter().unzip())
 }
 
 /// Gradients for (x, gamma, beta); `None` where no gradient is tracked.
@@ -266,18 +75,18 @@ impl BatchNormTrainOp {
     /// `relu?(bn(x) + residual?)`; under bf16 autocast `relu?(bf16(bf16(bn(x)) + residual?))`:
     /// batch norm's output rounded, and the sum rounded again (a bf16 residual keeps a bf16
     /// value), in the same pass.
-    fn forward<T: Float>(
+    fn forward<T: Float, S: Stored<T>>(
         &self,
-        x: &[T],
+        x: &[S],
         gamma: &[T],
         beta: &[T],
-        residual: Option<&[T]>,
+        residual: Option<&[S]>,
         dims: &[usize],
-    ) -> Result<Vec<T>> {
+    ) -> Result<Vec<S>> {
         let (_, c, p) = ncp(dims)?;
         let (relu, bf16) = (self.relu, self.bf16 && T::DTYPE == DType::F32);
         let act = |v: T| if relu { num_traits::Float::max(v, T::zero()) } else { v };
-        let mut y = vec![T::zero(); x.len()];
+        let mut y = vec![S::store(T::zero()); x.len()];
         y.par_chunks_mut(p).zip(x.par_chunks(p)).enumerate().for_each(|(i, (y, x))| {
             with_isa(
                 #[inline(always)]
@@ -286,17 +95,19 @@ impl BatchNormTrainOp {
                     // (x - mean) * a + beta rather than x * a + (beta - mean * a): the latter loses
                     // f32 precision to cancellation when the mean is large against the spread.
                     let (mean, a, beta) = (t::<T>(self.mean[ch]), t::<T>(f(gamma[ch]) * self.inv_std[ch]), beta[ch]);
-                    let bn = |x: T| (x - mean) * a + beta;
+                    let bn = |x: S| (x.load() - mean) * a + beta;
                     // One loop per case, so that f32's loops carry no rounding test.
                     match (residual.map(|r| &r[i * p..][..p]), bf16) {
-                        (Some(r), false) => y.iter_mut().zip(x).zip(r).for_each(|((y, &x), &r)| *y = act(bn(x) + r)),
+                        (Some(r), false) => {
+                            y.iter_mut().zip(x).zip(r).for_each(|((y, &x), &r)| *y = S::store(act(bn(x) + r.load())))
+                        }
                         (Some(r), true) => y
                             .iter_mut()
                             .zip(x)
                             .zip(r)
-                            .for_each(|((y, &x), &r)| *y = act(round_bf16(round_bf16(bn(x)) + r))),
-                        (None, false) => y.iter_mut().zip(x).for_each(|(y, &x)| *y = act(bn(x))),
-                        (None, true) => y.iter_mut().zip(x).for_each(|(y, &x)| *y = act(round_bf16(bn(x)))),
+                            .for_each(|((y, &x), &r)| *y = S::store(act(round_bf16(round_bf16(bn(x)) + r.load())))),
+                        (None, false) => y.iter_mut().zip(x).for_each(|(y, &x)| *y = S::store(act(bn(x)))),
+                        (None, true) => y.iter_mut().zip(x).for_each(|(y, &x)| *y = S::store(act(round_bf16(bn(x))))),
                     }
                 },
             )
@@ -305,14 +116,14 @@ impl BatchNormTrainOp {
     }
 
     /// The output gradient autocast hands batch norm: masked by the ReLU, rounded to bf16.
-    fn bf16_output_grad<T: Float>(&self, y: &[T], dy: &[T]) -> Vec<T> {
+    fn bf16_output_grad<T: Float, S: Stored<T>>(&self, y: &[S], dy: &[S]) -> Vec<S> {
         let relu = self.relu;
         // Written without zeroing it first, in chunks under `with_isa`: a per-element
         // `par_iter().map().collect()` ran the rounding as baseline x86-64 code, 7 % of a bf16
         // training step in `perf`. The writes rely on the output and its gradient having one
         // shape.
         assert_eq!(y.len(), dy.len(), "batch norm: output and output gradient differ in size");
-        let mut g: Vec<T> = Vec::with_capacity(y.len());
+        let mut g: Vec<S> = Vec::with_capacity(y.len());
         const CHUNK: usize = 1 << 16;
         g.spare_capacity_mut()[..y.len()]
             .par_chunks_mut(CHUNK)
@@ -322,7 +133,7 @@ impl BatchNormTrainOp {
                     #[inline(always)]
                     || {
                         for ((g, &y), &d) in g.iter_mut().zip(y).zip(dy) {
-                            g.write(out_grad::<T, true>(relu, y, d));
+                            g.write(S::store(out_grad::<T, true>(relu, y.load(), d.load())));
                         }
                     },
                 )
@@ -334,32 +145,32 @@ impl BatchNormTrainOp {
     }
 
     /// (dx, dgamma, dbeta).
-    fn backward<T: Float>(
+    fn backward<T: Float, S: Stored<T>>(
         &self,
-        x: &[T],
+        x: &[S],
         gamma: &[T],
-        y: &[T],
-        dy: &[T],
+        y: &[S],
+        dy: &[S],
         dims: &[usize],
-    ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
+    ) -> Result<(Vec<S>, Vec<T>, Vec<T>)> {
         if self.bf16 && T::DTYPE == DType::F32 {
-            self.backward_with::<T, true>(x, gamma, y, dy, dims)
+            self.backward_with::<T, S, true>(x, gamma, y, dy, dims)
         } else {
-            self.backward_with::<T, false>(x, gamma, y, dy, dims)
+            self.backward_with::<T, S, false>(x, gamma, y, dy, dims)
         }
     }
 
     /// (dx, dgamma, dbeta); with `BF16` (autocast), from the output gradient rounded to bf16,
     /// and `dx` rounded too: autocast hands a bf16 input's gradient back in bf16, so the
     /// convolution before finds its output gradient rounded already and reads it in place.
-    fn backward_with<T: Float, const BF16: bool>(
+    fn backward_with<T: Float, S: Stored<T>, const BF16: bool>(
         &self,
-        x: &[T],
+        x: &[S],
         gamma: &[T],
-        y: &[T],
-        dy: &[T],
+        y: &[S],
+        dy: &[S],
         dims: &[usize],
-    ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
+    ) -> Result<(Vec<S>, Vec<T>, Vec<T>)> {
         let (n, c, p) = ncp(dims)?;
         let relu = self.relu;
         let sums = per_channel(c, |ch| {
@@ -375,7 +186,7 @@ impl BatchNormTrainOp {
                     let (mut sg, mut sgx) = (0.0, 0.0);
                     let mut b = 0;
                     while b + 4 <= n {
-                        for (p1, p2) in grad_sums_many::<T, BF16, 4>(
+                        for (p1, p2) in grad_sums_many::<T, S, BF16, 4>(
                             [plane(b), plane(b + 1), plane(b + 2), plane(b + 3)],
                             mean,
                             relu,
@@ -386,7 +197,7 @@ impl BatchNormTrainOp {
                     }
                     for b in b..n {
                         let (x, y, dy) = plane(b);
-                        let (p1, p2) = grad_sums::<T, BF16>(x, y, dy, mean, relu);
+                        let (p1, p2) = grad_sums::<T, S, BF16>(x, y, dy, mean, relu);
                         (sg, sgx) = (sg + p1, sgx + p2);
                     }
                     (sg, sgx * self.inv_std[ch])
@@ -394,7 +205,7 @@ impl BatchNormTrainOp {
             )
         });
         let m = (n * p) as f64;
-        let mut dx = vec![T::zero(); x.len()];
+        let mut dx = vec![S::store(T::zero()); x.len()];
         dx.par_chunks_mut(p).enumerate().for_each(|(plane, dx)| {
             with_isa(
                 #[inline(always)]
@@ -408,8 +219,8 @@ impl BatchNormTrainOp {
                     let k = t::<T>(k);
                     let r = plane * p..(plane + 1) * p;
                     for ((dx, &x), (&y, &dy)) in dx.iter_mut().zip(&x[r.clone()]).zip(y[r.clone()].iter().zip(&dy[r])) {
-                        let v = k * (out_grad::<T, BF16>(relu, y, dy) - b) - (x - mean) * a;
-                        *dx = if BF16 { round_bf16(v) } else { v };
+                        let v = k * (out_grad::<T, BF16>(relu, y.load(), dy.load()) - b) - (x.load() - mean) * a;
+                        *dx = S::store(if BF16 { round_bf16(v) } else { v });
                     }
                 },
             )
@@ -434,30 +245,38 @@ impl CustomOp3 for BatchNormTrainOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        dispatch_float!(s1, "batch norm", |T| {
-            let x = contiguous_slice::<T>(s1, l1, "batch norm input")?;
+        dispatch_stored!(s1, "batch norm", |T, S| {
+            let x = contiguous_slice::<S>(s1, l1, "batch norm input")?;
             let gamma = contiguous_slice::<T>(s2, l2, "batch norm weight")?;
             let beta = contiguous_slice::<T>(s3, l3, "batch norm bias")?;
-            let y = self.forward(x, gamma, beta, None, l1.dims())?;
-            Ok((<T as WithDType>::to_cpu_storage_owned(y), l1.shape().clone()))
+            let y = self.forward::<T, S>(x, gamma, beta, None, l1.dims())?;
+            Ok((<S as WithDType>::to_cpu_storage_owned(y), l1.shape().clone()))
         })
     }
 
     fn bwd(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
         match x.dtype() {
-            DType::F32 => self.grads::<f32>(x, gamma, beta, y, dy),
-            DType::F64 => self.grads::<f64>(x, gamma, beta, y, dy),
+            DType::F32 => self.grads::<f32, f32>(x, gamma, beta, y, dy),
+            DType::F64 => self.grads::<f64, f64>(x, gamma, beta, y, dy),
+            DType::BF16 => self.grads::<f32, bf16>(x, gamma, beta, y, dy),
             dt => candle_core::bail!("batch norm backward: unsupported dtype {dt:?}"),
         }
     }
 }
 
 impl BatchNormTrainOp {
-    fn grads<T: Float>(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
-        let (dx, dgamma, dbeta) = with_slice::<T, _>(x, "batch norm input", |xs| {
+    fn grads<T: Float, S: Stored<T>>(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<Grads3> {
+        let (dx, dgamma, dbeta) = with_slice::<S, _>(x, "batch norm input", |xs| {
             with_slice::<T, _>(gamma, "batch norm weight", |gs| {
-                with_slice::<T, _>(y, "batch norm output", |ys| {
-                    with_slice::<T, _>(dy, "batch norm grad", |dys| self.backward(xs, gs, ys, dys, x.dims()))
+                with_slice::<S, _>(y, "batch norm output", |ys| {
+                    with_slice::<S, _>(dy, "batch norm grad", |dys| self.backward::<T, S>(xs, gs, ys, dys, x.dims()))
                 })
             })
         })?????;
@@ -491,18 +310,18 @@ impl CustomOp3 for BatchNormAddReluOp {
         if l3.dims() != l1.dims() {
             candle_core::bail!("batch norm + residual: residual {:?} does not match input {:?}", l3.dims(), l1.dims());
         }
-        dispatch_float!(s1, "batch norm", |T| {
-            let x = contiguous_slice::<T>(s1, l1, "batch norm input")?;
+        dispatch_stored!(s1, "batch norm", |T, S| {
+            let x = contiguous_slice::<S>(s1, l1, "batch norm input")?;
             let gb = contiguous_slice::<T>(s2, l2, "batch norm weight and bias")?;
-            let r = contiguous_slice::<T>(s3, l3, "residual")?;
+            let r = contiguous_slice::<S>(s3, l3, "residual")?;
             let (gamma, beta) = gb.split_at(gb.len() / 2);
-            let y = self.0.forward(x, gamma, beta, Some(r), l1.dims())?;
-            Ok((<T as WithDType>::to_cpu_storage_owned(y), l1.shape().clone()))
+            let y = self.0.forward::<T, S>(x, gamma, beta, Some(r), l1.dims())?;
+            Ok((<S as WithDType>::to_cpu_storage_owned(y), l1.shape().clone()))
         })
     }
 
     fn bwd(&self, x: &Tensor, gb: &Tensor, r: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Grads3> {
-        fn grads<T: Float>(
+        fn grads<T: Float, S: Stored<T>>(
             op: &BatchNormTrainOp,
             x: &Tensor,
             gb: &Tensor,
@@ -511,15 +330,18 @@ impl CustomOp3 for BatchNormAddReluOp {
             dy: &Tensor,
         ) -> Result<Grads3> {
             let c = gb.elem_count() / 2;
-            let (dx, mut dgb, dbeta, dr) = with_slice::<T, _>(x, "batch norm input", |xs| {
+            let (dx, mut dgb, dbeta, dr) = with_slice::<S, _>(x, "batch norm input", |xs| {
                 with_slice::<T, _>(gb, "batch norm weight", |gbs| {
-                    with_slice::<T, _>(y, "batch norm output", |ys| {
-                        with_slice::<T, _>(dy, "batch norm grad", |dys| {
-                            let (dx, dgamma, dbeta) = op.backward(xs, &gbs[..c], ys, dys, x.dims())?;
-                            let dr: Vec<T> = if r.track_op() && op.bf16 && T::DTYPE == DType::F32 {
-                                op.bf16_output_grad(ys, dys)
+                    with_slice::<S, _>(y, "batch norm output", |ys| {
+                        with_slice::<S, _>(dy, "batch norm grad", |dys| {
+                            let (dx, dgamma, dbeta) = op.backward::<T, S>(xs, &gbs[..c], ys, dys, x.dims())?;
+                            let dr: Vec<S> = if r.track_op() && op.bf16 && T::DTYPE == DType::F32 {
+                                op.bf16_output_grad::<T, S>(ys, dys)
                             } else if r.track_op() {
-                                ys.par_iter().zip(dys).map(|(&y, &d)| masked(true, y, d)).collect()
+                                ys.par_iter()
+                                    .zip(dys)
+                                    .map(|(&y, &d)| S::store(masked(true, y.load(), d.load())))
+                                    .collect()
                             } else {
                                 Vec::new()
                             };
@@ -536,8 +358,9 @@ impl CustomOp3 for BatchNormAddReluOp {
             ))
         }
         match x.dtype() {
-            DType::F32 => grads::<f32>(&self.0, x, gb, r, y, dy),
-            DType::F64 => grads::<f64>(&self.0, x, gb, r, y, dy),
+            DType::F32 => grads::<f32, f32>(&self.0, x, gb, r, y, dy),
+            DType::F64 => grads::<f64, f64>(&self.0, x, gb, r, y, dy),
+            DType::BF16 => grads::<f32, bf16>(&self.0, x, gb, r, y, dy),
             dt => candle_core::bail!("batch norm backward: unsupported dtype {dt:?}"),
         }
     }
@@ -562,9 +385,9 @@ mod tests {
             }
             for relu in [false, true] {
                 let g = [0, 1, 2, 3].map(|m| (four[m], four[(m + 1) % 4], four[(m + 2) % 4]));
-                let together = grad_sums_many::<f32, false, 4>(g, 0.5, relu);
+                let together = grad_sums_many::<f32, f32, false, 4>(g, 0.5, relu);
                 for (m, (x, y, dy)) in g.iter().enumerate() {
-                    let alone = grad_sums::<f32, false>(x, y, dy, 0.5, relu);
+                    let alone = grad_sums::<f32, f32, false>(x, y, dy, 0.5, relu);
                     assert_eq!(
                         (together[m].0.to_bits(), together[m].1.to_bits()),
                         (alone.0.to_bits(), alone.1.to_bits())
@@ -633,6 +456,33 @@ mod tests {
                 assert!((n - dgamma[ch]).abs() < 1e-4, "relu {relu}: dgamma[{ch}] {} vs {n}", dgamma[ch]);
                 let n = numeric(&|_, _, b| b[ch] += h);
                 assert!((n - dbeta[ch]).abs() < 1e-4, "relu {relu}: dbeta[{ch}] {} vs {n}", dbeta[ch]);
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_storage_changes_memory_not_numbers() {
+        // Under autocast every stored value is a bf16 value already: keeping it in 2 bytes
+        // rather than 4 must give the same bits, forward and backward, residual or not.
+        use crate::kernels::bf16::{narrowed, widened};
+        let dims = [5, 3, 7, 11];
+        let len = dims.iter().product();
+        let bf = |seed| narrowed(&data(len, seed).iter().map(|&v| v as f32 * 3.0).collect::<Vec<_>>());
+        let (x, dy, res) = (bf(3), bf(4), bf(5));
+        let (gamma, beta) = (vec![1.5f32, -0.7, 0.3], vec![0.2f32, 0.1, -0.4]);
+        let (mean, var) = channel_stats::<f32, _>(&x, &dims).unwrap();
+        assert_eq!((mean.clone(), var.clone()), channel_stats::<f32, f32>(&widened(&x), &dims).unwrap());
+        for relu in [false, true] {
+            let inv_std = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
+            let op = BatchNormTrainOp { mean: mean.clone(), inv_std, relu, bf16: true };
+            for residual in [None, Some(&res[..])] {
+                let wide_res = residual.map(widened);
+                let y16 = op.forward(&x, &gamma, &beta, residual, &dims).unwrap();
+                let y32 = op.forward(&widened(&x), &gamma, &beta, wide_res.as_deref(), &dims).unwrap();
+                assert_eq!(widened(&y16), y32, "relu {relu}, residual {}", residual.is_some());
+                let (dx16, dg16, db16) = op.backward(&x, &gamma, &y16, &dy, &dims).unwrap();
+                let (dx32, dg32, db32) = op.backward(&widened(&x), &gamma, &y32, &widened(&dy), &dims).unwrap();
+                assert_eq!((widened(&dx16), dg16, db16), (dx32, dg32, db32), "relu {relu}");
             }
         }
     }

@@ -1,0 +1,272 @@
+//! The per-channel reductions of batch norm (the batch statistics forward, the two gradient sums
+//! backward) and the element-wise pieces its passes share, over values of any [`Stored`] type.
+use super::ncp;
+use crate::kernels::isa::with_isa;
+use crate::kernels::{Float, per_channel};
+use candle_core::{Result, WithDType};
+
+/// How a pass's tensors hold their values: as the arithmetic type itself (f32; f64 for the
+/// parity tests), or as bf16 (computed in f32), the storage of the activations bf16 autocast
+/// training keeps (see `crate::kernels::bf16`). Loading converts exactly; storing rounds.
+pub trait Stored<T: Float>: WithDType + Copy + Send + Sync {
+    fn load(self) -> T;
+    fn store(v: T) -> Self;
+}
+
+impl<T: Float> Stored<T> for T {
+    #[inline(always)]
+    fn load(self) -> T {
+        self
+    }
+
+    #[inline(always)]
+    fn store(v: T) -> T {
+        v
+    }
+}
+
+impl Stored<f32> for half::bf16 {
+    #[inline(always)]
+    fn load(self) -> f32 {
+        crate::kernels::bf16::to_f32(self)
+    }
+
+    #[inline(always)]
+    fn store(v: f32) -> Self {
+        crate::kernels::bf16::to_bf16(v)
+    }
+}
+
+pub(super) fn f<T: Float>(v: T) -> f64 {
+    WithDType::to_f64(v)
+}
+
+pub(super) fn t<T: Float>(v: f64) -> T {
+    T::from_f64(v)
+}
+
+/// Values summed per block in `LANES` independent accumulators of the tensor's type (which the
+/// compiler vectorises), each block's sums then added in f64: as accurate as PyTorch's
+/// reductions and about as fast as memory allows.
+pub(super) const LANES: usize = 8;
+pub(super) const BLOCK: usize = 512;
+
+#[inline(always)]
+pub(super) fn lanes_to_f64<T: Float>(lanes: &[T; LANES]) -> f64 {
+    lanes.iter().map(|&v| f(v)).sum()
+}
+
+/// `(sum(x - k), sum((x - k)^2))`: shifted by a value near the mean, so that one pass gives the
+/// variance without cancellation.
+#[inline(always)]
+pub(super) fn shifted_sums<T: Float, S: Stored<T>>(x: &[S], k: T) -> (f64, f64) {
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for block in x.chunks(BLOCK) {
+        let (mut a1, mut a2) = ([T::zero(); LANES], [T::zero(); LANES]);
+        let mut chunks = block.chunks_exact(LANES);
+        for c in &mut chunks {
+            for j in 0..LANES {
+                let d = c[j].load() - k;
+                a1[j] += d;
+                a2[j] += d * d;
+            }
+        }
+        for &v in chunks.remainder() {
+            let d = v.load() - k;
+            a1[0] += d;
+            a2[0] += d * d;
+        }
+        s1 += lanes_to_f64(&a1);
+        s2 += lanes_to_f64(&a2);
+    }
+    (s1, s2)
+}
+
+/// The block-and-lane order of [`shifted_sums`] and [`grad_sums`] for `M` planes of length `len`
+/// at once: `lanes(i, a1, a2)` adds the `LANES` values from `i` of every plane into lanes 0..8,
+/// `single(i, a1, a2)` adds value `i` of every plane into lane 0 (a block's remainder). Each
+/// plane's sums come out in exactly the order of the one-plane functions (the same bits); one
+/// plane's 8-lane chain waits on its own additions, and interleaving independent planes keeps
+/// the adders busy (those passes were latency-bound, 6.7 % of a training step in `perf`).
+#[inline(always)]
+pub(super) fn blocked_sums<T: Float, const M: usize>(
+    len: usize,
+    mut lanes: impl FnMut(usize, &mut [[T; LANES]; M], &mut [[T; LANES]; M]),
+    mut single: impl FnMut(usize, &mut [[T; LANES]; M], &mut [[T; LANES]; M]),
+) -> [(f64, f64); M] {
+    let mut out = [(0.0, 0.0); M];
+    for start in (0..len).step_by(BLOCK) {
+        let end = (start + BLOCK).min(len);
+        let (mut a1, mut a2) = ([[T::zero(); LANES]; M], [[T::zero(); LANES]; M]);
+        let full = start + (end - start) / LANES * LANES;
+        for i in (start..full).step_by(LANES) {
+            lanes(i, &mut a1, &mut a2);
+        }
+        for i in full..end {
+            single(i, &mut a1, &mut a2);
+        }
+        for m in 0..M {
+            out[m].0 += lanes_to_f64(&a1[m]);
+            out[m].1 += lanes_to_f64(&a2[m]);
+        }
+    }
+    out
+}
+
+/// [`shifted_sums`] of `M` planes of equal length at once (see [`blocked_sums`]).
+#[inline(always)]
+pub(super) fn shifted_sums_many<T: Float, S: Stored<T>, const M: usize>(xs: [&[S]; M], k: T) -> [(f64, f64); M] {
+    let len = xs[0].len();
+    debug_assert!(xs.iter().all(|x| x.len() == len));
+    blocked_sums::<T, M>(
+        len,
+        #[inline(always)]
+        |i, a1, a2| {
+            for m in 0..M {
+                let c = &xs[m][i..i + LANES];
+                for j in 0..LANES {
+                    let d = c[j].load() - k;
+                    a1[m][j] += d;
+                    a2[m][j] += d * d;
+                }
+            }
+        },
+        #[inline(always)]
+        |i, a1, a2| {
+            for m in 0..M {
+                let d = xs[m][i].load() - k;
+                a1[m][0] += d;
+                a2[m][0] += d * d;
+            }
+        },
+    )
+}
+
+/// `v` as f32 and back: the identity where `T` is f32, the only type the bf16 paths run in.
+#[inline(always)]
+pub(super) fn as_f32<T: Float>(v: T) -> f32 {
+    num_traits::ToPrimitive::to_f32(&v).unwrap_or(f32::NAN)
+}
+
+#[inline(always)]
+pub(super) fn from_f32<T: Float>(v: f32) -> T {
+    <T as num_traits::NumCast>::from(v).unwrap_or_else(T::nan)
+}
+
+/// `v` rounded to bf16's precision (f32 only reaches here; see [`as_f32`]).
+#[inline(always)]
+pub(super) fn round_bf16<T: Float>(v: T) -> T {
+    from_f32(crate::kernels::bf16::round(as_f32(v)))
+}
+
+/// The gradient reaching batch norm's output: `dy`, masked by `y > 0` when the ReLU is fused.
+#[inline(always)]
+pub(super) fn masked<T: Float>(relu: bool, y: T, dy: T) -> T {
+    if relu && y <= T::zero() { T::zero() } else { dy }
+}
+
+/// [`masked`], rounded to bf16 under autocast (`BF16`, f32 only): the gradient autocast hands
+/// batch norm. A const parameter, so that f32's loops carry no rounding test.
+#[inline(always)]
+pub(super) fn out_grad<T: Float, const BF16: bool>(relu: bool, y: T, dy: T) -> T {
+    let g = masked(relu, y, dy);
+    if BF16 { round_bf16(g) } else { g }
+}
+
+/// `(sum g, sum g * (x - mean))` over one plane.
+#[inline(always)]
+pub(super) fn grad_sums<T: Float, S: Stored<T>, const BF16: bool>(
+    x: &[S],
+    y: &[S],
+    dy: &[S],
+    mean: T,
+    relu: bool,
+) -> (f64, f64) {
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for ((x, y), dy) in x.chunks(BLOCK).zip(y.chunks(BLOCK)).zip(dy.chunks(BLOCK)) {
+        let (mut a1, mut a2) = ([T::zero(); LANES], [T::zero(); LANES]);
+        let n = x.len() / LANES * LANES;
+        for ((x, y), dy) in x[..n].chunks_exact(LANES).zip(y[..n].chunks_exact(LANES)).zip(dy[..n].chunks_exact(LANES))
+        {
+            for j in 0..LANES {
+                let g = out_grad::<T, BF16>(relu, y[j].load(), dy[j].load());
+                a1[j] += g;
+                a2[j] += g * (x[j].load() - mean);
+            }
+        }
+        for i in n..x.len() {
+            let g = out_grad::<T, BF16>(relu, y[i].load(), dy[i].load());
+            a1[0] += g;
+            a2[0] += g * (x[i].load() - mean);
+        }
+        s1 += lanes_to_f64(&a1);
+        s2 += lanes_to_f64(&a2);
+    }
+    (s1, s2)
+}
+
+/// [`grad_sums`] of `M` planes at once (see [`blocked_sums`]).
+#[inline(always)]
+pub(super) fn grad_sums_many<T: Float, S: Stored<T>, const BF16: bool, const M: usize>(
+    planes: [(&[S], &[S], &[S]); M],
+    mean: T,
+    relu: bool,
+) -> [(f64, f64); M] {
+    let len = planes[0].0.len();
+    debug_assert!(planes.iter().all(|(x, y, dy)| x.len() == len && y.len() == len && dy.len() == len));
+    blocked_sums::<T, M>(
+        len,
+        #[inline(always)]
+        |i, a1, a2| {
+            for m in 0..M {
+                let (x, y, dy) = (&planes[m].0[i..i + LANES], &planes[m].1[i..i + LANES], &planes[m].2[i..i + LANES]);
+                for j in 0..LANES {
+                    let g = out_grad::<T, BF16>(relu, y[j].load(), dy[j].load());
+                    a1[m][j] += g;
+                    a2[m][j] += g * (x[j].load() - mean);
+                }
+            }
+        },
+        #[inline(always)]
+        |i, a1, a2| {
+            for m in 0..M {
+                let (x, y, dy) = planes[m];
+                let g = out_grad::<T, BF16>(relu, y[i].load(), dy[i].load());
+                a1[m][0] += g;
+                a2[m][0] += g * (x[i].load() - mean);
+            }
+        },
+    )
+}
+
+/// Per channel: the mean and the biased variance.
+pub fn channel_stats<T: Float, S: Stored<T>>(x: &[S], dims: &[usize]) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (n, c, p) = ncp(dims)?;
+    let plane = |b: usize, ch: usize| &x[(b * c + ch) * p..][..p];
+    let stats = per_channel(c, |ch| {
+        with_isa(
+            #[inline(always)]
+            || {
+                let m = (n * p) as f64;
+                let k = plane(0, ch).first().map_or(T::zero(), |v| v.load());
+                // Four images' planes at a time, added in image order as one at a time would be.
+                let (mut s1, mut s2) = (0.0, 0.0);
+                let mut b = 0;
+                while b + 4 <= n {
+                    let four = [plane(b, ch), plane(b + 1, ch), plane(b + 2, ch), plane(b + 3, ch)];
+                    for (p1, p2) in shifted_sums_many::<T, S, 4>(four, k) {
+                        (s1, s2) = (s1 + p1, s2 + p2);
+                    }
+                    b += 4;
+                }
+                for b in b..n {
+                    let (p1, p2) = shifted_sums::<T, S>(plane(b, ch), k);
+                    (s1, s2) = (s1 + p1, s2 + p2);
+                }
+                let d = s1 / m;
+                (f(k) + d, (s2 / m - d * d).max(0.0))
+            },
+        )
+    });
+    Ok(stats.into_iter().unzip())
+}
