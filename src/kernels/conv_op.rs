@@ -108,13 +108,22 @@ fn rounded_like(mut v: Vec<f32>, like: &Tensor) -> Result<Tensor> {
     tensor_from(v, like.dims(), like)
 }
 
+impl Conv2dBf16Op {
+    /// The convolution's shapes, its products on `vdpbf16ps` where that is the faster path.
+    fn geometry(&self, x: &[usize], w: &[usize]) -> Result<ConvGeom> {
+        let mut g = ConvGeom::new(x, w, self.stride, self.pad)?;
+        g.bf16_dot = super::dot_bf16::enabled();
+        Ok(g)
+    }
+}
+
 impl CustomOp2 for Conv2dBf16Op {
     fn name(&self) -> &'static str {
         "conv2d (gemm, bf16 autocast)"
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = ConvGeom::new(l1.dims(), l2.dims(), self.stride, self.pad)?;
+        let g = self.geometry(l1.dims(), l2.dims())?;
         let x = bf16_operand(s1, l1, "conv2d (bf16) input")?;
         let w = bf16_values(contiguous_slice::<f32>(s2, l2, "conv2d (bf16) weight")?);
         let mut y = forward(&g, &x, &w, None, None);
@@ -127,7 +136,7 @@ impl CustomOp2 for Conv2dBf16Op {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = ConvGeom::new(x.dims(), w.dims(), self.stride, self.pad)?;
+        let g = self.geometry(x.dims(), w.dims())?;
         // Usually rounded already (batch norm's backward hands bf16 gradients on): then f32 is
         // read in place.
         with_bf16_operand(dy, "conv2d (bf16) grad", |dy| {

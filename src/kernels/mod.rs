@@ -16,6 +16,7 @@ pub mod batch_norm;
 pub mod bf16;
 pub mod conv;
 pub mod conv_op;
+pub mod dot_bf16;
 pub mod gemv;
 pub mod head;
 pub mod isa;

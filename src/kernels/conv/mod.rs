@@ -8,7 +8,8 @@
 //! column buffer at all: `X_b` already is `cols(X_b)`. For the others the column buffer covers a
 //! band of output rows at a time, sized to stay in the core's cache instead of materialising
 //! the whole batch's columns as candle does (115 MB for ResNet's first layer at batch 16).
-use super::{Float, MatRef, matmul, matmul_into, per_image};
+use super::dot_bf16::PackedLhs;
+use super::{Float, MatRef, matmul_into, per_image};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -17,6 +18,10 @@ use std::mem::MaybeUninit;
 const BAND_BYTES: usize = 768 * 1024;
 /// Fewer output pixels than this per band make the matrix products inefficient.
 const MIN_BAND_PIXELS: usize = 256;
+
+mod epilogue;
+use epilogue::as_f32;
+pub use epilogue::{Bf16Rounding, Epilogue};
 
 /// The shapes of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +36,9 @@ pub struct ConvGeom {
     pub pad: usize,
     pub oh: usize,
     pub ow: usize,
+    /// bf16 autocast's products on `vdpbf16ps` ([`super::dot_bf16`]): set by the bf16 op where
+    /// [`super::dot_bf16::enabled`], for f32 operands holding bf16 values.
+    pub bf16_dot: bool,
 }
 
 impl ConvGeom {
@@ -46,7 +54,7 @@ impl ConvGeom {
             candle_core::bail!("conv2d: input {h}x{wd} with padding {pad} is smaller than the {k}x{k} kernel");
         }
         let (oh, ow) = ((h + 2 * pad - k) / stride + 1, (wd + 2 * pad - k) / stride + 1);
-        Ok(Self { n, c_in, h, w: wd, c_out, k, stride, pad, oh, ow })
+        Ok(Self { n, c_in, h, w: wd, c_out, k, stride, pad, oh, ow, bf16_dot: false })
     }
 
     fn pointwise(&self) -> bool {
@@ -222,107 +230,6 @@ fn col2im_add<T: Float>(g: &ConvGeom, cols: &[T], r0: usize, rows: usize, dx: &m
     }
 }
 
-/// Evaluation-mode work done on each output while it is still in cache: batch norm's scale and
-/// shift per output channel, then an optional residual add, then an optional ReLU.
-pub struct Epilogue<'a, T> {
-    pub scale: &'a [T],
-    pub shift: &'a [T],
-    pub residual: Option<&'a [T]>,
-    pub relu: bool,
-    pub rounding: Bf16Rounding,
-}
-
-/// Where bf16 autocast rounds inside the fused evaluation pass (f32 only; see
-/// `crate::model::autocast`): PyTorch hands a bf16 tensor from each op to the next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bf16Rounding {
-    /// f32 throughout.
-    None,
-    /// After the shift (a convolution's own bias) and after the residual add.
-    Output,
-    /// Also the convolution's output, before batch norm's scale and shift.
-    ConvAndOutput,
-}
-
-impl<T: Float> Epilogue<'_, T> {
-    /// Applies to output channels `m0..` of image `b` (`y`: those channels' rows), in one pass
-    /// compiled for the CPU's vector ISA (two passes of baseline code were 7 % of a batch-16
-    /// evaluation in `perf`).
-    fn apply(&self, b: usize, m0: usize, y: &mut [T], pixels: usize) {
-        let image = self.scale.len() * pixels;
-        let residual = self.residual.map(|r| &r[b * image + m0 * pixels..][..y.len()]);
-        let relu = self.relu;
-        if self.rounding != Bf16Rounding::None && T::DTYPE == candle_core::DType::F32 {
-            return self.apply_bf16(residual, m0, y, pixels);
-        }
-        crate::kernels::isa::with_isa(
-            #[inline(always)]
-            || {
-                for (i, row) in y.chunks_exact_mut(pixels).enumerate() {
-                    let c = m0 + i;
-                    let (a, s) = (self.scale[c], self.shift[c]);
-                    // ReLU as `max` only where asked: `max` would turn a NaN into a number.
-                    let act = |v: T| if relu { num_traits::Float::max(v, T::zero()) } else { v };
-                    match residual {
-                        Some(r) => {
-                            for (v, r) in row.iter_mut().zip(&r[i * pixels..][..pixels]) {
-                                *v = act(*v * a + s + *r);
-                            }
-                        }
-                        None => row.iter_mut().for_each(|v| *v = act(*v * a + s)),
-                    }
-                }
-            },
-        )
-    }
-
-    /// [`Self::apply`] with bf16 autocast's roundings: each op's output rounded to bf16 as
-    /// PyTorch hands it on (the convolution's, batch norm's, the residual sum's; ReLU keeps
-    /// bf16 values bf16).
-    fn apply_bf16(&self, residual: Option<&[T]>, m0: usize, y: &mut [T], pixels: usize) {
-        // Only f32 gets here (see `apply`); viewed as f32 the loop vectorises.
-        let (Some(y), Some(scale), Some(shift)) = (as_f32_mut(y), as_f32(self.scale), as_f32(self.shift)) else {
-            return;
-        };
-        let residual = residual.and_then(as_f32);
-        let relu = self.relu;
-        let round_conv = self.rounding == Bf16Rounding::ConvAndOutput;
-        let r32 = super::bf16::round;
-        crate::kernels::isa::with_isa(
-            #[inline(always)]
-            || {
-                for (i, row) in y.chunks_exact_mut(pixels).enumerate() {
-                    let c = m0 + i;
-                    let (a, s) = (scale[c], shift[c]);
-                    let act = |v: f32| if relu { v.max(0.0) } else { v };
-                    let affine = |v: f32| r32((if round_conv { r32(v) } else { v }) * a + s);
-                    match residual {
-                        Some(r) => {
-                            for (v, r) in row.iter_mut().zip(&r[i * pixels..][..pixels]) {
-                                *v = act(r32(affine(*v) + *r));
-                            }
-                        }
-                        None => row.iter_mut().for_each(|v| *v = act(affine(*v))),
-                    }
-                }
-            },
-        )
-    }
-}
-
-/// `v` as f32, when `T` is f32.
-fn as_f32<T: Float>(v: &[T]) -> Option<&[f32]> {
-    (T::DTYPE == candle_core::DType::F32)
-        // SAFETY: `T` is f32 (its dtype says so), so the two slices have the same layout.
-        .then(|| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) })
-}
-
-fn as_f32_mut<T: Float>(v: &mut [T]) -> Option<&mut [f32]> {
-    (T::DTYPE == candle_core::DType::F32)
-        // SAFETY: as in `as_f32`.
-        .then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len()) })
-}
-
 /// The convolution of `x` (`N x C x H x W`) with `w` (`Cout x C x K x K`), then `epilogue`.
 /// With `winograd` (the weight's [`super::winograd::transform_weights`], for a convolution that
 /// [`super::winograd::applies`] to), the products run in Winograd's domain instead.
@@ -359,12 +266,14 @@ pub fn forward<T: Float>(
     }
     let threads = rayon::current_num_threads();
     let block = g.c_out.div_ceil(threads.div_ceil(g.n)).max(1);
+    let packed = dot_operand(g, MatRef::rows(w, g.c_out, ckk));
     let task = |b: usize, m0: usize, yb: &mut [MaybeUninit<T>]| {
         let rows_out = yb.len() / p;
         let xb = &x[b * img..][..img];
         let weights = MatRef::rows(&w[m0 * ckk..], rows_out, ckk);
+        let packed = packed.as_ref().map(|w| (w, m0..m0 + rows_out));
         if g.pointwise() {
-            matmul_into(yb, p, false, weights, MatRef::rows(xb, g.c_in, p), Parallelism::None);
+            product(packed, yb, p, false, weights, MatRef::rows(xb, g.c_in, p), Parallelism::None);
         } else {
             T::with_scratch(|cols| {
                 // The bands' columns together cover every output pixel of every row.
@@ -373,7 +282,7 @@ pub fn forward<T: Float>(
                     cols.resize(ckk * band, T::zero());
                     im2col(g, xb, r0, rows, cols);
                     let rhs = MatRef::rows(cols, ckk, band);
-                    matmul_into(&mut yb[r0 * g.ow..], p, false, weights, rhs, Parallelism::None);
+                    product(packed.clone(), &mut yb[r0 * g.ow..], p, false, weights, rhs, Parallelism::None);
                 }
             });
         }
@@ -400,7 +309,7 @@ pub fn weight_grad<T: Float>(g: &ConvGeom, x: &[T], dy: &[T]) -> Vec<T> {
     let image_grad = |b: usize, acc: &mut Vec<T>, par: Parallelism| {
         let (xb, dyb) = (&x[b * img..][..img], &dy[b * g.c_out * p..][..g.c_out * p]);
         if g.pointwise() {
-            matmul(acc, ckk, true, MatRef::rows(dyb, g.c_out, p), MatRef::transposed(xb, p, g.c_in), par);
+            grad_product(g, acc, ckk, MatRef::rows(dyb, g.c_out, p), MatRef::rows(xb, g.c_in, p), par);
             return;
         }
         T::with_scratch(|cols| {
@@ -409,7 +318,7 @@ pub fn weight_grad<T: Float>(g: &ConvGeom, x: &[T], dy: &[T]) -> Vec<T> {
                 cols.resize(ckk * band, T::zero());
                 im2col(g, xb, r0, rows, cols);
                 let dy_band = MatRef::new(&dyb[r0 * g.ow..], g.c_out, band, p, 1);
-                matmul(acc, ckk, true, dy_band, MatRef::transposed(cols, band, ckk), par);
+                grad_product(g, acc, ckk, dy_band, MatRef::rows(cols, ckk, band), par);
             }
         });
     };
@@ -456,10 +365,12 @@ pub fn input_grad<T: Float>(g: &ConvGeom, w: &[T], dy: &[T]) -> Vec<T> {
     let (p, ckk, img) = (g.pixels(), g.ckk(), g.c_in * g.h * g.w);
     let mut dx = vec![T::zero(); g.n * img];
     let weights_t = MatRef::transposed(w, ckk, g.c_out);
+    let packed = dot_operand(g, weights_t);
+    let packed = packed.as_ref().map(|w| (w, 0..ckk));
     per_image(&mut dx, g.n, |b, dxb, par| {
         let dyb = &dy[b * g.c_out * p..][..g.c_out * p];
         if g.pointwise() {
-            matmul(dxb, p, false, weights_t, MatRef::rows(dyb, g.c_out, p), par);
+            product(packed.clone(), uninit(dxb), p, false, weights_t, MatRef::rows(dyb, g.c_out, p), par);
             return;
         }
         T::with_scratch(|cols| {
@@ -467,12 +378,64 @@ pub fn input_grad<T: Float>(g: &ConvGeom, w: &[T], dy: &[T]) -> Vec<T> {
                 let band = rows * g.ow;
                 cols.resize(ckk * band, T::zero());
                 let dy_band = MatRef::new(&dyb[r0 * g.ow..], g.c_out, band, p, 1);
-                matmul(cols, band, false, weights_t, dy_band, par);
+                product(packed.clone(), uninit(cols), band, false, weights_t, dy_band, par);
                 col2im_add(g, cols, r0, rows, dxb);
             }
         });
     });
     dx
+}
+
+/// `lhs` packed for [`product`] on `vdpbf16ps`, where `g` asks for it and `T` is f32.
+fn dot_operand<T: Float>(g: &ConvGeom, lhs: MatRef<T>) -> Option<PackedLhs> {
+    g.bf16_dot.then(|| f32_view(lhs).map(PackedLhs::new)).flatten()
+}
+
+/// `dst = [dst +] lhs x rhs` (row stride `dst_rs`): on `vdpbf16ps` when `packed` holds `lhs`'s
+/// rows (from [`dot_operand`]), by `gemm` otherwise.
+fn product<T: Float>(
+    packed: Option<(&PackedLhs, std::ops::Range<usize>)>,
+    dst: &mut [MaybeUninit<T>],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: MatRef<T>,
+    rhs: MatRef<T>,
+    par: Parallelism,
+) {
+    if let (Some((packed, rows)), Some(rhs)) = (packed, f32_view(rhs)) {
+        // SAFETY: `f32_view` succeeded, so `T` is f32 and the two slices have the same layout.
+        let dst = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut MaybeUninit<f32>, dst.len()) };
+        let parallel = !matches!(par, Parallelism::None);
+        return super::dot_bf16::matmul_into(dst, dst_rs, accumulate, packed, rows, rhs, parallel);
+    }
+    matmul_into(dst, dst_rs, accumulate, lhs, rhs, par)
+}
+
+/// `acc (row stride acc_rs) += dy x cols^T` for a weight gradient: on `vdpbf16ps` where `g`
+/// asks for it (see [`product`]), by `gemm` otherwise.
+fn grad_product<T: Float>(
+    g: &ConvGeom,
+    acc: &mut [T],
+    acc_rs: usize,
+    dy: MatRef<T>,
+    cols: MatRef<T>,
+    par: Parallelism,
+) {
+    let cols_t = MatRef { data: cols.data, rows: cols.cols, cols: cols.rows, rs: cols.cs, cs: cols.rs };
+    let packed = dot_operand(g, dy);
+    product(packed.as_ref().map(|d| (d, 0..dy.rows)), uninit(acc), acc_rs, true, dy, cols_t, par)
+}
+
+/// `m` as an f32 view, when `T` is f32.
+fn f32_view<T: Float>(m: MatRef<T>) -> Option<MatRef<f32>> {
+    Some(MatRef { data: as_f32(m.data)?, rows: m.rows, cols: m.cols, rs: m.rs, cs: m.cs })
+}
+
+/// Initialised values viewed as possibly uninitialised ones (sound: only valid values are
+/// written through the view).
+fn uninit<T>(v: &mut [T]) -> &mut [MaybeUninit<T>] {
+    // SAFETY: see above; `MaybeUninit<T>` has `T`'s layout.
+    unsafe { &mut *(v as *mut [T] as *mut [MaybeUninit<T>]) }
 }
 
 /// `w'[c][o][i][j] = w[o][c][2 - i][2 - j]` for a `Cout x C x 3 x 3` weight.

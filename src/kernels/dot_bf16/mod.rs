@@ -1,0 +1,349 @@
+//! Matrix products of bf16 values on `vdpbf16ps` (AVX512-BF16), for bf16 autocast's
+//! convolutions where the CPU runs that instruction faster than f32 FMA.
+//!
+//! `vdpbf16ps` multiplies 16 pairs of bf16 values by 16 other pairs and adds both products of
+//! each pair into one of 16 f32 lanes: four multiply-adds per lane where FMA does two. Whether
+//! that is faster depends on the core: AMD Zen 4 retires it at FMA's instruction rate (twice the
+//! multiply-adds; `bench isa_peak`: 234 against 117 GFLOP/s), Intel's cores without AMX at half
+//! of it (0.49x on an Emerald Rapids Xeon), so [`enabled`] measures both for a millisecond and
+//! uses it only where it wins. Products are exact in f32 and accumulate in f32 (as PyTorch's
+//! oneDNN kernels do), so the numbers are those of the f32 path up to the order of the sums and
+//! bf16's subnormals, which the instruction treats as zero.
+//!
+//! Why a kernel of our own: `gemm` (our f32 products) has no bf16 dot-product kernel (its f16
+//! path converts to f32), and no maintained crate offers one on stable Rust. This one is the
+//! textbook register-blocked form: the left operand packed once as pairs along `k`
+//! ([`PackedLhs`]), the right operand packed per panel of [`NR`] columns as pairs along `k`
+//! (the instruction's layout), a 6 x 64 block of outputs in 24 registers.
+use super::MatRef;
+use rayon::prelude::*;
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+pub mod peak;
+
+/// Output rows per kernel call.
+const MR: usize = 6;
+/// 16-lane registers per output row in a kernel call.
+const NV: usize = 4;
+/// Output columns per kernel call (and per packed panel of the right operand).
+const NR: usize = 16 * NV;
+
+/// Two consecutive `k` values of one row or column, as the instruction reads them: the first
+/// in the low half. The operands hold bf16 values already (bf16 autocast rounds them), so their
+/// bf16 bits are their top 16 bits: two shifts and a mask, which vectorise, where rounding here
+/// made packing a fifth of a training step.
+#[inline(always)]
+fn pair(lo: f32, hi: f32) -> u32 {
+    lo.to_bits() >> 16 | hi.to_bits() & 0xffff_0000
+}
+
+/// 0: not decided; 1: off; 2: on.
+static ENABLED: AtomicU8 = AtomicU8::new(0);
+
+/// Whether this CPU can run the kernel at all: AVX-512F and AVX512-BF16, with AVX-512 the
+/// active ISA (`ARTCULTURE_ISA=avx2` turns it off with the rest of the AVX-512 code).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16") && super::isa::active() == super::isa::Isa::Avx512
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether bf16 autocast's convolutions run on `vdpbf16ps`: the CPU has it, it retires more
+/// multiply-adds than f32 FMA here (measured once, about a millisecond), and
+/// `ARTCULTURE_BF16_DOT` (`0`/`off` or `1`/`on`) does not override the measurement.
+pub fn enabled() -> bool {
+    match ENABLED.load(Ordering::Relaxed) {
+        0 => {
+            let on = available()
+                && match std::env::var("ARTCULTURE_BF16_DOT").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+                    Ok("0" | "off" | "false") => false,
+                    Ok("1" | "on" | "true") => true,
+                    _ => faster_than_fma(),
+                };
+            ENABLED.store(1 + on as u8, Ordering::Relaxed);
+            on
+        }
+        v => v == 2 && available(),
+    }
+}
+
+/// Turns the kernel on or off for the rest of the process (on only where [`available`]); the
+/// tests run both paths this way. Returns whether it is on.
+pub fn set_enabled(on: bool) -> bool {
+    let on = on && available();
+    ENABLED.store(1 + on as u8, Ordering::Relaxed);
+    on
+}
+
+fn faster_than_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // 20,000 iterations: 0.3 M instructions per loop, a fraction of a millisecond.
+        let (fma, dot) = peak::rates(20_000, 5);
+        dot > 1.25 * fma
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A left operand (`m x k`) as the kernel reads it: `[k / 2][m]` pairs, `k` padded to even
+/// with a zero. Packed once per weight and reused for every image and band.
+pub struct PackedLhs {
+    pairs: Vec<u32>,
+    m: usize,
+    k: usize,
+}
+
+impl PackedLhs {
+    /// `a`'s values must be bf16 values (see [`pair`]).
+    pub(crate) fn new(a: MatRef<f32>) -> Self {
+        let (m, k) = (a.rows, a.cols);
+        let k2 = k.div_ceil(2);
+        let mut pairs = vec![0u32; k2 * m];
+        let at = |r: usize, c: usize| if c < k { a.data[r * a.rs + c * a.cs] } else { 0.0 };
+        super::isa::with_isa(
+            #[inline(always)]
+            || {
+                if a.rs == 1 && k2 > 0 {
+                    // Columns contiguous (a transposed view): two columns at a time, down the rows.
+                    for p in 0..k / 2 {
+                        let (lo, hi) = (&a.data[2 * p * a.cs..][..m], &a.data[(2 * p + 1) * a.cs..][..m]);
+                        let dst = &mut pairs[p * m..][..m];
+                        dst.iter_mut().zip(lo.iter().zip(hi)).for_each(|(d, (&l, &h))| *d = pair(l, h));
+                    }
+                    if k % 2 == 1 {
+                        let p = k2 - 1;
+                        (0..m).for_each(|r| pairs[p * m + r] = pair(at(r, 2 * p), 0.0));
+                    }
+                    return;
+                }
+                // Rows contiguous or general: sixteen rows at a time, so that each write fills
+                // a cache line.
+                for r0 in (0..m).step_by(16) {
+                    let rows = 16.min(m - r0);
+                    for p in 0..k2 {
+                        let dst = &mut pairs[p * m + r0..][..rows];
+                        for (i, d) in dst.iter_mut().enumerate() {
+                            *d = pair(at(r0 + i, 2 * p), at(r0 + i, 2 * p + 1));
+                        }
+                    }
+                }
+            },
+        );
+        Self { pairs, m, k }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+}
+
+/// Columns `j0..j0 + cols` of `b` (`k x n`, bf16 values) as the kernel reads them:
+/// `[k / 2][NR]` pairs, zero beyond `cols` and beyond `k`.
+fn pack_panel(b: &MatRef<f32>, j0: usize, cols: usize, out: &mut Vec<u32>) {
+    let (k, k2) = (b.rows, b.rows.div_ceil(2));
+    out.clear();
+    out.resize(k2 * NR, 0);
+    super::isa::with_isa(
+        #[inline(always)]
+        || {
+            if b.cs == 1 {
+                // Rows contiguous: two rows at a time, across the panel.
+                for p in 0..k / 2 {
+                    let (lo, hi) = (&b.data[2 * p * b.rs + j0..][..cols], &b.data[(2 * p + 1) * b.rs + j0..][..cols]);
+                    let dst = &mut out[p * NR..][..cols];
+                    dst.iter_mut().zip(lo.iter().zip(hi)).for_each(|(d, (&l, &h))| *d = pair(l, h));
+                }
+                if k % 2 == 1 {
+                    let lo = &b.data[(k - 1) * b.rs + j0..][..cols];
+                    out[(k2 - 1) * NR..][..cols].iter_mut().zip(lo).for_each(|(d, &l)| *d = pair(l, 0.0));
+                }
+            } else {
+                // Columns contiguous (a transposed view): adjacent values of a column are a pair
+                // already; sixteen pairs of every column at a time keep the writes in 4 KiB.
+                let col = |c: usize, r: usize| if r < k { b.data[r * b.rs + (j0 + c) * b.cs] } else { 0.0 };
+                let whole = if b.rs == 1 { k / 2 } else { 0 };
+                for p0 in (0..whole).step_by(16) {
+                    let ps = 16.min(whole - p0);
+                    for c in 0..cols {
+                        let src = &b.data[(j0 + c) * b.cs + 2 * p0..][..2 * ps];
+                        for (i, two) in src.chunks_exact(2).enumerate() {
+                            out[(p0 + i) * NR + c] = pair(two[0], two[1]);
+                        }
+                    }
+                }
+                for p in whole..k2 {
+                    for c in 0..cols {
+                        out[p * NR + c] = pair(col(c, 2 * p), col(c, 2 * p + 1));
+                    }
+                }
+            }
+        },
+    )
+}
+
+thread_local! {
+    static PANEL: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `dst` (rows `rows` of `lhs` times `rhs`, row stride `dst_rs`) `= [dst +] lhs x rhs`, into
+/// memory that may be uninitialised (every element of the view is written; with `accumulate`
+/// it must be initialised). With `parallel`, the column panels are shared among the threads.
+pub(crate) fn matmul_into(
+    dst: &mut [MaybeUninit<f32>],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &PackedLhs,
+    rows: std::ops::Range<usize>,
+    rhs: MatRef<f32>,
+    parallel: bool,
+) {
+    let (m, n) = (rows.len(), rhs.cols);
+    assert_eq!(rhs.rows, lhs.k, "bf16 matmul: inner dimensions differ");
+    assert!(rows.end <= lhs.m, "bf16 matmul: rows {rows:?} of a {}-row operand", lhs.m);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((m - 1) * dst_rs + n <= dst.len() && n <= dst_rs, "bf16 matmul: destination out of bounds");
+    let out = dst.as_mut_ptr() as usize;
+    let panel = |pi: usize| {
+        let (j0, cols) = (pi * NR, NR.min(n - pi * NR));
+        PANEL.with(|b| {
+            let mut b = b.borrow_mut();
+            pack_panel(&rhs, j0, cols, &mut b);
+            for r0 in (0..m).step_by(MR) {
+                let block = Block {
+                    a: &lhs.pairs,
+                    lda: lhs.m,
+                    row: rows.start + r0,
+                    b: &b,
+                    // SAFETY: in bounds of `dst` (asserted above); panels write disjoint columns.
+                    c: unsafe { (out as *mut f32).add(r0 * dst_rs + j0) },
+                    ldc: dst_rs,
+                    cols,
+                    accumulate,
+                };
+                block.run(MR.min(m - r0));
+            }
+        })
+    };
+    let panels = n.div_ceil(NR);
+    if parallel && panels > 1 {
+        (0..panels).into_par_iter().for_each(panel);
+    } else {
+        (0..panels).for_each(panel);
+    }
+}
+
+/// One call of the kernel: up to [`MR`] rows from `row` of the packed left operand, against one
+/// packed panel, into `c`.
+struct Block<'a> {
+    a: &'a [u32],
+    lda: usize,
+    row: usize,
+    b: &'a [u32],
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    accumulate: bool,
+}
+
+impl Block<'_> {
+    fn run(&self, rows: usize) {
+        let k2 = self.b.len() / NR;
+        assert!(self.a.len() >= k2 * self.lda && self.row + rows <= self.lda && self.cols <= NR);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512bf16") && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the features (checked above); the operands' bounds are
+            // asserted above, and `c`'s by `matmul_into`.
+            unsafe {
+                match rows {
+                    1 => x86::kernel::<1>(self, k2),
+                    2 => x86::kernel::<2>(self, k2),
+                    3 => x86::kernel::<3>(self, k2),
+                    4 => x86::kernel::<4>(self, k2),
+                    5 => x86::kernel::<5>(self, k2),
+                    _ => x86::kernel::<MR>(self, k2),
+                }
+            }
+            return;
+        }
+        self.portable(rows, k2)
+    }
+
+    /// The kernel's arithmetic in plain code (each pair's two products added to the lane in
+    /// turn): what the tests check the packing and blocking with on CPUs without AVX512-BF16.
+    fn portable(&self, rows: usize, k2: usize) {
+        let half = |v: u32| f32::from_bits((v & 0xffff) << 16);
+        for r in 0..rows {
+            for c in 0..self.cols {
+                let mut acc = 0.0f32;
+                for p in 0..k2 {
+                    let (a, b) = (self.a[p * self.lda + self.row + r], self.b[p * NR + c]);
+                    acc += half(a) * half(b);
+                    acc += half(a >> 16) * half(b >> 16);
+                }
+                // SAFETY: within the block's rows and columns (see `Block`).
+                unsafe {
+                    let d = self.c.add(r * self.ldc + c);
+                    *d = if self.accumulate { *d + acc } else { acc };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Block, NR, NV};
+    use std::arch::x86_64::*;
+
+    /// `R` rows x [`NR`] columns: per pair of `k`, [`NV`] panel loads, `R` broadcasts and
+    /// `R * NV` dot products into registers; the edge columns stored under a mask.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn kernel<const R: usize>(blk: &Block, k2: usize) {
+        // SAFETY: the caller guarantees the CPU features and that `blk`'s operands cover `R`
+        // rows from `blk.row`, `k2` pairs and `blk.cols` columns of `c` (see `Block::run`).
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); NV]; R];
+            let (a, b) = (blk.a.as_ptr().add(blk.row), blk.b.as_ptr());
+            for p in 0..k2 {
+                let bp = b.add(p * NR);
+                let bv: [__m512bh; NV] =
+                    std::array::from_fn(|v| std::mem::transmute(_mm512_loadu_si512(bp.add(16 * v) as *const _)));
+                let ap = a.add(p * blk.lda);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*ap.add(r) as i32));
+                    for v in 0..NV {
+                        acc[v] = _mm512_dpbf16_ps(acc[v], av, bv[v]);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                for (v, &acc) in acc.iter().enumerate() {
+                    let lo = 16 * v;
+                    if lo >= blk.cols {
+                        break;
+                    }
+                    let n = (blk.cols - lo).min(16);
+                    let mask: __mmask16 = if n == 16 { !0 } else { (1 << n) - 1 };
+                    let d = blk.c.add(r * blk.ldc + lo);
+                    let val = if blk.accumulate { _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask, d)) } else { acc };
+                    _mm512_mask_storeu_ps(d, mask, val);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
