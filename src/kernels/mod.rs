@@ -106,6 +106,12 @@ pub fn stored_bf16(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::BF16 && !cpu_as_device()
 }
 
+/// Whether the CPU training ops of ResNet's path (convolution, batch norm, max pooling) take
+/// `t`: an f32 or f64 CPU tensor ([`applies`]) or a bf16-stored activation ([`stored_bf16`]).
+pub fn applies_in_training(t: &Tensor) -> bool {
+    applies(t) || stored_bf16(t)
+}
+
 /// Dispatches on the storage's float type.
 macro_rules! dispatch_float {
     ($storage:expr, $op:expr, |$t:ident| $body:expr) => {

@@ -80,7 +80,7 @@ impl BatchNorm2d {
 impl BatchNorm2d {
     /// `relu?(bn(x))`; on the CPU in training mode one fused op (see [`kernels::batch_norm`]).
     pub fn forward_relu_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-        if train && (kernels::applies(x) || kernels::stored_bf16(x)) {
+        if train && kernels::applies_in_training(x) {
             return self.forward_train_fused(x, relu);
         }
         let y = self.forward_t(x, train)?;

@@ -112,7 +112,7 @@ impl Conv2d {
             return autocast::cast(x)?.contiguous()?.apply_op1_no_bwd(&op);
         }
         // The fused training ops round as autocast does (see `BatchNormTrainOp::bf16`).
-        if train && (kernels::applies(x) || kernels::stored_bf16(x)) {
+        if train && kernels::applies_in_training(x) {
             match residual {
                 Some(r) if relu => return bn.forward_add_relu_train(&self.forward_stored(x)?, r),
                 None => return bn.forward_relu_t(&self.forward_stored(x)?, train, relu),
@@ -136,11 +136,19 @@ impl Conv2d {
     /// the tensors a training step keeps for its backward pass take half the memory (as
     /// autocast's bf16 tensors do).
     fn forward_stored(&self, x: &Tensor) -> Result<Tensor> {
-        if autocast::bf16() && self.bias.is_none() && (kernels::applies(x) || kernels::stored_bf16(x)) {
-            let op = Conv2dBf16Op { stride: self.stride, pad: self.padding, store_bf16: true };
-            return x.contiguous()?.apply_op2(&self.weight.contiguous()?, op);
-        }
-        self.forward(x)
+        self.bf16_op(x, true).unwrap_or_else(|| self.forward(x))
+    }
+
+    /// Under bf16 autocast on the CPU, the convolution as one op ([`Conv2dBf16Op`]) where it
+    /// applies: with `store_bf16` (training) its input may be a bf16-stored activation and its
+    /// output is one; without, both are f32 holding bf16 values.
+    fn bf16_op(&self, x: &Tensor, store_bf16: bool) -> Option<Result<Tensor>> {
+        let takes =
+            if store_bf16 { kernels::applies_in_training(x) } else { kernels::applies(x) && x.dtype() == DType::F32 };
+        (autocast::bf16() && self.bias.is_none() && takes).then(|| {
+            let op = Conv2dBf16Op { stride: self.stride, pad: self.padding, store_bf16 };
+            x.contiguous()?.apply_op2(&self.weight.contiguous()?, op)
+        })
     }
 }
 
@@ -191,9 +199,8 @@ impl Module for Conv2d {
     /// Under bf16 autocast: input, weight and bias rounded to bf16, f32 accumulation, output
     /// rounded to bf16 (gradients rounded on the way back, see [`autocast::round`]).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if autocast::bf16() && self.bias.is_none() && kernels::applies(x) && x.dtype() == DType::F32 {
-            let op = Conv2dBf16Op { stride: self.stride, pad: self.padding, store_bf16: false };
-            return x.contiguous()?.apply_op2(&self.weight.contiguous()?, op);
+        if let Some(y) = self.bf16_op(x, false) {
+            return y;
         }
         let (x, weight) = (autocast::cast(x)?, autocast::cast(&self.weight)?);
         let y = if kernels::applies(&x) {

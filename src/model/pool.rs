@@ -14,7 +14,7 @@ const NEG: f32 = -1e30;
 
 /// `nn.MaxPool2d(kernel, stride, padding)` with floor mode.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
-    if crate::kernels::applies(x) || crate::kernels::stored_bf16(x) {
+    if crate::kernels::applies_in_training(x) {
         return x.contiguous()?.apply_op1(crate::kernels::pool::MaxPool2dOp { kernel, stride, pad: padding });
     }
     max_pool2d_strided(x, kernel, stride, padding)

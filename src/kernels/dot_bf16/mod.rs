@@ -141,10 +141,6 @@ impl PackedLhs {
         );
         Self { pairs, m, k }
     }
-
-    pub fn rows(&self) -> usize {
-        self.m
-    }
 }
 
 /// Columns `j0..j0 + cols` of `b` (`k x n`, bf16 values) as the kernel reads them:
@@ -215,6 +211,7 @@ pub(crate) fn matmul_into(
     }
     assert!((m - 1) * dst_rs + n <= dst.len() && n <= dst_rs, "bf16 matmul: destination out of bounds");
     let out = dst.as_mut_ptr() as usize;
+    let vector = vector_kernel();
     let panel = |pi: usize| {
         let (j0, cols) = (pi * NR, NR.min(n - pi * NR));
         PANEL.with(|b| {
@@ -232,7 +229,7 @@ pub(crate) fn matmul_into(
                     cols,
                     accumulate,
                 };
-                block.run(MR.min(m - r0));
+                block.run(MR.min(m - r0), vector);
             }
         })
     };
@@ -257,13 +254,27 @@ struct Block<'a> {
     accumulate: bool,
 }
 
+/// Whether the CPU runs the vector kernel (else the portable one runs: the tests' case).
+fn vector_kernel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16") && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 impl Block<'_> {
-    fn run(&self, rows: usize) {
+    /// With `vector` ([`vector_kernel`]: checked once per product, not per block), the
+    /// `vdpbf16ps` kernel.
+    fn run(&self, rows: usize, vector: bool) {
         let k2 = self.b.len() / NR;
         assert!(self.a.len() >= k2 * self.lda && self.row + rows <= self.lda && self.cols <= NR);
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512bf16") && std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the features (checked above); the operands' bounds are
+        if vector {
+            // SAFETY: the CPU has the features (`vector_kernel`); the operands' bounds are
             // asserted above, and `c`'s by `matmul_into`.
             unsafe {
                 match rows {
@@ -277,6 +288,8 @@ impl Block<'_> {
             }
             return;
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = vector;
         self.portable(rows, k2)
     }
 

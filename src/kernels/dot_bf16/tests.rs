@@ -82,7 +82,7 @@ fn the_vector_kernel_gives_the_portable_kernels_sums() {
         cols,
         accumulate: false,
     };
-    block(&mut vector).run(MR);
+    block(&mut vector).run(MR, vector_kernel());
     block(&mut portable).portable(MR, k.div_ceil(2));
     for (i, (v, p)) in vector.iter().zip(&portable).enumerate() {
         assert!((v - p).abs() <= 1e-5 * p.abs().max(1.0), "[{}][{}]: {v} vs {p}", i / NR, i % NR);
@@ -99,4 +99,32 @@ fn a_mismatched_inner_dimension_is_refused() {
         matmul_into(&mut dst, 4, false, &packed, 0..2, MatRef::rows(&b, 2, 4), false)
     }));
     assert!(r.is_err());
+}
+
+#[test]
+fn convolutions_on_the_dot_kernel_give_the_f32_kernels_results() {
+    // Forward, weight and input gradients of 3x3 (strides 1 and 2, with band edges), 1x1 and
+    // 7x7/2 convolutions, on bf16 values: the two paths may differ only by f32 summation order.
+    use crate::kernels::conv::{ConvGeom, forward, input_grad, weight_grad};
+    for (c_in, hw, c_out, k, stride, pad) in
+        [(19, 23, 13, 3, 1, 1), (16, 17, 70, 3, 2, 1), (33, 9, 66, 1, 1, 0), (3, 29, 8, 7, 2, 3)]
+    {
+        let n = 3;
+        let x = bf16_values(n * c_in * hw * hw, 11);
+        let w = bf16_values(c_out * c_in * k * k, 12);
+        let mut g = ConvGeom::new(&[n, c_in, hw, hw], &[c_out, c_in, k, k], stride, pad).unwrap();
+        let dy = bf16_values(n * c_out * g.oh * g.ow, 13);
+        let f32_path = (forward(&g, &x, &w, None, None), weight_grad(&g, &x, &dy), input_grad(&g, &w, &dy));
+        g.bf16_dot = true;
+        let dot_path = (forward(&g, &x, &w, None, None), weight_grad(&g, &x, &dy), input_grad(&g, &w, &dy));
+        for (what, a, b) in [
+            ("forward", &f32_path.0, &dot_path.0),
+            ("weight grad", &f32_path.1, &dot_path.1),
+            ("input grad", &f32_path.2, &dot_path.2),
+        ] {
+            let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(diff <= 1e-5 * scale, "{k}x{k}/{stride} {c_in}->{c_out}: {what} differs by {diff:e} of {scale:e}");
+        }
+    }
 }
