@@ -1,8 +1,11 @@
 //! `artculture bench conv_layers`: every distinct convolution of ResNet-50 at 224 x 224 and
 //! batch 16, forward and both gradients, through our kernels and through candle's own CPU ops
 //! (`conv2d`; `conv_transpose2d` for the input gradient, as candle's backward pass does it), in
-//! GFLOP/s. This is the per-layer profile behind BENCHMARKS.md's explanation of the gap.
-use artculture::kernels::conv::{ConvGeom, forward, input_grad, weight_grad};
+//! GFLOP/s. This is the per-layer profile behind BENCHMARKS.md's explanation of the gap. Under
+//! `--precision bf16` the operands are bf16 values and the products those bf16 autocast runs
+//! (on `vdpbf16ps` where it is enabled), without candle's side.
+use artculture::kernels::conv::{ConvGeom, Prepared, forward, input_grad, weight_grad};
+use artculture::model::autocast;
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 
@@ -46,12 +49,16 @@ fn best_of<R>(reps: usize, mut f: impl FnMut() -> anyhow::Result<R>) -> anyhow::
 }
 
 pub fn conv_layers(reps: usize, batch: usize) -> anyhow::Result<serde_json::Value> {
+    let bf16 = autocast::bf16();
     let mut layers = Vec::new();
     let (mut ours_total, mut candle_total) = (0.0, 0.0);
     for &(c, h, o, k, s, p, uses) in &RESNET50_CONVS {
-        let g = ConvGeom::new(&[batch, c, h, h], &[o, c, k, k], s, p)?;
+        let mut g = ConvGeom::new(&[batch, c, h, h], &[o, c, k, k], s, p)?;
         let x = Tensor::randn(0f32, 1.0, (batch, c, h, h), &Device::Cpu)?;
         let w = Tensor::randn(0f32, 0.05, (o, c, k, k), &Device::Cpu)?;
+        // Under `--precision bf16`: bf16 values, and the products bf16 autocast runs on.
+        let (x, w) = if bf16 { (autocast::round(&x)?, autocast::round(&w)?) } else { (x, w) };
+        g.bf16_dot = bf16 && artculture::kernels::dot_bf16::enabled();
         let y = x.conv2d(&w, p, s, 1, 1)?;
         let dy = Tensor::randn(0f32, 1.0, y.dims(), &Device::Cpu)?;
         let (xv, wv, dyv) = (
@@ -60,22 +67,33 @@ pub fn conv_layers(reps: usize, batch: usize) -> anyhow::Result<serde_json::Valu
             dy.flatten_all()?.to_vec1::<f32>()?,
         );
         let gflop = 2.0 * (batch * o * c * k * k * y.dim(2)? * y.dim(3)?) as f64 / 1e9;
-        let fwd = best_of(reps, || Ok(forward(&g, &xv, &wv, None, None)))?;
+        let fwd = best_of(reps, || Ok(forward(&g, &xv, &wv, Prepared::None, None)))?;
         let dx = best_of(reps, || Ok(input_grad(&g, &wv, &dyv)))?;
         let dw = best_of(reps, || Ok(weight_grad(&g, &xv, &dyv)))?;
+        ours_total += uses as f64 * (fwd + dx + dw);
+        let ours_gflops = [gflop / fwd, gflop / dx, gflop / dw];
+        if bf16 {
+            // candle has no bf16 autocast to compare with.
+            layers.push(serde_json::json!({
+                "layer": format!("{c}x{h}x{h} -> {o}, {k}x{k}/{s}"),
+                "uses": uses,
+                "gflop": gflop,
+                "ours_gflops": ours_gflops,
+            }));
+            continue;
+        }
         let c_fwd = best_of(reps, || Ok(x.conv2d(&w, p, s, 1, 1)?))?;
         // candle's backward: conv_transpose2d for the input, conv2d of the transposed input and
         // gradient for the weights.
         let out_pad = h + 2 * p - ((y.dim(2)? - 1) * s + k);
         let c_dx = best_of(reps, || Ok(dy.conv_transpose2d(&w, p, out_pad, s, 1)?))?;
         let c_dw = best_of(reps, || Ok(x.transpose(0, 1)?.conv2d(&dy.transpose(0, 1)?, p, 1, s, 1)?))?;
-        ours_total += uses as f64 * (fwd + dx + dw);
         candle_total += uses as f64 * (c_fwd + c_dx + c_dw);
         layers.push(serde_json::json!({
             "layer": format!("{c}x{h}x{h} -> {o}, {k}x{k}/{s}"),
             "uses": uses,
             "gflop": gflop,
-            "ours_gflops": [gflop / fwd, gflop / dx, gflop / dw],
+            "ours_gflops": ours_gflops,
             "candle_gflops": [gflop / c_fwd, gflop / c_dx, gflop / c_dw],
         }));
     }
@@ -99,8 +117,8 @@ pub fn winograd_layers(reps: usize) -> anyhow::Result<serde_json::Value> {
             let xv = Tensor::randn(0f32, 1.0, (batch, c, h, h), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
             let wv = Tensor::randn(0f32, 0.05, (o, c, k, k), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
             let u = winograd::transform_weights(o, c, &wv);
-            let direct = best_of(reps, || Ok(forward(&g, &xv, &wv, None, None)))?;
-            let fast = best_of(reps, || Ok(forward(&g, &xv, &wv, Some(&u), None)))?;
+            let direct = best_of(reps, || Ok(forward(&g, &xv, &wv, Prepared::None, None)))?;
+            let fast = best_of(reps, || Ok(forward(&g, &xv, &wv, Prepared::Winograd(&u), None)))?;
             let transform = best_of(reps, || Ok(winograd::transform_weights(o, c, &wv)))?;
             layers.push(serde_json::json!({
                 "layer": format!("{c}x{h}x{h} -> {o}, 3x3/1"),

@@ -1,9 +1,10 @@
 //! The convolution kernels of [`super::conv`] as candle custom ops.
-use super::conv::{ConvGeom, Epilogue, forward, input_grad, weight_grad};
+use super::conv::{ConvGeom, DotWeights, Epilogue, Prepared, forward, input_grad, weight_grad};
 use super::winograd;
 use super::{Float, contiguous_slice, dispatch_float, tensor_from, with_slice};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// `conv2d(x, w)` with both gradients as matrix products.
 pub struct Conv2dOp {
@@ -22,7 +23,7 @@ impl CustomOp2 for Conv2dOp {
             let x = contiguous_slice::<T>(s1, l1, "conv2d input")?;
             let w = contiguous_slice::<T>(s2, l2, "conv2d weight")?;
             Ok((
-                <T as WithDType>::to_cpu_storage_owned(forward(&g, x, w, None, None)),
+                <T as WithDType>::to_cpu_storage_owned(forward(&g, x, w, Prepared::None, None)),
                 Shape::from(g.out_shape().to_vec()),
             ))
         })
@@ -126,7 +127,7 @@ impl CustomOp2 for Conv2dBf16Op {
         let g = self.geometry(l1.dims(), l2.dims())?;
         let x = bf16_operand(s1, l1, "conv2d (bf16) input")?;
         let w = bf16_values(contiguous_slice::<f32>(s2, l2, "conv2d (bf16) weight")?);
-        let mut y = forward(&g, &x, &w, None, None);
+        let mut y = forward(&g, &x, &w, Prepared::None, None);
         let shape = Shape::from(g.out_shape().to_vec());
         if self.store_bf16 {
             return Ok((CpuStorage::BF16(super::bf16::narrowed(&y)), shape));
@@ -172,8 +173,34 @@ pub struct Conv2dEvalOp {
     /// The weight in Winograd's domain ([`winograd_weights`]), when the layer keeps it; computed
     /// here otherwise, for a convolution [`winograd::applies`] to.
     pub winograd: Option<Tensor>,
+    /// The weight packed for `vdpbf16ps` ([`DotWeights`]), when the layer keeps it; packed here
+    /// otherwise, where bf16 autocast runs on that kernel.
+    pub dot: Option<Arc<DotWeights>>,
     /// bf16 autocast's roundings in the epilogue (f32 only).
     pub rounding: super::conv::Bf16Rounding,
+}
+
+/// The shapes of an evaluation convolution of `x` by `w`: under bf16 autocast (`rounding`) its
+/// products on `vdpbf16ps` where [`super::dot_bf16::enabled`].
+pub fn eval_geometry(
+    x: &[usize],
+    w: &[usize],
+    stride: usize,
+    pad: usize,
+    rounding: super::conv::Bf16Rounding,
+) -> Result<ConvGeom> {
+    let mut g = ConvGeom::new(x, w, stride, pad)?;
+    g.bf16_dot = rounding != super::conv::Bf16Rounding::None && super::dot_bf16::enabled();
+    Ok(g)
+}
+
+/// Whether an evaluation convolution runs by Winograd's method. Not on `vdpbf16ps`: F(2x2, 3x3)
+/// does 2.25x fewer multiplications, which the kernel's twice f32's rate about matches, and the
+/// direct method was as fast or faster in ResNet-50's bf16 evaluation (batch 16: 0.46-0.49 s
+/// against 0.49-0.50 s; batch 1: 34-42 against 35-50 ms) and keeps autocast's numbers (exact
+/// products summed in f32, no transforms).
+fn runs_winograd(g: &ConvGeom) -> bool {
+    winograd::applies(g) && !g.bf16_dot
 }
 
 /// The weight (`Cout x C x 3 x 3`, on the CPU) transformed for [`winograd::forward`].
@@ -210,7 +237,7 @@ impl CustomOp1 for Conv2dEvalOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = ConvGeom::new(l.dims(), self.weight.dims(), self.stride, self.pad)?;
+        let g = eval_geometry(l.dims(), self.weight.dims(), self.stride, self.pad, self.rounding)?;
         if let Some(r) = &self.residual
             && r.dims() != g.out_shape()
         {
@@ -234,12 +261,12 @@ impl CustomOp1 for Conv2dEvalOp {
             };
             let w = cpu_slice::<T>(&ws, wl, "weight")?;
             let kept = match &self.winograd {
-                Some(u) if winograd::applies(&g) => Some(u.storage_and_layout()),
+                Some(u) if runs_winograd(&g) => Some(u.storage_and_layout()),
                 _ => None,
             };
             let u = match &kept {
                 Some((us, ul)) => Some(Cow::Borrowed(cpu_slice::<T>(us, ul, "winograd weight")?)),
-                None => winograd::applies(&g).then(|| Cow::Owned(winograd::transform_weights(g.c_out, g.c_in, w))),
+                None => runs_winograd(&g).then(|| Cow::Owned(winograd::transform_weights(g.c_out, g.c_in, w))),
             };
             if let Some(u) = &u
                 && u.len() != g.c_out * winograd::POINTS * g.c_in
@@ -250,8 +277,13 @@ impl CustomOp1 for Conv2dEvalOp {
                     self.weight.dims()
                 );
             }
+            let prepared = match (&u, &self.dot) {
+                (Some(u), _) => Prepared::Winograd(u),
+                (None, Some(d)) => Prepared::Dot(d),
+                (None, None) => Prepared::None,
+            };
             Ok((
-                <T as WithDType>::to_cpu_storage_owned(forward(&g, x, w, u.as_deref(), Some(&e))),
+                <T as WithDType>::to_cpu_storage_owned(forward(&g, x, w, prepared, Some(&e))),
                 Shape::from(g.out_shape().to_vec()),
             ))
         })

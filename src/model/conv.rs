@@ -7,6 +7,7 @@ use super::batch_norm::BatchNorm2d;
 use crate::kernels::{
     self,
     conv::Bf16Rounding,
+    conv::DotWeights,
     conv_op::{Conv2dBf16Op, Conv2dEvalOp, Conv2dOp},
 };
 use candle_core::{DType, Module, Result, Tensor};
@@ -27,6 +28,8 @@ pub struct Conv2d {
     /// The same two for bf16 autocast: the weight rounded to bf16, and its Winograd transform.
     bf16: Arc<OnceLock<Tensor>>,
     winograd_bf16: Arc<OnceLock<Tensor>>,
+    /// And packed for the `vdpbf16ps` kernel, where bf16 evaluation runs on it.
+    dot: Arc<OnceLock<Arc<DotWeights>>>,
 }
 
 /// A convolution (without bias where PyTorch leaves it out before batch norm). The arguments
@@ -52,6 +55,7 @@ pub fn conv2d(
         winograd: Arc::default(),
         bf16: Arc::default(),
         winograd_bf16: Arc::default(),
+        dot: Arc::default(),
     })
 }
 
@@ -77,6 +81,7 @@ impl Conv2d {
             residual: None,
             relu: true,
             winograd: self.kept_winograd_weights(x)?,
+            dot: self.kept_dot_weights(x, Bf16Rounding::Output)?,
             rounding: if autocast::bf16() { Bf16Rounding::Output } else { Bf16Rounding::None },
         };
         autocast::cast(x)?.contiguous()?.apply_op1_no_bwd(&op)
@@ -107,6 +112,7 @@ impl Conv2d {
                 residual: residual.map(Tensor::contiguous).transpose()?,
                 relu,
                 winograd: self.kept_winograd_weights(x)?,
+                dot: self.kept_dot_weights(x, Bf16Rounding::ConvAndOutput)?,
                 rounding: if autocast::bf16() { Bf16Rounding::ConvAndOutput } else { Bf16Rounding::None },
             };
             return autocast::cast(x)?.contiguous()?.apply_op1_no_bwd(&op);
@@ -182,6 +188,10 @@ impl Conv2d {
             return Ok(None);
         }
         let bf16 = autocast::bf16() && x.dtype() == DType::F32;
+        if bf16 && kernels::dot_bf16::enabled() {
+            // The direct method on `vdpbf16ps` runs instead (`conv_op::Conv2dEvalOp`).
+            return Ok(None);
+        }
         let kept = if bf16 { &self.winograd_bf16 } else { &self.winograd };
         if let Some(u) = kept.get() {
             return Ok(Some(u.clone()));
@@ -192,6 +202,28 @@ impl Conv2d {
         let u = kernels::conv_op::winograd_weights(&self.eval_weight(x)?)?;
         // Two threads racing here compute the same values; either one is kept.
         Ok(Some(kept.get_or_init(|| u).clone()))
+    }
+}
+
+impl Conv2d {
+    /// Under bf16 autocast on `vdpbf16ps`, the weight packed for that kernel as an evaluation
+    /// of `x` runs it: kept for plain tensors (made on first use: half the weight's f32 size),
+    /// packed per call for trainable ones (`None` here).
+    fn kept_dot_weights(&self, x: &Tensor, rounding: Bf16Rounding) -> Result<Option<Arc<DotWeights>>> {
+        if !autocast::bf16() || x.dtype() != DType::F32 || self.weight.is_variable() {
+            return Ok(None);
+        }
+        let g = kernels::conv_op::eval_geometry(x.dims(), self.weight.dims(), self.stride, self.padding, rounding)?;
+        if !g.bf16_dot {
+            return Ok(None);
+        }
+        if let Some(d) = self.dot.get().filter(|d| d.fits(&g)) {
+            return Ok(Some(d.clone()));
+        }
+        let w = self.eval_weight(x)?;
+        let packed = Arc::new(kernels::with_slice::<f32, _>(&w, "conv2d (bf16) weight", |w| DotWeights::new(&g, w))?);
+        // Kept from the first evaluation; one of another image size packs its own per call.
+        Ok(Some(self.dot.get_or_init(|| packed.clone()).clone()).filter(|d| d.fits(&g)).or(Some(packed)))
     }
 }
 
@@ -275,6 +307,40 @@ mod tests {
             assert!(max_diff(&got, &want) < 1e-5, "{k}x{k}");
             assert!(max_diff(&got, &conv.forward_relu_t(&x, true).unwrap()) < 1e-5, "{k}x{k}: training path differs");
         }
+    }
+
+    /// Under bf16 autocast on `vdpbf16ps`, a loaded layer packs its weights for that kernel once
+    /// and keeps them; evaluation gives the same bits as a trainable layer's, which packs per
+    /// call. An input of another size that needs the other orientation packs its own.
+    #[test]
+    fn a_loaded_layer_keeps_its_weights_packed_for_bf16() {
+        if !kernels::dot_bf16::enabled() {
+            eprintln!("no vdpbf16ps path on this CPU: nothing to keep");
+            return;
+        }
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        let init = Init::Randn { mean: 0.0, stdev: 0.1 };
+        let trainable = conv2d(64, 128, 3, 1, 1, None, init, vb.pp("conv")).unwrap();
+        let bn = BatchNorm2d::new(128, vb.pp("bn")).unwrap();
+        let plain: HashMap<String, Tensor> =
+            map.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap())).collect();
+        let loaded =
+            conv2d(64, 128, 3, 1, 1, None, init, VarBuilder::from_tensors(plain, DType::F32, &Device::Cpu).pp("conv"))
+                .unwrap();
+        let _bf16 = autocast::Autocast::new(autocast::Precision::Bf16);
+        for (n, hw) in [(1, 7), (2, 8), (1, 7)] {
+            let x = Tensor::randn(0f32, 1.0, (n, 64, hw, hw), &Device::Cpu).unwrap();
+            let got = loaded.forward_bn(&x, &bn, false, None, true).unwrap();
+            let want = trainable.forward_bn(&x, &bn, false, None, true).unwrap();
+            assert_eq!(max_diff(&got, &want), 0.0, "batch {n}, {hw} x {hw}");
+            let kept = loaded.dot.get().expect("no packed weights kept");
+            let g =
+                kernels::conv_op::eval_geometry(x.dims(), &[128, 64, 3, 3], 1, 1, Bf16Rounding::ConvAndOutput).unwrap();
+            // The first input's packing stays.
+            assert_eq!(kept.fits(&g), hw == 7, "{kept:?} for {hw} x {hw}");
+        }
+        assert!(trainable.dot.get().is_none(), "trainable weights were kept packed");
     }
 
     /// Trainable weights change in place at every optimiser step: evaluation must follow them,

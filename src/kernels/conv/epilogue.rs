@@ -23,7 +23,21 @@ pub enum Bf16Rounding {
     ConvAndOutput,
 }
 
-impl<T: Float> Epilogue<'_, T> {
+impl<'a, T: Float> Epilogue<'a, T> {
+    /// The same epilogue over f32, when `T` is f32.
+    pub(super) fn as_f32(&self) -> Option<Epilogue<'a, f32>> {
+        Some(Epilogue {
+            scale: as_f32(self.scale)?,
+            shift: as_f32(self.shift)?,
+            residual: match self.residual {
+                Some(r) => Some(as_f32(r)?),
+                None => None,
+            },
+            relu: self.relu,
+            rounding: self.rounding,
+        })
+    }
+
     /// Applies to output channels `m0..` of image `b` (`y`: those channels' rows), in one pass
     /// compiled for the CPU's vector ISA (two passes of baseline code were 7 % of a batch-16
     /// evaluation in `perf`).

@@ -19,9 +19,30 @@ const BAND_BYTES: usize = 768 * 1024;
 /// Fewer output pixels than this per band make the matrix products inefficient.
 const MIN_BAND_PIXELS: usize = 256;
 
+mod dot;
 mod epilogue;
+pub use dot::{DotWeights, lanes};
 use epilogue::as_f32;
 pub use epilogue::{Bf16Rounding, Epilogue};
+
+/// A weight in a form a caller keeps between calls (a loaded model does), for [`forward`].
+#[derive(Clone, Copy)]
+pub enum Prepared<'a, T> {
+    /// Only the weight itself: whatever form the product needs is made per call.
+    None,
+    /// Its Winograd transform ([`super::winograd::transform_weights`]), for a convolution that
+    /// [`super::winograd::applies`] to: the products run in Winograd's domain.
+    Winograd(&'a [T]),
+    /// Packed for `vdpbf16ps` ([`DotWeights::new`]): used where `g.bf16_dot` asks for the
+    /// kernel and the packing [`DotWeights::fits`] `g` (packed per call otherwise).
+    Dot(&'a DotWeights),
+}
+
+/// How many tasks [`forward`] splits each image's output channels into: enough for every
+/// thread to have one.
+fn tasks_per_image(g: &ConvGeom) -> usize {
+    rayon::current_num_threads().div_ceil(g.n.max(1))
+}
 
 /// The shapes of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,9 +251,8 @@ fn col2im_add<T: Float>(g: &ConvGeom, cols: &[T], r0: usize, rows: usize, dx: &m
     }
 }
 
-/// The convolution of `x` (`N x C x H x W`) with `w` (`Cout x C x K x K`), then `epilogue`.
-/// With `winograd` (the weight's [`super::winograd::transform_weights`], for a convolution that
-/// [`super::winograd::applies`] to), the products run in Winograd's domain instead.
+/// The convolution of `x` (`N x C x H x W`) with `w` (`Cout x C x K x K`), then `epilogue`,
+/// with the weight's `prepared` form where the caller keeps one.
 ///
 /// Work is split into (image, block of output channels) tasks, each a single-threaded matrix
 /// product: one task per image when the batch covers the threads, otherwise each image's output
@@ -243,7 +263,7 @@ pub fn forward<T: Float>(
     g: &ConvGeom,
     x: &[T],
     w: &[T],
-    winograd: Option<&[T]>,
+    prepared: Prepared<T>,
     epilogue: Option<&Epilogue<T>>,
 ) -> Vec<T> {
     let (p, ckk, img) = (g.pixels(), g.ckk(), g.c_in * g.h * g.w);
@@ -254,7 +274,7 @@ pub fn forward<T: Float>(
     if total == 0 {
         return y;
     }
-    if let Some(u) = winograd {
+    if let Prepared::Winograd(u) = prepared {
         super::winograd::forward(g, x, u, &mut y.spare_capacity_mut()[..total], |b, m0, yc| {
             if let Some(e) = epilogue {
                 e.apply(b, m0, yc, p);
@@ -264,14 +284,29 @@ pub fn forward<T: Float>(
         unsafe { y.set_len(total) };
         return y;
     }
-    let threads = rayon::current_num_threads();
-    let block = g.c_out.div_ceil(threads.div_ceil(g.n)).max(1);
-    let packed = dot_operand(g, MatRef::rows(w, g.c_out, ckk));
+    let block = g.c_out.div_ceil(tasks_per_image(g)).max(1);
+    // The weight packed for `vdpbf16ps`: as kept, or packed now.
+    let packed_now;
+    let dot = match (g.bf16_dot, as_f32(w), prepared) {
+        (true, Some(_), Prepared::Dot(d)) if d.fits(g) => Some(d),
+        (true, Some(w), _) => {
+            packed_now = DotWeights::new(g, w);
+            Some(&packed_now)
+        }
+        _ => None,
+    };
     let task = |b: usize, m0: usize, yb: &mut [MaybeUninit<T>]| {
         let rows_out = yb.len() / p;
         let xb = &x[b * img..][..img];
+        if let (Some(DotWeights::Lanes(wp)), Some(xb), Some(yb)) = (dot, as_f32(xb), f32_uninit(yb)) {
+            let e = epilogue.and_then(Epilogue::as_f32);
+            return dot::forward_lanes(g, xb, wp, b, m0, yb, e.as_ref());
+        }
         let weights = MatRef::rows(&w[m0 * ckk..], rows_out, ckk);
-        let packed = packed.as_ref().map(|w| (w, m0..m0 + rows_out));
+        let packed = match dot {
+            Some(DotWeights::Rows(wp)) => Some((wp, m0..m0 + rows_out)),
+            _ => None,
+        };
         if g.pointwise() {
             product(packed, yb, p, false, weights, MatRef::rows(xb, g.c_in, p), Parallelism::None);
         } else {
@@ -353,17 +388,34 @@ pub fn weight_grad<T: Float>(g: &ConvGeom, x: &[T], dy: &[T]) -> Vec<T> {
 /// The gradient with respect to the input, `N x C x H x W`.
 pub fn input_grad<T: Float>(g: &ConvGeom, w: &[T], dy: &[T]) -> Vec<T> {
     if super::winograd::applies(g)
-        && let Ok(gt) = ConvGeom::new(&[g.n, g.c_out, g.oh, g.ow], &[g.c_in, g.c_out, 3, 3], 1, 1)
+        && let Ok(mut gt) = ConvGeom::new(&[g.n, g.c_out, g.oh, g.ow], &[g.c_in, g.c_out, 3, 3], 1, 1)
     {
         // For a 3x3, stride-1, padding-1 convolution the input gradient is itself one: of dY
         // with the weights turned half a circle and their input and output channels swapped.
         // So Winograd's method computes it too.
         let wt = turned_and_swapped(w, g.c_out, g.c_in);
+        if g.bf16_dot {
+            // On `vdpbf16ps` the direct method: twice f32's rate about matches Winograd's 2.25x
+            // fewer multiplications, the output channels along the lanes beat it on 14 x 14 and
+            // 7 x 7 maps (`bench conv_layers` under bf16), and autocast's numbers are exact
+            // products summed in f32, without the transforms' roundings.
+            gt.bf16_dot = true;
+            return forward(&gt, dy, &wt, Prepared::None, None);
+        }
         let u = super::winograd::transform_weights(g.c_in, g.c_out, &wt);
-        return forward(&gt, dy, &wt, Some(&u), None);
+        return forward(&gt, dy, &wt, Prepared::Winograd(&u), None);
     }
     let (p, ckk, img) = (g.pixels(), g.ckk(), g.c_in * g.h * g.w);
     let mut dx = vec![T::zero(); g.n * img];
+    if let (true, Some(w32), Some(dy32), Some(dx32)) =
+        (dot::input_grad_lanes(g), as_f32(w), as_f32(dy), f32_slice_mut(&mut dx))
+    {
+        let wp = super::dot_bf16::PackedRhs::new(MatRef::rows(w32, g.c_out, ckk));
+        dx32.par_chunks_mut(img)
+            .enumerate()
+            .for_each(|(b, dxb)| dot::input_grad_image(g, &wp, &dy32[b * g.c_out * p..][..g.c_out * p], dxb));
+        return dx;
+    }
     let weights_t = MatRef::transposed(w, ckk, g.c_out);
     let packed = dot_operand(g, weights_t);
     let packed = packed.as_ref().map(|w| (w, 0..ckk));
@@ -431,6 +483,20 @@ fn f32_view<T: Float>(m: MatRef<T>) -> Option<MatRef<f32>> {
     Some(MatRef { data: as_f32(m.data)?, rows: m.rows, cols: m.cols, rs: m.rs, cs: m.cs })
 }
 
+/// `v` as f32 slots, when `T` is f32.
+fn f32_uninit<T: Float>(v: &mut [MaybeUninit<T>]) -> Option<&mut [MaybeUninit<f32>]> {
+    (T::DTYPE == candle_core::DType::F32)
+        // SAFETY: `T` is f32 (its dtype says so), so the two slices have the same layout.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut MaybeUninit<f32>, v.len()) })
+}
+
+/// `v` as f32, when `T` is f32.
+fn f32_slice_mut<T: Float>(v: &mut [T]) -> Option<&mut [f32]> {
+    (T::DTYPE == candle_core::DType::F32)
+        // SAFETY: `T` is f32 (its dtype says so), so the two slices have the same layout.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len()) })
+}
+
 /// Initialised values viewed as possibly uninitialised ones (sound: only valid values are
 /// written through the view).
 fn uninit<T>(v: &mut [T]) -> &mut [MaybeUninit<T>] {
@@ -453,153 +519,4 @@ fn turned_and_swapped<T: Float>(w: &[T], c_out: usize, c_in: usize) -> Vec<T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The definition, one output at a time, in f64.
-    fn naive(g: &ConvGeom, x: &[f64], w: &[f64]) -> Vec<f64> {
-        let mut y = vec![0.0; g.n * g.c_out * g.oh * g.ow];
-        for b in 0..g.n {
-            for o in 0..g.c_out {
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        let mut acc = 0.0;
-                        for c in 0..g.c_in {
-                            for ki in 0..g.k {
-                                for kj in 0..g.k {
-                                    let iy = (oy * g.stride + ki) as isize - g.pad as isize;
-                                    let ix = (ox * g.stride + kj) as isize - g.pad as isize;
-                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                        continue;
-                                    }
-                                    let xi = ((b * g.c_in + c) * g.h + iy as usize) * g.w + ix as usize;
-                                    acc += x[xi] * w[((o * g.c_in + c) * g.k + ki) * g.k + kj];
-                                }
-                            }
-                        }
-                        y[((b * g.c_out + o) * g.oh + oy) * g.ow + ox] = acc;
-                    }
-                }
-            }
-        }
-        y
-    }
-
-    fn data(len: usize, seed: usize) -> Vec<f64> {
-        (0..len).map(|i| (((i * 7919 + seed * 104729) % 2003) as f64 / 1001.0) - 1.0).collect()
-    }
-
-    fn dot(a: &[f64], b: &[f64]) -> f64 {
-        a.iter().zip(b).map(|(a, b)| a * b).sum()
-    }
-
-    /// n, c_in, h, w, c_out, k, stride, pad
-    type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
-    const CASES: [Case; 8] = [
-        (2, 3, 9, 11, 4, 3, 1, 1),
-        (3, 2, 10, 9, 5, 3, 2, 1),
-        (1, 3, 15, 13, 2, 7, 2, 3),
-        (2, 6, 5, 5, 7, 1, 1, 0),
-        (2, 4, 7, 8, 3, 1, 2, 0),
-        (1, 2, 12, 12, 3, 11, 4, 2),
-        // Batch 1 on maps of several bands (13 and 4), output channels split between threads.
-        (1, 64, 64, 64, 2, 3, 1, 1),
-        (1, 256, 48, 48, 3, 1, 1, 0),
-    ];
-
-    #[test]
-    fn forward_matches_the_definition() {
-        for &(n, c, h, w, o, k, s, p) in &CASES {
-            let g = ConvGeom::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
-            let (x, wt) = (data(n * c * h * w, 1), data(o * c * k * k, 2));
-            let got = forward(&g, &x, &wt, None, None);
-            let want = naive(&g, &x, &wt);
-            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            assert!(err < 1e-12, "{g:?}: max error {err}");
-        }
-    }
-
-    /// The gradients are the adjoints of the forward map: <dY, conv(X, W)> is linear in X and in
-    /// W, so <dW, W'> and <dX, X'> must equal <dY, conv(X, W')> and <dY, conv(X', W)>.
-    #[test]
-    fn gradients_are_the_adjoints_of_the_forward_pass() {
-        for &(n, c, h, w, o, k, s, p) in &CASES {
-            let g = ConvGeom::new(&[n, c, h, w], &[o, c, k, k], s, p).unwrap();
-            let (x, wt) = (data(n * c * h * w, 3), data(o * c * k * k, 4));
-            let dy = data(n * o * g.oh * g.ow, 5);
-            let (x2, w2) = (data(x.len(), 6), data(wt.len(), 7));
-            let dw = weight_grad(&g, &x, &dy);
-            let dx = input_grad(&g, &wt, &dy);
-            let lhs_w = dot(&dw, &w2);
-            let rhs_w = dot(&dy, &naive(&g, &x, &w2));
-            assert!((lhs_w - rhs_w).abs() < 1e-9 * rhs_w.abs().max(1.0), "{g:?}: dW {lhs_w} vs {rhs_w}");
-            let lhs_x = dot(&dx, &x2);
-            let rhs_x = dot(&dy, &naive(&g, &x2, &wt));
-            assert!((lhs_x - rhs_x).abs() < 1e-9 * rhs_x.abs().max(1.0), "{g:?}: dX {lhs_x} vs {rhs_x}");
-        }
-    }
-
-    /// F(2x2, 3x3) against the definition: odd and even maps (a last tile row or column half
-    /// outside), batch 1 with its output channels split between threads, and a map of several
-    /// bands of tiles.
-    #[test]
-    fn winograd_matches_the_definition() {
-        for (n, c, h, w, o) in [(2, 3, 9, 11, 4), (1, 5, 7, 7, 6), (3, 2, 1, 1, 3), (1, 2, 2, 5, 1), (2, 64, 70, 66, 5)]
-        {
-            let g = ConvGeom::new(&[n, c, h, w], &[o, c, 3, 3], 1, 1).unwrap();
-            let (x, wt) = (data(n * c * h * w, 11), data(o * c * 9, 12));
-            let u = super::super::winograd::transform_weights(o, c, &wt);
-            let got = forward(&g, &x, &wt, Some(&u), None);
-            let want = naive(&g, &x, &wt);
-            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            assert!(err < 1e-12, "{g:?}: max error {err}");
-        }
-    }
-
-    /// In f32 the transforms' extra additions cost a little accuracy; this bounds it at twice the
-    /// direct method's error against the exact (f64) result, on a layer of ResNet-50's last stage.
-    #[test]
-    fn winograd_in_f32_is_about_as_accurate_as_the_direct_method() {
-        let (c, h, o) = (512, 7, 16);
-        let g = ConvGeom::new(&[1, c, h, h], &[o, c, 3, 3], 1, 1).unwrap();
-        let (x, wt) = (data(c * h * h, 13), data(o * c * 9, 14));
-        let exact = naive(&g, &x, &wt);
-        let (x32, w32): (Vec<f32>, Vec<f32>) =
-            (x.iter().map(|&v| v as f32).collect(), wt.iter().map(|&v| v as f32).collect());
-        let u = super::super::winograd::transform_weights(o, c, &w32);
-        let err = |y: Vec<f32>| y.iter().zip(&exact).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
-        let direct = err(forward(&g, &x32, &w32, None, None));
-        let winograd = err(forward(&g, &x32, &w32, Some(&u), None));
-        let scale = exact.iter().fold(0.0, |m: f64, v| m.max(v.abs()));
-        assert!(winograd < 2.0 * direct.max(1e-7 * scale), "winograd {winograd:e}, direct {direct:e}, scale {scale}");
-    }
-
-    #[test]
-    fn epilogue_applies_scale_shift_residual_and_relu() {
-        // Batch 1 splits the output channels between threads (3 = 2 + 1 here), batch 2 does not;
-        // the 40 x 40 map takes five bands.
-        for (n, c, h) in [(1, 2, 4), (2, 2, 4), (1, 64, 40)] {
-            let g = ConvGeom::new(&[n, c, h, h], &[3, c, 3, 3], 1, 1).unwrap();
-            let p = h * h;
-            let (x, wt) = (data(n * c * p, 8), data(27 * c, 9));
-            let r = data(n * 3 * p, 10);
-            let (scale, shift) = ([2.0, -1.0, 0.5], [0.1, 0.2, -0.3]);
-            let e =
-                Epilogue { scale: &scale, shift: &shift, residual: Some(&r), relu: true, rounding: Bf16Rounding::None };
-            let got = forward(&g, &x, &wt, None, Some(&e));
-            let plain = naive(&g, &x, &wt);
-            for (i, (got, y)) in got.iter().zip(&plain).enumerate() {
-                let c = (i / p) % 3;
-                assert!((got - (y * scale[c] + shift[c] + r[i]).max(0.0)).abs() < 1e-12, "n {n}, output {i}");
-            }
-        }
-    }
-
-    #[test]
-    fn bad_shapes_are_named() {
-        let e = ConvGeom::new(&[1, 3, 8, 8], &[4, 2, 3, 3], 1, 1).unwrap_err().to_string();
-        assert!(e.contains("does not fit"), "{e}");
-        let e = ConvGeom::new(&[1, 3, 2, 2], &[4, 3, 7, 7], 1, 1).unwrap_err().to_string();
-        assert!(e.contains("smaller than the 7x7 kernel"), "{e}");
-    }
-}
+mod tests;

@@ -106,9 +106,16 @@ pub struct PackedLhs {
 impl PackedLhs {
     /// `a`'s values must be bf16 values (see [`pair`]).
     pub(crate) fn new(a: MatRef<f32>) -> Self {
+        Self::new_in(a, Vec::new())
+    }
+
+    /// [`Self::new`] in `pairs`' memory (a buffer kept from an earlier operand, see
+    /// [`Self::into_pairs`]).
+    pub(crate) fn new_in(a: MatRef<f32>, mut pairs: Vec<u32>) -> Self {
         let (m, k) = (a.rows, a.cols);
         let k2 = k.div_ceil(2);
-        let mut pairs = vec![0u32; k2 * m];
+        pairs.clear();
+        pairs.resize(k2 * m, 0);
         let at = |r: usize, c: usize| if c < k { a.data[r * a.rs + c * a.cs] } else { 0.0 };
         super::isa::with_isa(
             #[inline(always)]
@@ -141,7 +148,64 @@ impl PackedLhs {
         );
         Self { pairs, m, k }
     }
+
+    /// The buffer, for the next [`Self::new_in`].
+    pub(crate) fn into_pairs(self) -> Vec<u32> {
+        self.pairs
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    /// Columns: the inner dimension of a product.
+    pub fn inner(&self) -> usize {
+        self.k
+    }
 }
+
+/// A right operand (`k x n`) packed once as all its panels, `[n / NR][k / 2][NR]` pairs: a
+/// model's weights in evaluation, for [`matmul_lanes_into`], where the output channels run
+/// along the vector lanes.
+pub struct PackedRhs {
+    pairs: Vec<u32>,
+    k: usize,
+    n: usize,
+}
+
+impl PackedRhs {
+    /// `b`'s values must be bf16 values (see [`pair`]).
+    pub(crate) fn new(b: MatRef<f32>) -> Self {
+        let (k2, panels) = (b.rows.div_ceil(2), b.cols.div_ceil(NR));
+        let mut pairs = Vec::with_capacity(panels * k2 * NR);
+        let mut panel = Vec::new();
+        for pi in 0..panels {
+            pack_panel(&b, pi * NR, NR.min(b.cols - pi * NR), &mut panel);
+            pairs.extend_from_slice(&panel);
+        }
+        Self { pairs, k: b.rows, n: b.cols }
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.n
+    }
+
+    /// Rows: the inner dimension of a product.
+    pub fn inner(&self) -> usize {
+        self.k
+    }
+
+    fn panel(&self, pi: usize) -> &[u32] {
+        let len = self.k.div_ceil(2) * NR;
+        &self.pairs[pi * len..][..len]
+    }
+}
+
+/// Columns per packed panel of a [`PackedRhs`]: a column range handed to [`matmul_lanes_into`]
+/// starts on a multiple of it.
+pub const PANEL_COLS: usize = NR;
 
 /// Columns `j0..j0 + cols` of `b` (`k x n`, bf16 values) as the kernel reads them:
 /// `[k / 2][NR]` pairs, zero beyond `cols` and beyond `k`.
@@ -228,6 +292,7 @@ pub(crate) fn matmul_into(
                     ldc: dst_rs,
                     cols,
                     accumulate,
+                    transposed: false,
                 };
                 block.run(MR.min(m - r0), vector);
             }
@@ -241,8 +306,52 @@ pub(crate) fn matmul_into(
     }
 }
 
+/// `dst = lhs x rhs[.., cols]`, stored transposed: element `(i, j)` of the product goes to
+/// `dst[(j - cols.start) * ld + i]`. With `lhs` a convolution's pixels (the rows of a
+/// transposed column buffer) and `rhs` its weights (output channels as columns), that is the
+/// output in its own channels-by-pixels layout, computed with the output channels along the
+/// vector lanes: a 7 x 7 or 14 x 14 map leaves a quarter of the lanes of its last pixel panel
+/// idle in [`matmul_into`]'s orientation, where the channels (multiples of 64 in our models) fill
+/// every panel. `cols.start` is a multiple of [`PANEL_COLS`]; every element of the view is
+/// written.
+pub(crate) fn matmul_lanes_into(
+    dst: &mut [MaybeUninit<f32>],
+    ld: usize,
+    lhs: &PackedLhs,
+    rhs: &PackedRhs,
+    cols: std::ops::Range<usize>,
+) {
+    let (m, n) = (lhs.m, cols.len());
+    assert_eq!(lhs.k, rhs.k, "bf16 matmul: inner dimensions differ");
+    assert!(cols.start.is_multiple_of(NR) && cols.end <= rhs.n, "bf16 matmul: columns {cols:?} of {}", rhs.n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((n - 1) * ld + m <= dst.len() && m <= ld, "bf16 matmul: destination out of bounds");
+    let out = dst.as_mut_ptr() as *mut f32;
+    let vector = vector_kernel();
+    for j0 in cols.clone().step_by(NR) {
+        for r0 in (0..m).step_by(MR) {
+            let block = Block {
+                a: &lhs.pairs,
+                lda: lhs.m,
+                row: r0,
+                b: rhs.panel(j0 / NR),
+                // SAFETY: in bounds of `dst` (asserted above).
+                c: unsafe { out.add((j0 - cols.start) * ld + r0) },
+                ldc: ld,
+                cols: NR.min(cols.end - j0),
+                accumulate: false,
+                transposed: true,
+            };
+            block.run(MR.min(m - r0), vector);
+        }
+    }
+}
+
 /// One call of the kernel: up to [`MR`] rows from `row` of the packed left operand, against one
-/// packed panel, into `c`.
+/// packed panel, into `c` (row `r`, column `j` at `c[r * ldc + j]`, or with `transposed` at
+/// `c[j * ldc + r]`).
 struct Block<'a> {
     a: &'a [u32],
     lda: usize,
@@ -252,6 +361,7 @@ struct Block<'a> {
     ldc: usize,
     cols: usize,
     accumulate: bool,
+    transposed: bool,
 }
 
 /// Whether the CPU runs the vector kernel (else the portable one runs: the tests' case).
@@ -307,7 +417,7 @@ impl Block<'_> {
                 }
                 // SAFETY: within the block's rows and columns (see `Block`).
                 unsafe {
-                    let d = self.c.add(r * self.ldc + c);
+                    let d = if self.transposed { self.c.add(c * self.ldc + r) } else { self.c.add(r * self.ldc + c) };
                     *d = if self.accumulate { *d + acc } else { acc };
                 }
             }
@@ -340,6 +450,22 @@ mod x86 {
                         acc[v] = _mm512_dpbf16_ps(acc[v], av, bv[v]);
                     }
                 }
+            }
+            if blk.transposed {
+                // Through a tile on the stack: each output column's rows are adjacent in `c`.
+                let mut tile = [[0f32; NR]; R];
+                for (row, acc) in tile.iter_mut().zip(&acc) {
+                    for (v, &acc) in acc.iter().enumerate() {
+                        _mm512_storeu_ps(row.as_mut_ptr().add(16 * v), acc);
+                    }
+                }
+                for j in 0..blk.cols {
+                    let d = blk.c.add(j * blk.ldc);
+                    for (r, row) in tile.iter().enumerate() {
+                        *d.add(r) = if blk.accumulate { *d.add(r) + row[j] } else { row[j] };
+                    }
+                }
+                return;
             }
             for (r, acc) in acc.iter().enumerate() {
                 for (v, &acc) in acc.iter().enumerate() {

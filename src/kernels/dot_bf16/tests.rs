@@ -63,6 +63,36 @@ fn products_match_exact_arithmetic_at_every_edge() {
 }
 
 #[test]
+fn products_with_lanes_along_the_columns_land_transposed() {
+    // Pixel counts of 1, 7 x 7 and 14 x 14 maps and ragged ones; column ranges starting on a
+    // panel, the last one ragged.
+    for (m, n, k, cols) in [(1, 64, 3, 0..64), (49, 128, 37, 64..128), (196, 130, 64, 0..130), (13, 200, 2, 128..200)] {
+        let a_data = bf16_values(k * m, 6);
+        // The pixels' columns: the transpose of a `k x m` column buffer.
+        let a = MatRef::transposed(&a_data, m, k);
+        let b_data = bf16_values(n * k, 7);
+        // The weights: the transpose of an `n x k` weight matrix.
+        let b = MatRef::transposed(&b_data, k, n);
+        let ld = m + 3;
+        let mut dst = vec![MaybeUninit::new(f32::NAN); cols.len() * ld];
+        matmul_lanes_into(&mut dst, ld, &PackedLhs::new(a), &PackedRhs::new(b), cols.clone());
+        for (j, c) in cols.clone().enumerate() {
+            for r in 0..ld {
+                // SAFETY: every element was initialised above.
+                let got = unsafe { dst[j * ld + r].assume_init() };
+                if r >= m {
+                    assert!(got.is_nan(), "[{j}][{r}] beyond the product was written");
+                    continue;
+                }
+                let (want, scale) = reference(&a, &b, r, c);
+                let tol = 4.0 * f32::EPSILON as f64 * scale + 1e-30;
+                assert!((got as f64 - want).abs() <= tol, "{m}x{k} by {k}x{n}, {cols:?}: [{c}][{r}] {got} vs {want}");
+            }
+        }
+    }
+}
+
+#[test]
 fn the_vector_kernel_gives_the_portable_kernels_sums() {
     // Where the CPU has AVX512-BF16 the vector kernel runs above; here both run on one block.
     let (k, cols) = (37, 50);
@@ -81,6 +111,7 @@ fn the_vector_kernel_gives_the_portable_kernels_sums() {
         ldc: NR,
         cols,
         accumulate: false,
+        transposed: false,
     };
     block(&mut vector).run(MR, vector_kernel());
     block(&mut portable).portable(MR, k.div_ceil(2));
@@ -105,18 +136,31 @@ fn a_mismatched_inner_dimension_is_refused() {
 fn convolutions_on_the_dot_kernel_give_the_f32_kernels_results() {
     // Forward, weight and input gradients of 3x3 (strides 1 and 2, with band edges), 1x1 and
     // 7x7/2 convolutions, on bf16 values: the two paths may differ only by f32 summation order.
-    use crate::kernels::conv::{ConvGeom, forward, input_grad, weight_grad};
-    for (c_in, hw, c_out, k, stride, pad) in
-        [(19, 23, 13, 3, 1, 1), (16, 17, 70, 3, 2, 1), (33, 9, 66, 1, 1, 0), (3, 29, 8, 7, 2, 3)]
-    {
-        let n = 3;
+    // The last four put the output (or, backward, the input) channels along the lanes: 7 x 7
+    // maps, 64 channels per task; at batch 1 the two threads take 64 channels each.
+    use crate::kernels::conv::{ConvGeom, Prepared, forward, input_grad, lanes, weight_grad};
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for (n, c_in, hw, c_out, k, stride, pad, along_channels) in [
+        (3, 19, 23, 13, 3, 1, 1, false),
+        (3, 16, 17, 70, 3, 2, 1, false),
+        (3, 33, 9, 66, 1, 1, 0, false),
+        (3, 3, 29, 8, 7, 2, 3, false),
+        (3, 64, 7, 128, 1, 1, 0, true),
+        (2, 64, 14, 64, 3, 2, 1, true),
+        (2, 128, 7, 64, 3, 1, 1, true),
+        (1, 64, 7, 128, 1, 1, 0, true),
+    ] {
         let x = bf16_values(n * c_in * hw * hw, 11);
         let w = bf16_values(c_out * c_in * k * k, 12);
         let mut g = ConvGeom::new(&[n, c_in, hw, hw], &[c_out, c_in, k, k], stride, pad).unwrap();
         let dy = bf16_values(n * c_out * g.oh * g.ow, 13);
-        let f32_path = (forward(&g, &x, &w, None, None), weight_grad(&g, &x, &dy), input_grad(&g, &w, &dy));
+        let paths = |g: &ConvGeom| {
+            pool.install(|| (forward(g, &x, &w, Prepared::None, None), weight_grad(g, &x, &dy), input_grad(g, &w, &dy)))
+        };
+        let f32_path = paths(&g);
         g.bf16_dot = true;
-        let dot_path = (forward(&g, &x, &w, None, None), weight_grad(&g, &x, &dy), input_grad(&g, &w, &dy));
+        assert_eq!(pool.install(|| lanes(&g)), along_channels, "{g:?}");
+        let dot_path = paths(&g);
         for (what, a, b) in [
             ("forward", &f32_path.0, &dot_path.0),
             ("weight grad", &f32_path.1, &dot_path.1),
@@ -124,7 +168,7 @@ fn convolutions_on_the_dot_kernel_give_the_f32_kernels_results() {
         ] {
             let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
             let diff = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(diff <= 1e-5 * scale, "{k}x{k}/{stride} {c_in}->{c_out}: {what} differs by {diff:e} of {scale:e}");
+            assert!(diff <= 1e-5 * scale, "{g:?}: {what} differs by {diff:e} of {scale:e}");
         }
     }
 }
