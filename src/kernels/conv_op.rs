@@ -191,6 +191,8 @@ pub fn eval_geometry(
 ) -> Result<ConvGeom> {
     let mut g = ConvGeom::new(x, w, stride, pad)?;
     g.bf16_dot = rounding != super::conv::Bf16Rounding::None && super::dot_bf16::enabled();
+    // The input is rounded while it is packed (see `model::conv::Conv2d::eval_input`).
+    g.bf16_round = g.bf16_dot;
     Ok(g)
 }
 

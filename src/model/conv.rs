@@ -84,7 +84,7 @@ impl Conv2d {
             dot: self.kept_dot_weights(x, Bf16Rounding::Output)?,
             rounding: if autocast::bf16() { Bf16Rounding::Output } else { Bf16Rounding::None },
         };
-        autocast::cast(x)?.contiguous()?.apply_op1_no_bwd(&op)
+        self.eval_input(x, op.rounding)?.apply_op1_no_bwd(&op)
     }
 
     /// `relu?(bn(conv(x)) + residual?)`.
@@ -115,7 +115,7 @@ impl Conv2d {
                 dot: self.kept_dot_weights(x, Bf16Rounding::ConvAndOutput)?,
                 rounding: if autocast::bf16() { Bf16Rounding::ConvAndOutput } else { Bf16Rounding::None },
             };
-            return autocast::cast(x)?.contiguous()?.apply_op1_no_bwd(&op);
+            return self.eval_input(x, op.rounding)?.apply_op1_no_bwd(&op);
         }
         // The fused training ops round as autocast does (see `BatchNormTrainOp::bf16`).
         if train && kernels::applies_in_training(x) {
@@ -206,6 +206,15 @@ impl Conv2d {
 }
 
 impl Conv2d {
+    /// The input of an evaluation op that rounds as `rounding` says: under bf16 autocast rounded
+    /// to bf16, except where the op's products run on `vdpbf16ps`, whose packing rounds every
+    /// value it reads (checking that a tensor is rounded already was a pass over every
+    /// activation, 2.5 % of a bf16 evaluation in `perf`).
+    fn eval_input(&self, x: &Tensor, rounding: Bf16Rounding) -> Result<Tensor> {
+        let g = kernels::conv_op::eval_geometry(x.dims(), self.weight.dims(), self.stride, self.padding, rounding)?;
+        if g.bf16_dot { x.contiguous() } else { autocast::cast(x)?.contiguous() }
+    }
+
     /// Under bf16 autocast on `vdpbf16ps`, the weight packed for that kernel as an evaluation
     /// of `x` runs it: kept for plain tensors (made on first use: half the weight's f32 size),
     /// packed per call for trainable ones (`None` here).

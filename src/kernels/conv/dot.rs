@@ -82,7 +82,7 @@ pub(super) fn forward_lanes(
     PIXELS.with(|buf| {
         let mut buf = buf.borrow_mut();
         let mut product = |cols: &[f32], pixels: usize, dst: &mut [MaybeUninit<f32>]| {
-            let a = PackedLhs::new_in(MatRef::transposed(cols, pixels, ckk), std::mem::take(&mut *buf));
+            let a = PackedLhs::new_in(MatRef::transposed(cols, pixels, ckk), std::mem::take(&mut *buf), g.bf16_round);
             dot_bf16::matmul_lanes_into(dst, p, &a, w, channels.clone());
             *buf = a.into_pairs();
         };
@@ -124,7 +124,7 @@ pub(super) fn input_grad_image(g: &ConvGeom, w: &PackedRhs, dyb: &[f32], dxb: &m
     PIXELS.with(|buf| {
         let mut buf = buf.borrow_mut();
         let mut product = |dy: MatRef<f32>, dst: &mut [f32], ld: usize| {
-            let a = PackedLhs::new_in(dy, std::mem::take(&mut *buf));
+            let a = PackedLhs::new_in(dy, std::mem::take(&mut *buf), false);
             dot_bf16::matmul_lanes_into(super::uninit(dst), ld, &a, w, 0..ckk);
             *buf = a.into_pairs();
         };

@@ -78,28 +78,44 @@ impl<'a, T: Float> Epilogue<'a, T> {
             return;
         };
         let residual = residual.and_then(as_f32);
-        let relu = self.relu;
         let round_conv = self.rounding == Bf16Rounding::ConvAndOutput;
-        let r32 = crate::kernels::bf16::round;
+        // The choices made once per call, so that each loop is one straight vectorised body
+        // (with them tested per element the loop was 9 % of a bf16 evaluation in `perf`).
+        let (scale, shift) = (&scale[m0..], &shift[m0..]);
         crate::kernels::isa::with_isa(
             #[inline(always)]
-            || {
-                for (i, row) in y.chunks_exact_mut(pixels).enumerate() {
-                    let c = m0 + i;
-                    let (a, s) = (scale[c], shift[c]);
-                    let act = |v: f32| if relu { v.max(0.0) } else { v };
-                    let affine = |v: f32| r32((if round_conv { r32(v) } else { v }) * a + s);
-                    match residual {
-                        Some(r) => {
-                            for (v, r) in row.iter_mut().zip(&r[i * pixels..][..pixels]) {
-                                *v = act(r32(affine(*v) + *r));
-                            }
-                        }
-                        None => row.iter_mut().for_each(|v| *v = act(affine(*v))),
-                    }
-                }
+            || match (self.relu, round_conv) {
+                (true, true) => rows_bf16::<true, true>(y, residual, scale, shift, pixels),
+                (true, false) => rows_bf16::<true, false>(y, residual, scale, shift, pixels),
+                (false, true) => rows_bf16::<false, true>(y, residual, scale, shift, pixels),
+                (false, false) => rows_bf16::<false, false>(y, residual, scale, shift, pixels),
             },
         )
+    }
+}
+
+/// The rows of `y` (one per channel, `pixels` long): `relu?(round(round(round?(v) * scale +
+/// shift) + residual?))`.
+#[inline(always)]
+fn rows_bf16<const RELU: bool, const ROUND_CONV: bool>(
+    y: &mut [f32],
+    residual: Option<&[f32]>,
+    scale: &[f32],
+    shift: &[f32],
+    pixels: usize,
+) {
+    let r32 = crate::kernels::bf16::round;
+    let act = |v: f32| if RELU { v.max(0.0) } else { v };
+    for (i, ((row, &a), &s)) in y.chunks_exact_mut(pixels).zip(scale).zip(shift).enumerate() {
+        let affine = |v: f32| r32((if ROUND_CONV { r32(v) } else { v }) * a + s);
+        match residual {
+            Some(r) => {
+                for (v, r) in row.iter_mut().zip(&r[i * pixels..][..pixels]) {
+                    *v = act(r32(affine(*v) + *r));
+                }
+            }
+            None => row.iter_mut().for_each(|v| *v = act(affine(*v))),
+        }
     }
 }
 

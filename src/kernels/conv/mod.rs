@@ -60,6 +60,10 @@ pub struct ConvGeom {
     /// bf16 autocast's products on `vdpbf16ps` ([`super::dot_bf16`]): set by the bf16 op where
     /// [`super::dot_bf16::enabled`], for f32 operands holding bf16 values.
     pub bf16_dot: bool,
+    /// With `bf16_dot`: the operands may not be bf16 values yet (evaluation's activations), so
+    /// the kernel's packing rounds them; without, they are (training's) and it takes their top
+    /// bits.
+    pub bf16_round: bool,
 }
 
 impl ConvGeom {
@@ -75,7 +79,7 @@ impl ConvGeom {
             candle_core::bail!("conv2d: input {h}x{wd} with padding {pad} is smaller than the {k}x{k} kernel");
         }
         let (oh, ow) = ((h + 2 * pad - k) / stride + 1, (wd + 2 * pad - k) / stride + 1);
-        Ok(Self { n, c_in, h, w: wd, c_out, k, stride, pad, oh, ow, bf16_dot: false })
+        Ok(Self { n, c_in, h, w: wd, c_out, k, stride, pad, oh, ow, bf16_dot: false, bf16_round: false })
     }
 
     fn pointwise(&self) -> bool {
@@ -304,7 +308,7 @@ pub fn forward<T: Float>(
         }
         let weights = MatRef::rows(&w[m0 * ckk..], rows_out, ckk);
         let packed = match dot {
-            Some(DotWeights::Rows(wp)) => Some((wp, m0..m0 + rows_out)),
+            Some(DotWeights::Rows(wp)) => Some((wp, m0..m0 + rows_out, g.bf16_round)),
             _ => None,
         };
         if g.pointwise() {
@@ -418,7 +422,7 @@ pub fn input_grad<T: Float>(g: &ConvGeom, w: &[T], dy: &[T]) -> Vec<T> {
     }
     let weights_t = MatRef::transposed(w, ckk, g.c_out);
     let packed = dot_operand(g, weights_t);
-    let packed = packed.as_ref().map(|w| (w, 0..ckk));
+    let packed = packed.as_ref().map(|w| (w, 0..ckk, false));
     per_image(&mut dx, g.n, |b, dxb, par| {
         let dyb = &dy[b * g.c_out * p..][..g.c_out * p];
         if g.pointwise() {
@@ -444,9 +448,10 @@ fn dot_operand<T: Float>(g: &ConvGeom, lhs: MatRef<T>) -> Option<PackedLhs> {
 }
 
 /// `dst = [dst +] lhs x rhs` (row stride `dst_rs`): on `vdpbf16ps` when `packed` holds `lhs`'s
-/// rows (from [`dot_operand`]), by `gemm` otherwise.
+/// rows (from [`dot_operand`]; with its flag, `rhs` is rounded to bf16 as it is packed, see
+/// [`ConvGeom::bf16_round`]), by `gemm` otherwise.
 fn product<T: Float>(
-    packed: Option<(&PackedLhs, std::ops::Range<usize>)>,
+    packed: Option<(&PackedLhs, std::ops::Range<usize>, bool)>,
     dst: &mut [MaybeUninit<T>],
     dst_rs: usize,
     accumulate: bool,
@@ -454,11 +459,11 @@ fn product<T: Float>(
     rhs: MatRef<T>,
     par: Parallelism,
 ) {
-    if let (Some((packed, rows)), Some(rhs)) = (packed, f32_view(rhs)) {
+    if let (Some((packed, rows, round)), Some(rhs)) = (packed, f32_view(rhs)) {
         // SAFETY: `f32_view` succeeded, so `T` is f32 and the two slices have the same layout.
         let dst = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut MaybeUninit<f32>, dst.len()) };
         let parallel = !matches!(par, Parallelism::None);
-        return super::dot_bf16::matmul_into(dst, dst_rs, accumulate, packed, rows, rhs, parallel);
+        return super::dot_bf16::matmul_into(dst, dst_rs, accumulate, packed, rows, rhs, parallel, round);
     }
     matmul_into(dst, dst_rs, accumulate, lhs, rhs, par)
 }
@@ -475,7 +480,7 @@ fn grad_product<T: Float>(
 ) {
     let cols_t = MatRef { data: cols.data, rows: cols.cols, cols: cols.rows, rs: cols.cs, cs: cols.rs };
     let packed = dot_operand(g, dy);
-    product(packed.as_ref().map(|d| (d, 0..dy.rows)), uninit(acc), acc_rs, true, dy, cols_t, par)
+    product(packed.as_ref().map(|d| (d, 0..dy.rows, false)), uninit(acc), acc_rs, true, dy, cols_t, par)
 }
 
 /// `m` as an f32 view, when `T` is f32.

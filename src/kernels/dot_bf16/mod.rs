@@ -31,12 +31,15 @@ const NV: usize = 4;
 const NR: usize = 16 * NV;
 
 /// Two consecutive `k` values of one row or column, as the instruction reads them: the first
-/// in the low half. The operands hold bf16 values already (bf16 autocast rounds them), so their
-/// bf16 bits are their top 16 bits: two shifts and a mask, which vectorise, where rounding here
-/// made packing a fifth of a training step.
+/// in the low half. With `ROUND` each is rounded to bf16 (nearest, ties to even), for operands
+/// that may not be bf16 values yet (evaluation's activations: rounding here saves a pass that
+/// checked them). Without, the operands are bf16 values already (training's, which autocast
+/// rounded), so their bf16 bits are their top 16 bits: two shifts and a mask, where rounding
+/// made a training step 10 % slower. Both vectorise.
 #[inline(always)]
-fn pair(lo: f32, hi: f32) -> u32 {
-    lo.to_bits() >> 16 | hi.to_bits() & 0xffff_0000
+fn pair<const ROUND: bool>(lo: f32, hi: f32) -> u32 {
+    let bits = |v: f32| if ROUND { super::bf16::round_bits(v.to_bits()) } else { v.to_bits() };
+    bits(lo) >> 16 | bits(hi) & 0xffff_0000
 }
 
 /// 0: not decided; 1: off; 2: on.
@@ -106,12 +109,16 @@ pub struct PackedLhs {
 impl PackedLhs {
     /// `a`'s values must be bf16 values (see [`pair`]).
     pub(crate) fn new(a: MatRef<f32>) -> Self {
-        Self::new_in(a, Vec::new())
+        Self::new_in(a, Vec::new(), false)
     }
 
     /// [`Self::new`] in `pairs`' memory (a buffer kept from an earlier operand, see
-    /// [`Self::into_pairs`]).
-    pub(crate) fn new_in(a: MatRef<f32>, mut pairs: Vec<u32>) -> Self {
+    /// [`Self::into_pairs`]); with `round`, `a`'s values are rounded to bf16 (see [`pair`]).
+    pub(crate) fn new_in(a: MatRef<f32>, pairs: Vec<u32>, round: bool) -> Self {
+        if round { Self::packed::<true>(a, pairs) } else { Self::packed::<false>(a, pairs) }
+    }
+
+    fn packed<const ROUND: bool>(a: MatRef<f32>, mut pairs: Vec<u32>) -> Self {
         let (m, k) = (a.rows, a.cols);
         let k2 = k.div_ceil(2);
         pairs.clear();
@@ -125,11 +132,11 @@ impl PackedLhs {
                     for p in 0..k / 2 {
                         let (lo, hi) = (&a.data[2 * p * a.cs..][..m], &a.data[(2 * p + 1) * a.cs..][..m]);
                         let dst = &mut pairs[p * m..][..m];
-                        dst.iter_mut().zip(lo.iter().zip(hi)).for_each(|(d, (&l, &h))| *d = pair(l, h));
+                        dst.iter_mut().zip(lo.iter().zip(hi)).for_each(|(d, (&l, &h))| *d = pair::<ROUND>(l, h));
                     }
                     if k % 2 == 1 {
                         let p = k2 - 1;
-                        (0..m).for_each(|r| pairs[p * m + r] = pair(at(r, 2 * p), 0.0));
+                        (0..m).for_each(|r| pairs[p * m + r] = pair::<ROUND>(at(r, 2 * p), 0.0));
                     }
                     return;
                 }
@@ -140,7 +147,7 @@ impl PackedLhs {
                     for p in 0..k2 {
                         let dst = &mut pairs[p * m + r0..][..rows];
                         for (i, d) in dst.iter_mut().enumerate() {
-                            *d = pair(at(r0 + i, 2 * p), at(r0 + i, 2 * p + 1));
+                            *d = pair::<ROUND>(at(r0 + i, 2 * p), at(r0 + i, 2 * p + 1));
                         }
                     }
                 }
@@ -181,7 +188,7 @@ impl PackedRhs {
         let mut pairs = Vec::with_capacity(panels * k2 * NR);
         let mut panel = Vec::new();
         for pi in 0..panels {
-            pack_panel(&b, pi * NR, NR.min(b.cols - pi * NR), &mut panel);
+            pack_panel::<false>(&b, pi * NR, NR.min(b.cols - pi * NR), &mut panel);
             pairs.extend_from_slice(&panel);
         }
         Self { pairs, k: b.rows, n: b.cols }
@@ -209,7 +216,7 @@ pub const PANEL_COLS: usize = NR;
 
 /// Columns `j0..j0 + cols` of `b` (`k x n`, bf16 values) as the kernel reads them:
 /// `[k / 2][NR]` pairs, zero beyond `cols` and beyond `k`.
-fn pack_panel(b: &MatRef<f32>, j0: usize, cols: usize, out: &mut Vec<u32>) {
+fn pack_panel<const ROUND: bool>(b: &MatRef<f32>, j0: usize, cols: usize, out: &mut Vec<u32>) {
     let (k, k2) = (b.rows, b.rows.div_ceil(2));
     out.clear();
     out.resize(k2 * NR, 0);
@@ -221,11 +228,11 @@ fn pack_panel(b: &MatRef<f32>, j0: usize, cols: usize, out: &mut Vec<u32>) {
                 for p in 0..k / 2 {
                     let (lo, hi) = (&b.data[2 * p * b.rs + j0..][..cols], &b.data[(2 * p + 1) * b.rs + j0..][..cols]);
                     let dst = &mut out[p * NR..][..cols];
-                    dst.iter_mut().zip(lo.iter().zip(hi)).for_each(|(d, (&l, &h))| *d = pair(l, h));
+                    dst.iter_mut().zip(lo.iter().zip(hi)).for_each(|(d, (&l, &h))| *d = pair::<ROUND>(l, h));
                 }
                 if k % 2 == 1 {
                     let lo = &b.data[(k - 1) * b.rs + j0..][..cols];
-                    out[(k2 - 1) * NR..][..cols].iter_mut().zip(lo).for_each(|(d, &l)| *d = pair(l, 0.0));
+                    out[(k2 - 1) * NR..][..cols].iter_mut().zip(lo).for_each(|(d, &l)| *d = pair::<ROUND>(l, 0.0));
                 }
             } else {
                 // Columns contiguous (a transposed view): adjacent values of a column are a pair
@@ -237,13 +244,13 @@ fn pack_panel(b: &MatRef<f32>, j0: usize, cols: usize, out: &mut Vec<u32>) {
                     for c in 0..cols {
                         let src = &b.data[(j0 + c) * b.cs + 2 * p0..][..2 * ps];
                         for (i, two) in src.chunks_exact(2).enumerate() {
-                            out[(p0 + i) * NR + c] = pair(two[0], two[1]);
+                            out[(p0 + i) * NR + c] = pair::<ROUND>(two[0], two[1]);
                         }
                     }
                 }
                 for p in whole..k2 {
                     for c in 0..cols {
-                        out[p * NR + c] = pair(col(c, 2 * p), col(c, 2 * p + 1));
+                        out[p * NR + c] = pair::<ROUND>(col(c, 2 * p), col(c, 2 * p + 1));
                     }
                 }
             }
@@ -257,7 +264,9 @@ thread_local! {
 
 /// `dst` (rows `rows` of `lhs` times `rhs`, row stride `dst_rs`) `= [dst +] lhs x rhs`, into
 /// memory that may be uninitialised (every element of the view is written; with `accumulate`
-/// it must be initialised). With `parallel`, the column panels are shared among the threads.
+/// it must be initialised). With `parallel`, the column panels are shared among the threads;
+/// with `round`, `rhs`'s values are rounded to bf16 as they are packed (see [`pair`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_into(
     dst: &mut [MaybeUninit<f32>],
     dst_rs: usize,
@@ -266,6 +275,7 @@ pub(crate) fn matmul_into(
     rows: std::ops::Range<usize>,
     rhs: MatRef<f32>,
     parallel: bool,
+    round: bool,
 ) {
     let (m, n) = (rows.len(), rhs.cols);
     assert_eq!(rhs.rows, lhs.k, "bf16 matmul: inner dimensions differ");
@@ -280,7 +290,11 @@ pub(crate) fn matmul_into(
         let (j0, cols) = (pi * NR, NR.min(n - pi * NR));
         PANEL.with(|b| {
             let mut b = b.borrow_mut();
-            pack_panel(&rhs, j0, cols, &mut b);
+            if round {
+                pack_panel::<true>(&rhs, j0, cols, &mut b)
+            } else {
+                pack_panel::<false>(&rhs, j0, cols, &mut b)
+            }
             for r0 in (0..m).step_by(MR) {
                 let block = Block {
                     a: &lhs.pairs,

@@ -29,7 +29,7 @@ fn check(m: usize, n: usize, k: usize, transposed_rhs: bool, accumulate: bool, p
     let start = bf16_values(m * ld, 3);
     let mut dst: Vec<MaybeUninit<f32>> = start.iter().map(|&v| MaybeUninit::new(v)).collect();
     let packed = PackedLhs::new(a);
-    matmul_into(&mut dst, ld, accumulate, &packed, 2..2 + m, b, parallel);
+    matmul_into(&mut dst, ld, accumulate, &packed, 2..2 + m, b, parallel, false);
     for r in 0..m {
         for c in 0..ld {
             // SAFETY: every element was initialised above.
@@ -93,6 +93,42 @@ fn products_with_lanes_along_the_columns_land_transposed() {
 }
 
 #[test]
+fn rounding_while_packing_gives_the_products_of_the_rounded_values() {
+    // Evaluation hands the kernel activations that may not be bf16 values yet: packing them
+    // with rounding must give exactly the product of the rounded values.
+    let (m, n, k) = (7, 70, 19);
+    let off_grid = |len: usize, seed: usize| -> Vec<f32> {
+        (0..len).map(|i| ((i * 7919 + seed * 104729) % 2003) as f32 / 1001.3 - 1.0).collect()
+    };
+    let rounded = |v: &[f32]| v.iter().map(|&x| super::super::bf16::round(x)).collect::<Vec<_>>();
+    let (a_raw, b_raw) = (off_grid(m * k, 1), off_grid(k * n, 2));
+    let (a_bf16, b_bf16) = (rounded(&a_raw), rounded(&b_raw));
+    assert!(a_raw.iter().zip(&a_bf16).filter(|(a, b)| a != b).count() > m * k / 2);
+    // SAFETY: every element is initialised (to 0 before the product).
+    let bits = |v: Vec<MaybeUninit<f32>>| v.iter().map(|x| unsafe { x.assume_init() }.to_bits()).collect::<Vec<_>>();
+    fn view(d: &[f32], rows: usize, cols: usize, transposed: bool) -> MatRef<'_, f32> {
+        if transposed { MatRef::transposed(d, rows, cols) } else { MatRef::rows(d, rows, cols) }
+    }
+    for transposed in [false, true] {
+        let view = |d, rows, cols| view(d, rows, cols, transposed);
+        let (a_raw, b_raw, a_bf16, b_bf16) = (&a_raw[..], &b_raw[..], &a_bf16[..], &b_bf16[..]);
+        let mut got = vec![MaybeUninit::new(0f32); m * n];
+        let lhs = PackedLhs::new_in(view(a_raw, m, k), Vec::new(), true);
+        matmul_into(&mut got, n, false, &lhs, 0..m, view(b_raw, k, n), false, true);
+        let mut want = vec![MaybeUninit::new(0f32); m * n];
+        matmul_into(&mut want, n, false, &PackedLhs::new(view(a_bf16, m, k)), 0..m, view(b_bf16, k, n), false, false);
+        assert_eq!(bits(got), bits(want), "transposed operands: {transposed}");
+        // The products with the output along the lanes pack their left operand the same way.
+        let mut got = vec![MaybeUninit::new(0f32); m * n];
+        matmul_lanes_into(&mut got, m, &lhs, &PackedRhs::new(view(b_bf16, k, n)), 0..n);
+        let mut want = vec![MaybeUninit::new(0f32); m * n];
+        let exact = PackedLhs::new(view(a_bf16, m, k));
+        matmul_lanes_into(&mut want, m, &exact, &PackedRhs::new(view(b_bf16, k, n)), 0..n);
+        assert_eq!(bits(got), bits(want), "lanes, transposed operands: {transposed}");
+    }
+}
+
+#[test]
 fn the_vector_kernel_gives_the_portable_kernels_sums() {
     // Where the CPU has AVX512-BF16 the vector kernel runs above; here both run on one block.
     let (k, cols) = (37, 50);
@@ -100,7 +136,7 @@ fn the_vector_kernel_gives_the_portable_kernels_sums() {
     let b_data = bf16_values(k * cols, 5);
     let packed = PackedLhs::new(MatRef::rows(&a_data, MR, k));
     let mut panel = Vec::new();
-    pack_panel(&MatRef::rows(&b_data, k, cols), 0, cols, &mut panel);
+    pack_panel::<false>(&MatRef::rows(&b_data, k, cols), 0, cols, &mut panel);
     let (mut vector, mut portable) = (vec![0.0f32; MR * NR], vec![0.0f32; MR * NR]);
     let block = |c: &mut Vec<f32>| Block {
         a: &packed.pairs,
@@ -127,7 +163,7 @@ fn a_mismatched_inner_dimension_is_refused() {
     let b = vec![0.0f32; 8];
     let mut dst = vec![MaybeUninit::new(0.0f32); 8];
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        matmul_into(&mut dst, 4, false, &packed, 0..2, MatRef::rows(&b, 2, 4), false)
+        matmul_into(&mut dst, 4, false, &packed, 0..2, MatRef::rows(&b, 2, 4), false, false)
     }));
     assert!(r.is_err());
 }
