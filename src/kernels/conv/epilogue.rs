@@ -44,26 +44,18 @@ impl<'a, T: Float> Epilogue<'a, T> {
     pub(super) fn apply(&self, b: usize, m0: usize, y: &mut [T], pixels: usize) {
         let image = self.scale.len() * pixels;
         let residual = self.residual.map(|r| &r[b * image + m0 * pixels..][..y.len()]);
-        let relu = self.relu;
         if self.rounding != Bf16Rounding::None && T::DTYPE == candle_core::DType::F32 {
             return self.apply_bf16(residual, m0, y, pixels);
         }
+        let (scale, shift) = (&self.scale[m0..], &self.shift[m0..]);
+        // ReLU chosen once per call, not per element, so that each loop is one vectorised body.
         crate::kernels::isa::with_isa(
             #[inline(always)]
             || {
-                for (i, row) in y.chunks_exact_mut(pixels).enumerate() {
-                    let c = m0 + i;
-                    let (a, s) = (self.scale[c], self.shift[c]);
-                    // ReLU as `max` only where asked: `max` would turn a NaN into a number.
-                    let act = |v: T| if relu { num_traits::Float::max(v, T::zero()) } else { v };
-                    match residual {
-                        Some(r) => {
-                            for (v, r) in row.iter_mut().zip(&r[i * pixels..][..pixels]) {
-                                *v = act(*v * a + s + *r);
-                            }
-                        }
-                        None => row.iter_mut().for_each(|v| *v = act(*v * a + s)),
-                    }
+                if self.relu {
+                    rows::<T, true>(y, residual, scale, shift, pixels)
+                } else {
+                    rows::<T, false>(y, residual, scale, shift, pixels)
                 }
             },
         )
@@ -91,6 +83,23 @@ impl<'a, T: Float> Epilogue<'a, T> {
                 (false, false) => rows_bf16::<false, false>(y, residual, scale, shift, pixels),
             },
         )
+    }
+}
+
+/// The rows of `y` (one per channel, `pixels` long): `relu?(v * scale + shift + residual?)`.
+#[inline(always)]
+fn rows<T: Float, const RELU: bool>(y: &mut [T], residual: Option<&[T]>, scale: &[T], shift: &[T], pixels: usize) {
+    // ReLU as `max` only where asked: `max` would turn a NaN into a number.
+    let act = |v: T| if RELU { num_traits::Float::max(v, T::zero()) } else { v };
+    for (i, ((row, &a), &s)) in y.chunks_exact_mut(pixels).zip(scale).zip(shift).enumerate() {
+        match residual {
+            Some(r) => {
+                for (v, r) in row.iter_mut().zip(&r[i * pixels..][..pixels]) {
+                    *v = act(*v * a + s + *r);
+                }
+            }
+            None => row.iter_mut().for_each(|v| *v = act(*v * a + s)),
+        }
     }
 }
 

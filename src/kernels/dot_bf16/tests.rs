@@ -129,6 +129,29 @@ fn rounding_while_packing_gives_the_products_of_the_rounded_values() {
 }
 
 #[test]
+fn a_transposed_panel_is_packed_pair_by_pair() {
+    // 35 pairs (two blocks of 16 for the register transpose where the CPU has it, then 3 one
+    // at a time) of 50 columns (three groups of 16, then 2, the rest zero), from 7 columns in.
+    let (k, n, j0, cols) = (70, 60, 7, 50);
+    let data = bf16_values(k * n, 9);
+    let b = MatRef::transposed(&data, k, n);
+    let mut panel = Vec::new();
+    pack_panel::<false>(&b, j0, cols, &mut panel);
+    assert_eq!(panel.len(), k / 2 * NR);
+    for p in 0..k / 2 {
+        for c in 0..NR {
+            let want = if c < cols {
+                let (lo, hi) = (data[(j0 + c) * k + 2 * p], data[(j0 + c) * k + 2 * p + 1]);
+                lo.to_bits() >> 16 | hi.to_bits() & 0xffff_0000
+            } else {
+                0
+            };
+            assert_eq!(panel[p * NR + c], want, "pair {p} of column {c}");
+        }
+    }
+}
+
+#[test]
 fn the_vector_kernel_gives_the_portable_kernels_sums() {
     // Where the CPU has AVX512-BF16 the vector kernel runs above; here both run on one block.
     let (k, cols) = (37, 50);
