@@ -178,21 +178,20 @@ pub struct Conv2dEvalOp {
     pub dot: Option<Arc<DotWeights>>,
     /// bf16 autocast's roundings in the epilogue (f32 only).
     pub rounding: super::conv::Bf16Rounding,
+    /// With `rounding`: the products on `vdpbf16ps`, which round the input and the weight as
+    /// they pack them (decided once by the layer, which then hands both on unrounded).
+    pub bf16_dot: bool,
 }
 
-/// The shapes of an evaluation convolution of `x` by `w`: under bf16 autocast (`rounding`) its
-/// products on `vdpbf16ps` where [`super::dot_bf16::enabled`].
-pub fn eval_geometry(
-    x: &[usize],
-    w: &[usize],
-    stride: usize,
-    pad: usize,
-    rounding: super::conv::Bf16Rounding,
-) -> Result<ConvGeom> {
+/// The shapes of an evaluation convolution of `x` by `w`, with `bf16_dot` its products on
+/// `vdpbf16ps` (bf16 autocast, where [`super::dot_bf16::enabled`]), its operands rounded as
+/// they are packed.
+pub fn eval_geometry(x: &[usize], w: &[usize], stride: usize, pad: usize, bf16_dot: bool) -> Result<ConvGeom> {
     let mut g = ConvGeom::new(x, w, stride, pad)?;
-    g.bf16_dot = rounding != super::conv::Bf16Rounding::None && super::dot_bf16::enabled();
-    // The input is rounded while it is packed (see `model::conv::Conv2d::eval_input`).
-    g.bf16_round = g.bf16_dot;
+    g.bf16_dot = bf16_dot;
+    // The input and the weight are rounded while they are packed (see `model::conv::Conv2d::
+    // eval_input` and `eval_weight`).
+    g.bf16_round = bf16_dot;
     Ok(g)
 }
 
@@ -239,7 +238,8 @@ impl CustomOp1 for Conv2dEvalOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = eval_geometry(l.dims(), self.weight.dims(), self.stride, self.pad, self.rounding)?;
+        let dot = self.bf16_dot && self.rounding != super::conv::Bf16Rounding::None;
+        let g = eval_geometry(l.dims(), self.weight.dims(), self.stride, self.pad, dot)?;
         if let Some(r) = &self.residual
             && r.dims() != g.out_shape()
         {

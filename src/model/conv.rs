@@ -68,6 +68,7 @@ impl Conv2d {
             return self.forward(x)?.relu();
         }
         let c_out = self.weight.dim(0)?;
+        let dot = eval_on_dot(x);
         let shift = match &self.bias {
             Some(b) => autocast::cast(&b.to_dtype(x.dtype())?)?,
             None => Tensor::zeros(c_out, x.dtype(), x.device())?,
@@ -75,16 +76,17 @@ impl Conv2d {
         let op = Conv2dEvalOp {
             stride: self.stride,
             pad: self.padding,
-            weight: self.eval_weight(x)?,
+            weight: self.eval_weight(x, dot)?,
             scale: Tensor::ones(c_out, x.dtype(), x.device())?,
             shift: shift.contiguous()?,
             residual: None,
             relu: true,
-            winograd: self.kept_winograd_weights(x)?,
-            dot: self.kept_dot_weights(x, Bf16Rounding::Output)?,
+            winograd: self.kept_winograd_weights(x, dot)?,
+            dot: self.kept_dot_weights(x, dot)?,
             rounding: if autocast::bf16() { Bf16Rounding::Output } else { Bf16Rounding::None },
+            bf16_dot: dot,
         };
-        self.eval_input(x, op.rounding)?.apply_op1_no_bwd(&op)
+        self.eval_input(x, dot)?.apply_op1_no_bwd(&op)
     }
 
     /// `relu?(bn(conv(x)) + residual?)`.
@@ -99,6 +101,7 @@ impl Conv2d {
         if !train && kernels::applies(x) {
             // Evaluation needs no gradient through the backbone (Grad-CAM differentiates the
             // detached feature map), so this op has no backward pass.
+            let dot = eval_on_dot(x);
             let (scale, mut shift) = bn.eval_affine()?;
             if let Some(b) = &self.bias {
                 shift = (shift + (autocast::cast(b)? * &scale)?)?;
@@ -106,16 +109,17 @@ impl Conv2d {
             let op = Conv2dEvalOp {
                 stride: self.stride,
                 pad: self.padding,
-                weight: self.eval_weight(x)?,
+                weight: self.eval_weight(x, dot)?,
                 scale: scale.contiguous()?,
                 shift: shift.contiguous()?,
                 residual: residual.map(Tensor::contiguous).transpose()?,
                 relu,
-                winograd: self.kept_winograd_weights(x)?,
-                dot: self.kept_dot_weights(x, Bf16Rounding::ConvAndOutput)?,
+                winograd: self.kept_winograd_weights(x, dot)?,
+                dot: self.kept_dot_weights(x, dot)?,
                 rounding: if autocast::bf16() { Bf16Rounding::ConvAndOutput } else { Bf16Rounding::None },
+                bf16_dot: dot,
             };
-            return self.eval_input(x, op.rounding)?.apply_op1_no_bwd(&op);
+            return self.eval_input(x, dot)?.apply_op1_no_bwd(&op);
         }
         // The fused training ops round as autocast does (see `BatchNormTrainOp::bf16`).
         if train && kernels::applies_in_training(x) {
@@ -158,14 +162,22 @@ impl Conv2d {
     }
 }
 
+/// Whether an evaluation of `x` under bf16 autocast runs its convolutions on `vdpbf16ps`:
+/// decided once per layer call, as the input and weight it hands on depend on it.
+fn eval_on_dot(x: &Tensor) -> bool {
+    autocast::bf16() && x.dtype() == DType::F32 && kernels::dot_bf16::enabled()
+}
+
 /// Batches of fewer images than this keep (and make) a layer's Winograd weights.
 const KEEP_WINOGRAD_BELOW_BATCH: usize = 4;
 
 impl Conv2d {
     /// The weight evaluation uses: itself, or under bf16 autocast its bf16 rounding (kept for
     /// plain tensors, made per call for trainable ones).
-    fn eval_weight(&self, x: &Tensor) -> Result<Tensor> {
-        if !autocast::bf16() || x.dtype() != DType::F32 {
+    fn eval_weight(&self, x: &Tensor, dot: bool) -> Result<Tensor> {
+        // On `vdpbf16ps` (`dot`) the weight is rounded as it is packed (`DotWeights::new`): no
+        // rounded copy (100 MB for ResNet-50) is kept.
+        if !autocast::bf16() || x.dtype() != DType::F32 || dot {
             return self.weight.contiguous();
         }
         if self.weight.is_variable() {
@@ -183,15 +195,15 @@ impl Conv2d {
     /// (`bench winograd_layers`): under 1 % of a batch-16 evaluation (658 ms), a few per cent at
     /// 4 images, but a tenth of a batch-1 one. Not keeping them from larger batches saves their
     /// memory (58 MB; a batch-16 evaluation peaks at 297 MiB without, 339 MiB with).
-    fn kept_winograd_weights(&self, x: &Tensor) -> Result<Option<Tensor>> {
+    fn kept_winograd_weights(&self, x: &Tensor, dot: bool) -> Result<Option<Tensor>> {
         if self.weight.is_variable() || !kernels::winograd::applies_to(self.weight.dim(3)?, self.stride, self.padding) {
             return Ok(None);
         }
-        let bf16 = autocast::bf16() && x.dtype() == DType::F32;
-        if bf16 && kernels::dot_bf16::enabled() {
+        if dot {
             // The direct method on `vdpbf16ps` runs instead (`conv_op::Conv2dEvalOp`).
             return Ok(None);
         }
+        let bf16 = autocast::bf16() && x.dtype() == DType::F32;
         let kept = if bf16 { &self.winograd_bf16 } else { &self.winograd };
         if let Some(u) = kept.get() {
             return Ok(Some(u.clone()));
@@ -199,37 +211,33 @@ impl Conv2d {
         if x.dim(0)? >= KEEP_WINOGRAD_BELOW_BATCH {
             return Ok(None);
         }
-        let u = kernels::conv_op::winograd_weights(&self.eval_weight(x)?)?;
+        let u = kernels::conv_op::winograd_weights(&self.eval_weight(x, dot)?)?;
         // Two threads racing here compute the same values; either one is kept.
         Ok(Some(kept.get_or_init(|| u).clone()))
     }
 }
 
 impl Conv2d {
-    /// The input of an evaluation op that rounds as `rounding` says: under bf16 autocast rounded
-    /// to bf16, except where the op's products run on `vdpbf16ps`, whose packing rounds every
-    /// value it reads (checking that a tensor is rounded already was a pass over every
-    /// activation, 2.5 % of a bf16 evaluation in `perf`).
-    fn eval_input(&self, x: &Tensor, rounding: Bf16Rounding) -> Result<Tensor> {
-        let g = kernels::conv_op::eval_geometry(x.dims(), self.weight.dims(), self.stride, self.padding, rounding)?;
-        if g.bf16_dot { x.contiguous() } else { autocast::cast(x)?.contiguous() }
+    /// The input of an evaluation op: under bf16 autocast rounded to bf16, except where the
+    /// op's products run on `vdpbf16ps` (`dot`), whose packing rounds every value it reads
+    /// (checking that a tensor is rounded already was a pass over every activation, 2.5 % of a
+    /// bf16 evaluation in `perf`).
+    fn eval_input(&self, x: &Tensor, dot: bool) -> Result<Tensor> {
+        if dot { x.contiguous() } else { autocast::cast(x)?.contiguous() }
     }
 
     /// Under bf16 autocast on `vdpbf16ps`, the weight packed for that kernel as an evaluation
     /// of `x` runs it: kept for plain tensors (made on first use: half the weight's f32 size),
     /// packed per call for trainable ones (`None` here).
-    fn kept_dot_weights(&self, x: &Tensor, rounding: Bf16Rounding) -> Result<Option<Arc<DotWeights>>> {
-        if !autocast::bf16() || x.dtype() != DType::F32 || self.weight.is_variable() {
+    fn kept_dot_weights(&self, x: &Tensor, dot: bool) -> Result<Option<Arc<DotWeights>>> {
+        if !dot || self.weight.is_variable() {
             return Ok(None);
         }
-        let g = kernels::conv_op::eval_geometry(x.dims(), self.weight.dims(), self.stride, self.padding, rounding)?;
-        if !g.bf16_dot {
-            return Ok(None);
-        }
+        let g = kernels::conv_op::eval_geometry(x.dims(), self.weight.dims(), self.stride, self.padding, true)?;
         if let Some(d) = self.dot.get().filter(|d| d.fits(&g)) {
             return Ok(Some(d.clone()));
         }
-        let w = self.eval_weight(x)?;
+        let w = self.eval_weight(x, dot)?;
         let packed = Arc::new(kernels::with_slice::<f32, _>(&w, "conv2d (bf16) weight", |w| DotWeights::new(&g, w))?);
         // Kept from the first evaluation; one of another image size packs its own per call.
         Ok(Some(self.dot.get_or_init(|| packed.clone()).clone()).filter(|d| d.fits(&g)).or(Some(packed)))
@@ -344,8 +352,7 @@ mod tests {
             let want = trainable.forward_bn(&x, &bn, false, None, true).unwrap();
             assert_eq!(max_diff(&got, &want), 0.0, "batch {n}, {hw} x {hw}");
             let kept = loaded.dot.get().expect("no packed weights kept");
-            let g =
-                kernels::conv_op::eval_geometry(x.dims(), &[128, 64, 3, 3], 1, 1, Bf16Rounding::ConvAndOutput).unwrap();
+            let g = kernels::conv_op::eval_geometry(x.dims(), &[128, 64, 3, 3], 1, 1, true).unwrap();
             // The first input's packing stays.
             assert_eq!(kept.fits(&g), hw == 7, "{kept:?} for {hw} x {hw}");
         }

@@ -41,12 +41,14 @@ pub fn lanes(g: &ConvGeom) -> bool {
 }
 
 impl DotWeights {
-    /// `w` (`Cout x C x K x K`, bf16 values) in the orientation [`lanes`] picks for `g`.
+    /// `w` (`Cout x C x K x K`) in the orientation [`lanes`] picks for `g`: rounded to bf16 as
+    /// it is packed where `g.bf16_round` says so (evaluation, where a loaded model then keeps
+    /// no rounded f32 copy of its weights), bf16 values already otherwise (training's).
     pub fn new(g: &ConvGeom, w: &[f32]) -> Self {
         if lanes(g) {
-            Self::Lanes(PackedRhs::new(MatRef::transposed(w, g.ckk(), g.c_out)))
+            Self::Lanes(PackedRhs::new_rounding(MatRef::transposed(w, g.ckk(), g.c_out), g.bf16_round))
         } else {
-            Self::Rows(PackedLhs::new(MatRef::rows(w, g.c_out, g.ckk())))
+            Self::Rows(PackedLhs::new_in(MatRef::rows(w, g.c_out, g.ckk()), Vec::new(), g.bf16_round))
         }
     }
 

@@ -184,11 +184,21 @@ pub struct PackedRhs {
 impl PackedRhs {
     /// `b`'s values must be bf16 values (see [`pair`]).
     pub(crate) fn new(b: MatRef<f32>) -> Self {
+        Self::new_rounding(b, false)
+    }
+
+    /// With `round`, `b`'s values are rounded to bf16 as they are packed (see [`pair`]).
+    pub(crate) fn new_rounding(b: MatRef<f32>, round: bool) -> Self {
         let (k2, panels) = (b.rows.div_ceil(2), b.cols.div_ceil(NR));
         let mut pairs = Vec::with_capacity(panels * k2 * NR);
         let mut panel = Vec::new();
         for pi in 0..panels {
-            pack_panel::<false>(&b, pi * NR, NR.min(b.cols - pi * NR), &mut panel);
+            let (j0, cols) = (pi * NR, NR.min(b.cols - pi * NR));
+            if round {
+                pack_panel::<true>(&b, j0, cols, &mut panel)
+            } else {
+                pack_panel::<false>(&b, j0, cols, &mut panel)
+            }
             pairs.extend_from_slice(&panel);
         }
         Self { pairs, k: b.rows, n: b.cols }
