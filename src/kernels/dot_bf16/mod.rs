@@ -121,7 +121,7 @@ impl PackedLhs {
     fn packed<const ROUND: bool>(a: MatRef<f32>, mut pairs: Vec<u32>) -> Self {
         let (m, k) = (a.rows, a.cols);
         let k2 = k.div_ceil(2);
-        pairs.clear();
+        // Every pair is written below: a reused buffer's old values need no zeroing first.
         pairs.resize(k2 * m, 0);
         let at = |r: usize, c: usize| if c < k { a.data[r * a.rs + c * a.cs] } else { 0.0 };
         super::isa::with_isa(
@@ -228,7 +228,10 @@ pub const PANEL_COLS: usize = NR;
 /// `[k / 2][NR]` pairs, zero beyond `cols` and beyond `k`.
 fn pack_panel<const ROUND: bool>(b: &MatRef<f32>, j0: usize, cols: usize, out: &mut Vec<u32>) {
     let (k, k2) = (b.rows, b.rows.div_ceil(2));
-    out.clear();
+    // A full panel's pairs are all written below; a narrower one's other columns must be zero.
+    if cols < NR {
+        out.clear();
+    }
     out.resize(k2 * NR, 0);
     let transpose = !ROUND && b.cs != 1 && b.rs == 1 && transpose_kernel();
     super::isa::with_isa(
