@@ -240,7 +240,8 @@ impl Conv2d {
         let w = self.eval_weight(x, dot)?;
         let packed = Arc::new(kernels::with_slice::<f32, _>(&w, "conv2d (bf16) weight", |w| DotWeights::new(&g, w))?);
         // Kept from the first evaluation; one of another image size packs its own per call.
-        Ok(Some(self.dot.get_or_init(|| packed.clone()).clone()).filter(|d| d.fits(&g)).or(Some(packed)))
+        let kept = self.dot.get_or_init(|| packed.clone());
+        Ok(Some(if kept.fits(&g) { kept.clone() } else { packed }))
     }
 }
 

@@ -67,6 +67,24 @@ thread_local! {
     static PIXELS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// `dst = a x w[.., cols]` stored transposed ([`dot_bf16::matmul_lanes_into`], row stride
+/// `ld`), `a` (pixels as rows) packed into this thread's kept buffer, rounded with `round`.
+fn lanes_product(
+    a: MatRef<f32>,
+    round: bool,
+    w: &PackedRhs,
+    cols: std::ops::Range<usize>,
+    dst: &mut [MaybeUninit<f32>],
+    ld: usize,
+) {
+    PIXELS.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let a = PackedLhs::new_in(a, std::mem::take(&mut *buf), round);
+        dot_bf16::matmul_lanes_into(dst, ld, &a, w, cols);
+        *buf = a.into_pairs();
+    })
+}
+
 /// Output channels `m0..` of image `xb` (`yb`: those channels' rows of `g.pixels()` values)
 /// with the channels along the lanes, then `epilogue`: the columns of each band of output rows
 /// (the image itself for a 1x1 stride-1 convolution) packed as the kernel's rows.
@@ -81,17 +99,12 @@ pub(super) fn forward_lanes(
 ) {
     let (p, ckk) = (g.pixels(), g.ckk());
     let channels = m0..m0 + yb.len() / p;
-    PIXELS.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let mut product = |cols: &[f32], pixels: usize, dst: &mut [MaybeUninit<f32>]| {
-            let a = PackedLhs::new_in(MatRef::transposed(cols, pixels, ckk), std::mem::take(&mut *buf), g.bf16_round);
-            dot_bf16::matmul_lanes_into(dst, p, &a, w, channels.clone());
-            *buf = a.into_pairs();
-        };
-        if g.pointwise() {
-            product(xb, p, yb);
-            return;
-        }
+    let product = |cols: &[f32], pixels: usize, dst: &mut [MaybeUninit<f32>]| {
+        lanes_product(MatRef::transposed(cols, pixels, ckk), g.bf16_round, w, channels.clone(), dst, p)
+    };
+    if g.pointwise() {
+        product(xb, p, yb);
+    } else {
         <f32 as Float>::with_scratch(|cols| {
             for (r0, rows) in g.bands::<f32>() {
                 let band = rows * g.ow;
@@ -100,7 +113,7 @@ pub(super) fn forward_lanes(
                 product(cols, band, &mut yb[r0 * g.ow..]);
             }
         });
-    });
+    }
     // SAFETY: the products above wrote every element of `yb`.
     let yb = unsafe { &mut *(yb as *mut [MaybeUninit<f32>] as *mut [f32]) };
     if let Some(e) = epilogue {
@@ -123,23 +136,17 @@ pub(super) fn input_grad_lanes(g: &ConvGeom) -> bool {
 /// [`super::col2im_add`]), or for a 1x1 stride-1 convolution the gradient itself.
 pub(super) fn input_grad_image(g: &ConvGeom, w: &PackedRhs, dyb: &[f32], dxb: &mut [f32]) {
     let (p, ckk) = (g.pixels(), g.ckk());
-    PIXELS.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let mut product = |dy: MatRef<f32>, dst: &mut [f32], ld: usize| {
-            let a = PackedLhs::new_in(dy, std::mem::take(&mut *buf), false);
-            dot_bf16::matmul_lanes_into(super::uninit(dst), ld, &a, w, 0..ckk);
-            *buf = a.into_pairs();
-        };
-        if g.pointwise() {
-            return product(MatRef::transposed(dyb, p, g.c_out), dxb, p);
+    // Training's gradients are bf16 values already: packed without rounding.
+    let product = |dy, dst: &mut [f32], ld| lanes_product(dy, false, w, 0..ckk, super::uninit(dst), ld);
+    if g.pointwise() {
+        return product(MatRef::transposed(dyb, p, g.c_out), dxb, p);
+    }
+    <f32 as Float>::with_scratch(|cols| {
+        for (r0, rows) in g.bands::<f32>() {
+            let band = rows * g.ow;
+            cols.resize(ckk * band, 0.0);
+            product(MatRef::new(&dyb[r0 * g.ow..], band, g.c_out, 1, p), cols, band);
+            super::col2im_add(g, cols, r0, rows, dxb);
         }
-        <f32 as Float>::with_scratch(|cols| {
-            for (r0, rows) in g.bands::<f32>() {
-                let band = rows * g.ow;
-                cols.resize(ckk * band, 0.0);
-                product(MatRef::new(&dyb[r0 * g.ow..], band, g.c_out, 1, p), cols, band);
-                super::col2im_add(g, cols, r0, rows, dxb);
-            }
-        });
     })
 }

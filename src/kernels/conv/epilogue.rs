@@ -135,7 +135,7 @@ pub(super) fn as_f32<T: Float>(v: &[T]) -> Option<&[f32]> {
         .then(|| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) })
 }
 
-fn as_f32_mut<T: Float>(v: &mut [T]) -> Option<&mut [f32]> {
+pub(super) fn as_f32_mut<T: Float>(v: &mut [T]) -> Option<&mut [f32]> {
     (T::DTYPE == candle_core::DType::F32)
         // SAFETY: as in `as_f32`.
         .then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len()) })

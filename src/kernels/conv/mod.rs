@@ -22,8 +22,8 @@ const MIN_BAND_PIXELS: usize = 256;
 mod dot;
 mod epilogue;
 pub use dot::{DotWeights, lanes};
-use epilogue::as_f32;
 pub use epilogue::{Bf16Rounding, Epilogue};
+use epilogue::{as_f32, as_f32_mut};
 
 /// A weight in a form a caller keeps between calls (a loaded model does), for [`forward`].
 #[derive(Clone, Copy)]
@@ -412,7 +412,7 @@ pub fn input_grad<T: Float>(g: &ConvGeom, w: &[T], dy: &[T]) -> Vec<T> {
     let (p, ckk, img) = (g.pixels(), g.ckk(), g.c_in * g.h * g.w);
     let mut dx = vec![T::zero(); g.n * img];
     if let (true, Some(w32), Some(dy32), Some(dx32)) =
-        (dot::input_grad_lanes(g), as_f32(w), as_f32(dy), f32_slice_mut(&mut dx))
+        (dot::input_grad_lanes(g), as_f32(w), as_f32(dy), as_f32_mut(&mut dx))
     {
         let wp = super::dot_bf16::PackedRhs::new(MatRef::rows(w32, g.c_out, ckk));
         dx32.par_chunks_mut(img)
@@ -460,8 +460,7 @@ fn product<T: Float>(
     par: Parallelism,
 ) {
     if let (Some((packed, rows, round)), Some(rhs)) = (packed, f32_view(rhs)) {
-        // SAFETY: `f32_view` succeeded, so `T` is f32 and the two slices have the same layout.
-        let dst = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut MaybeUninit<f32>, dst.len()) };
+        let dst = f32_uninit(dst).expect("T is f32: f32_view succeeded");
         let parallel = !matches!(par, Parallelism::None);
         return super::dot_bf16::matmul_into(dst, dst_rs, accumulate, packed, rows, rhs, parallel, round);
     }
@@ -493,13 +492,6 @@ fn f32_uninit<T: Float>(v: &mut [MaybeUninit<T>]) -> Option<&mut [MaybeUninit<f3
     (T::DTYPE == candle_core::DType::F32)
         // SAFETY: `T` is f32 (its dtype says so), so the two slices have the same layout.
         .then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut MaybeUninit<f32>, v.len()) })
-}
-
-/// `v` as f32, when `T` is f32.
-fn f32_slice_mut<T: Float>(v: &mut [T]) -> Option<&mut [f32]> {
-    (T::DTYPE == candle_core::DType::F32)
-        // SAFETY: `T` is f32 (its dtype says so), so the two slices have the same layout.
-        .then(|| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len()) })
 }
 
 /// Initialised values viewed as possibly uninitialised ones (sound: only valid values are
