@@ -180,4 +180,27 @@ mod tests {
             assert!((a - b).abs() <= a.abs() / 256.0, "{a} -> {b}: more than half a bf16 ulp");
         }
     }
+
+    /// candle's bf16 addition (our vendored loop, which a training step's backward pass uses to
+    /// add the gradients of residual connections) rounds each f32 sum as `half` does: ties to
+    /// even, NaN stays NaN, overflow to infinity, on the vector loop and its tail alike.
+    #[test]
+    fn candle_bf16_addition_rounds_each_sum_to_nearest_even() {
+        let values: Vec<f32> = (0..1000)
+            .map(|i| ((i as f32) * 0.731).sin() * 10f32.powi(i % 9 - 4))
+            .chain([1.0, 1.0 / 256.0, 3.0 / 256.0, f32::MAX, f32::NAN, f32::INFINITY, -0.0, 1e-40, 0.0])
+            .map(|v| bf16::from_f32(v).to_f32())
+            .collect();
+        let other: Vec<f32> = values.iter().rev().copied().collect();
+        let t = |v: &[f32]| candle_core::Tensor::new(v, &candle_core::Device::Cpu)?.to_dtype(candle_core::DType::BF16);
+        let sum = (t(&values).unwrap() + t(&other).unwrap()).unwrap().to_vec1::<bf16>().unwrap();
+        for ((a, b), s) in values.iter().zip(&other).zip(&sum) {
+            let want = bf16::from_f32(a + b);
+            assert!(want.to_bits() == s.to_bits() || (want.is_nan() && s.is_nan()), "{a:e} + {b:e}: {s} not {want}");
+        }
+        // 1 + 2^-8 lies halfway between 1 and the next bf16 (ties to even: 1), 1 + 3 * 2^-8
+        // halfway between 1 + 2^-7 and 1 + 2^-6 (to even: 1 + 2^-6).
+        let ties = (t(&[1.0, 1.0]).unwrap() + t(&[1.0 / 256.0, 3.0 / 256.0]).unwrap()).unwrap();
+        assert_eq!(ties.to_dtype(candle_core::DType::F32).unwrap().to_vec1::<f32>().unwrap(), [1.0, 1.0 + 1.0 / 64.0]);
+    }
 }
