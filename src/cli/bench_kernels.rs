@@ -4,7 +4,7 @@
 //! GFLOP/s. This is the per-layer profile behind BENCHMARKS.md's explanation of the gap. Under
 //! `--precision bf16` the operands are bf16 values and the products those bf16 autocast runs
 //! (on `vdpbf16ps` where it is enabled), without candle's side.
-use artculture::kernels::conv::{ConvGeom, Prepared, forward, input_grad, weight_grad};
+use artculture::kernels::conv::{ConvGeom, Prepared, forward, input_grad, stored, weight_grad};
 use artculture::model::autocast;
 use candle_core::{Device, Tensor};
 use std::time::Instant;
@@ -67,9 +67,21 @@ pub fn conv_layers(reps: usize, batch: usize) -> anyhow::Result<serde_json::Valu
             dy.flatten_all()?.to_vec1::<f32>()?,
         );
         let gflop = 2.0 * (batch * o * c * k * k * y.dim(2)? * y.dim(3)?) as f64 / 1e9;
-        let fwd = best_of(reps, || Ok(forward(&g, &xv, &wv, Prepared::None, None)))?;
-        let dx = best_of(reps, || Ok(input_grad(&g, &wv, &dyv)))?;
-        let dw = best_of(reps, || Ok(weight_grad(&g, &xv, &dyv)))?;
+        let (fwd, dx, dw) = if g.bf16_dot {
+            // As training runs them: activations and gradients read from bf16 storage.
+            let (xs, dys) = (artculture::kernels::bf16::narrowed(&xv), artculture::kernels::bf16::narrowed(&dyv));
+            (
+                best_of(reps, || Ok(stored::forward(&g, &xs, &wv)))?,
+                best_of(reps, || Ok(stored::input_grad(&g, &wv, &dys)))?,
+                best_of(reps, || Ok(stored::weight_grad(&g, &xs, &dys)))?,
+            )
+        } else {
+            (
+                best_of(reps, || Ok(forward(&g, &xv, &wv, Prepared::None, None)))?,
+                best_of(reps, || Ok(input_grad(&g, &wv, &dyv)))?,
+                best_of(reps, || Ok(weight_grad(&g, &xv, &dyv)))?,
+            )
+        };
         ours_total += uses as f64 * (fwd + dx + dw);
         let ours_gflops = [gflop / fwd, gflop / dx, gflop / dw];
         if bf16 {

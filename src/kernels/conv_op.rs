@@ -1,8 +1,9 @@
 //! The convolution kernels of [`super::conv`] as candle custom ops.
-use super::conv::{ConvGeom, DotWeights, Epilogue, Prepared, forward, input_grad, weight_grad};
+use super::conv::{ConvGeom, DotWeights, Epilogue, Prepared, forward, input_grad, stored, weight_grad};
 use super::winograd;
 use super::{Float, contiguous_slice, dispatch_float, tensor_from, with_slice};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
+use half::bf16;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -125,6 +126,20 @@ impl CustomOp2 for Conv2dBf16Op {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.geometry(l1.dims(), l2.dims())?;
+        if g.bf16_dot && self.store_bf16 {
+            // Training on `vdpbf16ps`: the input read from its storage, the output written in bf16.
+            let w = contiguous_slice::<f32>(s2, l2, "conv2d (bf16) weight")?;
+            let y = match s1 {
+                CpuStorage::BF16(_) => stored::forward(&g, contiguous_slice::<bf16>(s1, l1, "conv2d (bf16) input")?, w),
+                // The stem's input image: rounded into bf16 storage first (a small copy).
+                _ => stored::forward(
+                    &g,
+                    &super::bf16::narrowed(contiguous_slice::<f32>(s1, l1, "conv2d (bf16) input")?),
+                    w,
+                ),
+            };
+            return Ok((CpuStorage::BF16(y), Shape::from(g.out_shape().to_vec())));
+        }
         let x = bf16_operand(s1, l1, "conv2d (bf16) input")?;
         let w = bf16_values(contiguous_slice::<f32>(s2, l2, "conv2d (bf16) weight")?);
         let mut y = forward(&g, &x, &w, Prepared::None, None);
@@ -138,6 +153,9 @@ impl CustomOp2 for Conv2dBf16Op {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = self.geometry(x.dims(), w.dims())?;
+        if g.bf16_dot && dy.dtype() == DType::BF16 && x.dtype() != DType::F64 {
+            return stored_grads(&g, x, w, dy);
+        }
         // Usually rounded already (batch norm's backward hands bf16 gradients on): then f32 is
         // read in place.
         with_bf16_operand(dy, "conv2d (bf16) grad", |dy| {
@@ -156,6 +174,35 @@ impl CustomOp2 for Conv2dBf16Op {
             Ok((dx, dw))
         })?
     }
+}
+
+/// [`Conv2dBf16Op`]'s gradients on `vdpbf16ps` from a bf16-stored output gradient (training's:
+/// batch norm hands it on so), reading `x` from its storage: the input's gradient in bf16
+/// storage, the weight's rounded in f32.
+fn stored_grads(g: &ConvGeom, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    with_slice::<bf16, _>(dy, "conv2d (bf16) grad", |dy| {
+        let dx = if x.track_op() {
+            let v = with_slice::<f32, _>(w, "conv2d (bf16) weight", |w| stored::input_grad(g, w, dy))?;
+            Some(match x.dtype() {
+                DType::BF16 => tensor_from(v, x.dims(), x)?,
+                _ => tensor_from(super::bf16::widened(&v), x.dims(), x)?,
+            })
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            let v = match x.dtype() {
+                DType::BF16 => with_slice::<bf16, _>(x, "conv2d (bf16) input", |x| stored::weight_grad(g, x, dy))?,
+                _ => with_slice::<f32, _>(x, "conv2d (bf16) input", |x| {
+                    stored::weight_grad(g, &super::bf16::narrowed(x), dy)
+                })?,
+            };
+            Some(rounded_like(v, w)?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    })?
 }
 
 /// Evaluation only: convolution, batch norm as a per-channel scale and shift, an optional

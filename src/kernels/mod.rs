@@ -30,17 +30,25 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
-/// The float types the kernels run in: f32 for use, f64 for the gradient parity tests.
-pub trait Float: WithDType + num_traits::Float + Send + Sync + 'static {
+/// A value the kernels' buffers hold: their float types, and bf16 for the activations bf16
+/// autocast training keeps in bf16 storage (which the convolutions' column buffers copy as they
+/// are, see `conv::stored`).
+pub trait Element: Copy + Send + Sync + 'static {
+    const ZERO: Self;
+
     /// Runs `f` with this thread's scratch buffer (its length is whatever the last user left).
     /// The column buffers are rebuilt for every layer; keeping one per thread saves a memset of
     /// a fresh buffer each time (7 % of a batch-1 forward in `perf`).
     fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R;
 }
 
+/// The float types the kernels run in: f32 for use, f64 for the gradient parity tests.
+pub trait Float: Element + WithDType + num_traits::Float + Send + Sync + 'static {}
+
 thread_local! {
     static SCRATCH_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static SCRATCH_F64: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH_BF16: RefCell<Vec<half::bf16>> = const { RefCell::new(Vec::new()) };
 }
 
 fn with_local<T, R>(key: &'static std::thread::LocalKey<RefCell<Vec<T>>>, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
@@ -51,17 +59,33 @@ fn with_local<T, R>(key: &'static std::thread::LocalKey<RefCell<Vec<T>>>, f: imp
     })
 }
 
-impl Float for f32 {
+impl Element for f32 {
+    const ZERO: Self = 0.0;
+
     fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
         with_local(&SCRATCH_F32, f)
     }
 }
 
-impl Float for f64 {
+impl Element for f64 {
+    const ZERO: Self = 0.0;
+
     fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
         with_local(&SCRATCH_F64, f)
     }
 }
+
+impl Element for half::bf16 {
+    const ZERO: Self = half::bf16::ZERO;
+
+    fn with_scratch<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
+        with_local(&SCRATCH_BF16, f)
+    }
+}
+
+impl Float for f32 {}
+
+impl Float for f64 {}
 
 /// The contiguous slice of a CPU storage, or an error naming the op.
 pub(crate) fn contiguous_slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {

@@ -9,8 +9,8 @@
 //! core). With the output channels as columns (pixels x weights^T, stored transposed) every panel
 //! is full: our models' channel counts are multiples of 64.
 use super::{ConvGeom, Epilogue, MatRef, im2col, tasks_per_image};
-use crate::kernels::Float;
-use crate::kernels::dot_bf16::{self, PANEL_COLS, PackedLhs, PackedRhs};
+use crate::kernels::Element;
+use crate::kernels::dot_bf16::{self, Operand, PANEL_COLS, PackedLhs, PackedRhs};
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
@@ -69,8 +69,8 @@ thread_local! {
 
 /// `dst = a x w[.., cols]` stored transposed ([`dot_bf16::matmul_lanes_into`], row stride
 /// `ld`), `a` (pixels as rows) packed into this thread's kept buffer, rounded with `round`.
-fn lanes_product(
-    a: MatRef<f32>,
+fn lanes_product<E: Operand>(
+    a: MatRef<E>,
     round: bool,
     w: &PackedRhs,
     cols: std::ops::Range<usize>,
@@ -88,9 +88,9 @@ fn lanes_product(
 /// Output channels `m0..` of image `xb` (`yb`: those channels' rows of `g.pixels()` values)
 /// with the channels along the lanes, then `epilogue`: the columns of each band of output rows
 /// (the image itself for a 1x1 stride-1 convolution) packed as the kernel's rows.
-pub(super) fn forward_lanes(
+pub(super) fn forward_lanes<E: Operand>(
     g: &ConvGeom,
-    xb: &[f32],
+    xb: &[E],
     w: &PackedRhs,
     b: usize,
     m0: usize,
@@ -99,16 +99,16 @@ pub(super) fn forward_lanes(
 ) {
     let (p, ckk) = (g.pixels(), g.ckk());
     let channels = m0..m0 + yb.len() / p;
-    let product = |cols: &[f32], pixels: usize, dst: &mut [MaybeUninit<f32>]| {
+    let product = |cols: &[E], pixels: usize, dst: &mut [MaybeUninit<f32>]| {
         lanes_product(MatRef::transposed(cols, pixels, ckk), g.bf16_round, w, channels.clone(), dst, p)
     };
     if g.pointwise() {
         product(xb, p, yb);
     } else {
-        <f32 as Float>::with_scratch(|cols| {
-            for (r0, rows) in g.bands::<f32>() {
+        E::with_scratch(|cols| {
+            for (r0, rows) in g.bands::<E>() {
                 let band = rows * g.ow;
-                cols.resize(ckk * band, 0.0);
+                cols.resize(ckk * band, E::ZERO);
                 im2col(g, xb, r0, rows, cols);
                 product(cols, band, &mut yb[r0 * g.ow..]);
             }
@@ -134,14 +134,14 @@ pub(super) fn input_grad_lanes(g: &ConvGeom) -> bool {
 /// The input gradient of image `b` into `dxb` (zeroed), as `dX^T = dY^T x W` stored
 /// transposed: per band of output rows, the columns' gradients (then added back by
 /// [`super::col2im_add`]), or for a 1x1 stride-1 convolution the gradient itself.
-pub(super) fn input_grad_image(g: &ConvGeom, w: &PackedRhs, dyb: &[f32], dxb: &mut [f32]) {
+pub(super) fn input_grad_image<E: Operand>(g: &ConvGeom, w: &PackedRhs, dyb: &[E], dxb: &mut [f32]) {
     let (p, ckk) = (g.pixels(), g.ckk());
     // Training's gradients are bf16 values already: packed without rounding.
     let product = |dy, dst: &mut [f32], ld| lanes_product(dy, false, w, 0..ckk, super::uninit(dst), ld);
     if g.pointwise() {
         return product(MatRef::transposed(dyb, p, g.c_out), dxb, p);
     }
-    <f32 as Float>::with_scratch(|cols| {
+    <f32 as Element>::with_scratch(|cols| {
         for (r0, rows) in g.bands::<f32>() {
             let band = rows * g.ow;
             cols.resize(ckk * band, 0.0);

@@ -9,7 +9,7 @@
 //! band of output rows at a time, sized to stay in the core's cache instead of materialising
 //! the whole batch's columns as candle does (115 MB for ResNet's first layer at batch 16).
 use super::dot_bf16::PackedLhs;
-use super::{Float, MatRef, matmul_into, per_image};
+use super::{Element, Float, MatRef, matmul_into, per_image};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -21,6 +21,7 @@ const MIN_BAND_PIXELS: usize = 256;
 
 mod dot;
 mod epilogue;
+pub mod stored;
 pub use dot::{DotWeights, lanes};
 pub use epilogue::{Bf16Rounding, Epilogue};
 use epilogue::{as_f32, as_f32_mut};
@@ -125,7 +126,7 @@ impl ConvGeom {
 
 /// Writes the columns of output rows `[r0, r0 + rows)` of one image (`c_in x h x w`) into
 /// `cols` (`C*K*K x rows*ow`, row-major), zero where the window leaves the image.
-fn im2col<T: Float>(g: &ConvGeom, x: &[T], r0: usize, rows: usize, cols: &mut [T]) {
+fn im2col<T: Element>(g: &ConvGeom, x: &[T], r0: usize, rows: usize, cols: &mut [T]) {
     if g.stride > 1 {
         return im2col_strided(g, x, r0, rows, cols);
     }
@@ -140,12 +141,12 @@ fn im2col<T: Float>(g: &ConvGeom, x: &[T], r0: usize, rows: usize, cols: &mut [T
                 for (t, dst) in row.chunks_exact_mut(ow).enumerate() {
                     let iy = ((r0 + t) * s + ki) as isize - g.pad as isize;
                     if iy < 0 || iy >= g.h as isize || lo >= hi {
-                        dst.fill(T::zero());
+                        dst.fill(T::ZERO);
                         continue;
                     }
                     let src = &plane[iy as usize * w..][..w];
-                    dst[..lo].fill(T::zero());
-                    dst[hi..].fill(T::zero());
+                    dst[..lo].fill(T::ZERO);
+                    dst[hi..].fill(T::ZERO);
                     let x0 = lo * s + kj - g.pad;
                     if s == 1 {
                         dst[lo..hi].copy_from_slice(&src[x0..x0 + hi - lo]);
@@ -165,7 +166,7 @@ fn im2col<T: Float>(g: &ConvGeom, x: &[T], r0: usize, rows: usize, cols: &mut [T
 /// contiguous run where it would gather every `s`-th value: the gather happens once per input
 /// value instead of once per kernel column (`K` times). The stem's 7x7/2 and the 3x3/2 layers
 /// spent 5 % of a batch-1 evaluation gathering.
-fn im2col_strided<T: Float>(g: &ConvGeom, x: &[T], r0: usize, rows: usize, cols: &mut [T]) {
+fn im2col_strided<T: Element>(g: &ConvGeom, x: &[T], r0: usize, rows: usize, cols: &mut [T]) {
     let (k, s, ow, w, pad) = (g.k, g.stride, g.ow, g.w, g.pad as isize);
     let band = rows * ow;
     // The input rows the band reads, inside the image.
@@ -173,7 +174,7 @@ fn im2col_strided<T: Float>(g: &ConvGeom, x: &[T], r0: usize, rows: usize, cols:
     let end = (((r0 + rows - 1) * s + k) as isize - pad).clamp(0, g.h as isize) as usize;
     let (in_rows, phase_w) = (end.saturating_sub(first), w.div_ceil(s));
     // phases[q][row][j] = x[first + row][j * s + q]
-    let mut phases = vec![T::zero(); s * in_rows * phase_w];
+    let mut phases = vec![T::ZERO; s * in_rows * phase_w];
     for c in 0..g.c_in {
         let plane = &x[c * g.h * w..][..g.h * w];
         for r in 0..in_rows {
@@ -209,11 +210,11 @@ fn im2col_strided<T: Float>(g: &ConvGeom, x: &[T], r0: usize, rows: usize, cols:
                 for (t, dst) in row.chunks_exact_mut(ow).enumerate() {
                     let iy = ((r0 + t) * s + ki) as isize - pad;
                     if iy < 0 || iy >= g.h as isize || lo >= hi {
-                        dst.fill(T::zero());
+                        dst.fill(T::ZERO);
                         continue;
                     }
-                    dst[..lo].fill(T::zero());
-                    dst[hi..].fill(T::zero());
+                    dst[..lo].fill(T::ZERO);
+                    dst[hi..].fill(T::ZERO);
                     // Output column ox reads input column ox * s + kj - pad: x0 + (ox - lo) * s.
                     let x0 = lo * s + kj - g.pad;
                     let r = iy as usize - first;
@@ -361,12 +362,22 @@ pub fn weight_grad<T: Float>(g: &ConvGeom, x: &[T], dy: &[T]) -> Vec<T> {
             }
         });
     };
+    summed_over_images(g.n, size, image_grad)
+}
+
+/// `sum_b image_grad(b)` of `size` values, each image's gradient added into an accumulator by
+/// `image_grad(b, acc, parallelism)`: one accumulator per thread, summed at the end, when the
+/// batch covers the threads; otherwise one, with multi-threaded products.
+fn summed_over_images<T: Float>(
+    n: usize,
+    size: usize,
+    image_grad: impl Fn(usize, &mut Vec<T>, Parallelism) + Sync + Send,
+) -> Vec<T> {
     let threads = rayon::current_num_threads();
-    if threads > 1 && g.n >= threads {
-        // One accumulator per thread, summed at the end.
-        (0..g.n)
+    if threads > 1 && n >= threads {
+        (0..n)
             .into_par_iter()
-            .with_min_len(g.n.div_ceil(threads))
+            .with_min_len(n.div_ceil(threads))
             .fold(
                 || vec![T::zero(); size],
                 |mut acc, b| {
@@ -382,7 +393,7 @@ pub fn weight_grad<T: Float>(g: &ConvGeom, x: &[T], dy: &[T]) -> Vec<T> {
     } else {
         let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
         let mut acc = vec![T::zero(); size];
-        for b in 0..g.n {
+        for b in 0..n {
             image_grad(b, &mut acc, par);
         }
         acc

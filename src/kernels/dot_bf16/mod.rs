@@ -30,15 +30,56 @@ const NV: usize = 4;
 /// Output columns per kernel call (and per packed panel of the right operand).
 const NR: usize = 16 * NV;
 
+/// A value the packing reads: an f32 (a bf16 value, or one it rounds) or a bf16 in bf16
+/// storage (training's activations and gradients, read as they are stored instead of widened to
+/// f32 first).
+pub trait Operand: super::Element {
+    /// Its value as f32 bits (a bf16's are its own bits, shifted up).
+    fn bits(self) -> u32;
+
+    /// [`x86::pairs_transposed`] for this type.
+    ///
+    /// # Safety
+    /// As [`x86::pairs_transposed`]'s.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn pairs_transposed(src: *const Self, cs: usize, n: usize, dst: *mut u32, ld: usize);
+}
+
+impl Operand for f32 {
+    #[inline(always)]
+    fn bits(self) -> u32 {
+        self.to_bits()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn pairs_transposed(src: *const f32, cs: usize, n: usize, dst: *mut u32, ld: usize) {
+        // SAFETY: the caller's contract is the callee's.
+        unsafe { x86::pairs_transposed(src, cs, n, dst, ld) }
+    }
+}
+
+impl Operand for half::bf16 {
+    #[inline(always)]
+    fn bits(self) -> u32 {
+        (self.to_bits() as u32) << 16
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn pairs_transposed(src: *const half::bf16, cs: usize, n: usize, dst: *mut u32, ld: usize) {
+        // SAFETY: the caller's contract is the callee's.
+        unsafe { x86::pairs_transposed_bf16(src as *const u16, cs, n, dst, ld) }
+    }
+}
+
 /// Two consecutive `k` values of one row or column, as the instruction reads them: the first
 /// in the low half. With `ROUND` each is rounded to bf16 (nearest, ties to even), for operands
 /// that may not be bf16 values yet (evaluation's activations: rounding here saves a pass that
 /// checked them). Without, the operands are bf16 values already (training's, which autocast
 /// rounded), so their bf16 bits are their top 16 bits: two shifts and a mask, where rounding
-/// made a training step 10 % slower. Both vectorise.
+/// made a training step 10 % slower. Both vectorise; from bf16 storage it is one interleave.
 #[inline(always)]
-fn pair<const ROUND: bool>(lo: f32, hi: f32) -> u32 {
-    let bits = |v: f32| if ROUND { super::bf16::round_bits(v.to_bits()) } else { v.to_bits() };
+fn pair<const ROUND: bool, E: Operand>(lo: E, hi: E) -> u32 {
+    let bits = |v: E| if ROUND { super::bf16::round_bits(v.bits()) } else { v.bits() };
     bits(lo) >> 16 | bits(hi) & 0xffff_0000
 }
 
@@ -108,22 +149,22 @@ pub struct PackedLhs {
 
 impl PackedLhs {
     /// `a`'s values must be bf16 values (see [`pair`]).
-    pub(crate) fn new(a: MatRef<f32>) -> Self {
+    pub(crate) fn new<E: Operand>(a: MatRef<E>) -> Self {
         Self::new_in(a, Vec::new(), false)
     }
 
     /// [`Self::new`] in `pairs`' memory (a buffer kept from an earlier operand, see
     /// [`Self::into_pairs`]); with `round`, `a`'s values are rounded to bf16 (see [`pair`]).
-    pub(crate) fn new_in(a: MatRef<f32>, pairs: Vec<u32>, round: bool) -> Self {
-        if round { Self::packed::<true>(a, pairs) } else { Self::packed::<false>(a, pairs) }
+    pub(crate) fn new_in<E: Operand>(a: MatRef<E>, pairs: Vec<u32>, round: bool) -> Self {
+        if round { Self::packed::<true, _>(a, pairs) } else { Self::packed::<false, _>(a, pairs) }
     }
 
-    fn packed<const ROUND: bool>(a: MatRef<f32>, mut pairs: Vec<u32>) -> Self {
+    fn packed<const ROUND: bool, E: Operand>(a: MatRef<E>, mut pairs: Vec<u32>) -> Self {
         let (m, k) = (a.rows, a.cols);
         let k2 = k.div_ceil(2);
         // Every pair is written below: a reused buffer's old values need no zeroing first.
         pairs.resize(k2 * m, 0);
-        let at = |r: usize, c: usize| if c < k { a.data[r * a.rs + c * a.cs] } else { 0.0 };
+        let at = |r: usize, c: usize| if c < k { a.data[r * a.rs + c * a.cs] } else { E::ZERO };
         super::isa::with_isa(
             #[inline(always)]
             || {
@@ -132,22 +173,39 @@ impl PackedLhs {
                     for p in 0..k / 2 {
                         let (lo, hi) = (&a.data[2 * p * a.cs..][..m], &a.data[(2 * p + 1) * a.cs..][..m]);
                         let dst = &mut pairs[p * m..][..m];
-                        dst.iter_mut().zip(lo.iter().zip(hi)).for_each(|(d, (&l, &h))| *d = pair::<ROUND>(l, h));
+                        dst.iter_mut().zip(lo.iter().zip(hi)).for_each(|(d, (&l, &h))| *d = pair::<ROUND, _>(l, h));
                     }
                     if k % 2 == 1 {
                         let p = k2 - 1;
-                        (0..m).for_each(|r| pairs[p * m + r] = pair::<ROUND>(at(r, 2 * p), 0.0));
+                        (0..m).for_each(|r| pairs[p * m + r] = pair::<ROUND, _>(at(r, 2 * p), E::ZERO));
                     }
                     return;
                 }
                 // Rows contiguous or general: sixteen rows at a time, so that each write fills
-                // a cache line.
+                // a cache line. With rows contiguous a row's adjacent values are its pairs: sixteen
+                // pairs of sixteen rows at a time by the register transpose (a weight gradient's
+                // output gradient, packed per image: 6 % of a bf16 training step one at a time).
+                let transpose = !ROUND && a.cs == 1 && transpose_kernel();
                 for r0 in (0..m).step_by(16) {
                     let rows = 16.min(m - r0);
-                    for p in 0..k2 {
+                    let mut first = 0;
+                    #[cfg(target_arch = "x86_64")]
+                    if transpose && rows == 16 {
+                        first = k / 32 * 16;
+                        for p0 in (0..first).step_by(16) {
+                            let src = &a.data[r0 * a.rs + 2 * p0..];
+                            assert!(15 * a.rs + 32 <= src.len());
+                            let dst = &mut pairs[p0 * m + r0..];
+                            assert!(15 * m + 16 <= dst.len());
+                            // SAFETY: the CPU has the features (`transpose_kernel`); the reads
+                            // and writes are in bounds (asserted above).
+                            unsafe { E::pairs_transposed(src.as_ptr(), a.rs, 16, dst.as_mut_ptr(), m) };
+                        }
+                    }
+                    for p in first..k2 {
                         let dst = &mut pairs[p * m + r0..][..rows];
                         for (i, d) in dst.iter_mut().enumerate() {
-                            *d = pair::<ROUND>(at(r0 + i, 2 * p), at(r0 + i, 2 * p + 1));
+                            *d = pair::<ROUND, _>(at(r0 + i, 2 * p), at(r0 + i, 2 * p + 1));
                         }
                     }
                 }
@@ -183,21 +241,21 @@ pub struct PackedRhs {
 
 impl PackedRhs {
     /// `b`'s values must be bf16 values (see [`pair`]).
-    pub(crate) fn new(b: MatRef<f32>) -> Self {
+    pub(crate) fn new<E: Operand>(b: MatRef<E>) -> Self {
         Self::new_rounding(b, false)
     }
 
     /// With `round`, `b`'s values are rounded to bf16 as they are packed (see [`pair`]).
-    pub(crate) fn new_rounding(b: MatRef<f32>, round: bool) -> Self {
+    pub(crate) fn new_rounding<E: Operand>(b: MatRef<E>, round: bool) -> Self {
         let (k2, panels) = (b.rows.div_ceil(2), b.cols.div_ceil(NR));
         let mut pairs = Vec::with_capacity(panels * k2 * NR);
         let mut panel = Vec::new();
         for pi in 0..panels {
             let (j0, cols) = (pi * NR, NR.min(b.cols - pi * NR));
             if round {
-                pack_panel::<true>(&b, j0, cols, &mut panel)
+                pack_panel::<true, _>(&b, j0, cols, &mut panel)
             } else {
-                pack_panel::<false>(&b, j0, cols, &mut panel)
+                pack_panel::<false, _>(&b, j0, cols, &mut panel)
             }
             pairs.extend_from_slice(&panel);
         }
@@ -226,7 +284,7 @@ pub const PANEL_COLS: usize = NR;
 
 /// Columns `j0..j0 + cols` of `b` (`k x n`, bf16 values) as the kernel reads them:
 /// `[k / 2][NR]` pairs, zero beyond `cols` and beyond `k`.
-fn pack_panel<const ROUND: bool>(b: &MatRef<f32>, j0: usize, cols: usize, out: &mut Vec<u32>) {
+fn pack_panel<const ROUND: bool, E: Operand>(b: &MatRef<E>, j0: usize, cols: usize, out: &mut Vec<u32>) {
     let (k, k2) = (b.rows, b.rows.div_ceil(2));
     // A full panel's pairs are all written below; a narrower one's other columns must be zero.
     if cols < NR {
@@ -242,16 +300,19 @@ fn pack_panel<const ROUND: bool>(b: &MatRef<f32>, j0: usize, cols: usize, out: &
                 for p in 0..k / 2 {
                     let (lo, hi) = (&b.data[2 * p * b.rs + j0..][..cols], &b.data[(2 * p + 1) * b.rs + j0..][..cols]);
                     let dst = &mut out[p * NR..][..cols];
-                    dst.iter_mut().zip(lo.iter().zip(hi)).for_each(|(d, (&l, &h))| *d = pair::<ROUND>(l, h));
+                    dst.iter_mut().zip(lo.iter().zip(hi)).for_each(|(d, (&l, &h))| *d = pair::<ROUND, _>(l, h));
                 }
                 if k % 2 == 1 {
                     let lo = &b.data[(k - 1) * b.rs + j0..][..cols];
-                    out[(k2 - 1) * NR..][..cols].iter_mut().zip(lo).for_each(|(d, &l)| *d = pair::<ROUND>(l, 0.0));
+                    out[(k2 - 1) * NR..][..cols]
+                        .iter_mut()
+                        .zip(lo)
+                        .for_each(|(d, &l)| *d = pair::<ROUND, _>(l, E::ZERO));
                 }
             } else {
                 // Columns contiguous (a transposed view): adjacent values of a column are a pair
                 // already; sixteen pairs of every column at a time keep the writes in 4 KiB.
-                let col = |c: usize, r: usize| if r < k { b.data[r * b.rs + (j0 + c) * b.cs] } else { 0.0 };
+                let col = |c: usize, r: usize| if r < k { b.data[r * b.rs + (j0 + c) * b.cs] } else { E::ZERO };
                 let whole = if b.rs == 1 { k / 2 } else { 0 };
                 for p0 in (0..whole).step_by(16) {
                     let ps = 16.min(whole - p0);
@@ -266,20 +327,20 @@ fn pack_panel<const ROUND: bool>(b: &MatRef<f32>, j0: usize, cols: usize, out: &
                             assert!(15 * NR + 16 <= dst.len());
                             // SAFETY: the CPU has the features (`transpose_kernel`); the reads
                             // and writes are in bounds (asserted above).
-                            unsafe { x86::pairs_transposed(src.as_ptr(), b.cs, n, dst.as_mut_ptr()) };
+                            unsafe { E::pairs_transposed(src.as_ptr(), b.cs, n, dst.as_mut_ptr(), NR) };
                         }
                         continue;
                     }
                     for c in 0..cols {
                         let src = &b.data[(j0 + c) * b.cs + 2 * p0..][..2 * ps];
                         for (i, two) in src.chunks_exact(2).enumerate() {
-                            out[(p0 + i) * NR + c] = pair::<ROUND>(two[0], two[1]);
+                            out[(p0 + i) * NR + c] = pair::<ROUND, _>(two[0], two[1]);
                         }
                     }
                 }
                 for p in whole..k2 {
                     for c in 0..cols {
-                        out[p * NR + c] = pair::<ROUND>(col(c, 2 * p), col(c, 2 * p + 1));
+                        out[p * NR + c] = pair::<ROUND, _>(col(c, 2 * p), col(c, 2 * p + 1));
                     }
                 }
             }
@@ -308,13 +369,13 @@ thread_local! {
 /// it must be initialised). With `parallel`, the column panels are shared among the threads;
 /// with `round`, `rhs`'s values are rounded to bf16 as they are packed (see [`pair`]).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_into(
+pub(crate) fn matmul_into<E: Operand>(
     dst: &mut [MaybeUninit<f32>],
     dst_rs: usize,
     accumulate: bool,
     lhs: &PackedLhs,
     rows: std::ops::Range<usize>,
-    rhs: MatRef<f32>,
+    rhs: MatRef<E>,
     parallel: bool,
     round: bool,
 ) {
@@ -332,9 +393,9 @@ pub(crate) fn matmul_into(
         PANEL.with(|b| {
             let mut b = b.borrow_mut();
             if round {
-                pack_panel::<true>(&rhs, j0, cols, &mut b)
+                pack_panel::<true, _>(&rhs, j0, cols, &mut b)
             } else {
-                pack_panel::<false>(&rhs, j0, cols, &mut b)
+                pack_panel::<false, _>(&rhs, j0, cols, &mut b)
             }
             for r0 in (0..m).step_by(MR) {
                 let block = Block {
@@ -481,139 +542,7 @@ impl Block<'_> {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::{Block, NR, NV};
-    use std::arch::x86_64::*;
-
-    /// Sixteen pairs of each of `n` (at most 16) columns, as [`super::pack_panel`] lays them
-    /// out: column `c`'s 32 values from `src + c * cs` (bf16 values in f32) become pairs
-    /// `dst[p * NR + c]`, `p < 16`; columns from `n` to 16 get zeros. One permute per column
-    /// keeps the top halves (the bf16 bits) as sixteen pairs in a register, then a 16 x 16
-    /// transpose in four rounds of permutes turns the columns' registers into the pairs'
-    /// rows: a weight gradient's transposed operand was packed one value at a time, a tenth of
-    /// a bf16 training step in `perf`.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512 F and BW; `src + c * cs + i` is readable for `c < n`, `i < 32`, and
-    /// `dst + p * NR + c` writable for `p, c < 16`.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    pub unsafe fn pairs_transposed(src: *const f32, cs: usize, n: usize, dst: *mut u32) {
-        // SAFETY: see the function's contract.
-        unsafe {
-            // The odd 16-bit halves of 32 floats: float i's top half is half 2i + 1.
-            let tops = _mm512_loadu_si512(TOPS.as_ptr() as *const _);
-            let mut r: [__m512i; 16] = std::array::from_fn(|c| {
-                if c >= n {
-                    return _mm512_setzero_si512();
-                }
-                let p = src.add(c * cs);
-                let (lo, hi) = (_mm512_loadu_si512(p as *const _), _mm512_loadu_si512(p.add(16) as *const _));
-                _mm512_permutex2var_epi16(lo, tops, hi)
-            });
-            // Round `d` swaps bit `d` of the row index with bit `d` of the lane index.
-            for (d, (lo_idx, hi_idx)) in [8usize, 4, 2, 1].into_iter().zip(TRANSPOSE) {
-                let (lo_idx, hi_idx) =
-                    (_mm512_loadu_si512(lo_idx.as_ptr() as *const _), _mm512_loadu_si512(hi_idx.as_ptr() as *const _));
-                for i in (0..16).filter(|i| i & d == 0) {
-                    let (a, b) = (r[i], r[i + d]);
-                    r[i] = _mm512_permutex2var_epi32(a, lo_idx, b);
-                    r[i + d] = _mm512_permutex2var_epi32(a, hi_idx, b);
-                }
-            }
-            for (p, row) in r.iter().enumerate() {
-                _mm512_storeu_si512(dst.add(p * NR) as *mut _, *row);
-            }
-        }
-    }
-
-    const TOPS: [u16; 32] = {
-        let mut t = [0u16; 32];
-        let mut i = 0;
-        while i < 32 {
-            t[i] = 2 * i as u16 + 1;
-            i += 1;
-        }
-        t
-    };
-
-    /// Per round `d` (8, 4, 2, 1) of the transpose, the lanes of the lower and the upper row's
-    /// new values, from rows `a` (lanes 0-15) and `b` (16-31): the lower row keeps `a`'s lanes
-    /// whose bit `d` is clear and takes `b`'s lane `j - d` where it is set; the upper row takes
-    /// `a`'s lane `j + d` where it is clear and keeps `b`'s where it is set.
-    const TRANSPOSE: [([u32; 16], [u32; 16]); 4] = {
-        let mut t = [([0u32; 16], [0u32; 16]); 4];
-        let mut s = 0;
-        while s < 4 {
-            let d = 8 >> s;
-            let mut j = 0;
-            while j < 16 {
-                if j & d == 0 {
-                    t[s].0[j] = j as u32;
-                    t[s].1[j] = (j + d) as u32;
-                } else {
-                    t[s].0[j] = (16 + j - d) as u32;
-                    t[s].1[j] = (16 + j) as u32;
-                }
-                j += 1;
-            }
-            s += 1;
-        }
-        t
-    };
-
-    /// `R` rows x [`NR`] columns: per pair of `k`, [`NV`] panel loads, `R` broadcasts and
-    /// `R * NV` dot products into registers; the edge columns stored under a mask.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn kernel<const R: usize>(blk: &Block, k2: usize) {
-        // SAFETY: the caller guarantees the CPU features and that `blk`'s operands cover `R`
-        // rows from `blk.row`, `k2` pairs and `blk.cols` columns of `c` (see `Block::run`).
-        unsafe {
-            let mut acc = [[_mm512_setzero_ps(); NV]; R];
-            let (a, b) = (blk.a.as_ptr().add(blk.row), blk.b.as_ptr());
-            for p in 0..k2 {
-                let bp = b.add(p * NR);
-                let bv: [__m512bh; NV] =
-                    std::array::from_fn(|v| std::mem::transmute(_mm512_loadu_si512(bp.add(16 * v) as *const _)));
-                let ap = a.add(p * blk.lda);
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*ap.add(r) as i32));
-                    for v in 0..NV {
-                        acc[v] = _mm512_dpbf16_ps(acc[v], av, bv[v]);
-                    }
-                }
-            }
-            if blk.transposed {
-                // Through a tile on the stack: each output column's rows are adjacent in `c`.
-                let mut tile = [[0f32; NR]; R];
-                for (row, acc) in tile.iter_mut().zip(&acc) {
-                    for (v, &acc) in acc.iter().enumerate() {
-                        _mm512_storeu_ps(row.as_mut_ptr().add(16 * v), acc);
-                    }
-                }
-                for j in 0..blk.cols {
-                    let d = blk.c.add(j * blk.ldc);
-                    for (r, row) in tile.iter().enumerate() {
-                        *d.add(r) = if blk.accumulate { *d.add(r) + row[j] } else { row[j] };
-                    }
-                }
-                return;
-            }
-            for (r, acc) in acc.iter().enumerate() {
-                for (v, &acc) in acc.iter().enumerate() {
-                    let lo = 16 * v;
-                    if lo >= blk.cols {
-                        break;
-                    }
-                    let n = (blk.cols - lo).min(16);
-                    let mask: __mmask16 = if n == 16 { !0 } else { (1 << n) - 1 };
-                    let d = blk.c.add(r * blk.ldc + lo);
-                    let val = if blk.accumulate { _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask, d)) } else { acc };
-                    _mm512_mask_storeu_ps(d, mask, val);
-                }
-            }
-        }
-    }
-}
+mod x86;
 
 #[cfg(test)]
 mod tests;

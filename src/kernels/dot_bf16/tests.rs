@@ -136,7 +136,7 @@ fn a_transposed_panel_is_packed_pair_by_pair() {
     let data = bf16_values(k * n, 9);
     let b = MatRef::transposed(&data, k, n);
     let mut panel = Vec::new();
-    pack_panel::<false>(&b, j0, cols, &mut panel);
+    pack_panel::<false, _>(&b, j0, cols, &mut panel);
     assert_eq!(panel.len(), k / 2 * NR);
     for p in 0..k / 2 {
         for c in 0..NR {
@@ -151,6 +151,27 @@ fn a_transposed_panel_is_packed_pair_by_pair() {
     }
 }
 
+/// A left operand with its rows contiguous, from f32 and from bf16 storage: 37 rows (two
+/// blocks of 16 for the register transpose where the CPU has it, then 5 one pair at a time) of
+/// 71 values (35 whole pairs: two blocks of 16, then 3, then the odd value and a zero), each
+/// row 80 values apart.
+#[test]
+fn a_left_operand_is_packed_pair_by_pair_from_either_storage() {
+    let (m, k, rs) = (37, 71, 80);
+    let data = bf16_values(m * rs, 11);
+    let narrow = super::super::bf16::narrowed(&data);
+    let from_f32 = PackedLhs::new(MatRef::new(&data, m, k, rs, 1));
+    let from_bf16 = PackedLhs::new(MatRef::new(&narrow, m, k, rs, 1));
+    for p in 0..k.div_ceil(2) {
+        for r in 0..m {
+            let hi = if 2 * p + 1 < k { data[r * rs + 2 * p + 1].to_bits() } else { 0 };
+            let want = data[r * rs + 2 * p].to_bits() >> 16 | hi & 0xffff_0000;
+            assert_eq!(from_f32.pairs[p * m + r], want, "pair {p} of row {r} from f32");
+            assert_eq!(from_bf16.pairs[p * m + r], want, "pair {p} of row {r} from bf16");
+        }
+    }
+}
+
 #[test]
 fn the_vector_kernel_gives_the_portable_kernels_sums() {
     // Where the CPU has AVX512-BF16 the vector kernel runs above; here both run on one block.
@@ -159,7 +180,7 @@ fn the_vector_kernel_gives_the_portable_kernels_sums() {
     let b_data = bf16_values(k * cols, 5);
     let packed = PackedLhs::new(MatRef::rows(&a_data, MR, k));
     let mut panel = Vec::new();
-    pack_panel::<false>(&MatRef::rows(&b_data, k, cols), 0, cols, &mut panel);
+    pack_panel::<false, _>(&MatRef::rows(&b_data, k, cols), 0, cols, &mut panel);
     let (mut vector, mut portable) = (vec![0.0f32; MR * NR], vec![0.0f32; MR * NR]);
     let block = |c: &mut Vec<f32>| Block {
         a: &packed.pairs,
