@@ -16,10 +16,11 @@ pub use sums::channel_stats;
 use sums::*;
 
 use super::isa::with_isa;
-use super::{Float, contiguous_slice, per_channel, tensor_from, with_slice};
+use super::{Float, contiguous_slice, tensor_from, with_slice};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use half::bf16;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Dispatches on the activations' storage: `T` the arithmetic type, `S` the stored one.
 macro_rules! dispatch_stored {
@@ -86,62 +87,48 @@ impl BatchNormTrainOp {
         let (_, c, p) = ncp(dims)?;
         let (relu, bf16) = (self.relu, self.bf16 && T::DTYPE == DType::F32);
         let act = |v: T| if relu { num_traits::Float::max(v, T::zero()) } else { v };
-        let mut y = vec![S::store(T::zero()); x.len()];
-        y.par_chunks_mut(p).zip(x.par_chunks(p)).enumerate().for_each(|(i, (y, x))| {
-            with_isa(
-                #[inline(always)]
-                || {
-                    let ch = i % c;
-                    // (x - mean) * a + beta rather than x * a + (beta - mean * a): the latter loses
-                    // f32 precision to cancellation when the mean is large against the spread.
-                    let (mean, a, beta) = (t::<T>(self.mean[ch]), t::<T>(f(gamma[ch]) * self.inv_std[ch]), beta[ch]);
-                    let bn = |x: S| (x.load() - mean) * a + beta;
-                    // One loop per case, so that f32's loops carry no rounding test.
-                    match (residual.map(|r| &r[i * p..][..p]), bf16) {
-                        (Some(r), false) => {
-                            y.iter_mut().zip(x).zip(r).for_each(|((y, &x), &r)| *y = S::store(act(bn(x) + r.load())))
-                        }
-                        (Some(r), true) => y
-                            .iter_mut()
-                            .zip(x)
-                            .zip(r)
-                            .for_each(|((y, &x), &r)| *y = S::store(act(round_bf16(round_bf16(bn(x)) + r.load())))),
-                        (None, false) => y.iter_mut().zip(x).for_each(|(y, &x)| *y = S::store(act(bn(x)))),
-                        (None, true) => y.iter_mut().zip(x).for_each(|(y, &x)| *y = S::store(act(round_bf16(bn(x))))),
-                    }
-                },
-            )
-        });
-        Ok(y)
-    }
-
-    /// The output gradient autocast hands batch norm: masked by the ReLU, rounded to bf16.
-    fn bf16_output_grad<T: Float, S: Stored<T>>(&self, y: &[S], dy: &[S]) -> Vec<S> {
-        let relu = self.relu;
-        // Written without zeroing it first, in chunks under `with_isa`: a per-element
-        // `par_iter().map().collect()` ran the rounding as baseline x86-64 code, 7 % of a bf16
-        // training step in `perf`. The writes rely on the output and its gradient having one
-        // shape.
-        assert_eq!(y.len(), dy.len(), "batch norm: output and output gradient differ in size");
-        let mut g: Vec<S> = Vec::with_capacity(y.len());
-        const CHUNK: usize = 1 << 16;
-        g.spare_capacity_mut()[..y.len()]
-            .par_chunks_mut(CHUNK)
-            .zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-            .for_each(|(g, (y, dy))| {
+        if residual.is_some_and(|r| r.len() != x.len()) {
+            candle_core::bail!(
+                "batch norm: residual of {} values for an input of {}",
+                residual.map_or(0, <[S]>::len),
+                x.len()
+            );
+        }
+        // Written without zeroing it first: every element is written below.
+        let mut y: Vec<S> = Vec::with_capacity(x.len());
+        y.spare_capacity_mut()[..x.len()].par_chunks_mut(p.max(1)).zip(x.par_chunks(p.max(1))).enumerate().for_each(
+            |(i, (y, x))| {
                 with_isa(
                     #[inline(always)]
                     || {
-                        for ((g, &y), &d) in g.iter_mut().zip(y).zip(dy) {
-                            g.write(S::store(out_grad::<T, true>(relu, y.load(), d.load())));
+                        let ch = i % c;
+                        // (x - mean) * a + beta rather than x * a + (beta - mean * a): the latter loses
+                        // f32 precision to cancellation when the mean is large against the spread.
+                        let (mean, a, beta) =
+                            (t::<T>(self.mean[ch]), t::<T>(f(gamma[ch]) * self.inv_std[ch]), beta[ch]);
+                        let bn = |x: S| (x.load() - mean) * a + beta;
+                        // One loop per case, so that f32's loops carry no rounding test.
+                        match (residual.map(|r| &r[i * p..][..p]), bf16) {
+                            (Some(r), false) => y
+                                .iter_mut()
+                                .zip(x)
+                                .zip(r)
+                                .for_each(|((y, &x), &r)| _ = y.write(S::store(act(bn(x) + r.load())))),
+                            (Some(r), true) => y.iter_mut().zip(x).zip(r).for_each(|((y, &x), &r)| {
+                                _ = y.write(S::store(act(round_bf16(round_bf16(bn(x)) + r.load()))))
+                            }),
+                            (None, false) => y.iter_mut().zip(x).for_each(|(y, &x)| _ = y.write(S::store(act(bn(x))))),
+                            (None, true) => {
+                                y.iter_mut().zip(x).for_each(|(y, &x)| _ = y.write(S::store(act(round_bf16(bn(x))))))
+                            }
                         }
                     },
                 )
-            });
-        // SAFETY: the chunks cover the first `y.len()` elements (`dy` has as many: asserted) and
-        // each was written above.
-        unsafe { g.set_len(y.len()) };
-        g
+            },
+        );
+        // SAFETY: the chunks cover the first `x.len()` elements and each was written above.
+        unsafe { y.set_len(x.len()) };
+        Ok(y)
     }
 
     /// (dx, dgamma, dbeta).
@@ -153,16 +140,36 @@ impl BatchNormTrainOp {
         dy: &[S],
         dims: &[usize],
     ) -> Result<(Vec<S>, Vec<T>, Vec<T>)> {
+        let (dx, dgamma, dbeta, _) = self.backward_residual(x, gamma, y, dy, dims, false)?;
+        Ok((dx, dgamma, dbeta))
+    }
+
+    /// (dx, dgamma, dbeta, dr): with `residual`, also the gradient of a residual added before
+    /// the ReLU ([`BatchNormAddReluOp`]): the output gradient masked by the ReLU (and rounded
+    /// to bf16 under autocast), written in the same pass.
+    fn backward_residual<T: Float, S: Stored<T>>(
+        &self,
+        x: &[S],
+        gamma: &[T],
+        y: &[S],
+        dy: &[S],
+        dims: &[usize],
+        residual: bool,
+    ) -> Result<Grads4<T, S>> {
         if self.bf16 && T::DTYPE == DType::F32 {
-            self.backward_with::<T, S, true>(x, gamma, y, dy, dims)
+            self.backward_with::<T, S, true>(x, gamma, y, dy, dims, residual)
         } else {
-            self.backward_with::<T, S, false>(x, gamma, y, dy, dims)
+            self.backward_with::<T, S, false>(x, gamma, y, dy, dims, residual)
         }
     }
 
-    /// (dx, dgamma, dbeta); with `BF16` (autocast), from the output gradient rounded to bf16,
-    /// and `dx` rounded too: autocast hands a bf16 input's gradient back in bf16, so the
+    /// [`Self::backward_residual`]; with `BF16` (autocast), from the output gradient rounded to
+    /// bf16, and `dx` rounded too: autocast hands a bf16 input's gradient back in bf16, so the
     /// convolution before finds its output gradient rounded already and reads it in place.
+    ///
+    /// One task per channel computes the channel's two sums over its planes, then its planes'
+    /// `dx` (and `dr`) while they are still in the core's cache: a 56 x 56 channel of a batch of
+    /// 16 is 300 KB of `x`, `y` and `dy` in bf16, read from memory once instead of twice.
     fn backward_with<T: Float, S: Stored<T>, const BF16: bool>(
         &self,
         x: &[S],
@@ -170,66 +177,107 @@ impl BatchNormTrainOp {
         y: &[S],
         dy: &[S],
         dims: &[usize],
-    ) -> Result<(Vec<S>, Vec<T>, Vec<T>)> {
+        residual: bool,
+    ) -> Result<Grads4<T, S>> {
         let (n, c, p) = ncp(dims)?;
+        let len = x.len();
+        if y.len() != len || dy.len() != len || len != n * c * p {
+            candle_core::bail!("batch norm backward: input, output and gradient differ from {dims:?}");
+        }
         let relu = self.relu;
-        let sums = per_channel(c, |ch| {
-            with_isa(
-                #[inline(always)]
-                || {
-                    let mean = t::<T>(self.mean[ch]);
-                    let plane = |b: usize| {
-                        let r = (b * c + ch) * p..(b * c + ch + 1) * p;
-                        (&x[r.clone()], &y[r.clone()], &dy[r])
-                    };
-                    // Four images' planes at a time, added in image order as one at a time would be.
-                    let (mut sg, mut sgx) = (0.0, 0.0);
-                    let mut b = 0;
-                    while b + 4 <= n {
-                        for (p1, p2) in grad_sums_many::<T, S, BF16, 4>(
-                            [plane(b), plane(b + 1), plane(b + 2), plane(b + 3)],
-                            mean,
-                            relu,
-                        ) {
+        let mut dx: Vec<S> = Vec::with_capacity(len);
+        let mut dr: Vec<S> = Vec::with_capacity(if residual { len } else { 0 });
+        // Each channel's planes of dx (and dr), for its task to write.
+        type Planes<'a, S> = Vec<&'a mut [MaybeUninit<S>]>;
+        let mut planes: Vec<(Planes<S>, Planes<S>)> = (0..c).map(|_| (Vec::with_capacity(n), Vec::new())).collect();
+        if p > 0 {
+            for (i, plane) in dx.spare_capacity_mut()[..len].chunks_mut(p).enumerate() {
+                planes[i % c].0.push(plane);
+            }
+            if residual {
+                for (i, plane) in dr.spare_capacity_mut()[..len].chunks_mut(p).enumerate() {
+                    planes[i % c].1.push(plane);
+                }
+            }
+        }
+        let m = (n * p) as f64;
+        let sums: Vec<(f64, f64)> = planes
+            .into_par_iter()
+            .enumerate()
+            .map(|(ch, (mut dx_planes, mut dr_planes))| {
+                with_isa(
+                    #[inline(always)]
+                    || {
+                        let mean = t::<T>(self.mean[ch]);
+                        let plane = |b: usize| {
+                            let r = (b * c + ch) * p..(b * c + ch + 1) * p;
+                            (&x[r.clone()], &y[r.clone()], &dy[r])
+                        };
+                        // Four images' planes at a time, added in image order as one at a time
+                        // would be.
+                        let (mut sg, mut sgx) = (0.0, 0.0);
+                        let mut b = 0;
+                        while b + 4 <= n {
+                            for (p1, p2) in grad_sums_many::<T, S, BF16, 4>(
+                                [plane(b), plane(b + 1), plane(b + 2), plane(b + 3)],
+                                mean,
+                                relu,
+                            ) {
+                                (sg, sgx) = (sg + p1, sgx + p2);
+                            }
+                            b += 4;
+                        }
+                        for b in b..n {
+                            let (x, y, dy) = plane(b);
+                            let (p1, p2) = grad_sums::<T, S, BF16>(x, y, dy, mean, relu);
                             (sg, sgx) = (sg + p1, sgx + p2);
                         }
-                        b += 4;
-                    }
-                    for b in b..n {
-                        let (x, y, dy) = plane(b);
-                        let (p1, p2) = grad_sums::<T, S, BF16>(x, y, dy, mean, relu);
-                        (sg, sgx) = (sg + p1, sgx + p2);
-                    }
-                    (sg, sgx * self.inv_std[ch])
-                },
-            )
-        });
-        let m = (n * p) as f64;
-        let mut dx = vec![S::store(T::zero()); x.len()];
-        dx.par_chunks_mut(p).enumerate().for_each(|(plane, dx)| {
-            with_isa(
-                #[inline(always)]
-                || {
-                    let ch = plane % c;
-                    let (sg, sgx) = sums[ch];
-                    let inv_std = self.inv_std[ch];
-                    let k = f(gamma[ch]) * inv_std;
-                    // dx = k * (g - sg / M) - (x - mean) * (k * inv_std * sgx / M)
-                    let (mean, a, b) = (t::<T>(self.mean[ch]), t::<T>(k * inv_std * sgx / m), t::<T>(sg / m));
-                    let k = t::<T>(k);
-                    let r = plane * p..(plane + 1) * p;
-                    for ((dx, &x), (&y, &dy)) in dx.iter_mut().zip(&x[r.clone()]).zip(y[r.clone()].iter().zip(&dy[r])) {
-                        let v = k * (out_grad::<T, BF16>(relu, y.load(), dy.load()) - b) - (x.load() - mean) * a;
-                        *dx = S::store(if BF16 { round_bf16(v) } else { v });
-                    }
-                },
-            )
-        });
+                        let sgx = sgx * self.inv_std[ch];
+                        let inv_std = self.inv_std[ch];
+                        let k = f(gamma[ch]) * inv_std;
+                        // dx = k * (g - sg / M) - (x - mean) * (k * inv_std * sgx / M)
+                        let (a, b) = (t::<T>(k * inv_std * sgx / m), t::<T>(sg / m));
+                        let k = t::<T>(k);
+                        for (i, dx) in dx_planes.iter_mut().enumerate() {
+                            let (x, y, dy) = plane(i);
+                            for ((dx, &x), (&y, &dy)) in dx.iter_mut().zip(x).zip(y.iter().zip(dy)) {
+                                let v =
+                                    k * (out_grad::<T, BF16>(relu, y.load(), dy.load()) - b) - (x.load() - mean) * a;
+                                dx.write(S::store(if BF16 { round_bf16(v) } else { v }));
+                            }
+                        }
+                        for (i, dr) in dr_planes.iter_mut().enumerate() {
+                            let (_, y, dy) = plane(i);
+                            for (dr, (&y, &dy)) in dr.iter_mut().zip(y.iter().zip(dy)) {
+                                let g = if BF16 {
+                                    out_grad::<T, true>(relu, y.load(), dy.load())
+                                } else {
+                                    masked(true, y.load(), dy.load())
+                                };
+                                dr.write(S::store(g));
+                            }
+                        }
+                        (sg, sgx)
+                    },
+                )
+            })
+            .collect();
+        // SAFETY: the channels' planes cover the first `len` elements of `dx` (and of `dr` with
+        // `residual`), and each task wrote every element of its own.
+        unsafe {
+            dx.set_len(len);
+            if residual {
+                dr.set_len(len);
+            }
+        }
         let dgamma = sums.iter().map(|&(_, sgx)| t::<T>(sgx)).collect();
         let dbeta = sums.iter().map(|&(sg, _)| t::<T>(sg)).collect();
-        Ok((dx, dgamma, dbeta))
+        Ok((dx, dgamma, dbeta, residual.then_some(dr)))
     }
 }
+
+/// (dx, dgamma, dbeta, dr).
+type Grads4<T, S> = (Vec<S>, Vec<T>, Vec<T>, Option<Vec<S>>);
 
 impl CustomOp3 for BatchNormTrainOp {
     fn name(&self) -> &'static str {
@@ -334,18 +382,7 @@ impl CustomOp3 for BatchNormAddReluOp {
                 with_slice::<T, _>(gb, "batch norm weight", |gbs| {
                     with_slice::<S, _>(y, "batch norm output", |ys| {
                         with_slice::<S, _>(dy, "batch norm grad", |dys| {
-                            let (dx, dgamma, dbeta) = op.backward::<T, S>(xs, &gbs[..c], ys, dys, x.dims())?;
-                            let dr: Vec<S> = if r.track_op() && op.bf16 && T::DTYPE == DType::F32 {
-                                op.bf16_output_grad::<T, S>(ys, dys)
-                            } else if r.track_op() {
-                                ys.par_iter()
-                                    .zip(dys)
-                                    .map(|(&y, &d)| S::store(masked(true, y.load(), d.load())))
-                                    .collect()
-                            } else {
-                                Vec::new()
-                            };
-                            Ok::<_, candle_core::Error>((dx, dgamma, dbeta, dr))
+                            op.backward_residual::<T, S>(xs, &gbs[..c], ys, dys, x.dims(), r.track_op())
                         })
                     })
                 })
@@ -354,7 +391,7 @@ impl CustomOp3 for BatchNormAddReluOp {
             Ok((
                 x.track_op().then(|| tensor_from(dx, x.dims(), x)).transpose()?,
                 gb.track_op().then(|| tensor_from(dgb, gb.dims(), gb)).transpose()?,
-                r.track_op().then(|| tensor_from(dr, r.dims(), r)).transpose()?,
+                dr.map(|dr| tensor_from(dr, r.dims(), r)).transpose()?,
             ))
         }
         match x.dtype() {
@@ -484,6 +521,32 @@ mod tests {
                 let (dx32, dg32, db32) = op.backward(&widened(&x), &gamma, &y32, &widened(&dy), &dims).unwrap();
                 assert_eq!((widened(&dx16), dg16, db16), (dx32, dg32, db32), "relu {relu}");
             }
+        }
+    }
+
+    /// The residual's gradient, written in the same per-channel pass as `dx`: the output
+    /// gradient where the ReLU passed it, zero elsewhere, rounded to bf16 under autocast; and
+    /// asking for it changes none of the other gradients.
+    #[test]
+    fn the_residual_gradient_is_the_masked_output_gradient() {
+        let dims = [5, 3, 7, 11];
+        let len: usize = dims.iter().product();
+        let x: Vec<f32> = data(len, 6).iter().map(|&v| v as f32).collect();
+        let dy: Vec<f32> = data(len, 7).iter().map(|&v| v as f32 * 0.37).collect();
+        let (mean, var) = channel_stats::<f32, f32>(&x, &dims).unwrap();
+        let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
+        for bf16 in [false, true] {
+            let op = BatchNormTrainOp { mean: mean.clone(), inv_std: inv_std.clone(), relu: true, bf16 };
+            let y = op.forward(&x, &[1.5, -0.7, 0.3], &[0.2, 0.1, -0.4], None, &dims).unwrap();
+            let (dx, dg, db, dr) = op.backward_residual(&x, &[1.5, -0.7, 0.3], &y, &dy, &dims, true).unwrap();
+            assert_eq!((dx, dg, db), op.backward(&x, &[1.5, -0.7, 0.3], &y, &dy, &dims).unwrap());
+            let dr = dr.expect("asked for");
+            for ((r, &y), &d) in dr.iter().zip(&y).zip(&dy) {
+                let want = if y > 0.0 { d } else { 0.0 };
+                let want = if bf16 { crate::kernels::bf16::round(want) } else { want };
+                assert_eq!(r.to_bits(), want.to_bits(), "bf16 {bf16}: y {y}, dy {d}");
+            }
+            assert!(dr.contains(&0.0) && dr.iter().any(|&r| r != 0.0));
         }
     }
 }
