@@ -12,6 +12,7 @@
 //! autocast training bf16 storage computed in f32 ([`Stored`]); gamma and beta are f32 or f64.
 mod sums;
 
+pub(crate) use sums::Stored;
 pub use sums::channel_stats;
 use sums::*;
 
