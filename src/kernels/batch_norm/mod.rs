@@ -424,10 +424,17 @@ mod tests {
             for relu in [false, true] {
                 let g = [0, 1, 2, 3].map(|m| (four[m], four[(m + 1) % 4], four[(m + 2) % 4]));
                 let together = grad_sums_many::<f32, f32, false, 4>(g, 0.5, relu);
+                let rounded = grad_sums_many::<f32, f32, true, 4>(g, 0.5, relu);
                 for (m, (x, y, dy)) in g.iter().enumerate() {
                     let alone = grad_sums::<f32, f32, false>(x, y, dy, 0.5, relu);
                     assert_eq!(
                         (together[m].0.to_bits(), together[m].1.to_bits()),
+                        (alone.0.to_bits(), alone.1.to_bits())
+                    );
+                    // Under autocast (the output gradient rounded to bf16 first).
+                    let alone = grad_sums::<f32, f32, true>(x, y, dy, 0.5, relu);
+                    assert_eq!(
+                        (rounded[m].0.to_bits(), rounded[m].1.to_bits()),
                         (alone.0.to_bits(), alone.1.to_bits())
                     );
                 }
