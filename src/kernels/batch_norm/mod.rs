@@ -148,30 +148,12 @@ impl BatchNormTrainOp {
     /// (dx, dgamma, dbeta, dr): with `residual`, also the gradient of a residual added before
     /// the ReLU ([`BatchNormAddReluOp`]): the output gradient masked by the ReLU (and rounded
     /// to bf16 under autocast), written in the same pass.
-    fn backward_residual<T: Float, S: Stored<T>>(
-        &self,
-        x: &[S],
-        gamma: &[T],
-        y: &[S],
-        dy: &[S],
-        dims: &[usize],
-        residual: bool,
-    ) -> Result<Grads4<T, S>> {
-        if self.bf16 && T::DTYPE == DType::F32 {
-            self.backward_with::<T, S, true>(x, gamma, y, dy, dims, residual)
-        } else {
-            self.backward_with::<T, S, false>(x, gamma, y, dy, dims, residual)
-        }
-    }
-
-    /// [`Self::backward_residual`]; with `BF16` (autocast), from the output gradient rounded to
-    /// bf16, and `dx` rounded too: autocast hands a bf16 input's gradient back in bf16, so the
-    /// convolution before finds its output gradient rounded already and reads it in place.
     ///
-    /// One task per channel computes the channel's two sums over its planes, then its planes'
-    /// `dx` (and `dr`) while they are still in the core's cache: a 56 x 56 channel of a batch of
-    /// 16 is 300 KB of `x`, `y` and `dy` in bf16, read from memory once instead of twice.
-    fn backward_with<T: Float, S: Stored<T>, const BF16: bool>(
+    /// One task per channel ([`Self::channel_grads`]) computes the channel's two sums over its
+    /// planes, then its planes' `dx` (and `dr`) while they are still in the core's cache: a
+    /// 56 x 56 channel of a batch of 16 is 300 KB of `x`, `y` and `dy` in bf16, read from memory
+    /// once instead of twice.
+    fn backward_residual<T: Float, S: Stored<T>>(
         &self,
         x: &[S],
         gamma: &[T],
@@ -185,11 +167,9 @@ impl BatchNormTrainOp {
         if y.len() != len || dy.len() != len || len != n * c * p {
             candle_core::bail!("batch norm backward: input, output and gradient differ from {dims:?}");
         }
-        let relu = self.relu;
         let mut dx: Vec<S> = Vec::with_capacity(len);
         let mut dr: Vec<S> = Vec::with_capacity(if residual { len } else { 0 });
         // Each channel's planes of dx (and dr), for its task to write.
-        type Planes<'a, S> = Vec<&'a mut [MaybeUninit<S>]>;
         let mut planes: Vec<(Planes<S>, Planes<S>)> = (0..c).map(|_| (Vec::with_capacity(n), Vec::new())).collect();
         if p > 0 {
             for (i, plane) in dx.spare_capacity_mut()[..len].chunks_mut(p).enumerate() {
@@ -201,64 +181,20 @@ impl BatchNormTrainOp {
                 }
             }
         }
-        let m = (n * p) as f64;
+        let bf16 = self.bf16 && T::DTYPE == DType::F32;
         let sums: Vec<(f64, f64)> = planes
             .into_par_iter()
             .enumerate()
-            .map(|(ch, (mut dx_planes, mut dr_planes))| {
+            .map(|(ch, (mut dx, mut dr))| {
+                let data = Channel { x, y, dy, gamma, dims: (n, c, p), ch };
                 with_isa(
                     #[inline(always)]
                     || {
-                        let mean = t::<T>(self.mean[ch]);
-                        let plane = |b: usize| {
-                            let r = (b * c + ch) * p..(b * c + ch + 1) * p;
-                            (&x[r.clone()], &y[r.clone()], &dy[r])
-                        };
-                        // Four images' planes at a time, added in image order as one at a time
-                        // would be.
-                        let (mut sg, mut sgx) = (0.0, 0.0);
-                        let mut b = 0;
-                        while b + 4 <= n {
-                            for (p1, p2) in grad_sums_many::<T, S, BF16, 4>(
-                                [plane(b), plane(b + 1), plane(b + 2), plane(b + 3)],
-                                mean,
-                                relu,
-                            ) {
-                                (sg, sgx) = (sg + p1, sgx + p2);
-                            }
-                            b += 4;
+                        if bf16 {
+                            self.channel_grads::<T, S, true>(&data, &mut dx, &mut dr)
+                        } else {
+                            self.channel_grads::<T, S, false>(&data, &mut dx, &mut dr)
                         }
-                        for b in b..n {
-                            let (x, y, dy) = plane(b);
-                            let (p1, p2) = grad_sums::<T, S, BF16>(x, y, dy, mean, relu);
-                            (sg, sgx) = (sg + p1, sgx + p2);
-                        }
-                        let sgx = sgx * self.inv_std[ch];
-                        let inv_std = self.inv_std[ch];
-                        let k = f(gamma[ch]) * inv_std;
-                        // dx = k * (g - sg / M) - (x - mean) * (k * inv_std * sgx / M)
-                        let (a, b) = (t::<T>(k * inv_std * sgx / m), t::<T>(sg / m));
-                        let k = t::<T>(k);
-                        for (i, dx) in dx_planes.iter_mut().enumerate() {
-                            let (x, y, dy) = plane(i);
-                            for ((dx, &x), (&y, &dy)) in dx.iter_mut().zip(x).zip(y.iter().zip(dy)) {
-                                let v =
-                                    k * (out_grad::<T, BF16>(relu, y.load(), dy.load()) - b) - (x.load() - mean) * a;
-                                dx.write(S::store(if BF16 { round_bf16(v) } else { v }));
-                            }
-                        }
-                        for (i, dr) in dr_planes.iter_mut().enumerate() {
-                            let (_, y, dy) = plane(i);
-                            for (dr, (&y, &dy)) in dr.iter_mut().zip(y.iter().zip(dy)) {
-                                let g = if BF16 {
-                                    out_grad::<T, true>(relu, y.load(), dy.load())
-                                } else {
-                                    masked(true, y.load(), dy.load())
-                                };
-                                dr.write(S::store(g));
-                            }
-                        }
-                        (sg, sgx)
                     },
                 )
             })
@@ -274,6 +210,85 @@ impl BatchNormTrainOp {
         let dgamma = sums.iter().map(|&(_, sgx)| t::<T>(sgx)).collect();
         let dbeta = sums.iter().map(|&(sg, _)| t::<T>(sg)).collect();
         Ok((dx, dgamma, dbeta, residual.then_some(dr)))
+    }
+
+    /// One channel of [`Self::backward_residual`]: its sums `(dbeta, dgamma)`, and its planes'
+    /// `dx` (and `dr` where `dr` holds planes). With `BF16` (autocast), from the output gradient
+    /// rounded to bf16, and `dx` rounded too: autocast hands a bf16 input's gradient back in
+    /// bf16, so the convolution before finds its output gradient rounded already and reads it in
+    /// place. A const parameter, so that f32's loops carry no rounding test.
+    #[inline(always)]
+    fn channel_grads<T: Float, S: Stored<T>, const BF16: bool>(
+        &self,
+        data: &Channel<T, S>,
+        dx: &mut Planes<S>,
+        dr: &mut Planes<S>,
+    ) -> (f64, f64) {
+        let (relu, ch, (n, _, p)) = (self.relu, data.ch, data.dims);
+        let mean = t::<T>(self.mean[ch]);
+        // Four images' planes at a time, added in image order as one at a time would be.
+        let (mut sg, mut sgx) = (0.0, 0.0);
+        let mut b = 0;
+        while b + 4 <= n {
+            let four = [data.plane(b), data.plane(b + 1), data.plane(b + 2), data.plane(b + 3)];
+            for (p1, p2) in grad_sums_many::<T, S, BF16, 4>(four, mean, relu) {
+                (sg, sgx) = (sg + p1, sgx + p2);
+            }
+            b += 4;
+        }
+        for b in b..n {
+            let (x, y, dy) = data.plane(b);
+            let (p1, p2) = grad_sums::<T, S, BF16>(x, y, dy, mean, relu);
+            (sg, sgx) = (sg + p1, sgx + p2);
+        }
+        let inv_std = self.inv_std[ch];
+        let sgx = sgx * inv_std;
+        let k = f(data.gamma[ch]) * inv_std;
+        // dx = k * (g - sg / M) - (x - mean) * (k * inv_std * sgx / M)
+        let m = (n * p) as f64;
+        let (a, b, k) = (t::<T>(k * inv_std * sgx / m), t::<T>(sg / m), t::<T>(k));
+        for (i, dx) in dx.iter_mut().enumerate() {
+            let (x, y, dy) = data.plane(i);
+            for ((dx, &x), (&y, &dy)) in dx.iter_mut().zip(x).zip(y.iter().zip(dy)) {
+                let v = k * (out_grad::<T, BF16>(relu, y.load(), dy.load()) - b) - (x.load() - mean) * a;
+                dx.write(S::store(if BF16 { round_bf16(v) } else { v }));
+            }
+        }
+        for (i, dr) in dr.iter_mut().enumerate() {
+            let (_, y, dy) = data.plane(i);
+            for (dr, (&y, &dy)) in dr.iter_mut().zip(y.iter().zip(dy)) {
+                let g = if BF16 {
+                    out_grad::<T, true>(relu, y.load(), dy.load())
+                } else {
+                    masked(true, y.load(), dy.load())
+                };
+                dr.write(S::store(g));
+            }
+        }
+        (sg, sgx)
+    }
+}
+
+/// One task's planes of an output, to be written.
+type Planes<'a, S> = Vec<&'a mut [MaybeUninit<S>]>;
+
+/// What a channel's backward task reads: the saved tensors, gamma, `(n, c, p)` and the channel.
+struct Channel<'a, T, S> {
+    x: &'a [S],
+    y: &'a [S],
+    dy: &'a [S],
+    gamma: &'a [T],
+    dims: (usize, usize, usize),
+    ch: usize,
+}
+
+impl<'a, T, S> Channel<'a, T, S> {
+    /// Image `b`'s plane of this channel in `x`, `y` and `dy`.
+    #[inline(always)]
+    fn plane(&self, b: usize) -> (&'a [S], &'a [S], &'a [S]) {
+        let (_, c, p) = self.dims;
+        let r = (b * c + self.ch) * p..(b * c + self.ch + 1) * p;
+        (&self.x[r.clone()], &self.y[r.clone()], &self.dy[r])
     }
 }
 

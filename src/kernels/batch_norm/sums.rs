@@ -83,27 +83,40 @@ pub(super) fn shifted_sums<T: Float, S: Stored<T>>(x: &[S], k: T) -> (f64, f64) 
 }
 
 /// The block-and-lane order of [`shifted_sums`] and [`grad_sums`] for `M` planes of length `len`
-/// at once: `lanes(i, a1, a2)` adds the `LANES` values from `i` of every plane into lanes 0..8,
-/// `single(i, a1, a2)` adds value `i` of every plane into lane 0 (a block's remainder). Each
-/// plane's sums come out in exactly the order of the one-plane functions (the same bits); one
-/// plane's 8-lane chain waits on its own additions, and interleaving independent planes keeps
-/// the adders busy (those passes were latency-bound, 6.7 % of a training step in `perf`).
+/// at once: per block of [`BLOCK`] values, `terms(start, n, t1, t2)` writes the two terms of
+/// values `start..start + n` of every plane (`t1[m][..n]`, `t2[m][..n]`), which are then added
+/// into `LANES` accumulators per plane (a block's remainder into lane 0). Each plane's sums come
+/// out in exactly the order of the one-plane functions (the same bits). The terms are computed
+/// in a loop of their own: masking and rounding inside the summing loop kept the compiler from
+/// vectorising it (batch norm's backward ran one value at a time, its accumulators on the stack,
+/// ~10 % of a bf16 training step in `perf`); interleaving independent planes in the summing loop
+/// keeps the adders busy (one plane's 8-lane chain waits on its own additions: 6.7 % of a
+/// training step when it was latency-bound).
 #[inline(always)]
 pub(super) fn blocked_sums<T: Float, const M: usize>(
     len: usize,
-    mut lanes: impl FnMut(usize, &mut [[T; LANES]; M], &mut [[T; LANES]; M]),
-    mut single: impl FnMut(usize, &mut [[T; LANES]; M], &mut [[T; LANES]; M]),
+    mut terms: impl FnMut(usize, usize, &mut [[T; BLOCK]; M], &mut [[T; BLOCK]; M]),
 ) -> [(f64, f64); M] {
     let mut out = [(0.0, 0.0); M];
+    let (mut t1, mut t2) = ([[T::zero(); BLOCK]; M], [[T::zero(); BLOCK]; M]);
     for start in (0..len).step_by(BLOCK) {
-        let end = (start + BLOCK).min(len);
+        let n = BLOCK.min(len - start);
+        terms(start, n, &mut t1, &mut t2);
         let (mut a1, mut a2) = ([[T::zero(); LANES]; M], [[T::zero(); LANES]; M]);
-        let full = start + (end - start) / LANES * LANES;
-        for i in (start..full).step_by(LANES) {
-            lanes(i, &mut a1, &mut a2);
+        let full = n / LANES * LANES;
+        for i in (0..full).step_by(LANES) {
+            for m in 0..M {
+                for j in 0..LANES {
+                    a1[m][j] += t1[m][i + j];
+                    a2[m][j] += t2[m][i + j];
+                }
+            }
         }
-        for i in full..end {
-            single(i, &mut a1, &mut a2);
+        for i in full..n {
+            for m in 0..M {
+                a1[m][0] += t1[m][i];
+                a2[m][0] += t2[m][i];
+            }
         }
         for m in 0..M {
             out[m].0 += lanes_to_f64(&a1[m]);
@@ -121,22 +134,12 @@ pub(super) fn shifted_sums_many<T: Float, S: Stored<T>, const M: usize>(xs: [&[S
     blocked_sums::<T, M>(
         len,
         #[inline(always)]
-        |i, a1, a2| {
-            for m in 0..M {
-                let c = &xs[m][i..i + LANES];
-                for j in 0..LANES {
-                    let d = c[j].load() - k;
-                    a1[m][j] += d;
-                    a2[m][j] += d * d;
+        |start, n, t1, t2| {
+            for (m, x) in xs.iter().enumerate() {
+                for ((d, d2), x) in t1[m][..n].iter_mut().zip(&mut t2[m][..n]).zip(&x[start..][..n]) {
+                    *d = x.load() - k;
+                    *d2 = *d * *d;
                 }
-            }
-        },
-        #[inline(always)]
-        |i, a1, a2| {
-            for m in 0..M {
-                let d = xs[m][i].load() - k;
-                a1[m][0] += d;
-                a2[m][0] += d * d;
             }
         },
     )
@@ -205,11 +208,7 @@ pub(super) fn grad_sums<T: Float, S: Stored<T>, const BF16: bool>(
     (s1, s2)
 }
 
-/// [`grad_sums`] of `M` planes at once, in [`blocked_sums`]'s order (the same bits). Each
-/// block's terms `g` and `g * (x - mean)` are computed first, in a loop of their own, and then
-/// summed: the masking and rounding in the summing loop kept the compiler from vectorising it
-/// (one value at a time, its accumulators on the stack: most of batch norm's backward, ~10 % of
-/// a bf16 training step in `perf`).
+/// [`grad_sums`] of `M` planes at once (see [`blocked_sums`]).
 #[inline(always)]
 pub(super) fn grad_sums_many<T: Float, S: Stored<T>, const BF16: bool, const M: usize>(
     planes: [(&[S], &[S], &[S]); M],
@@ -218,39 +217,19 @@ pub(super) fn grad_sums_many<T: Float, S: Stored<T>, const BF16: bool, const M: 
 ) -> [(f64, f64); M] {
     let len = planes[0].0.len();
     debug_assert!(planes.iter().all(|(x, y, dy)| x.len() == len && y.len() == len && dy.len() == len));
-    let mut out = [(0.0, 0.0); M];
-    let (mut g, mut gx) = ([[T::zero(); BLOCK]; M], [[T::zero(); BLOCK]; M]);
-    for start in (0..len).step_by(BLOCK) {
-        let n = BLOCK.min(len - start);
-        for (m, &(x, y, dy)) in planes.iter().enumerate() {
-            let (x, y, dy) = (&x[start..][..n], &y[start..][..n], &dy[start..][..n]);
-            for ((g, gx), ((x, y), dy)) in g[m][..n].iter_mut().zip(&mut gx[m][..n]).zip(x.iter().zip(y).zip(dy)) {
-                *g = out_grad::<T, BF16>(relu, y.load(), dy.load());
-                *gx = *g * (x.load() - mean);
-            }
-        }
-        let (mut a1, mut a2) = ([[T::zero(); LANES]; M], [[T::zero(); LANES]; M]);
-        let full = n / LANES * LANES;
-        for i in (0..full).step_by(LANES) {
-            for m in 0..M {
-                for j in 0..LANES {
-                    a1[m][j] += g[m][i + j];
-                    a2[m][j] += gx[m][i + j];
+    blocked_sums::<T, M>(
+        len,
+        #[inline(always)]
+        |start, n, g, gx| {
+            for (m, &(x, y, dy)) in planes.iter().enumerate() {
+                let (x, y, dy) = (&x[start..][..n], &y[start..][..n], &dy[start..][..n]);
+                for ((g, gx), ((x, y), dy)) in g[m][..n].iter_mut().zip(&mut gx[m][..n]).zip(x.iter().zip(y).zip(dy)) {
+                    *g = out_grad::<T, BF16>(relu, y.load(), dy.load());
+                    *gx = *g * (x.load() - mean);
                 }
             }
-        }
-        for i in full..n {
-            for m in 0..M {
-                a1[m][0] += g[m][i];
-                a2[m][0] += gx[m][i];
-            }
-        }
-        for m in 0..M {
-            out[m].0 += lanes_to_f64(&a1[m]);
-            out[m].1 += lanes_to_f64(&a2[m]);
-        }
-    }
-    out
+        },
+    )
 }
 
 /// Per channel: the mean and the biased variance.
