@@ -42,7 +42,7 @@ pub trait Operand: super::Element {
     /// # Safety
     /// As [`x86::pairs_transposed`]'s.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn pairs_transposed(src: *const Self, cs: usize, n: usize, dst: *mut u32, ld: usize);
+    unsafe fn pairs_transposed(src: *const Self, cs: usize, n: usize, pairs: usize, dst: *mut u32, ld: usize);
 }
 
 impl Operand for f32 {
@@ -52,9 +52,9 @@ impl Operand for f32 {
     }
 
     #[cfg(target_arch = "x86_64")]
-    unsafe fn pairs_transposed(src: *const f32, cs: usize, n: usize, dst: *mut u32, ld: usize) {
+    unsafe fn pairs_transposed(src: *const f32, cs: usize, n: usize, pairs: usize, dst: *mut u32, ld: usize) {
         // SAFETY: the caller's contract is the callee's.
-        unsafe { x86::pairs_transposed(src, cs, n, dst, ld) }
+        unsafe { x86::pairs_transposed(src, cs, n, pairs, dst, ld) }
     }
 }
 
@@ -65,9 +65,9 @@ impl Operand for half::bf16 {
     }
 
     #[cfg(target_arch = "x86_64")]
-    unsafe fn pairs_transposed(src: *const half::bf16, cs: usize, n: usize, dst: *mut u32, ld: usize) {
+    unsafe fn pairs_transposed(src: *const half::bf16, cs: usize, n: usize, pairs: usize, dst: *mut u32, ld: usize) {
         // SAFETY: the caller's contract is the callee's.
-        unsafe { x86::pairs_transposed_bf16(src as *const u16, cs, n, dst, ld) }
+        unsafe { x86::pairs_transposed_bf16(src as *const u16, cs, n, pairs, dst, ld) }
     }
 }
 
@@ -191,15 +191,17 @@ impl PackedLhs {
                     let mut first = 0;
                     #[cfg(target_arch = "x86_64")]
                     if transpose && rows == 16 {
-                        first = k / 32 * 16;
+                        // Every whole pair: the last block of fewer than 16 under a mask.
+                        first = k / 2;
                         for p0 in (0..first).step_by(16) {
+                            let ps = 16.min(first - p0);
                             let src = &a.data[r0 * a.rs + 2 * p0..];
-                            assert!(15 * a.rs + 32 <= src.len());
+                            assert!(15 * a.rs + 2 * ps <= src.len());
                             let dst = &mut pairs[p0 * m + r0..];
-                            assert!(15 * m + 16 <= dst.len());
+                            assert!((ps - 1) * m + 16 <= dst.len());
                             // SAFETY: the CPU has the features (`transpose_kernel`); the reads
                             // and writes are in bounds (asserted above).
-                            unsafe { E::pairs_transposed(src.as_ptr(), a.rs, 16, dst.as_mut_ptr(), m) };
+                            unsafe { E::pairs_transposed(src.as_ptr(), a.rs, 16, ps, dst.as_mut_ptr(), m) };
                         }
                     }
                     for p in first..k2 {
@@ -317,17 +319,17 @@ fn pack_panel<const ROUND: bool, E: Operand>(b: &MatRef<E>, j0: usize, cols: usi
                 for p0 in (0..whole).step_by(16) {
                     let ps = 16.min(whole - p0);
                     #[cfg(target_arch = "x86_64")]
-                    if transpose && ps == 16 {
+                    if transpose {
                         for c0 in (0..cols).step_by(16) {
                             let n = 16.min(cols - c0);
                             // The columns' first values, and where their block of pairs goes.
                             let src = &b.data[(j0 + c0) * b.cs + 2 * p0..];
-                            assert!((n - 1) * b.cs + 32 <= src.len());
+                            assert!((n - 1) * b.cs + 2 * ps <= src.len());
                             let dst = &mut out[p0 * NR + c0..];
-                            assert!(15 * NR + 16 <= dst.len());
+                            assert!((ps - 1) * NR + 16 <= dst.len());
                             // SAFETY: the CPU has the features (`transpose_kernel`); the reads
                             // and writes are in bounds (asserted above).
-                            unsafe { E::pairs_transposed(src.as_ptr(), b.cs, n, dst.as_mut_ptr(), NR) };
+                            unsafe { E::pairs_transposed(src.as_ptr(), b.cs, n, ps, dst.as_mut_ptr(), NR) };
                         }
                         continue;
                     }

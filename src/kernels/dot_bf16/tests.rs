@@ -130,8 +130,8 @@ fn rounding_while_packing_gives_the_products_of_the_rounded_values() {
 
 #[test]
 fn a_transposed_panel_is_packed_pair_by_pair() {
-    // 35 pairs (two blocks of 16 for the register transpose where the CPU has it, then 3 one
-    // at a time) of 50 columns (three groups of 16, then 2, the rest zero), from 7 columns in.
+    // 35 pairs (two blocks of 16 for the register transpose where the CPU has it, then 3 under
+    // a mask) of 50 columns (three groups of 16, then 2, the rest zero), from 7 columns in.
     let (k, n, j0, cols) = (70, 60, 7, 50);
     let data = bf16_values(k * n, 9);
     let b = MatRef::transposed(&data, k, n);
@@ -153,12 +153,13 @@ fn a_transposed_panel_is_packed_pair_by_pair() {
 
 /// A left operand with its rows contiguous, from f32 and from bf16 storage: 37 rows (two
 /// blocks of 16 for the register transpose where the CPU has it, then 5 one pair at a time) of
-/// 71 values (35 whole pairs: two blocks of 16, then 3, then the odd value and a zero), each
-/// row 80 values apart.
+/// 71 values (35 whole pairs: two blocks of 16, then 3 under a mask, then the odd value and a
+/// zero), each row 80 values apart; the last row ends where the data does, so that a read past
+/// its values would leave the slice.
 #[test]
 fn a_left_operand_is_packed_pair_by_pair_from_either_storage() {
     let (m, k, rs) = (37, 71, 80);
-    let data = bf16_values(m * rs, 11);
+    let data = bf16_values((m - 1) * rs + k, 11);
     let narrow = super::super::bf16::narrowed(&data);
     let from_f32 = PackedLhs::new(MatRef::new(&data, m, k, rs, 1));
     let from_bf16 = PackedLhs::new(MatRef::new(&narrow, m, k, rs, 1));

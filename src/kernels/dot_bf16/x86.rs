@@ -3,34 +3,46 @@
 use super::{Block, NR, NV};
 use std::arch::x86_64::*;
 
-/// Sixteen pairs of each of `n` (at most 16) columns, as [`super::pack_panel`] (with `ld` its
-/// panel width) and [`super::PackedLhs`] (with `ld` its rows) lay them out: column `c`'s 32
-/// values from `src + c * cs` (bf16 values in f32) become pairs `dst[p * ld + c]`, `p < 16`;
-/// columns from `n` to 16 get zeros. One permute per column
+/// `pairs` (at most 16) pairs of each of `n` (at most 16) columns, as [`super::pack_panel`] (with
+/// `ld` its panel width) and [`super::PackedLhs`] (with `ld` its rows) lay them out: column
+/// `c`'s `2 * pairs` values from `src + c * cs` (bf16 values in f32) become pairs
+/// `dst[p * ld + c]`, `p < pairs`; columns from `n` to 16 get zeros. Fewer than 16 pairs (the
+/// last of a 7 x 7 map's 24) are read under a mask, where a loop one value at a time was 2.5 %
+/// of a bf16 training step. One permute per column
 /// keeps the top halves (the bf16 bits) as sixteen pairs in a register, then a 16 x 16
 /// transpose in four rounds of permutes turns the columns' registers into the pairs'
 /// rows: a weight gradient's transposed operand was packed one value at a time, a tenth of
 /// a bf16 training step in `perf`.
 ///
 /// # Safety
-/// The CPU has AVX-512 F and BW; `src + c * cs + i` is readable for `c < n`, `i < 32`, and
-/// `dst + p * ld + c` writable for `p, c < 16`.
+/// The CPU has AVX-512 F and BW; `src + c * cs + i` is readable for `c < n`, `i < 2 * pairs`,
+/// and `dst + p * ld + c` writable for `p < pairs`, `c < 16`.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn pairs_transposed(src: *const f32, cs: usize, n: usize, dst: *mut u32, ld: usize) {
-    // SAFETY: see the function's contract.
+pub unsafe fn pairs_transposed(src: *const f32, cs: usize, n: usize, pairs: usize, dst: *mut u32, ld: usize) {
+    // SAFETY: see the function's contract; the masks keep the reads within `2 * pairs` values.
     unsafe {
         // The odd 16-bit halves of 32 floats: float i's top half is half 2i + 1.
         let tops = _mm512_loadu_si512(TOPS.as_ptr() as *const _);
+        let (lo_mask, hi_mask) = (lanes(2 * pairs), lanes((2 * pairs).saturating_sub(16)));
         let r: [__m512i; 16] = std::array::from_fn(|c| {
             if c >= n {
                 return _mm512_setzero_si512();
             }
             let p = src.add(c * cs);
-            let (lo, hi) = (_mm512_loadu_si512(p as *const _), _mm512_loadu_si512(p.add(16) as *const _));
+            let (lo, hi) = (
+                _mm512_maskz_loadu_epi32(lo_mask, p as *const _),
+                _mm512_maskz_loadu_epi32(hi_mask, p.add(16) as *const _),
+            );
             _mm512_permutex2var_epi16(lo, tops, hi)
         });
-        transpose_into(r, dst, ld)
+        transpose_into(r, dst, ld, pairs)
     }
+}
+
+/// The first `n` (at most 16) of sixteen 32-bit lanes.
+#[inline(always)]
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 { !0 } else { (1u16 << n) - 1 }
 }
 
 /// [`pairs_transposed`] from bf16 storage: a column's 32 values are its 16 pairs already,
@@ -39,24 +51,25 @@ pub unsafe fn pairs_transposed(src: *const f32, cs: usize, n: usize, dst: *mut u
 /// # Safety
 /// As [`pairs_transposed`]'s, with `src` pointing at bf16 values.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn pairs_transposed_bf16(src: *const u16, cs: usize, n: usize, dst: *mut u32, ld: usize) {
-    // SAFETY: see the function's contract.
+pub unsafe fn pairs_transposed_bf16(src: *const u16, cs: usize, n: usize, pairs: usize, dst: *mut u32, ld: usize) {
+    // SAFETY: see the function's contract; the mask keeps the reads within `pairs` pairs.
     unsafe {
+        let mask = lanes(pairs);
         let r: [__m512i; 16] = std::array::from_fn(|c| {
-            if c >= n { _mm512_setzero_si512() } else { _mm512_loadu_si512(src.add(c * cs) as *const _) }
+            if c >= n { _mm512_setzero_si512() } else { _mm512_maskz_loadu_epi32(mask, src.add(c * cs) as *const _) }
         });
-        transpose_into(r, dst, ld)
+        transpose_into(r, dst, ld, pairs)
     }
 }
 
-/// Rows `r` (one column's sixteen pairs each) turned into `dst[p * ld + c]`, by a 16 x 16
-/// transpose in four rounds of permutes.
+/// Rows `r` (one column's sixteen pairs each) turned into `dst[p * ld + c]`, `p < pairs`, by a
+/// 16 x 16 transpose in four rounds of permutes.
 ///
 /// # Safety
-/// The CPU has AVX-512 F; `dst + p * ld + c` is writable for `p, c < 16`.
+/// The CPU has AVX-512 F; `dst + p * ld + c` is writable for `p < pairs`, `c < 16`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose_into(mut r: [__m512i; 16], dst: *mut u32, ld: usize) {
+unsafe fn transpose_into(mut r: [__m512i; 16], dst: *mut u32, ld: usize, pairs: usize) {
     // SAFETY: see the function's contract.
     unsafe {
         // Round `d` swaps bit `d` of the row index with bit `d` of the lane index.
@@ -69,7 +82,7 @@ unsafe fn transpose_into(mut r: [__m512i; 16], dst: *mut u32, ld: usize) {
                 r[i + d] = _mm512_permutex2var_epi32(a, hi_idx, b);
             }
         }
-        for (p, row) in r.iter().enumerate() {
+        for (p, row) in r.iter().enumerate().take(pairs) {
             _mm512_storeu_si512(dst.add(p * ld) as *mut _, *row);
         }
     }
