@@ -115,13 +115,16 @@ impl BatchNormTrainOp {
                                 .zip(x)
                                 .zip(r)
                                 .for_each(|((y, &x), &r)| _ = y.write(S::store(act(bn(x) + r.load())))),
+                            // The ReLU commutes with rounding (both keep the order, and 0 is
+                            // a bf16 value), so the last rounding is the store's.
                             (Some(r), true) => y.iter_mut().zip(x).zip(r).for_each(|((y, &x), &r)| {
-                                _ = y.write(S::store(act(round_bf16(round_bf16(bn(x)) + r.load()))))
+                                _ = y.write(store_rounded::<T, S, true>(act(round_bf16(bn(x)) + r.load())))
                             }),
                             (None, false) => y.iter_mut().zip(x).for_each(|(y, &x)| _ = y.write(S::store(act(bn(x))))),
-                            (None, true) => {
-                                y.iter_mut().zip(x).for_each(|(y, &x)| _ = y.write(S::store(act(round_bf16(bn(x))))))
-                            }
+                            (None, true) => y
+                                .iter_mut()
+                                .zip(x)
+                                .for_each(|(y, &x)| _ = y.write(store_rounded::<T, S, true>(act(bn(x))))),
                         }
                     },
                 )
@@ -250,18 +253,14 @@ impl BatchNormTrainOp {
         for (i, dx) in dx.iter_mut().enumerate() {
             let (x, y, dy) = data.plane(i);
             for ((dx, &x), (&y, &dy)) in dx.iter_mut().zip(x).zip(y.iter().zip(dy)) {
-                let v = k * (out_grad::<T, BF16>(relu, y.load(), dy.load()) - b) - (x.load() - mean) * a;
-                dx.write(S::store(if BF16 { round_bf16(v) } else { v }));
+                let v = k * (out_grad::<T, S, BF16>(relu, y, dy) - b) - (x.load() - mean) * a;
+                dx.write(store_rounded::<T, S, BF16>(v));
             }
         }
         for (i, dr) in dr.iter_mut().enumerate() {
             let (_, y, dy) = data.plane(i);
             for (dr, (&y, &dy)) in dr.iter_mut().zip(y.iter().zip(dy)) {
-                let g = if BF16 {
-                    out_grad::<T, true>(relu, y.load(), dy.load())
-                } else {
-                    masked(true, y.load(), dy.load())
-                };
+                let g = if BF16 { out_grad::<T, S, true>(relu, y, dy) } else { masked(true, y.load(), dy.load()) };
                 dr.write(S::store(g));
             }
         }

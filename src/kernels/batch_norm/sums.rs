@@ -9,6 +9,9 @@ use candle_core::{Result, WithDType};
 /// parity tests), or as bf16 (computed in f32), the storage of the activations bf16 autocast
 /// training keeps (see `crate::kernels::bf16`). Loading converts exactly; storing rounds.
 pub trait Stored<T: Float>: WithDType + Copy + Send + Sync {
+    /// Whether the stored values are bf16 values: loading gives one, storing rounds to one, so
+    /// that autocast's roundings before a store or of a loaded value are already done.
+    const BF16: bool = false;
     fn load(self) -> T;
     fn store(v: T) -> Self;
 }
@@ -26,6 +29,8 @@ impl<T: Float> Stored<T> for T {
 }
 
 impl Stored<f32> for half::bf16 {
+    const BF16: bool = true;
+
     #[inline(always)]
     fn load(self) -> f32 {
         crate::kernels::bf16::to_f32(self)
@@ -181,11 +186,19 @@ pub(super) fn masked<T: Float>(relu: bool, y: T, dy: T) -> T {
 }
 
 /// [`masked`], rounded to bf16 under autocast (`BF16`, f32 only): the gradient autocast hands
-/// batch norm. A const parameter, so that f32's loops carry no rounding test.
+/// batch norm. A const parameter, so that f32's loops carry no rounding test; from bf16
+/// storage the gradient is a bf16 value already, and masking keeps it one.
 #[inline(always)]
-pub(super) fn out_grad<T: Float, const BF16: bool>(relu: bool, y: T, dy: T) -> T {
-    let g = masked(relu, y, dy);
-    if BF16 { round_bf16(g) } else { g }
+pub(super) fn out_grad<T: Float, S: Stored<T>, const BF16: bool>(relu: bool, y: S, dy: S) -> T {
+    let g = masked(relu, y.load(), dy.load());
+    if BF16 && !S::BF16 { round_bf16(g) } else { g }
+}
+
+/// `v` stored as autocast stores it (`BF16`): rounded to bf16, by the store itself where the
+/// storage is bf16.
+#[inline(always)]
+pub(super) fn store_rounded<T: Float, S: Stored<T>, const BF16: bool>(v: T) -> S {
+    S::store(if BF16 && !S::BF16 { round_bf16(v) } else { v })
 }
 
 /// `(sum g, sum g * (x - mean))` over one plane.
@@ -204,13 +217,13 @@ pub(super) fn grad_sums<T: Float, S: Stored<T>, const BF16: bool>(
         for ((x, y), dy) in x[..n].chunks_exact(LANES).zip(y[..n].chunks_exact(LANES)).zip(dy[..n].chunks_exact(LANES))
         {
             for j in 0..LANES {
-                let g = out_grad::<T, BF16>(relu, y[j].load(), dy[j].load());
+                let g = out_grad::<T, S, BF16>(relu, y[j], dy[j]);
                 a1[j] += g;
                 a2[j] += g * (x[j].load() - mean);
             }
         }
         for i in n..x.len() {
-            let g = out_grad::<T, BF16>(relu, y[i].load(), dy[i].load());
+            let g = out_grad::<T, S, BF16>(relu, y[i], dy[i]);
             a1[0] += g;
             a2[0] += g * (x[i].load() - mean);
         }
@@ -236,7 +249,7 @@ pub(super) fn grad_sums_many<T: Float, S: Stored<T>, const BF16: bool, const M: 
             for (m, &(x, y, dy)) in planes.iter().enumerate() {
                 let (x, y, dy) = (&x[start..][..n], &y[start..][..n], &dy[start..][..n]);
                 for ((g, gx), ((x, y), dy)) in g[m][..n].iter_mut().zip(&mut gx[m][..n]).zip(x.iter().zip(y).zip(dy)) {
-                    *g = out_grad::<T, BF16>(relu, y.load(), dy.load());
+                    *g = out_grad::<T, S, BF16>(relu, *y, *dy);
                     *gx = *g * (x.load() - mean);
                 }
             }
