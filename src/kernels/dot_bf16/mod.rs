@@ -37,12 +37,19 @@ pub trait Operand: super::Element {
     /// Its value as f32 bits (a bf16's are its own bits, shifted up).
     fn bits(self) -> u32;
 
-    /// [`x86::pairs_transposed`] for this type.
+    /// [`x86::pairs_transposed`] for this type (`ROUND` changes no bf16 value).
     ///
     /// # Safety
     /// As [`x86::pairs_transposed`]'s.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn pairs_transposed(src: *const Self, cs: usize, n: usize, pairs: usize, dst: *mut u32, ld: usize);
+    unsafe fn pairs_transposed<const ROUND: bool>(
+        src: *const Self,
+        cs: usize,
+        n: usize,
+        pairs: usize,
+        dst: *mut u32,
+        ld: usize,
+    );
 }
 
 impl Operand for f32 {
@@ -52,9 +59,16 @@ impl Operand for f32 {
     }
 
     #[cfg(target_arch = "x86_64")]
-    unsafe fn pairs_transposed(src: *const f32, cs: usize, n: usize, pairs: usize, dst: *mut u32, ld: usize) {
+    unsafe fn pairs_transposed<const ROUND: bool>(
+        src: *const f32,
+        cs: usize,
+        n: usize,
+        pairs: usize,
+        dst: *mut u32,
+        ld: usize,
+    ) {
         // SAFETY: the caller's contract is the callee's.
-        unsafe { x86::pairs_transposed(src, cs, n, pairs, dst, ld) }
+        unsafe { x86::pairs_transposed::<ROUND>(src, cs, n, pairs, dst, ld) }
     }
 }
 
@@ -65,7 +79,14 @@ impl Operand for half::bf16 {
     }
 
     #[cfg(target_arch = "x86_64")]
-    unsafe fn pairs_transposed(src: *const half::bf16, cs: usize, n: usize, pairs: usize, dst: *mut u32, ld: usize) {
+    unsafe fn pairs_transposed<const ROUND: bool>(
+        src: *const half::bf16,
+        cs: usize,
+        n: usize,
+        pairs: usize,
+        dst: *mut u32,
+        ld: usize,
+    ) {
         // SAFETY: the caller's contract is the callee's.
         unsafe { x86::pairs_transposed_bf16(src as *const u16, cs, n, pairs, dst, ld) }
     }
@@ -185,7 +206,7 @@ impl PackedLhs {
                 // a cache line. With rows contiguous a row's adjacent values are its pairs: sixteen
                 // pairs of sixteen rows at a time by the register transpose (a weight gradient's
                 // output gradient, packed per image: 6 % of a bf16 training step one at a time).
-                let transpose = !ROUND && a.cs == 1 && transpose_kernel();
+                let transpose = a.cs == 1 && transpose_kernel();
                 for r0 in (0..m).step_by(16) {
                     let rows = 16.min(m - r0);
                     let mut first = 0;
@@ -201,7 +222,7 @@ impl PackedLhs {
                             assert!((ps - 1) * m + 16 <= dst.len());
                             // SAFETY: the CPU has the features (`transpose_kernel`); the reads
                             // and writes are in bounds (asserted above).
-                            unsafe { E::pairs_transposed(src.as_ptr(), a.rs, 16, ps, dst.as_mut_ptr(), m) };
+                            unsafe { E::pairs_transposed::<ROUND>(src.as_ptr(), a.rs, 16, ps, dst.as_mut_ptr(), m) };
                         }
                     }
                     for p in first..k2 {
@@ -293,7 +314,7 @@ fn pack_panel<const ROUND: bool, E: Operand>(b: &MatRef<E>, j0: usize, cols: usi
         out.clear();
     }
     out.resize(k2 * NR, 0);
-    let transpose = !ROUND && b.cs != 1 && b.rs == 1 && transpose_kernel();
+    let transpose = b.cs != 1 && b.rs == 1 && transpose_kernel();
     super::isa::with_isa(
         #[inline(always)]
         || {
@@ -329,7 +350,7 @@ fn pack_panel<const ROUND: bool, E: Operand>(b: &MatRef<E>, j0: usize, cols: usi
                             assert!((ps - 1) * NR + 16 <= dst.len());
                             // SAFETY: the CPU has the features (`transpose_kernel`); the reads
                             // and writes are in bounds (asserted above).
-                            unsafe { E::pairs_transposed(src.as_ptr(), b.cs, n, ps, dst.as_mut_ptr(), NR) };
+                            unsafe { E::pairs_transposed::<ROUND>(src.as_ptr(), b.cs, n, ps, dst.as_mut_ptr(), NR) };
                         }
                         continue;
                     }

@@ -151,6 +151,49 @@ fn a_transposed_panel_is_packed_pair_by_pair() {
     }
 }
 
+/// Rounding while packing a transposed panel and a left operand with contiguous rows (f32
+/// weights, rounded per training step) gives `round_bits` of every value: ties to even either
+/// way, values that carry into the exponent, infinities and NaNs (quieted), in whole blocks of
+/// sixteen pairs and the masked remainder.
+#[test]
+fn rounding_while_packing_rounds_every_value_as_round_bits_does() {
+    let specials = [
+        f32::from_bits(0x3f80_8000), // a tie, to the even value below
+        f32::from_bits(0x3f81_8000), // a tie, to the even value above
+        f32::from_bits(0x3f80_8001),
+        f32::from_bits(0x7f7f_ffff), // the largest f32: carries to infinity
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::from_bits(0x7f80_0001), // a signalling NaN
+        f32::from_bits(0xffc0_1234),
+        -0.0,
+        f32::from_bits(0x0000_8000), // a subnormal tie
+    ];
+    let (k, n) = (70, 37);
+    let data: Vec<f32> = (0..k * n)
+        .map(|i| if i % 7 == 3 { specials[i / 7 % specials.len()] } else { (i as f32 * 0.7311).sin() * 3.0 })
+        .collect();
+    let bits = |v: f32| super::super::bf16::round_bits(v.to_bits());
+    let want = |lo: f32, hi: f32| bits(lo) >> 16 | bits(hi) & 0xffff_0000;
+    let b = MatRef::transposed(&data, k, n);
+    let mut panel = Vec::new();
+    pack_panel::<true, _>(&b, 0, NR.min(n), &mut panel);
+    for p in 0..k / 2 {
+        for c in 0..NR.min(n) {
+            let (lo, hi) = (data[c * k + 2 * p], data[c * k + 2 * p + 1]);
+            assert_eq!(panel[p * NR + c], want(lo, hi), "panel: pair {p} of column {c} ({lo:e}, {hi:e})");
+        }
+    }
+    let (m, rs) = (32, k);
+    let lhs = PackedLhs::new_in(MatRef::new(&data, m, k, rs, 1), Vec::new(), true);
+    for p in 0..k / 2 {
+        for r in 0..m {
+            let (lo, hi) = (data[r * rs + 2 * p], data[r * rs + 2 * p + 1]);
+            assert_eq!(lhs.pairs[p * m + r], want(lo, hi), "left operand: pair {p} of row {r} ({lo:e}, {hi:e})");
+        }
+    }
+}
+
 /// A left operand with its rows contiguous, from f32 and from bf16 storage: 37 rows (two
 /// blocks of 16 for the register transpose where the CPU has it, then 5 one pair at a time) of
 /// 71 values (35 whole pairs: two blocks of 16, then 3 under a mask, then the odd value and a
