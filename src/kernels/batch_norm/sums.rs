@@ -4,6 +4,7 @@ use super::ncp;
 use crate::kernels::isa::with_isa;
 use crate::kernels::{Float, per_channel};
 use candle_core::{Result, WithDType};
+use std::mem::MaybeUninit;
 
 /// How a pass's tensors hold their values: as the arithmetic type itself (f32; f64 for the
 /// parity tests), or as bf16 (computed in f32), the storage of the activations bf16 autocast
@@ -93,38 +94,44 @@ pub(super) fn shifted_sums<T: Float, S: Stored<T>>(x: &[S], k: T) -> (f64, f64) 
 
 /// The block-and-lane order of [`shifted_sums`] and [`grad_sums`] for `M` planes of length `len`
 /// at once: per block of [`BLOCK`] values, `terms(start, n, t1, t2)` writes the two terms of
-/// values `start..start + n` of every plane (`t1[m][..n]`, `t2[m][..n]`), which are then added
-/// into `LANES` accumulators per plane (a block's remainder into lane 0). Each plane's sums come
-/// out in exactly the order of the one-plane functions (the same bits). The terms are computed
-/// in a loop of their own: masking and rounding inside the summing loop kept the compiler from
-/// vectorising it (batch norm's backward ran one value at a time, its accumulators on the stack,
-/// ~10 % of a bf16 training step in `perf`); interleaving independent planes in the summing loop
-/// keeps the adders busy (one plane's 8-lane chain waits on its own additions: 6.7 % of a
-/// training step when it was latency-bound).
+/// values `start..start + n` of every plane (`t1[m][..n]`, `t2[m][..n]`, all of them: the
+/// summing loop reads them), which are then added into `LANES` accumulators per plane (a
+/// block's remainder into lane 0). Each plane's sums come out in exactly the order of the
+/// one-plane functions (the same bits). The terms are computed in a loop of their own: masking
+/// and rounding inside the summing loop kept the compiler from vectorising it (batch norm's
+/// backward ran one value at a time, its accumulators on the stack, ~10 % of a bf16 training
+/// step in `perf`); interleaving independent planes in the summing loop keeps the adders busy
+/// (one plane's 8-lane chain waits on its own additions: 6.7 % of a training step when it was
+/// latency-bound). The term buffers start uninitialised: zeroing their 16 KiB per call cost
+/// more than the sums of a 7 x 7 or 14 x 14 map's planes (1 % of a bf16 training step).
 #[inline(always)]
 pub(super) fn blocked_sums<T: Float, const M: usize>(
     len: usize,
-    mut terms: impl FnMut(usize, usize, &mut [[T; BLOCK]; M], &mut [[T; BLOCK]; M]),
+    mut terms: impl FnMut(usize, usize, &mut Terms<T, M>, &mut Terms<T, M>),
 ) -> [(f64, f64); M] {
     let mut out = [(0.0, 0.0); M];
-    let (mut t1, mut t2) = ([[T::zero(); BLOCK]; M], [[T::zero(); BLOCK]; M]);
+    let (mut t1, mut t2): (Terms<T, M>, Terms<T, M>) =
+        ([[MaybeUninit::uninit(); BLOCK]; M], [[MaybeUninit::uninit(); BLOCK]; M]);
     for start in (0..len).step_by(BLOCK) {
         let n = BLOCK.min(len - start);
         terms(start, n, &mut t1, &mut t2);
+        // SAFETY: `terms` wrote `t1[m][..n]` and `t2[m][..n]` of every plane (its contract,
+        // kept by the two closures of this module), and only those are read below.
+        let written = |t: &[MaybeUninit<T>]| unsafe { &*(t as *const [MaybeUninit<T>] as *const [T]) };
         let (mut a1, mut a2) = ([[T::zero(); LANES]; M], [[T::zero(); LANES]; M]);
         let full = n / LANES * LANES;
         for i in (0..full).step_by(LANES) {
             for (a, t) in a1.iter_mut().zip(t1.iter()) {
-                add_lanes(a, &t[i..][..LANES]);
+                add_lanes(a, written(&t[i..][..LANES]));
             }
             for (a, t) in a2.iter_mut().zip(t2.iter()) {
-                add_lanes(a, &t[i..][..LANES]);
+                add_lanes(a, written(&t[i..][..LANES]));
             }
         }
         for i in full..n {
             for m in 0..M {
-                a1[m][0] += t1[m][i];
-                a2[m][0] += t2[m][i];
+                a1[m][0] += written(&t1[m][i..=i])[0];
+                a2[m][0] += written(&t2[m][i..=i])[0];
             }
         }
         for m in 0..M {
@@ -134,6 +141,9 @@ pub(super) fn blocked_sums<T: Float, const M: usize>(
     }
     out
 }
+
+/// One block's terms of `M` planes, as [`blocked_sums`] hands them to be written.
+pub(super) type Terms<T, const M: usize> = [[MaybeUninit<T>; BLOCK]; M];
 
 /// `acc[j] += x[j]`.
 #[inline(always)]
@@ -154,8 +164,9 @@ pub(super) fn shifted_sums_many<T: Float, S: Stored<T>, const M: usize>(xs: [&[S
         |start, n, t1, t2| {
             for (m, x) in xs.iter().enumerate() {
                 for ((d, d2), x) in t1[m][..n].iter_mut().zip(&mut t2[m][..n]).zip(&x[start..][..n]) {
-                    *d = x.load() - k;
-                    *d2 = *d * *d;
+                    let v = x.load() - k;
+                    d.write(v);
+                    d2.write(v * v);
                 }
             }
         },
@@ -249,8 +260,9 @@ pub(super) fn grad_sums_many<T: Float, S: Stored<T>, const BF16: bool, const M: 
             for (m, &(x, y, dy)) in planes.iter().enumerate() {
                 let (x, y, dy) = (&x[start..][..n], &y[start..][..n], &dy[start..][..n]);
                 for ((g, gx), ((x, y), dy)) in g[m][..n].iter_mut().zip(&mut gx[m][..n]).zip(x.iter().zip(y).zip(dy)) {
-                    *g = out_grad::<T, S, BF16>(relu, *y, *dy);
-                    *gx = *g * (x.load() - mean);
+                    let v = out_grad::<T, S, BF16>(relu, *y, *dy);
+                    g.write(v);
+                    gx.write(v * (x.load() - mean));
                 }
             }
         },
