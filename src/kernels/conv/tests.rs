@@ -144,3 +144,50 @@ fn bad_shapes_are_named() {
     let e = ConvGeom::new(&[1, 3, 2, 2], &[4, 3, 7, 7], 1, 1).unwrap_err().to_string();
     assert!(e.contains("smaller than the 7x7 kernel"), "{e}");
 }
+
+/// Every band of the column buffer holds the definition's input value for each tap and output
+/// pixel, zero outside the image, whatever the buffer held before: stride 1 with and without
+/// padding (the fast path copies whole bands and zeroes the edges after), padding wider than
+/// the kernel's reach, strides 2 and 3, single-row and single-column maps.
+#[test]
+fn columns_hold_each_taps_input_or_zero() {
+    // c_in, h, w, k, stride, pad
+    let cases = [
+        (2, 6, 7, 3, 1, 1),
+        (3, 5, 5, 3, 1, 0),
+        (1, 7, 4, 5, 1, 2),
+        (2, 4, 6, 3, 1, 2),
+        (1, 1, 9, 3, 1, 1),
+        (1, 8, 1, 3, 1, 1),
+        (2, 9, 8, 1, 1, 0),
+        (1, 9, 11, 7, 2, 3),
+        (2, 7, 6, 3, 2, 1),
+        (1, 10, 10, 3, 3, 1),
+    ];
+    for (c, h, w, k, s, p) in cases {
+        let g = ConvGeom::new(&[1, c, h, w], &[1, c, k, k], s, p).unwrap();
+        let x: Vec<f32> = data(c * h * w, 4).iter().map(|&v| v as f32 + 2.0).collect();
+        for r0 in 0..g.oh {
+            for rows in 1..=g.oh - r0 {
+                let band = rows * g.ow;
+                let mut cols = vec![f32::NAN; g.ckk() * band];
+                im2col(&g, &x, r0, rows, &mut cols);
+                for (q, row) in cols.chunks_exact(band).enumerate() {
+                    let (ch, ki, kj) = (q / (k * k), q / k % k, q % k);
+                    for (i, &got) in row.iter().enumerate() {
+                        let (oy, ox) = (r0 + i / g.ow, i % g.ow);
+                        let iy = (oy * s + ki) as isize - p as isize;
+                        let ix = (ox * s + kj) as isize - p as isize;
+                        let inside = iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize;
+                        let want = if inside { x[(ch * h + iy as usize) * w + ix as usize] } else { 0.0 };
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{g:?} rows {r0}+{rows}: tap {q}, pixel ({oy}, {ox})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
