@@ -250,18 +250,32 @@ impl BatchNormTrainOp {
         // dx = k * (g - sg / M) - (x - mean) * (k * inv_std * sgx / M)
         let m = (n * p) as f64;
         let (a, b, k) = (t::<T>(k * inv_std * sgx / m), t::<T>(sg / m), t::<T>(k));
-        for (i, dx) in dx.iter_mut().enumerate() {
-            let (x, y, dy) = data.plane(i);
-            for ((dx, &x), (&y, &dy)) in dx.iter_mut().zip(x).zip(y.iter().zip(dy)) {
-                let v = k * (out_grad::<T, S, BF16>(relu, y, dy) - b) - (x.load() - mean) * a;
-                dx.write(store_rounded::<T, S, BF16>(v));
+        let dx_of = |g: T, x: S| store_rounded::<T, S, BF16>(k * (g - b) - (x.load() - mean) * a);
+        // The residual's gradient: the output gradient masked by the ReLU (as `dx` reads it
+        // when the ReLU is fused, the op's case), rounded under autocast.
+        let dr_of = |g: T, y: S, dy: S| {
+            S::store(match (relu, BF16) {
+                (true, _) => g,
+                (false, true) => out_grad::<T, S, true>(relu, y, dy),
+                (false, false) => masked(true, y.load(), dy.load()),
+            })
+        };
+        if dr.is_empty() {
+            for (i, dx) in dx.iter_mut().enumerate() {
+                let (x, y, dy) = data.plane(i);
+                for ((dx, &x), (&y, &dy)) in dx.iter_mut().zip(x).zip(y.iter().zip(dy)) {
+                    dx.write(dx_of(out_grad::<T, S, BF16>(relu, y, dy), x));
+                }
             }
-        }
-        for (i, dr) in dr.iter_mut().enumerate() {
-            let (_, y, dy) = data.plane(i);
-            for (dr, (&y, &dy)) in dr.iter_mut().zip(y.iter().zip(dy)) {
-                let g = if BF16 { out_grad::<T, S, true>(relu, y, dy) } else { masked(true, y.load(), dy.load()) };
-                dr.write(S::store(g));
+        } else {
+            // Both in one pass over the planes' `y` and `dy`.
+            for (i, (dx, dr)) in dx.iter_mut().zip(dr.iter_mut()).enumerate() {
+                let (x, y, dy) = data.plane(i);
+                for ((dx, dr), ((&x, &y), &dy)) in dx.iter_mut().zip(dr.iter_mut()).zip(x.iter().zip(y).zip(dy)) {
+                    let g = out_grad::<T, S, BF16>(relu, y, dy);
+                    dx.write(dx_of(g, x));
+                    dr.write(dr_of(g, y, dy));
+                }
             }
         }
         (sg, sgx)
