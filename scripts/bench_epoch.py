@@ -9,7 +9,8 @@ PyTorch is `torchvision.datasets.ImageFolder`, `RandomResizedCrop(224)` + flip +
 `DataLoader` with 2 workers, validation each epoch, and `torch.save` of the last (with optimiser
 state) and best checkpoints, as the study's code does. An epoch's time on each side is the
 difference between a 2-epoch and a 1-epoch process, so start-up, model building and the test
-pass cancel out.
+pass cancel out. With `--ours-bf16`, our epoch under `--precision bf16` joins the rotation and the
+ratio of our bf16 epoch to our f32 one is printed too.
 
     cargo build --release
     ~/torchvenv/bin/python scripts/bench_epoch.py --rounds 2
@@ -90,6 +91,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "artculture"))
+    ap.add_argument("--ours-bf16", action="store_true",
+                    help="also time our epoch under --precision bf16 (issue 25's bar: <= 0.6x of our f32 epoch)")
     ap.add_argument("--torch-child", nargs=3, metavar=("DATA", "EPOCHS", "OUT"))
     a = ap.parse_args()
     if a.torch_child:
@@ -105,17 +108,21 @@ def main():
     bench = json.loads(subprocess.run([a.binary, "bench", "--child", "--reps", "1", "forward1"], check=True, capture_output=True,
                                       text=True, env=env).stdout.splitlines()[-1])
 
-    def ours(epochs):
-        return timed([a.binary, "--workspace", ws, "train", "--arch", "resnet50", "--method", "scratch", "--epochs", str(epochs),
-                      "--batch", "16", "--image-size", "224"], env)
+    def ours(epochs, precision="f32"):
+        return timed([a.binary, "--precision", precision, "--workspace", ws, "train", "--arch", "resnet50", "--method",
+                      "scratch", "--epochs", str(epochs), "--batch", "16", "--image-size", "224"], env)
+
+    def ours_bf16(epochs):
+        return ours(epochs, "bf16")
 
     def torch(epochs):
         return timed([sys.executable, __file__, "--threads", str(a.threads), "--torch-child", src, str(epochs), tmp], env)
 
-    epochs = {"ours": [], "torch": []}
+    epochs = {"ours": [], "torch": [], "ours_bf16": []}
+    sides = [("ours", ours), ("torch", torch)] + ([("ours_bf16", ours_bf16)] if a.ours_bf16 else [])
     for r in range(a.rounds):
-        sides = [("ours", ours), ("torch", torch)] if r % 2 == 0 else [("torch", torch), ("ours", ours)]
-        for name, run in sides:
+        # Each side first in turn: no side always runs on a machine the one before warmed.
+        for name, run in sides[r % len(sides):] + sides[:r % len(sides)]:
             one, two = run(1), run(2)
             epochs[name].append(two - one)
             print(f"round {r + 1} {name}: 1 epoch {one:.1f} s, 2 epochs {two:.1f} s, epoch {two - one:.1f} s", file=sys.stderr)
@@ -128,6 +135,12 @@ def main():
     print("| workload | artculture | PyTorch | artculture / PyTorch (time) |")
     print("|---|---|---|---|")
     print(f"| a training epoch (64 train + 8 val images, 224 px, batch 16, checkpoints) | {o:.1f} s | {t:.1f} s | {o / t:.2f}x |")
+    if a.ours_bf16:
+        b = statistics.median(epochs["ours_bf16"])
+        print()
+        print("| workload | artculture f32 | artculture bf16 | bf16 / f32 (time) |")
+        print("|---|---|---|---|")
+        print(f"| a training epoch (as above) | {o:.1f} s | {b:.1f} s | {b / o:.2f}x |")
 
 
 if __name__ == "__main__":
