@@ -22,6 +22,7 @@ pub mod head;
 pub mod isa;
 pub mod linear;
 pub mod pool;
+pub(crate) mod window;
 pub mod winograd;
 
 use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor, WithDType};

@@ -3,6 +3,7 @@
 //! backward, in parallel over planes; the strided-view composition in `model::pool` stays the
 //! path for other devices.
 use super::batch_norm::Stored;
+use super::window::{inside, split_phases};
 use super::{Float, contiguous_slice, tensor_from, with_slice};
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
@@ -59,26 +60,10 @@ impl MaxPool2dOp {
         }
         let phase_w = g.w.div_ceil(s);
         for iy in (ya..yb).rev() {
-            let row = &plane[iy * g.w..][..g.w];
-            if s == 2 {
-                // ResNet's pooling: one pass that the compiler vectorises.
-                let (even, odd) = phases.split_at_mut(phase_w);
-                for ((e, o), two) in even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2)) {
-                    (*e, *o) = (two[0].load(), two[1].load());
-                }
-                if g.w % 2 == 1 {
-                    even[phase_w - 1] = row[g.w - 1].load();
-                }
-            } else {
-                for q in 0..s.min(g.w) {
-                    let phase = &mut phases[q * phase_w..][..phase_w];
-                    phase.iter_mut().zip(row.iter().skip(q).step_by(s)).for_each(|(d, v)| *d = v.load());
-                }
-            }
+            split_phases(&plane[iy * g.w..][..g.w], s, phases, phase_w, |v| v.load());
             for kx in (0..k).rev() {
                 // Output ox reads input column ox * s + kx - p: inside the row for ox in [lo, hi).
-                let lo = p.saturating_sub(kx).div_ceil(s).min(g.ow);
-                let hi = if g.w + p > kx { ((g.w + p - kx - 1) / s + 1).min(g.ow) } else { 0 }.max(lo);
+                let (lo, hi) = inside(g.w, g.ow, s, p, kx);
                 if lo == hi {
                     continue;
                 }

@@ -251,15 +251,6 @@ impl BatchNormTrainOp {
         let m = (n * p) as f64;
         let (a, b, k) = (t::<T>(k * inv_std * sgx / m), t::<T>(sg / m), t::<T>(k));
         let dx_of = |g: T, x: S| store_rounded::<T, S, BF16>(k * (g - b) - (x.load() - mean) * a);
-        // The residual's gradient: the output gradient masked by the ReLU (as `dx` reads it
-        // when the ReLU is fused, the op's case), rounded under autocast.
-        let dr_of = |g: T, y: S, dy: S| {
-            S::store(match (relu, BF16) {
-                (true, _) => g,
-                (false, true) => out_grad::<T, S, true>(relu, y, dy),
-                (false, false) => masked(true, y.load(), dy.load()),
-            })
-        };
         if dr.is_empty() {
             for (i, dx) in dx.iter_mut().enumerate() {
                 let (x, y, dy) = data.plane(i);
@@ -272,9 +263,11 @@ impl BatchNormTrainOp {
             for (i, (dx, dr)) in dx.iter_mut().zip(dr.iter_mut()).enumerate() {
                 let (x, y, dy) = data.plane(i);
                 for ((dx, dr), ((&x, &y), &dy)) in dx.iter_mut().zip(dr.iter_mut()).zip(x.iter().zip(y).zip(dy)) {
+                    // The residual's gradient is the one batch norm's output receives: the
+                    // output gradient masked by the ReLU, rounded under autocast.
                     let g = out_grad::<T, S, BF16>(relu, y, dy);
                     dx.write(dx_of(g, x));
-                    dr.write(dr_of(g, y, dy));
+                    dr.write(S::store(g));
                 }
             }
         }

@@ -9,6 +9,7 @@
 //! band of output rows at a time, sized to stay in the core's cache instead of materialising
 //! the whole batch's columns as candle does (115 MB for ResNet's first layer at batch 16).
 use super::dot_bf16::PackedLhs;
+use super::window::split_phases;
 use super::{Element, Float, MatRef, matmul_into, per_image};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -116,11 +117,7 @@ impl ConvGeom {
 
     /// For kernel column `kj`: the output columns whose input column is inside the image.
     fn valid_cols(&self, kj: usize) -> (usize, usize) {
-        let (s, p) = (self.stride, self.pad);
-        // ix = ox * s + kj - p must be in [0, w).
-        let lo = if kj >= p { 0 } else { (p - kj).div_ceil(s) };
-        let hi = if self.w + p > kj { ((self.w + p - kj - 1) / s + 1).min(self.ow) } else { 0 };
-        (lo.min(hi), hi)
+        super::window::inside(self.w, self.ow, self.stride, self.pad, kj)
     }
 }
 
@@ -232,29 +229,11 @@ fn im2col_strided<T: Element>(g: &ConvGeom, x: &[T], r0: usize, rows: usize, col
         let plane = &x[c * g.h * w..][..g.h * w];
         for r in 0..in_rows {
             let src = &plane[(first + r) * w..][..w];
-            if s == 2 {
-                // Every strided layer of our models: one pass, which the compiler vectorises.
-                let (even, odd) = phases.split_at_mut(in_rows * phase_w);
-                let (even, odd) = (&mut even[r * phase_w..][..phase_w], &mut odd[r * phase_w..][..phase_w]);
-                super::isa::with_isa(
-                    #[inline(always)]
-                    || {
-                        for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
-                            (*e, *o) = (pair[0], pair[1]);
-                        }
-                    },
-                );
-                if w % 2 == 1 {
-                    even[phase_w - 1] = src[w - 1];
-                }
-                continue;
-            }
-            for q in 0..s {
-                let dst = &mut phases[(q * in_rows + r) * phase_w..][..phase_w];
-                for (d, v) in dst.iter_mut().zip(src.iter().skip(q).step_by(s)) {
-                    *d = *v;
-                }
-            }
+            let dst = &mut phases[r * phase_w..];
+            super::isa::with_isa(
+                #[inline(always)]
+                || split_phases(src, s, dst, in_rows * phase_w, |v| v),
+            );
         }
         for ki in 0..k {
             for kj in 0..k {
