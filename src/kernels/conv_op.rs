@@ -1,11 +1,12 @@
 //! The convolution kernels of [`super::conv`] as candle custom ops.
+use super::batch_norm::PlaneSums;
 use super::conv::{ConvGeom, DotWeights, Epilogue, Prepared, forward, input_grad, stored, weight_grad};
 use super::winograd;
 use super::{Float, contiguous_slice, dispatch_float, tensor_from, with_slice};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 use half::bf16;
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// `conv2d(x, w)` with both gradients as matrix products.
 pub struct Conv2dOp {
@@ -74,6 +75,10 @@ pub struct Conv2dBf16Op {
     pub stride: usize,
     pub pad: usize,
     pub store_bf16: bool,
+    /// Where training on `vdpbf16ps` leaves each output plane's [`PlaneSums`], summed as the
+    /// output is written, for the batch norm that follows (see
+    /// [`super::conv::stored::forward_summing`]); left empty on the other paths.
+    pub plane_sums: Option<Arc<Mutex<Vec<PlaneSums>>>>,
 }
 
 /// `v` rounded to bf16, borrowed when it already is.
@@ -129,15 +134,22 @@ impl CustomOp2 for Conv2dBf16Op {
         if g.bf16_dot && self.store_bf16 {
             // Training on `vdpbf16ps`: the input read from its storage, the output written in bf16.
             let w = contiguous_slice::<f32>(s2, l2, "conv2d (bf16) weight")?;
-            let y = match s1 {
-                CpuStorage::BF16(_) => stored::forward(&g, contiguous_slice::<bf16>(s1, l1, "conv2d (bf16) input")?, w),
+            let sums = self.plane_sums.is_some();
+            let (y, planes) = match s1 {
+                CpuStorage::BF16(_) => {
+                    stored::forward_summing(&g, contiguous_slice::<bf16>(s1, l1, "conv2d (bf16) input")?, w, sums)
+                }
                 // The stem's input image: rounded into bf16 storage first (a small copy).
-                _ => stored::forward(
+                _ => stored::forward_summing(
                     &g,
                     &super::bf16::narrowed(contiguous_slice::<f32>(s1, l1, "conv2d (bf16) input")?),
                     w,
+                    sums,
                 ),
             };
+            if let Some(slot) = &self.plane_sums {
+                *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = planes;
+            }
             return Ok((CpuStorage::BF16(y), Shape::from(g.out_shape().to_vec())));
         }
         let x = bf16_operand(s1, l1, "conv2d (bf16) input")?;

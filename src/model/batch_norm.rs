@@ -3,7 +3,7 @@
 //! statistics in evaluation mode.
 use crate::kernels::{
     self,
-    batch_norm::{BatchNormAddReluOp, BatchNormTrainOp, channel_stats},
+    batch_norm::{BatchNormAddReluOp, BatchNormTrainOp, PlaneSums, channel_stats, stats_from_planes},
     with_slice,
 };
 use candle_core::{DType, ModuleT, Result, Tensor, Var};
@@ -87,10 +87,33 @@ impl BatchNorm2d {
         if relu { y.relu() } else { Ok(y) }
     }
 
+    /// `relu?(bn(x))` in training mode on the CPU, its batch statistics from `sums` where the
+    /// convolution before summed its output's planes as it wrote them (see
+    /// [`kernels::batch_norm::PlaneSums`]).
+    pub fn forward_relu_train_summed(&self, x: &Tensor, relu: bool, sums: Option<Vec<PlaneSums>>) -> Result<Tensor> {
+        if !kernels::applies_in_training(x) {
+            return self.forward_relu_t(x, true, relu);
+        }
+        let x = x.contiguous()?;
+        let op = self.batch_statistics(&x, relu, sums)?;
+        x.apply_op3(&self.weight, &self.bias, op)
+    }
+
     /// `relu(bn(x) + residual)` in training mode on the CPU, one fused op.
     pub fn forward_add_relu_train(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.forward_add_relu_train_summed(x, residual, None)
+    }
+
+    /// [`Self::forward_add_relu_train`], its statistics from `sums` as in
+    /// [`Self::forward_relu_train_summed`].
+    pub fn forward_add_relu_train_summed(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        sums: Option<Vec<PlaneSums>>,
+    ) -> Result<Tensor> {
         let x = x.contiguous()?;
-        let op = BatchNormAddReluOp(self.batch_statistics(&x, true)?);
+        let op = BatchNormAddReluOp(self.batch_statistics(&x, true, sums)?);
         // In a network the residual is stored as its block's input is (bf16 under autocast); a
         // caller's f32 residual is read in the same storage, as autocast's add would round it.
         let residual = residual.to_dtype(x.dtype())?.contiguous()?;
@@ -98,20 +121,22 @@ impl BatchNorm2d {
     }
 
     fn forward_train_fused(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
-        let x = x.contiguous()?;
-        let op = self.batch_statistics(&x, relu)?;
-        x.apply_op3(&self.weight, &self.bias, op)
+        self.forward_relu_train_summed(x, relu, None)
     }
 
-    /// The batch's statistics (updating the running estimates), as the fused op that uses them.
-    fn batch_statistics(&self, x: &Tensor, relu: bool) -> Result<BatchNormTrainOp> {
+    /// The batch's statistics (updating the running estimates), as the fused op that uses them:
+    /// from its planes' `sums` where they come with `x`, else from a pass over `x`.
+    fn batch_statistics(&self, x: &Tensor, relu: bool, sums: Option<Vec<PlaneSums>>) -> Result<BatchNormTrainOp> {
         let count = Self::values_per_channel(x)?;
-        let (mean, var) = match x.dtype() {
-            DType::F64 => with_slice::<f64, _>(x, "batch norm input", |s| channel_stats::<f64, f64>(s, x.dims()))??,
-            DType::BF16 => {
+        let (mean, var) = match (x.dtype(), sums) {
+            (_, Some(sums)) => stats_from_planes(&sums, x.dims())?,
+            (DType::F64, None) => {
+                with_slice::<f64, _>(x, "batch norm input", |s| channel_stats::<f64, f64>(s, x.dims()))??
+            }
+            (DType::BF16, None) => {
                 with_slice::<half::bf16, _>(x, "batch norm input", |s| channel_stats::<f32, _>(s, x.dims()))??
             }
-            _ => with_slice::<f32, _>(x, "batch norm input", |s| channel_stats::<f32, f32>(s, x.dims()))??,
+            (_, None) => with_slice::<f32, _>(x, "batch norm input", |s| channel_stats::<f32, f32>(s, x.dims()))??,
         };
         let m = self.momentum;
         let update = |running: &Var, batch: Vec<f64>| -> Result<()> {

@@ -6,13 +6,14 @@ use super::autocast;
 use super::batch_norm::BatchNorm2d;
 use crate::kernels::{
     self,
+    batch_norm::PlaneSums,
     conv::Bf16Rounding,
     conv::DotWeights,
     conv_op::{Conv2dBf16Op, Conv2dEvalOp, Conv2dOp},
 };
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 #[derive(Debug, Clone)]
 pub struct Conv2d {
@@ -124,8 +125,14 @@ impl Conv2d {
         // The fused training ops round as autocast does (see `BatchNormTrainOp::bf16`).
         if train && kernels::applies_in_training(x) {
             match residual {
-                Some(r) if relu => return bn.forward_add_relu_train(&self.forward_stored(x)?, r),
-                None => return bn.forward_relu_t(&self.forward_stored(x)?, train, relu),
+                Some(r) if relu => {
+                    let (y, sums) = self.forward_stored(x)?;
+                    return bn.forward_add_relu_train_summed(&y, r, sums);
+                }
+                None => {
+                    let (y, sums) = self.forward_stored(x)?;
+                    return bn.forward_relu_train_summed(&y, relu, sums);
+                }
                 Some(_) => {}
             }
         }
@@ -145,18 +152,33 @@ impl Conv2d {
     /// handed on in bf16 storage: batch norm takes it so and hands its own output on so too, and
     /// the tensors a training step keeps for its backward pass take half the memory (as
     /// autocast's bf16 tensors do).
-    fn forward_stored(&self, x: &Tensor) -> Result<Tensor> {
-        self.bf16_op(x, true).unwrap_or_else(|| self.forward(x))
+    /// With the output, where the op summed them as it wrote it, the output planes' sums for
+    /// the batch norm that follows (its batch statistics without a pass of its own).
+    fn forward_stored(&self, x: &Tensor) -> Result<(Tensor, Option<Vec<PlaneSums>>)> {
+        let slot = Arc::new(Mutex::new(Vec::new()));
+        match self.bf16_op(x, true, Some(slot.clone())) {
+            Some(y) => {
+                let y = y?;
+                let sums = std::mem::take(&mut *slot.lock().unwrap_or_else(PoisonError::into_inner));
+                Ok((y, (!sums.is_empty()).then_some(sums)))
+            }
+            None => Ok((self.forward(x)?, None)),
+        }
     }
 
     /// Under bf16 autocast on the CPU, the convolution as one op ([`Conv2dBf16Op`]) where it
     /// applies: with `store_bf16` (training) its input may be a bf16-stored activation and its
     /// output is one; without, both are f32 holding bf16 values.
-    fn bf16_op(&self, x: &Tensor, store_bf16: bool) -> Option<Result<Tensor>> {
+    fn bf16_op(
+        &self,
+        x: &Tensor,
+        store_bf16: bool,
+        plane_sums: Option<Arc<Mutex<Vec<PlaneSums>>>>,
+    ) -> Option<Result<Tensor>> {
         let takes =
             if store_bf16 { kernels::applies_in_training(x) } else { kernels::applies(x) && x.dtype() == DType::F32 };
         (autocast::bf16() && self.bias.is_none() && takes).then(|| {
-            let op = Conv2dBf16Op { stride: self.stride, pad: self.padding, store_bf16 };
+            let op = Conv2dBf16Op { stride: self.stride, pad: self.padding, store_bf16, plane_sums };
             x.contiguous()?.apply_op2(&self.weight.contiguous()?, op)
         })
     }
@@ -249,7 +271,7 @@ impl Module for Conv2d {
     /// Under bf16 autocast: input, weight and bias rounded to bf16, f32 accumulation, output
     /// rounded to bf16 (gradients rounded on the way back, see [`autocast::round`]).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(y) = self.bf16_op(x, false) {
+        if let Some(y) = self.bf16_op(x, false, None) {
             return y;
         }
         let (x, weight) = (autocast::cast(x)?, autocast::cast(&self.weight)?);
