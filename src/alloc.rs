@@ -21,6 +21,13 @@ pub fn tune_for_tensors() {
         libc::mallopt(libc::M_MMAP_MAX, 0);
         // Keep freed memory at the top of the heap for the next step instead of trimming it.
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        // One arena for every thread. A worker thread's blocks (the weight gradients'
+        // per-thread accumulators, packed operands) otherwise come from its own arena's heaps,
+        // which glibc unmaps when they empty out and maps again on the next allocation: a bf16
+        // training step took ~5,000 fresh-page faults (cleared pages, 1-2 % of its samples in
+        // `perf`), ~300 with one arena. Small blocks still come from each thread's cache
+        // (tcache) without the arena's lock; large ones are a few hundred per step.
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
