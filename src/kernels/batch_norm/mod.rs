@@ -437,7 +437,7 @@ mod tests {
                 .map(|s| (0..len).map(|i| ((i * 7919 + s * 104729) % 2003) as f32 / 97.0 - 10.0).collect())
                 .collect();
             let four = [&planes[0][..], &planes[1][..], &planes[2][..], &planes[3][..]];
-            let together = shifted_sums_many(four, [0.37; 4]);
+            let together = shifted_sums_many(four, 0.37);
             for (m, plane) in four.iter().enumerate() {
                 let alone = shifted_sums(plane, 0.37);
                 assert_eq!((together[m].0.to_bits(), together[m].1.to_bits()), (alone.0.to_bits(), alone.1.to_bits()));
@@ -479,33 +479,24 @@ mod tests {
         op.forward(x, gamma, beta, None, dims).unwrap().iter().zip(r).map(|(y, r)| y * r).sum()
     }
 
-    /// Planes summed around the channel's first value give `channel_stats`' bits; planes summed
-    /// around their own first values are moved to the first plane's exactly enough that planes
-    /// far apart (images 10^3 apart against a spread of 10^-2 within each) still give the
-    /// two-pass statistics; and summing a plane while it is written gives the bits of a pass
+    /// Planes summed around the channel's first value give `channel_stats`' bits (a large mean
+    /// included); sums of the wrong count of planes, or of a channel's planes around different
+    /// shifts, are refused; and summing a plane while it is written gives the bits of a pass
     /// over it afterwards, across blocks and remainders.
     #[test]
     fn planes_summed_apart_give_the_channels_statistics() {
         let dims = [3, 2, 23, 51];
         let p = 23 * 51;
-        let x: Vec<f32> = data(3 * 2 * p, 5)
-            .iter()
-            .enumerate()
-            .map(|(i, v)| [0.0, 1000.0, -250.0][i / (2 * p)] + 0.01 * *v as f32)
-            .collect();
+        let x: Vec<f32> = data(3 * 2 * p, 5).iter().map(|v| 1000.0 + 0.01 * *v as f32).collect();
         let plane = |i: usize| &x[i * p..][..p];
-        let around_first: Vec<PlaneSums> =
-            (0..6).map(|i| PlaneSums::of::<f32, f32>(plane(i), x[(i % 2) * p])).collect();
-        assert_eq!(stats_from_planes(&around_first, &dims).unwrap(), channel_stats(&x, &dims).unwrap());
-        let own: Vec<PlaneSums> = (0..6).map(|i| PlaneSums::of::<f32, f32>(plane(i), plane(i)[0])).collect();
-        let (mean, var) = stats_from_planes(&own, &dims).unwrap();
-        for ch in 0..2 {
-            let vals: Vec<f64> = (0..3).flat_map(|b| plane(b * 2 + ch).iter().map(|&v| v as f64)).collect();
-            let m = vals.iter().sum::<f64>() / vals.len() as f64;
-            let v = vals.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / vals.len() as f64;
-            assert!((mean[ch] - m).abs() < 1e-9 * m.abs().max(1.0), "mean {} vs {m}", mean[ch]);
-            assert!((var[ch] - v).abs() < 1e-9 * v, "variance {} vs {v}", var[ch]);
-        }
+        let sums: Vec<PlaneSums> = (0..6).map(|i| PlaneSums::of::<f32, f32>(plane(i), x[(i % 2) * p])).collect();
+        assert_eq!(stats_from_planes(&sums, &dims).unwrap(), channel_stats(&x, &dims).unwrap());
+        let err = stats_from_planes(&sums[..5], &dims).unwrap_err().to_string();
+        assert!(err.contains("5 planes' sums"), "{err}");
+        let mut shifted = sums.clone();
+        shifted[3] = PlaneSums::of::<f32, f32>(plane(3), 999.0);
+        let err = stats_from_planes(&shifted, &dims).unwrap_err().to_string();
+        assert!(err.contains("channel 1's planes were summed around"), "{err}");
         for len in [1, 7, 512, 513, 1100, p] {
             let v: Vec<f32> = x[..len].iter().map(|v| v * 1.37).collect();
             let mut out = vec![MaybeUninit::<bf16>::uninit(); len];

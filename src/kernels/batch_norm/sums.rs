@@ -72,34 +72,28 @@ pub(super) fn lanes_to_f64<T: Float>(lanes: &[T; LANES]) -> f64 {
 pub(super) fn shifted_sums<T: Float, S: Stored<T>>(x: &[S], k: T) -> (f64, f64) {
     let (mut s1, mut s2) = (0.0, 0.0);
     for block in x.chunks(BLOCK) {
-        let (b1, b2) = block_shifted_sums(block, k);
-        (s1, s2) = (s1 + b1, s2 + b2);
+        let (mut a1, mut a2) = ([T::zero(); LANES], [T::zero(); LANES]);
+        let mut chunks = block.chunks_exact(LANES);
+        for c in &mut chunks {
+            for j in 0..LANES {
+                let d = c[j].load() - k;
+                a1[j] += d;
+                a2[j] += d * d;
+            }
+        }
+        for &v in chunks.remainder() {
+            let d = v.load() - k;
+            a1[0] += d;
+            a2[0] += d * d;
+        }
+        s1 += lanes_to_f64(&a1);
+        s2 += lanes_to_f64(&a2);
     }
     (s1, s2)
 }
 
-/// One block's part of [`shifted_sums`] (at most [`BLOCK`] values).
-#[inline(always)]
-fn block_shifted_sums<T: Float, S: Stored<T>>(block: &[S], k: T) -> (f64, f64) {
-    let (mut a1, mut a2) = ([T::zero(); LANES], [T::zero(); LANES]);
-    let mut chunks = block.chunks_exact(LANES);
-    for c in &mut chunks {
-        for j in 0..LANES {
-            let d = c[j].load() - k;
-            a1[j] += d;
-            a2[j] += d * d;
-        }
-    }
-    for &v in chunks.remainder() {
-        let d = v.load() - k;
-        a1[0] += d;
-        a2[0] += d * d;
-    }
-    (lanes_to_f64(&a1), lanes_to_f64(&a2))
-}
-
-/// One plane's shifted sums, what batch statistics are built from: the shift `k`, `sum(x - k)`
-/// and `sum((x - k)^2)`. Per plane rather than per channel, so that a convolution can sum each
+/// One plane's shifted sums, what batch statistics are built from: the shift `k` (the
+/// channel's first value), `sum(x - k)` and `sum((x - k)^2)`. Per plane rather than per channel, so that a convolution can sum each
 /// plane of its output while the plane is still in cache from being written ([`store_summed`])
 /// and batch norm needs no pass over its input of its own ([`stats_from_planes`]): that pass was
 /// 3 % of a bf16 training step in `perf`.
@@ -146,52 +140,34 @@ pub fn store_summed<T: Float, S: Stored<T>>(v: &[T], out: &mut [MaybeUninit<S>],
     PlaneSums { k: f(k), s1, s2 }
 }
 
-/// A channel's statistics gathered from its planes' [`PlaneSums`], in image order.
-#[derive(Default)]
-struct ChannelSums {
-    k: Option<f64>,
-    s1: f64,
-    s2: f64,
-}
-
-impl ChannelSums {
-    /// Adds a plane of `p` values, its sums moved from its own shift to the first plane's
-    /// (`d = k_b - k_0`: `sum(x - k_0) = s1 + p d`, `sum((x - k_0)^2) = s2 + 2 d s1 + p d^2`).
-    /// Planes summed around one shift (a convolution's output is, see
-    /// `conv::stored::forward_summing`) add exactly as one pass over the channel does.
-    fn add(&mut self, plane: PlaneSums, p: f64) {
-        let d = plane.k - *self.k.get_or_insert(plane.k);
-        if d == 0.0 {
-            self.s1 += plane.s1;
-            self.s2 += plane.s2;
-        } else {
-            self.s1 += plane.s1 + p * d;
-            self.s2 += plane.s2 + 2.0 * d * plane.s1 + p * d * d;
-        }
-    }
-
-    /// The mean and the biased variance of `m` values.
-    fn mean_var(&self, m: f64) -> (f64, f64) {
-        let d = self.s1 / m;
-        (self.k.unwrap_or(0.0) + d, (self.s2 / m - d * d).max(0.0))
-    }
+/// The mean and the biased variance of `m` values from their sums around `k`.
+fn mean_var(k: f64, s1: f64, s2: f64, m: f64) -> (f64, f64) {
+    let d = s1 / m;
+    (k + d, (s2 / m - d * d).max(0.0))
 }
 
 /// Per channel, the mean and the biased variance from every plane's [`PlaneSums`] (`sums[b * c +
-/// ch]` for an `(n, c, h, w)` tensor): what [`channel_stats`] gives for the same tensor, bit
-/// for bit.
+/// ch]` for an `(n, c, h, w)` tensor), each channel's planes summed around one shift (its first
+/// value, as `conv::stored::forward_summing` sums them): what [`channel_stats`] gives for the
+/// same tensor, bit for bit.
 pub fn stats_from_planes(sums: &[PlaneSums], dims: &[usize]) -> Result<(Vec<f64>, Vec<f64>)> {
     let (n, c, p) = ncp(dims)?;
     if sums.len() != n * c {
         candle_core::bail!("batch statistics: {} planes' sums for an input of {dims:?}", sums.len());
     }
-    Ok((0..c)
-        .map(|ch| {
-            let mut acc = ChannelSums::default();
-            (0..n).for_each(|b| acc.add(sums[b * c + ch], p as f64));
-            acc.mean_var((n * p) as f64)
-        })
-        .unzip())
+    let mut stats = Vec::with_capacity(c);
+    for ch in 0..c {
+        let k = sums[ch].k;
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for plane in (0..n).map(|b| sums[b * c + ch]) {
+            if plane.k.to_bits() != k.to_bits() {
+                candle_core::bail!("batch statistics: channel {ch}'s planes were summed around {k} and {}", plane.k);
+            }
+            (s1, s2) = (s1 + plane.s1, s2 + plane.s2);
+        }
+        stats.push(mean_var(k, s1, s2, (n * p) as f64));
+    }
+    Ok(stats.into_iter().unzip())
 }
 
 /// The block-and-lane order of [`shifted_sums`] and [`grad_sums`] for `M` planes of length `len`
@@ -255,10 +231,9 @@ fn add_lanes<T: Float>(acc: &mut [T; LANES], x: &[T]) {
     }
 }
 
-/// [`shifted_sums`] of `M` planes of equal length at once, each by its own shift (see
-/// [`blocked_sums`]).
+/// [`shifted_sums`] of `M` planes of equal length at once (see [`blocked_sums`]).
 #[inline(always)]
-pub(super) fn shifted_sums_many<T: Float, S: Stored<T>, const M: usize>(xs: [&[S]; M], ks: [T; M]) -> [(f64, f64); M] {
+pub(super) fn shifted_sums_many<T: Float, S: Stored<T>, const M: usize>(xs: [&[S]; M], k: T) -> [(f64, f64); M] {
     let len = xs[0].len();
     debug_assert!(xs.iter().all(|x| x.len() == len));
     blocked_sums::<T, M>(
@@ -267,7 +242,7 @@ pub(super) fn shifted_sums_many<T: Float, S: Stored<T>, const M: usize>(xs: [&[S
         |start, n, t1, t2| {
             for (m, x) in xs.iter().enumerate() {
                 for ((d, d2), x) in t1[m][..n].iter_mut().zip(&mut t2[m][..n]).zip(&x[start..][..n]) {
-                    let v = x.load() - ks[m];
+                    let v = x.load() - k;
                     d.write(v);
                     d2.write(v * v);
                 }
@@ -372,8 +347,7 @@ pub(super) fn grad_sums_many<T: Float, S: Stored<T>, const BF16: bool, const M: 
     )
 }
 
-/// Per channel: the mean and the biased variance, from the planes' sums around the channel's
-/// first value (see [`stats_from_planes`]).
+/// Per channel: the mean and the biased variance.
 pub fn channel_stats<T: Float, S: Stored<T>>(x: &[S], dims: &[usize]) -> Result<(Vec<f64>, Vec<f64>)> {
     let (n, c, p) = ncp(dims)?;
     let plane = |b: usize, ch: usize| &x[(b * c + ch) * p..][..p];
@@ -382,19 +356,21 @@ pub fn channel_stats<T: Float, S: Stored<T>>(x: &[S], dims: &[usize]) -> Result<
             #[inline(always)]
             || {
                 let k = plane(0, ch).first().map_or(T::zero(), |v| v.load());
-                let mut acc = ChannelSums::default();
-                let mut add = |(s1, s2): (f64, f64)| acc.add(PlaneSums { k: f(k), s1, s2 }, p as f64);
-                // Four images' planes at a time, each summed in the order one at a time would be.
+                // Four images' planes at a time, added in image order as one at a time would be.
+                let (mut s1, mut s2) = (0.0, 0.0);
                 let mut b = 0;
                 while b + 4 <= n {
                     let four = [plane(b, ch), plane(b + 1, ch), plane(b + 2, ch), plane(b + 3, ch)];
-                    shifted_sums_many::<T, S, 4>(four, [k; 4]).into_iter().for_each(&mut add);
+                    for (p1, p2) in shifted_sums_many::<T, S, 4>(four, k) {
+                        (s1, s2) = (s1 + p1, s2 + p2);
+                    }
                     b += 4;
                 }
                 for b in b..n {
-                    add(shifted_sums::<T, S>(plane(b, ch), k));
+                    let (p1, p2) = shifted_sums::<T, S>(plane(b, ch), k);
+                    (s1, s2) = (s1 + p1, s2 + p2);
                 }
-                acc.mean_var((n * p) as f64)
+                mean_var(f(k), s1, s2, (n * p) as f64)
             },
         )
     });
