@@ -69,7 +69,7 @@ thread_local! {
 
 /// `dst = a x w[.., cols]` stored transposed ([`dot_bf16::matmul_lanes_into`], row stride
 /// `ld`), `a` (pixels as rows) packed into this thread's kept buffer, rounded with `round`.
-fn lanes_product<E: Operand>(
+pub(super) fn lanes_product<E: Operand>(
     a: MatRef<E>,
     round: bool,
     w: &PackedRhs,

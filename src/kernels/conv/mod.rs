@@ -22,6 +22,7 @@ const MIN_BAND_PIXELS: usize = 256;
 
 mod dot;
 mod epilogue;
+mod split;
 pub mod stored;
 pub use dot::{DotWeights, lanes};
 pub use epilogue::{Bf16Rounding, Epilogue};
@@ -332,6 +333,13 @@ pub fn forward<T: Float>(
         }
         _ => None,
     };
+    if let (Some(d), Some(x32), true) = (dot, as_f32(x), split::applies(g)) {
+        let y32 = f32_uninit(&mut y.spare_capacity_mut()[..total]).expect("T is f32: as_f32 succeeded");
+        split::forward(g, x32, d, y32, epilogue.and_then(Epilogue::as_f32).as_ref());
+        // SAFETY: `split::forward` writes every element of the first `total`.
+        unsafe { y.set_len(total) };
+        return y;
+    }
     let task = |b: usize, m0: usize, yb: &mut [MaybeUninit<T>]| {
         let rows_out = yb.len() / p;
         let xb = &x[b * img..][..img];

@@ -26,7 +26,7 @@ thread_local! {
 
 /// Runs `f` on `len` f32 values of this thread's result buffer (their contents unspecified;
 /// zeroed with `zeroed`).
-fn with_results<R>(len: usize, zeroed: bool, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_results<R>(len: usize, zeroed: bool, f: impl FnOnce(&mut [f32]) -> R) -> R {
     with_local(&RESULTS, |v| {
         if v.len() < len {
             v.resize(len, 0.0);
