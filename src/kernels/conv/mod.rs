@@ -406,8 +406,10 @@ pub fn weight_grad<T: Float>(g: &ConvGeom, x: &[T], dy: &[T]) -> Vec<T> {
 }
 
 /// `sum_b image_grad(b)` of `size` values, each image's gradient added into an accumulator by
-/// `image_grad(b, acc, parallelism)`: one accumulator per thread, summed at the end, when the
-/// batch covers the threads; otherwise one, with multi-threaded products.
+/// `image_grad(b, acc, parallelism)` (through [`sum_into`]: an empty accumulator takes the first
+/// product as it is, where zeroing it first was a memset of every weight per thread and step):
+/// one accumulator per thread, summed at the end by both threads, when the batch covers the
+/// threads; otherwise one, with multi-threaded products.
 fn summed_over_images<T: Float>(
     n: usize,
     size: usize,
@@ -418,25 +420,45 @@ fn summed_over_images<T: Float>(
         (0..n)
             .into_par_iter()
             .with_min_len(n.div_ceil(threads))
-            .fold(
-                || zeros_written(size),
-                |mut acc, b| {
-                    image_grad(b, &mut acc, Parallelism::None);
-                    acc
-                },
-            )
+            .fold(Vec::new, |mut acc, b| {
+                image_grad(b, &mut acc, Parallelism::None);
+                acc
+            })
             .reduce_with(|mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += *b);
+                if a.is_empty() {
+                    return b;
+                }
+                if !b.is_empty() {
+                    // Shared between the threads: one thread's pass over every weight was 1 %
+                    // of a training step with the other waiting.
+                    a.par_iter_mut().zip(&b).with_min_len(1 << 16).for_each(|(a, b)| *a += *b);
+                }
                 a
             })
+            .filter(|acc| acc.len() == size)
             .unwrap_or_else(|| zeros_written(size))
     } else {
         let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
-        let mut acc = zeros_written(size);
+        let mut acc = Vec::new();
         for b in 0..n {
             image_grad(b, &mut acc, par);
         }
-        acc
+        if acc.len() == size { acc } else { zeros_written(size) }
+    }
+}
+
+/// `acc += product`, where `product(dst, accumulate)` writes every one of the `size` elements of
+/// `dst` (adding to them with `accumulate`); an empty `acc` (nothing summed yet) takes the
+/// product as it is.
+fn sum_into<T>(acc: &mut Vec<T>, size: usize, product: impl FnOnce(&mut [MaybeUninit<T>], bool)) {
+    if acc.is_empty() {
+        acc.reserve_exact(size);
+        product(&mut acc.spare_capacity_mut()[..size], false);
+        // SAFETY: without `accumulate` the product wrote all `size` elements (its contract).
+        unsafe { acc.set_len(size) };
+    } else {
+        assert_eq!(acc.len(), size, "weight gradient: accumulator of another size");
+        product(uninit(acc), true)
     }
 }
 
@@ -532,7 +554,7 @@ fn product<T: Float>(
 /// asks for it (see [`product`]), by `gemm` otherwise.
 fn grad_product<T: Float>(
     g: &ConvGeom,
-    acc: &mut [T],
+    acc: &mut Vec<T>,
     acc_rs: usize,
     dy: MatRef<T>,
     cols: MatRef<T>,
@@ -540,7 +562,9 @@ fn grad_product<T: Float>(
 ) {
     let cols_t = MatRef { data: cols.data, rows: cols.cols, cols: cols.rows, rs: cols.cs, cs: cols.rs };
     let packed = dot_operand(g, dy);
-    product(packed.as_ref().map(|d| (d, 0..dy.rows, false)), uninit(acc), acc_rs, true, dy, cols_t, par)
+    sum_into(acc, dy.rows * acc_rs, |dst, accumulate| {
+        product(packed.as_ref().map(|d| (d, 0..dy.rows, false)), dst, acc_rs, accumulate, dy, cols_t, par)
+    })
 }
 
 /// `m` as an f32 view, when `T` is f32.

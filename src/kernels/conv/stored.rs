@@ -9,7 +9,9 @@
 //! results are narrowed while they are still in cache. The products, their blocking and their
 //! order are the generic paths', so the bits are too (the tests compare the two).
 use super::dot::{self, DotWeights};
-use super::{ConvGeom, MatRef, col2im_add, im2col, per_image, summed_over_images, tasks_per_image, turned_and_swapped};
+use super::{
+    ConvGeom, MatRef, col2im_add, im2col, per_image, sum_into, summed_over_images, tasks_per_image, turned_and_swapped,
+};
 use crate::kernels::batch_norm::{PlaneSums, store_summed};
 use crate::kernels::dot_bf16::{self, PackedLhs, PackedRhs};
 use crate::kernels::{Element, with_local};
@@ -210,11 +212,13 @@ pub fn input_grad(g: &ConvGeom, w: &[f32], dy: &[bf16]) -> Vec<bf16> {
 pub fn weight_grad(g: &ConvGeom, x: &[bf16], dy: &[bf16]) -> Vec<f32> {
     let (p, ckk, img) = (g.pixels(), g.ckk(), g.c_in * g.h * g.w);
     // acc += dy x cols^T, `cols` (`ckk x pixels`) read through its transpose.
-    let product = |acc: &mut [f32], dy: MatRef<bf16>, cols: MatRef<bf16>, par: Parallelism| {
+    let product = |acc: &mut Vec<f32>, dy: MatRef<bf16>, cols: MatRef<bf16>, par: Parallelism| {
         let cols_t = MatRef::transposed(cols.data, cols.cols, cols.rows);
         let packed = PackedLhs::new(dy);
         let parallel = !matches!(par, Parallelism::None);
-        dot_bf16::matmul_into(super::uninit(acc), ckk, true, &packed, 0..dy.rows, cols_t, parallel, false);
+        sum_into(acc, g.c_out * ckk, |dst, accumulate| {
+            dot_bf16::matmul_into(dst, ckk, accumulate, &packed, 0..dy.rows, cols_t, parallel, false)
+        });
     };
     summed_over_images(g.n, g.c_out * ckk, |b, acc: &mut Vec<f32>, par| {
         let (xb, dyb) = (&x[b * img..][..img], &dy[b * g.c_out * p..][..g.c_out * p]);
