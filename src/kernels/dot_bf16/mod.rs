@@ -19,6 +19,7 @@ use super::MatRef;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 pub mod peak;
@@ -185,55 +186,19 @@ impl PackedLhs {
         let k2 = k.div_ceil(2);
         // Every pair is written below: a reused buffer's old values need no zeroing first.
         pairs.resize(k2 * m, 0);
-        let at = |r: usize, c: usize| if c < k { a.data[r * a.rs + c * a.cs] } else { E::ZERO };
-        super::isa::with_isa(
-            #[inline(always)]
-            || {
-                if a.rs == 1 && k2 > 0 {
-                    // Columns contiguous (a transposed view): two columns at a time, down the rows.
-                    for p in 0..k / 2 {
-                        let (lo, hi) = (&a.data[2 * p * a.cs..][..m], &a.data[(2 * p + 1) * a.cs..][..m]);
-                        let dst = &mut pairs[p * m..][..m];
-                        dst.iter_mut().zip(lo.iter().zip(hi)).for_each(|(d, (&l, &h))| *d = pair::<ROUND, _>(l, h));
-                    }
-                    if k % 2 == 1 {
-                        let p = k2 - 1;
-                        (0..m).for_each(|r| pairs[p * m + r] = pair::<ROUND, _>(at(r, 2 * p), E::ZERO));
-                    }
-                    return;
-                }
-                // Rows contiguous or general: sixteen rows at a time, so that each write fills
-                // a cache line. With rows contiguous a row's adjacent values are its pairs: sixteen
-                // pairs of sixteen rows at a time by the register transpose (a weight gradient's
-                // output gradient, packed per image: 6 % of a bf16 training step one at a time).
-                let transpose = a.cs == 1 && transpose_kernel();
-                for r0 in (0..m).step_by(16) {
-                    let rows = 16.min(m - r0);
-                    let mut first = 0;
-                    #[cfg(target_arch = "x86_64")]
-                    if transpose && rows == 16 {
-                        // Every whole pair: the last block of fewer than 16 under a mask.
-                        first = k / 2;
-                        for p0 in (0..first).step_by(16) {
-                            let ps = 16.min(first - p0);
-                            let src = &a.data[r0 * a.rs + 2 * p0..];
-                            assert!(15 * a.rs + 2 * ps <= src.len());
-                            let dst = &mut pairs[p0 * m + r0..];
-                            assert!((ps - 1) * m + 16 <= dst.len());
-                            // SAFETY: the CPU has the features (`transpose_kernel`); the reads
-                            // and writes are in bounds (asserted above).
-                            unsafe { E::pairs_transposed::<ROUND>(src.as_ptr(), a.rs, 16, ps, dst.as_mut_ptr(), m) };
-                        }
-                    }
-                    for p in first..k2 {
-                        let dst = &mut pairs[p * m + r0..][..rows];
-                        for (i, d) in dst.iter_mut().enumerate() {
-                            *d = pair::<ROUND, _>(at(r0 + i, 2 * p), at(r0 + i, 2 * p + 1));
-                        }
-                    }
-                }
-            },
-        );
+        let fill = |ps: Range<usize>, dst: &mut [u32]| {
+            super::isa::with_isa(
+                #[inline(always)]
+                || fill_pairs::<ROUND, E>(&a, ps, dst),
+            )
+        };
+        if spread(k2 * m) && m > 0 {
+            // Blocks of whole 16-pair steps of the transpose, several per thread.
+            let per = k2.div_ceil(4 * rayon::current_num_threads()).next_multiple_of(16);
+            pairs.par_chunks_mut(per * m).enumerate().for_each(|(i, dst)| fill(i * per..(i * per + per).min(k2), dst));
+        } else {
+            fill(0..k2, &mut pairs);
+        }
         Self { pairs, m, k }
     }
 
@@ -250,6 +215,65 @@ impl PackedLhs {
     /// Columns: the inner dimension of a product.
     pub fn inner(&self) -> usize {
         self.k
+    }
+}
+
+/// Whether packing `pairs` pairs is shared between the threads: a weight packed for a layer
+/// (once per training step, from the thread that runs the layer while the others wait: 2 % of
+/// a bf16 step), not an operand packed inside a task that already has its own thread.
+fn spread(pairs: usize) -> bool {
+    pairs >= 1 << 16 && rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none()
+}
+
+/// Pairs `ps` of every row of `a` into `dst` (`[ps.len()][m]`), as [`PackedLhs`] lays them out.
+#[inline(always)]
+fn fill_pairs<const ROUND: bool, E: Operand>(a: &MatRef<E>, ps: Range<usize>, dst: &mut [u32]) {
+    let (m, k, base) = (a.rows, a.cols, ps.start);
+    let at = |r: usize, c: usize| if c < k { a.data[r * a.rs + c * a.cs] } else { E::ZERO };
+    if a.rs == 1 {
+        // Columns contiguous (a transposed view): two columns at a time, down the rows.
+        for p in ps.clone() {
+            let d = &mut dst[(p - base) * m..][..m];
+            if 2 * p + 1 < k {
+                let (lo, hi) = (&a.data[2 * p * a.cs..][..m], &a.data[(2 * p + 1) * a.cs..][..m]);
+                d.iter_mut().zip(lo.iter().zip(hi)).for_each(|(d, (&l, &h))| *d = pair::<ROUND, _>(l, h));
+            } else {
+                d.iter_mut().enumerate().for_each(|(r, d)| *d = pair::<ROUND, _>(at(r, 2 * p), E::ZERO));
+            }
+        }
+        return;
+    }
+    // Rows contiguous or general: sixteen rows at a time, so that each write fills a cache line.
+    // With rows contiguous a row's adjacent values are its pairs: sixteen pairs of sixteen rows
+    // at a time by the register transpose (a weight gradient's output gradient, packed per
+    // image: 6 % of a bf16 training step one at a time).
+    let transpose = a.cs == 1 && transpose_kernel();
+    // The pairs whose two values are both in the row.
+    let whole = (k / 2).min(ps.end);
+    for r0 in (0..m).step_by(16) {
+        let rows = 16.min(m - r0);
+        let mut first = base;
+        #[cfg(target_arch = "x86_64")]
+        if transpose && rows == 16 && whole > base {
+            // Every whole pair: the last block of fewer than 16 under a mask.
+            first = whole;
+            for p0 in (base..whole).step_by(16) {
+                let n = 16.min(whole - p0);
+                let src = &a.data[r0 * a.rs + 2 * p0..];
+                assert!(15 * a.rs + 2 * n <= src.len());
+                let d = &mut dst[(p0 - base) * m + r0..];
+                assert!((n - 1) * m + 16 <= d.len());
+                // SAFETY: the CPU has the features (`transpose_kernel`); the reads and writes
+                // are in bounds (asserted above).
+                unsafe { E::pairs_transposed::<ROUND>(src.as_ptr(), a.rs, 16, n, d.as_mut_ptr(), m) };
+            }
+        }
+        for p in first..ps.end {
+            let d = &mut dst[(p - base) * m + r0..][..rows];
+            for (i, v) in d.iter_mut().enumerate() {
+                *v = pair::<ROUND, _>(at(r0 + i, 2 * p), at(r0 + i, 2 * p + 1));
+            }
+        }
     }
 }
 
@@ -271,16 +295,18 @@ impl PackedRhs {
     /// With `round`, `b`'s values are rounded to bf16 as they are packed (see [`pair`]).
     pub(crate) fn new_rounding<E: Operand>(b: MatRef<E>, round: bool) -> Self {
         let (k2, panels) = (b.rows.div_ceil(2), b.cols.div_ceil(NR));
-        let mut pairs = Vec::with_capacity(panels * k2 * NR);
-        let mut panel = Vec::new();
-        for pi in 0..panels {
+        let len = k2 * NR;
+        let mut pairs = vec![0u32; panels * len];
+        let pack = |(pi, out): (usize, &mut [u32])| {
             let (j0, cols) = (pi * NR, NR.min(b.cols - pi * NR));
-            if round {
-                pack_panel::<true, _>(&b, j0, cols, &mut panel)
+            if round { pack_panel::<true, _>(&b, j0, cols, out) } else { pack_panel::<false, _>(&b, j0, cols, out) }
+        };
+        if len > 0 {
+            if spread(pairs.len()) {
+                pairs.par_chunks_mut(len).enumerate().for_each(pack);
             } else {
-                pack_panel::<false, _>(&b, j0, cols, &mut panel)
+                pairs.chunks_mut(len).enumerate().for_each(pack);
             }
-            pairs.extend_from_slice(&panel);
         }
         Self { pairs, k: b.rows, n: b.cols }
     }
@@ -305,15 +331,15 @@ impl PackedRhs {
 /// starts on a multiple of it.
 pub const PANEL_COLS: usize = NR;
 
-/// Columns `j0..j0 + cols` of `b` (`k x n`, bf16 values) as the kernel reads them:
-/// `[k / 2][NR]` pairs, zero beyond `cols` and beyond `k`.
-fn pack_panel<const ROUND: bool, E: Operand>(b: &MatRef<E>, j0: usize, cols: usize, out: &mut Vec<u32>) {
+/// Columns `j0..j0 + cols` of `b` (`k x n`, bf16 values) as the kernel reads them into `out`
+/// (`[k / 2][NR]` pairs), zero beyond `cols` and beyond `k`.
+fn pack_panel<const ROUND: bool, E: Operand>(b: &MatRef<E>, j0: usize, cols: usize, out: &mut [u32]) {
     let (k, k2) = (b.rows, b.rows.div_ceil(2));
+    assert_eq!(out.len(), k2 * NR, "bf16 panel: buffer of another size");
     // A full panel's pairs are all written below; a narrower one's other columns must be zero.
     if cols < NR {
-        out.clear();
+        out.fill(0);
     }
-    out.resize(k2 * NR, 0);
     let transpose = b.cs != 1 && b.rs == 1 && transpose_kernel();
     super::isa::with_isa(
         #[inline(always)]
@@ -415,6 +441,7 @@ pub(crate) fn matmul_into<E: Operand>(
         let (j0, cols) = (pi * NR, NR.min(n - pi * NR));
         PANEL.with(|b| {
             let mut b = b.borrow_mut();
+            b.resize(rhs.rows.div_ceil(2) * NR, 0);
             if round {
                 pack_panel::<true, _>(&rhs, j0, cols, &mut b)
             } else {

@@ -135,7 +135,8 @@ fn a_transposed_panel_is_packed_pair_by_pair() {
     let (k, n, j0, cols) = (70, 60, 7, 50);
     let data = bf16_values(k * n, 9);
     let b = MatRef::transposed(&data, k, n);
-    let mut panel = Vec::new();
+    // A reused buffer's old values: the columns beyond `cols` must come out zero.
+    let mut panel = vec![u32::MAX; k.div_ceil(2) * NR];
     pack_panel::<false, _>(&b, j0, cols, &mut panel);
     assert_eq!(panel.len(), k / 2 * NR);
     for p in 0..k / 2 {
@@ -176,7 +177,7 @@ fn rounding_while_packing_rounds_every_value_as_round_bits_does() {
     let bits = |v: f32| super::super::bf16::round_bits(v.to_bits());
     let want = |lo: f32, hi: f32| bits(lo) >> 16 | bits(hi) & 0xffff_0000;
     let b = MatRef::transposed(&data, k, n);
-    let mut panel = Vec::new();
+    let mut panel = vec![0; k.div_ceil(2) * NR];
     pack_panel::<true, _>(&b, 0, NR.min(n), &mut panel);
     for p in 0..k / 2 {
         for c in 0..NR.min(n) {
@@ -223,7 +224,7 @@ fn the_vector_kernel_gives_the_portable_kernels_sums() {
     let a_data = bf16_values(MR * k, 4);
     let b_data = bf16_values(k * cols, 5);
     let packed = PackedLhs::new(MatRef::rows(&a_data, MR, k));
-    let mut panel = Vec::new();
+    let mut panel = vec![0; k.div_ceil(2) * NR];
     pack_panel::<false, _>(&MatRef::rows(&b_data, k, cols), 0, cols, &mut panel);
     let (mut vector, mut portable) = (vec![0.0f32; MR * NR], vec![0.0f32; MR * NR]);
     let block = |c: &mut Vec<f32>| Block {
@@ -294,5 +295,26 @@ fn convolutions_on_the_dot_kernel_give_the_f32_kernels_results() {
             let diff = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(diff <= 1e-5 * scale, "{g:?}: {what} differs by {diff:e} of {scale:e}");
         }
+    }
+}
+
+/// A weight large enough to be packed by every thread (from outside the pool, as a layer packs
+/// it) comes out as packed by one thread (inside a pool task), in both layouts and for a row
+/// length that leaves a lone last value.
+#[test]
+fn packing_shared_between_threads_gives_the_same_pairs() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    for (m, k) in [(300, 501), (260, 640)] {
+        let data = bf16_values(m * k, 11);
+        for a in [MatRef::rows(&data, m, k), MatRef::transposed(&data, m, k)] {
+            assert!(k.div_ceil(2) * m >= 1 << 16, "the case must be large enough to be shared");
+            let shared = PackedLhs::new_in(a, vec![7; 3], true);
+            let alone = pool.install(|| PackedLhs::new_in(a, Vec::new(), true));
+            assert!(shared.pairs == alone.pairs, "{m} x {k}, row stride {}", a.rs);
+        }
+        let b = MatRef::rows(&data, k, m);
+        let shared = PackedRhs::new_rounding(b, true);
+        let alone = pool.install(|| PackedRhs::new_rounding(b, true));
+        assert!(shared.pairs == alone.pairs, "{k} x {m} panels");
     }
 }
