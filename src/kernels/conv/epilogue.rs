@@ -44,11 +44,6 @@ impl<'a, T: Float> Epilogue<'a, T> {
     pub(super) fn apply(&self, b: usize, m0: usize, y: &mut [T], pixels: usize) {
         let image = self.scale.len() * pixels;
         let residual = self.residual.map(|r| &r[b * image + m0 * pixels..][..y.len()]);
-        self.apply_rows(residual, m0, y, pixels)
-    }
-
-    /// Rows of `pixels` values, of channels `m0..`, with their `residual` rows.
-    fn apply_rows(&self, residual: Option<&[T]>, m0: usize, y: &mut [T], pixels: usize) {
         if self.rounding != Bf16Rounding::None && T::DTYPE == candle_core::DType::F32 {
             return self.apply_bf16(residual, m0, y, pixels);
         }
@@ -75,17 +70,16 @@ impl<'a, T: Float> Epilogue<'a, T> {
             return;
         };
         let residual = residual.and_then(as_f32);
-        let round_conv = self.rounding == Bf16Rounding::ConvAndOutput;
         // The choices made once per call, so that each loop is one straight vectorised body
         // (with them tested per element the loop was 9 % of a bf16 evaluation in `perf`).
         let (scale, shift) = (&scale[m0..], &shift[m0..]);
         crate::kernels::isa::with_isa(
             #[inline(always)]
-            || match (self.relu, round_conv) {
-                (true, true) => rows_bf16::<true, true>(y, residual, scale, shift, pixels),
-                (true, false) => rows_bf16::<true, false>(y, residual, scale, shift, pixels),
-                (false, true) => rows_bf16::<false, true>(y, residual, scale, shift, pixels),
-                (false, false) => rows_bf16::<false, false>(y, residual, scale, shift, pixels),
+            || match (self.relu, self.rounding == Bf16Rounding::ConvAndOutput) {
+                (true, true) => rows_bf16::<true, 2>(y, residual, scale, shift, pixels),
+                (true, false) => rows_bf16::<true, 1>(y, residual, scale, shift, pixels),
+                (false, true) => rows_bf16::<false, 2>(y, residual, scale, shift, pixels),
+                (false, false) => rows_bf16::<false, 1>(y, residual, scale, shift, pixels),
             },
         )
     }
@@ -136,22 +130,36 @@ fn spans<'d, const RELU: bool, const MODE: u8>(
     }
 }
 
-/// One channel's span, `dst = relu?(v * scale + shift + residual?)` of `src`, rounded as
-/// [`rows`] (`MODE` 0) or [`rows_bf16`] (1: the outputs, 2: also the convolution's) round.
+/// One channel's span, `dst` = [`value`] of `src`.
 #[inline(always)]
 fn span<const RELU: bool, const MODE: u8>(src: &[f32], dst: &mut [f32], residual: Option<&[f32]>, a: f32, s: f32) {
+    match residual {
+        Some(r) => {
+            let rows = dst.iter_mut().zip(src.iter().zip(r));
+            rows.for_each(|(d, (&v, &r))| *d = value::<RELU, MODE>(v, a, s, Some(r)))
+        }
+        None => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = value::<RELU, MODE>(v, a, s, None)),
+    }
+}
+
+/// One output of the fused pass in f32, `relu?(v * scale + shift + residual?)`: as [`rows`]
+/// computes it (`MODE` 0), or with bf16 autocast's roundings (1: batch norm's output and the
+/// residual sum; 2: the convolution's output too), the one definition [`rows_bf16`] and
+/// [`span`] share.
+#[inline(always)]
+fn value<const RELU: bool, const MODE: u8>(v: f32, a: f32, s: f32, residual: Option<f32>) -> f32 {
     let r32 = crate::kernels::bf16::round;
-    let act = |v: f32| if RELU { v.max(0.0) } else { v };
-    let affine = |v: f32| match MODE {
+    let y = match MODE {
         0 => v * a + s,
         1 => r32(v * a + s),
         _ => r32(r32(v) * a + s),
     };
-    let add = |v: f32, r: f32| if MODE == 0 { v + r } else { r32(v + r) };
-    match residual {
-        Some(r) => dst.iter_mut().zip(src.iter().zip(r)).for_each(|(d, (&v, &r))| *d = act(add(affine(v), r))),
-        None => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = act(affine(v))),
-    }
+    let y = match residual {
+        Some(r) if MODE == 0 => y + r,
+        Some(r) => r32(y + r),
+        None => y,
+    };
+    if RELU { y.max(0.0) } else { y }
 }
 
 /// The rows of `y` (one per channel, `pixels` long): `relu?(v * scale + shift + residual?)`.
@@ -171,27 +179,23 @@ fn rows<T: Float, const RELU: bool>(y: &mut [T], residual: Option<&[T]>, scale: 
     }
 }
 
-/// The rows of `y` (one per channel, `pixels` long): `relu?(round(round(round?(v) * scale +
-/// shift) + residual?))`.
+/// The rows of `y` (one per channel, `pixels` long): [`value`] with bf16 autocast's roundings
+/// (`MODE` 1 or 2), in place.
 #[inline(always)]
-fn rows_bf16<const RELU: bool, const ROUND_CONV: bool>(
+fn rows_bf16<const RELU: bool, const MODE: u8>(
     y: &mut [f32],
     residual: Option<&[f32]>,
     scale: &[f32],
     shift: &[f32],
     pixels: usize,
 ) {
-    let r32 = crate::kernels::bf16::round;
-    let act = |v: f32| if RELU { v.max(0.0) } else { v };
     for (i, ((row, &a), &s)) in y.chunks_exact_mut(pixels).zip(scale).zip(shift).enumerate() {
-        let affine = |v: f32| r32((if ROUND_CONV { r32(v) } else { v }) * a + s);
         match residual {
             Some(r) => {
-                for (v, r) in row.iter_mut().zip(&r[i * pixels..][..pixels]) {
-                    *v = act(r32(affine(*v) + *r));
-                }
+                let values = row.iter_mut().zip(&r[i * pixels..][..pixels]);
+                values.for_each(|(v, &r)| *v = value::<RELU, MODE>(*v, a, s, Some(r)))
             }
-            None => row.iter_mut().for_each(|v| *v = act(affine(*v))),
+            None => row.iter_mut().for_each(|v| *v = value::<RELU, MODE>(*v, a, s, None)),
         }
     }
 }

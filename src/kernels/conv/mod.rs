@@ -435,7 +435,7 @@ fn summed_over_images<T: Float>(
                 }
                 a
             })
-            .filter(|acc| acc.len() == size)
+            .filter(|acc| !acc.is_empty())
             .unwrap_or_else(|| zeros_written(size))
     } else {
         let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
@@ -443,7 +443,8 @@ fn summed_over_images<T: Float>(
         for b in 0..n {
             image_grad(b, &mut acc, par);
         }
-        if acc.len() == size { acc } else { zeros_written(size) }
+        // No images: nothing was summed.
+        if acc.is_empty() { zeros_written(size) } else { acc }
     }
 }
 
