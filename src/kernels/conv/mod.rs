@@ -14,6 +14,7 @@ use super::{Element, Float, MatRef, matmul_into, per_image};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 /// Target size of one column band; the L2 cache here is 1 MiB per core.
 const BAND_BYTES: usize = 768 * 1024;
@@ -23,6 +24,7 @@ const MIN_BAND_PIXELS: usize = 256;
 mod dot;
 mod epilogue;
 mod split;
+mod stacked;
 pub mod stored;
 pub use dot::{DotWeights, lanes};
 pub use epilogue::{Bf16Rounding, Epilogue};
@@ -402,26 +404,41 @@ pub fn weight_grad<T: Float>(g: &ConvGeom, x: &[T], dy: &[T]) -> Vec<T> {
             }
         });
     };
-    summed_over_images(g.n, size, image_grad)
+    let group = stacked::images_per_group(g);
+    if let (true, Some(x32), Some(dy32)) = (group > 1, as_f32(x), as_f32(dy)) {
+        return summed_over_images(g.n, size, group, |images, acc, par| {
+            stacked::group_grad(g, x32, dy32, images, acc, par)
+        });
+    }
+    summed_over_images(g.n, size, 1, |images, acc, par| image_grad(images.start, acc, par))
 }
 
-/// `sum_b image_grad(b)` of `size` values, each image's gradient added into an accumulator by
-/// `image_grad(b, acc, parallelism)` (through [`sum_into`]: an empty accumulator takes the first
-/// product as it is, where zeroing it first was a memset of every weight per thread and step):
-/// one accumulator per thread, summed at the end by both threads, when the batch covers the
-/// threads; otherwise one, with multi-threaded products.
+/// `sum_b image_grad(b)` of `size` values, the images in groups of `group` (whole groups per
+/// thread), each group's gradient added into an accumulator by `group_grad(images, acc,
+/// parallelism)` (through [`sum_into`]: an empty accumulator takes the first product as it is,
+/// where zeroing it first was a memset of every weight per thread and step): one accumulator per
+/// thread, summed at the end by both threads, when the batch covers the threads; otherwise one,
+/// with multi-threaded products.
 fn summed_over_images<T: Float>(
     n: usize,
     size: usize,
-    image_grad: impl Fn(usize, &mut Vec<T>, Parallelism) + Sync + Send,
+    group: usize,
+    group_grad: impl Fn(Range<usize>, &mut Vec<T>, Parallelism) + Sync + Send,
 ) -> Vec<T> {
     let threads = rayon::current_num_threads();
+    let group = group.max(1);
     if threads > 1 && n >= threads {
-        (0..n)
+        // Each thread's share of the images, cut into groups.
+        let per = n.div_ceil(threads);
+        let groups: Vec<Range<usize>> = (0..n)
+            .step_by(per)
+            .flat_map(|t0| (t0..(t0 + per).min(n)).step_by(group).map(move |b| b..(b + group).min(t0 + per).min(n)))
+            .collect();
+        groups
             .into_par_iter()
-            .with_min_len(n.div_ceil(threads))
-            .fold(Vec::new, |mut acc, b| {
-                image_grad(b, &mut acc, Parallelism::None);
+            .with_min_len(per.div_ceil(group))
+            .fold(Vec::new, |mut acc, images| {
+                group_grad(images, &mut acc, Parallelism::None);
                 acc
             })
             .reduce_with(|mut a, b| {
@@ -440,8 +457,8 @@ fn summed_over_images<T: Float>(
     } else {
         let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
         let mut acc = Vec::new();
-        for b in 0..n {
-            image_grad(b, &mut acc, par);
+        for b in (0..n).step_by(group) {
+            group_grad(b..(b + group).min(n), &mut acc, par);
         }
         // No images: nothing was summed.
         if acc.is_empty() { zeros_written(size) } else { acc }

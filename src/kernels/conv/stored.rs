@@ -220,7 +220,14 @@ pub fn weight_grad(g: &ConvGeom, x: &[bf16], dy: &[bf16]) -> Vec<f32> {
             dot_bf16::matmul_into(dst, ckk, accumulate, &packed, 0..dy.rows, cols_t, parallel, false)
         });
     };
-    summed_over_images(g.n, g.c_out * ckk, |b, acc: &mut Vec<f32>, par| {
+    let group = super::stacked::images_per_group(g);
+    if group > 1 {
+        return summed_over_images(g.n, g.c_out * ckk, group, |images, acc: &mut Vec<f32>, par| {
+            super::stacked::group_grad(g, x, dy, images, acc, par)
+        });
+    }
+    summed_over_images(g.n, g.c_out * ckk, 1, |images, acc: &mut Vec<f32>, par| {
+        let b = images.start;
         let (xb, dyb) = (&x[b * img..][..img], &dy[b * g.c_out * p..][..g.c_out * p]);
         if g.pointwise() {
             return product(acc, MatRef::rows(dyb, g.c_out, p), MatRef::rows(xb, g.c_in, p), par);

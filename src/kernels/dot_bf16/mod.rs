@@ -23,6 +23,8 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 pub mod peak;
+mod stacked;
+pub(crate) use stacked::matmul_packed_into;
 
 /// Output rows per kernel call.
 const MR: usize = 6;
