@@ -31,7 +31,18 @@ pub fn write_atomic(
 }
 
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
-    write_atomic(path, |f| f.write_all(bytes))
+    write_atomic(path, |f| write_chunked(f, bytes))
+}
+
+/// Bytes written per `write` call by [`write_chunked`].
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// `out.write_all(bytes)` one MiB at a time. On Linux (ext4 here) one `write` of a whole
+/// checkpoint copied it into the page cache at ~400 MB/s, in 1 MiB calls at ~4 GB/s (a 200 MB
+/// file: 0.50 s against 0.05 s, Python's `os.write` and `strace -T` of `train` alike): 0.8 s of
+/// every training epoch went to writing its two checkpoints.
+pub fn write_chunked(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
+    bytes.chunks(WRITE_CHUNK).try_for_each(|c| out.write_all(c))
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! Checkpoints of trained culture models: one safetensors file with the backbone, the head and
 //! the metadata needed to predict from it alone (architecture, classes in order, image size,
 //! normalisation, training configuration).
+use super::tensor_file;
 use super::weights::{WeightsError, read_header, var_builder};
 use super::{Arch, CultureNet};
-use crate::fsutil::write_bytes_atomic;
+use crate::fsutil::write_atomic;
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -65,11 +66,11 @@ pub fn save(
         .map_err(|e| CheckpointError::Serialise { path: path.into(), detail: e.to_string() })?;
     let mut info = HashMap::from([(META_KEY.to_string(), json)]);
     info.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    let mut items: Vec<(&String, &Tensor)> = tensors.iter().collect();
-    items.sort_by(|a, b| a.0.cmp(b.0));
-    let bytes = safetensors::serialize(items, Some(info))
-        .map_err(|e| CheckpointError::Serialise { path: path.into(), detail: e.to_string() })?;
-    write_bytes_atomic(path, &bytes)?;
+    // Streamed from the tensors' memory: a checkpoint with momentum buffers is ~200 MB, written
+    // every epoch (see `tensor_file`).
+    let file = tensor_file::prepare(tensors, info)
+        .map_err(|detail| CheckpointError::Serialise { path: path.into(), detail })?;
+    write_atomic(path, |f| file.write(f))?;
     Ok(())
 }
 
