@@ -22,8 +22,10 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+mod in_place;
 pub mod peak;
 mod stacked;
+pub(crate) use in_place::{RowsLhs, rows_times_into};
 pub(crate) use stacked::matmul_packed_into;
 
 /// Output rows per kernel call.
@@ -430,9 +432,36 @@ pub(crate) fn matmul_into<E: Operand>(
     parallel: bool,
     round: bool,
 ) {
-    let (m, n) = (rows.len(), rhs.cols);
-    assert_eq!(rhs.rows, lhs.k, "bf16 matmul: inner dimensions differ");
     assert!(rows.end <= lhs.m, "bf16 matmul: rows {rows:?} of a {}-row operand", lhs.m);
+    let view = LhsView { a: &lhs.pairs, lda: lhs.m, ldr: 1, row: rows.start, m: rows.len(), k: lhs.k };
+    view_times_into(dst, dst_rs, accumulate, &view, rhs, parallel, round)
+}
+
+/// The left operand of one product as the kernel reads it: row `row + r`'s pair `p` at
+/// `a[(row + r) * ldr + p * lda]` (packed: `ldr` 1, `lda` its rows; read in place: `lda` 1,
+/// `ldr` its row stride in pairs), `m` rows of `k` values.
+struct LhsView<'a> {
+    a: &'a [u32],
+    lda: usize,
+    ldr: usize,
+    row: usize,
+    m: usize,
+    k: usize,
+}
+
+/// [`matmul_into`] of any [`LhsView`].
+#[allow(clippy::too_many_arguments)]
+fn view_times_into<E: Operand>(
+    dst: &mut [MaybeUninit<f32>],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &LhsView,
+    rhs: MatRef<E>,
+    parallel: bool,
+    round: bool,
+) {
+    let (m, n) = (lhs.m, rhs.cols);
+    assert_eq!(rhs.rows, lhs.k, "bf16 matmul: inner dimensions differ");
     if m == 0 || n == 0 {
         return;
     }
@@ -451,9 +480,10 @@ pub(crate) fn matmul_into<E: Operand>(
             }
             for r0 in (0..m).step_by(MR) {
                 let block = Block {
-                    a: &lhs.pairs,
-                    lda: lhs.m,
-                    row: rows.start + r0,
+                    a: lhs.a,
+                    lda: lhs.lda,
+                    ldr: lhs.ldr,
+                    row: lhs.row + r0,
                     b: &b,
                     // SAFETY: in bounds of `dst` (asserted above); panels write disjoint columns.
                     c: unsafe { (out as *mut f32).add(r0 * dst_rs + j0) },
@@ -503,6 +533,7 @@ pub(crate) fn matmul_lanes_into(
             let block = Block {
                 a: &lhs.pairs,
                 lda: lhs.m,
+                ldr: 1,
                 row: r0,
                 b: rhs.panel(j0 / NR),
                 // SAFETY: in bounds of `dst` (asserted above).
@@ -523,6 +554,7 @@ pub(crate) fn matmul_lanes_into(
 struct Block<'a> {
     a: &'a [u32],
     lda: usize,
+    ldr: usize,
     row: usize,
     b: &'a [u32],
     c: *mut f32,
@@ -549,26 +581,39 @@ impl Block<'_> {
     /// `vdpbf16ps` kernel.
     fn run(&self, rows: usize, vector: bool) {
         let k2 = self.b.len() / NR;
-        assert!(self.a.len() >= k2 * self.lda && self.row + rows <= self.lda && self.cols <= NR);
+        // The last pair read: row `row + rows - 1`'s pair `k2 - 1`.
+        let last = (self.row + rows.max(1) - 1) * self.ldr + k2.saturating_sub(1) * self.lda;
+        assert!((k2 == 0 || last < self.a.len()) && (self.ldr == 1 || self.lda == 1) && self.cols <= NR);
         #[cfg(target_arch = "x86_64")]
         if vector {
             // SAFETY: the CPU has the features (`vector_kernel`); the operands' bounds are
-            // asserted above, and `c`'s by `matmul_into`.
-            unsafe {
-                match rows {
-                    1 => x86::kernel::<1>(self, k2),
-                    2 => x86::kernel::<2>(self, k2),
-                    3 => x86::kernel::<3>(self, k2),
-                    4 => x86::kernel::<4>(self, k2),
-                    5 => x86::kernel::<5>(self, k2),
-                    _ => x86::kernel::<MR>(self, k2),
-                }
-            }
+            // asserted above, and `c`'s by the caller.
+            unsafe { if self.ldr == 1 { self.vector::<false>(rows, k2) } else { self.vector::<true>(rows, k2) } }
             return;
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = vector;
         self.portable(rows, k2)
+    }
+
+    /// The `vdpbf16ps` kernel for `rows` rows, the left operand's rows `ldr` pairs apart
+    /// (`STRIDED`, read in place) or adjacent (packed).
+    ///
+    /// # Safety
+    /// As [`x86::kernel`]'s.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn vector<const STRIDED: bool>(&self, rows: usize, k2: usize) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match rows {
+                1 => x86::kernel::<1, STRIDED>(self, k2),
+                2 => x86::kernel::<2, STRIDED>(self, k2),
+                3 => x86::kernel::<3, STRIDED>(self, k2),
+                4 => x86::kernel::<4, STRIDED>(self, k2),
+                5 => x86::kernel::<5, STRIDED>(self, k2),
+                _ => x86::kernel::<MR, STRIDED>(self, k2),
+            }
+        }
     }
 
     /// The kernel's arithmetic in plain code (each pair's two products added to the lane in
@@ -579,7 +624,7 @@ impl Block<'_> {
             for c in 0..self.cols {
                 let mut acc = 0.0f32;
                 for p in 0..k2 {
-                    let (a, b) = (self.a[p * self.lda + self.row + r], self.b[p * NR + c]);
+                    let (a, b) = (self.a[p * self.lda + (self.row + r) * self.ldr], self.b[p * NR + c]);
                     acc += half(a) * half(b);
                     acc += half(a >> 16) * half(b >> 16);
                 }

@@ -86,6 +86,7 @@ pub(crate) fn matmul_packed_into(
             let block = Block {
                 a: &lhs.pairs,
                 lda: m,
+                ldr: 1,
                 row: r0,
                 b: rhs.panel(pi),
                 // SAFETY: in bounds of `dst` (asserted above); panels write disjoint columns.

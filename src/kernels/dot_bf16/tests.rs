@@ -230,6 +230,7 @@ fn the_vector_kernel_gives_the_portable_kernels_sums() {
     let block = |c: &mut Vec<f32>| Block {
         a: &packed.pairs,
         lda: MR,
+        ldr: 1,
         row: 0,
         b: &panel,
         c: c.as_mut_ptr(),

@@ -149,21 +149,26 @@ const TRANSPOSE: [([u32; 16], [u32; 16]); 4] = {
 };
 
 /// `R` rows x [`NR`] columns: per pair of `k`, [`NV`] panel loads, `R` broadcasts and
-/// `R * NV` dot products into registers; the edge columns stored under a mask.
+/// `R * NV` dot products into registers; the edge columns stored under a mask. The left
+/// operand's rows are `blk.ldr` pairs apart with `STRIDED` (read where they lie, their pairs
+/// adjacent), else adjacent (packed, their pairs `blk.lda` apart).
 #[target_feature(enable = "avx512f,avx512bf16")]
-pub unsafe fn kernel<const R: usize>(blk: &Block, k2: usize) {
+pub unsafe fn kernel<const R: usize, const STRIDED: bool>(blk: &Block, k2: usize) {
     // SAFETY: the caller guarantees the CPU features and that `blk`'s operands cover `R`
     // rows from `blk.row`, `k2` pairs and `blk.cols` columns of `c` (see `Block::run`).
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); NV]; R];
-        let (a, b) = (blk.a.as_ptr().add(blk.row), blk.b.as_ptr());
+        let b = blk.b.as_ptr();
+        let a = blk.a.as_ptr().add(if STRIDED { blk.row * blk.ldr } else { blk.row });
+        let rows: [*const u32; R] = std::array::from_fn(|r| a.add(r * blk.ldr));
         for p in 0..k2 {
             let bp = b.add(p * NR);
             let bv: [__m512bh; NV] =
                 std::array::from_fn(|v| std::mem::transmute(_mm512_loadu_si512(bp.add(16 * v) as *const _)));
             let ap = a.add(p * blk.lda);
             for (r, acc) in acc.iter_mut().enumerate() {
-                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*ap.add(r) as i32));
+                let pair = if STRIDED { *rows[r].add(p) } else { *ap.add(r) };
+                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair as i32));
                 for v in 0..NV {
                     acc[v] = _mm512_dpbf16_ps(acc[v], av, bv[v]);
                 }
