@@ -311,6 +311,11 @@ mod tests {
             (1, 16, 9, 64, 3, 1, 1),
             (1, 24, 10, 8, 1, 2, 0),
             (2, 3, 23, 64, 7, 2, 3),
+            // Maps stacked two at a time: a thread's second group added to its first, and a
+            // group of odd total pixels (a lone 21 x 21 map).
+            (6, 8, 20, 16, 3, 1, 1),
+            (3, 8, 21, 16, 3, 1, 1),
+            (6, 16, 20, 24, 1, 1, 0),
             // Maps too large to stack (weight gradients with the columns read in place, or packed
             // where a band of an odd width leaves them without whole pairs).
             (2, 16, 24, 32, 3, 1, 1),
@@ -337,6 +342,12 @@ mod tests {
             let want = weight_grad_f32(&g, &xf, &dyf);
             let got = weight_grad(&g, &x, &dy);
             assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{g:?}: weight gradient");
+            // Both share the stacked and transposed products: against `gemm`'s f32 products of
+            // the same values too (exact products, summed in another order).
+            let gemm = weight_grad_f32(&ConvGeom { bf16_dot: false, ..g }, &xf, &dyf);
+            let scale = gemm.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = got.iter().zip(&gemm).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(diff <= 1e-5 * scale, "{g:?}: weight gradient {diff:e} from gemm's (of {scale:e})");
         }
     }
 }
