@@ -210,12 +210,13 @@ pub fn input_grad(g: &ConvGeom, w: &[f32], dy: &[bf16]) -> Vec<bf16> {
 /// The weight gradient (f32, unrounded) from `x` and `dy` (both bf16 storage):
 /// [`super::weight_grad`]'s products, the same bits.
 ///
-/// Computed transposed, `dWᵀ = sum_b cols(X_b) dY_bᵀ` (`C*K*K x Cout`, then turned once), so
-/// that the columns, the larger operand (nine times `dY` for a 3 x 3 convolution), are read in
-/// place ([`RowsLhs`]) and only `dY` goes through the register transposes that pair values
-/// along the pixels; both were transposed before, 5.7 % of a bf16 training step. Each element is
-/// the same sum of the same products in the same order (the kernel's products commute), so the
-/// bits are those of the other orientation.
+/// The larger of the two operands is read in place ([`RowsLhs`]: the kernel broadcasts pairs
+/// of pixels from its rows) and only the smaller goes through the register transposes that pair
+/// values along the pixels; both were transposed before, 5.7 % of a bf16 training step. For
+/// most layers the larger is the columns (nine times `dY` for a 3 x 3 convolution), so the
+/// product is the transposed one, `dWᵀ = sum_b cols(X_b) dY_bᵀ` (`C*K*K x Cout`, turned once at
+/// the end). Each element is the same sum of the same products in the same order (the kernel's
+/// products commute), so the bits are those of either orientation.
 pub fn weight_grad(g: &ConvGeom, x: &[bf16], dy: &[bf16]) -> Vec<f32> {
     let (p, ckk, img) = (g.pixels(), g.ckk(), g.c_in * g.h * g.w);
     let group = super::stacked::images_per_group(g);
@@ -224,24 +225,28 @@ pub fn weight_grad(g: &ConvGeom, x: &[bf16], dy: &[bf16]) -> Vec<f32> {
             super::stacked::group_grad(g, x, dy, images, acc, par)
         });
     }
-    // acc_t += cols x dy^T: `cols` (`ckk x pixels`) in place where its rows hold whole pairs,
-    // `dy` (`c_out x pixels`) read through its transpose.
-    let product = |acc_t: &mut Vec<f32>, dy: MatRef<bf16>, cols: MatRef<bf16>, par: Parallelism| {
-        let dy_t = MatRef { data: dy.data, rows: dy.cols, cols: dy.rows, rs: dy.cs, cs: dy.rs };
+    // The larger operand read in place where its rows hold whole pairs, the smaller one
+    // transposed as it is packed: `acc_t += cols x dy^T` (`ckk x c_out`, turned at the end), or
+    // where the output channels outnumber the columns' rows (a 1x1 widening 64 to 256 channels),
+    // `acc += dy x cols^T`.
+    let turned = ckk >= g.c_out;
+    let product = |acc: &mut Vec<f32>, dy: MatRef<bf16>, cols: MatRef<bf16>, par: Parallelism| {
+        let (lhs, rhs) = if turned { (cols, dy) } else { (dy, cols) };
+        let rhs_t = MatRef { data: rhs.data, rows: rhs.cols, cols: rhs.rows, rs: rhs.cs, cs: rhs.rs };
         let parallel = !matches!(par, Parallelism::None);
-        sum_into(acc_t, ckk * g.c_out, |dst, accumulate| match RowsLhs::new(cols) {
-            Some(lhs) => dot_bf16::rows_times_into(dst, g.c_out, accumulate, &lhs, dy_t, parallel),
+        sum_into(acc, ckk * g.c_out, |dst, accumulate| match RowsLhs::new(lhs) {
+            Some(a) => dot_bf16::rows_times_into(dst, rhs.rows, accumulate, &a, rhs_t, parallel),
             None => {
-                let lhs = PackedLhs::new(cols);
-                dot_bf16::matmul_into(dst, g.c_out, accumulate, &lhs, 0..ckk, dy_t, parallel, false)
+                let a = PackedLhs::new(lhs);
+                dot_bf16::matmul_into(dst, rhs.rows, accumulate, &a, 0..lhs.rows, rhs_t, parallel, false)
             }
         });
     };
-    let acc_t = summed_over_images(g.n, ckk * g.c_out, 1, |images, acc_t: &mut Vec<f32>, par| {
+    let acc = summed_over_images(g.n, ckk * g.c_out, 1, |images, acc: &mut Vec<f32>, par| {
         let b = images.start;
         let (xb, dyb) = (&x[b * img..][..img], &dy[b * g.c_out * p..][..g.c_out * p]);
         if g.pointwise() {
-            return product(acc_t, MatRef::rows(dyb, g.c_out, p), MatRef::rows(xb, g.c_in, p), par);
+            return product(acc, MatRef::rows(dyb, g.c_out, p), MatRef::rows(xb, g.c_in, p), par);
         }
         bf16::with_scratch(|cols| {
             for (r0, rows) in g.bands::<bf16>() {
@@ -249,11 +254,11 @@ pub fn weight_grad(g: &ConvGeom, x: &[bf16], dy: &[bf16]) -> Vec<f32> {
                 cols.resize(ckk * band, bf16::ZERO);
                 im2col(g, xb, r0, rows, cols);
                 let dy_band = MatRef::new(&dyb[r0 * g.ow..], g.c_out, band, p, 1);
-                product(acc_t, dy_band, MatRef::rows(cols, ckk, band), par);
+                product(acc, dy_band, MatRef::rows(cols, ckk, band), par);
             }
         });
     });
-    transposed(&acc_t, ckk, g.c_out)
+    if turned { transposed(&acc, ckk, g.c_out) } else { acc }
 }
 
 /// `m` (`rows x cols`, row-major) transposed, shared between the threads.
@@ -316,12 +321,14 @@ mod tests {
             (6, 8, 20, 16, 3, 1, 1),
             (3, 8, 21, 16, 3, 1, 1),
             (6, 16, 20, 24, 1, 1, 0),
-            // Maps too large to stack (weight gradients with the columns read in place, or packed
-            // where a band of an odd width leaves them without whole pairs).
+            // Maps too large to stack (weight gradients with the columns, or the output gradient
+            // where it is the larger, read in place; packed where rows of an odd length leave
+            // them without whole pairs).
             (2, 16, 24, 32, 3, 1, 1),
             (2, 16, 24, 70, 1, 1, 0),
             (3, 8, 48, 16, 3, 2, 1),
             (2, 8, 25, 16, 3, 1, 1),
+            (2, 4, 25, 64, 1, 1, 0),
         ];
         for (n, c, h, o, k, s, p) in cases {
             let mut g = ConvGeom::new(&[n, c, h, h], &[o, c, k, k], s, p).unwrap();
