@@ -21,19 +21,28 @@ fn stacked_pairs(ks: impl Iterator<Item = usize>) -> usize {
 impl PackedLhs {
     /// The parts (`m x k_i` each, bf16 values) side by side: an `m x sum(k_i)` left operand, each
     /// part padded to even. [`PackedRhs::stacked`] of parts with the same `k_i` is its partner.
+    #[cfg(test)]
     pub(crate) fn stacked<E: Operand>(parts: &[MatRef<E>]) -> Self {
+        Self::stacked_in(parts, Vec::new())
+    }
+
+    /// [`Self::stacked`] in `pairs`' memory (a buffer kept from an earlier operand, see
+    /// [`Self::into_pairs`]: a fresh one was zeroed, then overwritten, per group of images).
+    pub(crate) fn stacked_in<E: Operand>(parts: &[MatRef<E>], mut pairs: Vec<u32>) -> Self {
         let m = parts.first().map_or(0, |a| a.rows);
         assert!(parts.iter().all(|a| a.rows == m), "bf16 stacked operand: parts with different row counts");
         let k2 = stacked_pairs(parts.iter().map(|a| a.cols));
-        let mut pairs = Vec::with_capacity(k2 * m);
+        // Every pair is written by `fill_pairs` below: the buffer's old values need no zeroing
+        // (only memory it grows by is zeroed, to size it).
+        pairs.resize(k2 * m, 0);
+        let mut start = 0;
         for a in parts {
-            let start = pairs.len();
-            // Every pair of the part is written by `fill_pairs`; the zeros only size the buffer.
-            pairs.resize(start + a.cols.div_ceil(2) * m, 0);
+            let len = a.cols.div_ceil(2) * m;
             super::super::isa::with_isa(
                 #[inline(always)]
-                || fill_pairs::<false, E>(a, 0..a.cols.div_ceil(2), &mut pairs[start..]),
+                || fill_pairs::<false, E>(a, 0..a.cols.div_ceil(2), &mut pairs[start..][..len]),
             );
+            start += len;
         }
         Self { pairs, m, k: 2 * k2 }
     }
@@ -42,12 +51,20 @@ impl PackedLhs {
 impl PackedRhs {
     /// The parts (`k_i x n` each, bf16 values) one above the other: a `sum(k_i) x n` right
     /// operand, each part padded to even (see [`PackedLhs::stacked`]).
+    #[cfg(test)]
     pub(crate) fn stacked<E: Operand>(parts: &[MatRef<E>]) -> Self {
+        Self::stacked_in(parts, Vec::new())
+    }
+
+    /// [`Self::stacked`] in `pairs`' memory (see [`PackedLhs::stacked_in`]): every pair is
+    /// written by [`pack_panel`] (a narrow last panel's other columns zeroed by it), so a kept
+    /// buffer's old values need no zeroing.
+    pub(crate) fn stacked_in<E: Operand>(parts: &[MatRef<E>], mut pairs: Vec<u32>) -> Self {
         let n = parts.first().map_or(0, |b| b.cols);
         assert!(parts.iter().all(|b| b.cols == n), "bf16 stacked operand: parts with different column counts");
         let k2 = stacked_pairs(parts.iter().map(|b| b.rows));
         let len = k2 * NR;
-        let mut pairs = vec![0u32; n.div_ceil(NR) * len];
+        pairs.resize(n.div_ceil(NR) * len, 0);
         for (pi, panel) in pairs.chunks_mut(len.max(1)).enumerate() {
             let (j0, cols) = (pi * NR, NR.min(n - pi * NR));
             let mut at = 0;
@@ -58,6 +75,11 @@ impl PackedRhs {
             }
         }
         Self { pairs, k: 2 * k2, n }
+    }
+
+    /// The buffer, for the next [`Self::stacked_in`].
+    pub(crate) fn into_pairs(self) -> Vec<u32> {
+        self.pairs
     }
 }
 
@@ -143,6 +165,23 @@ mod tests {
                 // SAFETY: initialised above and written by the product.
                 assert_eq!(unsafe { got[i * n + j].assume_init() }, want, "({i}, {j})");
             }
+        }
+    }
+
+    /// Packed into a kept buffer full of old values (longer or shorter than needed), both
+    /// operands come out as packed into fresh memory.
+    #[test]
+    fn a_kept_buffer_gives_the_fresh_pairs() {
+        let (m, n, ks) = (7, 70, [49, 50]);
+        let a: Vec<Vec<half::bf16>> = ks.iter().map(|&k| values(m * k, k)).collect();
+        let b: Vec<Vec<half::bf16>> = ks.iter().map(|&k| values(n * k, k + 1)).collect();
+        let a_parts: Vec<_> = a.iter().zip(ks).map(|(a, k)| MatRef::rows(a, m, k)).collect();
+        let b_parts: Vec<_> = b.iter().zip(ks).map(|(b, k)| MatRef::transposed(b, k, n)).collect();
+        for old in [vec![0xdead_beef_u32; 5], vec![0xdead_beef_u32; 100_000]] {
+            let lhs = PackedLhs::stacked_in(&a_parts, old.clone());
+            assert!(lhs.pairs == PackedLhs::stacked(&a_parts).pairs);
+            let rhs = PackedRhs::stacked_in(&b_parts, old);
+            assert!(rhs.pairs == PackedRhs::stacked(&b_parts).pairs);
         }
     }
 
