@@ -210,7 +210,7 @@ pub fn input_grad(g: &ConvGeom, w: &[f32], dy: &[bf16]) -> Vec<bf16> {
 /// The weight gradient (f32, unrounded) from `x` and `dy` (both bf16 storage):
 /// [`super::weight_grad`]'s products, the same bits.
 ///
-/// The larger of the two operands is read in place ([`RowsLhs`]: the kernel broadcasts pairs
+/// The larger of the two operands is read in place (`dot_bf16::RowsLhs`: the kernel broadcasts pairs
 /// of pixels from its rows) and only the smaller goes through the register transposes that pair
 /// values along the pixels; both were transposed before, 5.7 % of a bf16 training step. For
 /// most layers the larger is the columns (nine times `dY` for a 3 x 3 convolution), so the

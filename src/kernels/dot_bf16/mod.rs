@@ -17,15 +17,17 @@
 //! (the instruction's layout), a 6 x 64 block of outputs in 24 registers.
 use super::MatRef;
 use rayon::prelude::*;
-use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 mod in_place;
 pub mod peak;
+mod product;
 mod stacked;
 pub(crate) use in_place::{RowsLhs, rows_times_into};
+pub(crate) use product::matmul_into;
+use product::{LhsView, for_each_panel, panel_blocks, view_times_into};
 pub(crate) use stacked::matmul_packed_into;
 
 /// Output rows per kernel call.
@@ -410,97 +412,6 @@ fn transpose_kernel() -> bool {
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
-    }
-}
-
-thread_local! {
-    static PANEL: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// `dst` (rows `rows` of `lhs` times `rhs`, row stride `dst_rs`) `= [dst +] lhs x rhs`, into
-/// memory that may be uninitialised (every element of the view is written; with `accumulate`
-/// it must be initialised). With `parallel`, the column panels are shared among the threads;
-/// with `round`, `rhs`'s values are rounded to bf16 as they are packed (see [`pair`]).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_into<E: Operand>(
-    dst: &mut [MaybeUninit<f32>],
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: &PackedLhs,
-    rows: std::ops::Range<usize>,
-    rhs: MatRef<E>,
-    parallel: bool,
-    round: bool,
-) {
-    assert!(rows.end <= lhs.m, "bf16 matmul: rows {rows:?} of a {}-row operand", lhs.m);
-    let view = LhsView { a: &lhs.pairs, lda: lhs.m, ldr: 1, row: rows.start, m: rows.len(), k: lhs.k };
-    view_times_into(dst, dst_rs, accumulate, &view, rhs, parallel, round)
-}
-
-/// The left operand of one product as the kernel reads it: row `row + r`'s pair `p` at
-/// `a[(row + r) * ldr + p * lda]` (packed: `ldr` 1, `lda` its rows; read in place: `lda` 1,
-/// `ldr` its row stride in pairs), `m` rows of `k` values.
-struct LhsView<'a> {
-    a: &'a [u32],
-    lda: usize,
-    ldr: usize,
-    row: usize,
-    m: usize,
-    k: usize,
-}
-
-/// [`matmul_into`] of any [`LhsView`].
-#[allow(clippy::too_many_arguments)]
-fn view_times_into<E: Operand>(
-    dst: &mut [MaybeUninit<f32>],
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: &LhsView,
-    rhs: MatRef<E>,
-    parallel: bool,
-    round: bool,
-) {
-    let (m, n) = (lhs.m, rhs.cols);
-    assert_eq!(rhs.rows, lhs.k, "bf16 matmul: inner dimensions differ");
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!((m - 1) * dst_rs + n <= dst.len() && n <= dst_rs, "bf16 matmul: destination out of bounds");
-    let out = dst.as_mut_ptr() as usize;
-    let vector = vector_kernel();
-    let panel = |pi: usize| {
-        let (j0, cols) = (pi * NR, NR.min(n - pi * NR));
-        PANEL.with(|b| {
-            let mut b = b.borrow_mut();
-            b.resize(rhs.rows.div_ceil(2) * NR, 0);
-            if round {
-                pack_panel::<true, _>(&rhs, j0, cols, &mut b)
-            } else {
-                pack_panel::<false, _>(&rhs, j0, cols, &mut b)
-            }
-            for r0 in (0..m).step_by(MR) {
-                let block = Block {
-                    a: lhs.a,
-                    lda: lhs.lda,
-                    ldr: lhs.ldr,
-                    row: lhs.row + r0,
-                    b: &b,
-                    // SAFETY: in bounds of `dst` (asserted above); panels write disjoint columns.
-                    c: unsafe { (out as *mut f32).add(r0 * dst_rs + j0) },
-                    ldc: dst_rs,
-                    cols,
-                    accumulate,
-                    transposed: false,
-                };
-                block.run(MR.min(m - r0), vector);
-            }
-        })
-    };
-    let panels = n.div_ceil(NR);
-    if parallel && panels > 1 {
-        (0..panels).into_par_iter().for_each(panel);
-    } else {
-        (0..panels).for_each(panel);
     }
 }
 

@@ -9,8 +9,10 @@
 //!
 //! Each part is padded to an even length on its own (a 49-pixel image's last pair holds a zero),
 //! in both operands alike, so the pairs of the two operands meet as in the parts' own products.
-use super::{Block, MR, MatRef, NR, Operand, PackedLhs, PackedRhs, fill_pairs, pack_panel, vector_kernel};
-use rayon::prelude::*;
+use super::{
+    LhsView, MatRef, NR, Operand, PackedLhs, PackedRhs, fill_pairs, for_each_panel, pack_panel, panel_blocks,
+    vector_kernel,
+};
 use std::mem::MaybeUninit;
 
 /// The inner dimension of parts of `k` values each, each padded to even: their pairs.
@@ -102,31 +104,13 @@ pub(crate) fn matmul_packed_into(
     assert!((m - 1) * dst_rs + n <= dst.len() && n <= dst_rs, "bf16 matmul: destination out of bounds");
     let out = dst.as_mut_ptr() as usize;
     let vector = vector_kernel();
+    let view = LhsView { a: &lhs.pairs, lda: m, ldr: 1, row: 0, m, k: lhs.k };
     let panel = |pi: usize| {
         let (j0, cols) = (pi * NR, NR.min(n - pi * NR));
-        for r0 in (0..m).step_by(MR) {
-            let block = Block {
-                a: &lhs.pairs,
-                lda: m,
-                ldr: 1,
-                row: r0,
-                b: rhs.panel(pi),
-                // SAFETY: in bounds of `dst` (asserted above); panels write disjoint columns.
-                c: unsafe { (out as *mut f32).add(r0 * dst_rs + j0) },
-                ldc: dst_rs,
-                cols,
-                accumulate,
-                transposed: false,
-            };
-            block.run(MR.min(m - r0), vector);
-        }
+        // In bounds of `dst` (asserted above); panels write disjoint columns.
+        panel_blocks(&view, rhs.panel(pi), out, dst_rs, j0, cols, accumulate, vector);
     };
-    let panels = n.div_ceil(NR);
-    if parallel && panels > 1 {
-        (0..panels).into_par_iter().for_each(panel);
-    } else {
-        (0..panels).for_each(panel);
-    }
+    for_each_panel(n.div_ceil(NR), parallel, panel);
 }
 
 #[cfg(test)]
