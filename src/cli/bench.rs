@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-pub const WORKLOADS: [&str; 17] = [
+pub const WORKLOADS: [&str; 18] = [
     "forward1",
     "forward16",
     "forward16_vars",
@@ -21,6 +21,7 @@ pub const WORKLOADS: [&str; 17] = [
     "pipeline",
     "conv_layers",
     "winograd_layers",
+    "eval_layers",
     "isa_peak",
     "csv",
     "folder",
@@ -228,6 +229,10 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
             v["workload"] = name.into();
         }
         "isa_peak" => v = super::bench_isa::isa_peak()?,
+        "eval_layers" => {
+            v = crate::cli::bench_kernels::eval_layers(a.reps)?;
+            v["workload"] = name.into();
+        }
         "winograd_layers" => {
             v = crate::cli::bench_kernels::winograd_layers(a.reps)?;
             v["workload"] = name.into();

@@ -143,3 +143,34 @@ pub fn winograd_layers(reps: usize) -> anyhow::Result<serde_json::Value> {
     }
     Ok(serde_json::json!({ "layers": layers }))
 }
+
+/// `artculture bench eval_layers`: every distinct convolution of ResNet-50 as evaluation runs it
+/// (Winograd with the kept transform for 3x3 stride-1 ones, the direct method otherwise, no
+/// epilogue), at batch 1 and 16, in milliseconds per use and summed over the network. Set
+/// beside ONNX Runtime's per-node profile (`enable_profiling`), it says which layers a gap
+/// comes from.
+pub fn eval_layers(reps: usize) -> anyhow::Result<serde_json::Value> {
+    use artculture::kernels::winograd;
+    let mut out = serde_json::Map::new();
+    for batch in [1, 16] {
+        let (mut layers, mut total) = (Vec::new(), 0.0);
+        for &(c, h, o, k, s, p, uses) in &RESNET50_CONVS {
+            let g = ConvGeom::new(&[batch, c, h, h], &[o, c, k, k], s, p)?;
+            let xv = Tensor::randn(0f32, 1.0, (batch, c, h, h), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+            let wv = Tensor::randn(0f32, 0.05, (o, c, k, k), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+            let u = winograd::applies(&g).then(|| winograd::transform_weights(o, c, &wv));
+            let prepared = u.as_deref().map_or(Prepared::None, Prepared::Winograd);
+            let seconds = best_of(reps, || Ok(forward(&g, &xv, &wv, prepared, None)))?;
+            let gflop = 2.0 * (batch * o * c * k * k * g.oh * g.ow) as f64 / 1e9;
+            total += uses as f64 * seconds;
+            layers.push(serde_json::json!({
+                "layer": format!("{c}x{h}x{h} -> {o}, {k}x{k}/{s}"),
+                "uses": uses,
+                "ms": seconds * 1e3,
+                "gflops": gflop / seconds,
+            }));
+        }
+        out.insert(format!("batch{batch}"), serde_json::json!({ "layers": layers, "all_convolutions_ms": total * 1e3 }));
+    }
+    Ok(out.into())
+}
