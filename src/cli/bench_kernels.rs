@@ -170,7 +170,10 @@ pub fn eval_layers(reps: usize) -> anyhow::Result<serde_json::Value> {
                 "gflops": gflop / seconds,
             }));
         }
-        out.insert(format!("batch{batch}"), serde_json::json!({ "layers": layers, "all_convolutions_ms": total * 1e3 }));
+        out.insert(
+            format!("batch{batch}"),
+            serde_json::json!({ "layers": layers, "all_convolutions_ms": total * 1e3 }),
+        );
     }
     Ok(out.into())
 }

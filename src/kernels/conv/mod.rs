@@ -606,15 +606,20 @@ fn uninit<T>(v: &mut [T]) -> &mut [MaybeUninit<T>] {
 
 /// `w'[c][o][i][j] = w[o][c][2 - i][2 - j]` for a `Cout x C x 3 x 3` weight.
 fn turned_and_swapped<T: Float>(w: &[T], c_out: usize, c_in: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); w.len()];
-    for o in 0..c_out {
-        for c in 0..c_in {
-            let (src, dst) = (&w[(o * c_in + c) * 9..][..9], &mut out[(c * c_out + o) * 9..][..9]);
-            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                *d = *s;
+    assert_eq!(w.len(), c_out * c_in * 9, "3x3 weight: {} values for {c_out} x {c_in} x 3 x 3", w.len());
+    let mut out: Vec<T> = Vec::with_capacity(w.len());
+    // Each new output channel `c` by a task of its own, written without zeroing first: run on
+    // the calling thread alone, the copy and its zero fill were 0.4 % of a bf16 training step
+    // while the pool's threads waited.
+    out.spare_capacity_mut()[..w.len()].par_chunks_mut(c_out * 9).enumerate().for_each(|(c, dst)| {
+        for (o, dst) in dst.chunks_mut(9).enumerate() {
+            for (d, s) in dst.iter_mut().zip(w[(o * c_in + c) * 9..][..9].iter().rev()) {
+                d.write(*s);
             }
         }
-    }
+    });
+    // SAFETY: the tasks' chunks cover the first `w.len()` elements, and each wrote all of its own.
+    unsafe { out.set_len(w.len()) };
     out
 }
 
