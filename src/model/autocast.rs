@@ -77,6 +77,29 @@ pub fn bf16() -> bool {
     BF16.with(Cell::get)
 }
 
+/// Runs `f` on one of rayon's worker threads, this thread's autocast setting with it, while
+/// this thread waits (directly where this thread is a worker already).
+///
+/// Why: every kernel of a forward pass shares its work between the pool's threads. Called from
+/// a thread outside the pool (the CLI's main thread, the app's background jobs), each of a
+/// pass's ~60 parallel ops is handed to the pool and its caller put to sleep until the pool
+/// wakes it again; from a worker, the op runs on the calling thread and the pool's other
+/// threads join it. `bench forward1`, six alternating rounds: median 48.1 -> 45.3 ms.
+pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    let precision = if bf16() { Precision::Bf16 } else { Precision::F32 };
+    rayon::join(
+        move || {
+            let _scope = Autocast::new(precision);
+            f()
+        },
+        || (),
+    )
+    .0
+}
+
 /// `t` rounded to bf16 inside a bf16 scope (f32 tensors only, as autocast casts only f32), `t`
 /// itself otherwise. Differentiable: the gradient is rounded the same way.
 pub fn cast(t: &Tensor) -> Result<Tensor> {
@@ -156,6 +179,19 @@ mod tests {
         let grads = (y * &c).unwrap().sum_all().unwrap().backward().unwrap();
         let g = grads.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(g, [crate::kernels::bf16::round(0.1), 1.0]);
+    }
+
+    #[test]
+    fn work_handed_to_a_worker_keeps_the_callers_precision() {
+        let on = || on_worker(|| (rayon::current_thread_index().is_some(), bf16()));
+        assert_eq!(on(), (true, false));
+        {
+            let _bf16 = Autocast::new(Precision::Bf16);
+            assert_eq!(on(), (true, true), "a bf16 scope travels with the work");
+        }
+        assert!(!bf16());
+        // The worker's own setting is its scope's alone: nothing stays behind on the pool.
+        assert_eq!(on(), (true, false));
     }
 
     #[test]

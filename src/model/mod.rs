@@ -159,6 +159,13 @@ impl Backbone {
     /// The last convolutional feature map (CLIP: the projected embedding itself, batch x dim;
     /// its map for a prediction comes from [`CultureNet::forward_with_features`]).
     pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        // f32 evaluation on the CPU from a worker thread (see `autocast::on_worker`). Not
+        // training's step (`bench train16`, four alternating rounds: no difference) nor bf16
+        // evaluation (its weight packing shares itself between the threads only when called
+        // from outside the pool; `--precision bf16 bench forward16`, four rounds: 456 -> 474 ms).
+        if !train && x.device().is_cpu() && !autocast::bf16() && rayon::current_thread_index().is_none() {
+            return autocast::on_worker(|| self.features_t(x, train));
+        }
         match self {
             Self::Resnet(m) => m.features_t(x, train),
             Self::Vgg(m) => m.features_t(x, train),
