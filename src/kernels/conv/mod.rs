@@ -335,9 +335,14 @@ pub fn forward<T: Float>(
         }
         _ => None,
     };
-    if let (Some(d), Some(x32), true) = (dot, as_f32(x), split::applies(g)) {
+    let shared = match (dot, as_f32(w)) {
+        (Some(d), _) if split::applies(g) => Some(split::Weights::Dot(d)),
+        (None, Some(w)) if split::applies_f32(g) => Some(split::Weights::F32(w)),
+        _ => None,
+    };
+    if let (Some(sw), Some(x32)) = (shared, as_f32(x)) {
         let y32 = f32_uninit(&mut y.spare_capacity_mut()[..total]).expect("T is f32: as_f32 succeeded");
-        split::forward(g, x32, d, y32, epilogue.and_then(Epilogue::as_f32).as_ref());
+        split::forward(g, x32, sw, y32, epilogue.and_then(Epilogue::as_f32).as_ref());
         // SAFETY: `split::forward` writes every element of the first `total`.
         unsafe { y.set_len(total) };
         return y;

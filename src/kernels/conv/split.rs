@@ -1,5 +1,6 @@
-//! Evaluation on `vdpbf16ps` of a batch smaller than the thread count, each image's output
-//! pixels shared between the threads.
+//! Evaluation of a batch smaller than the thread count, each image's output pixels shared
+//! between the threads: on `vdpbf16ps`, and in f32 for the layers whose columns outweigh their
+//! weight.
 //!
 //! [`super::forward`] splits such an image's output channels between the threads, so each
 //! thread built the whole image's column buffer and packed all of it into the kernel's pairs
@@ -9,11 +10,17 @@
 //! column and pair is made once. The weights, packed once per layer, are read by both threads.
 //! Maps below [`MIN_PIXELS`] keep the channel split: their columns are few, and 49 pixels in
 //! the kernel's blocks of six would leave one thread a block more than the other.
+//!
+//! In f32 (`gemm`), each product packs its weight itself, so sharing pixels costs every thread a
+//! packing of the whole weight: only layers with a column buffer and more output pixels than
+//! channels share them ([`applies_f32`]: ResNet-50's stem, its first 3x3/2 and 1x1/2 layers).
 use super::dot::{DotWeights, lanes_product};
 use super::stored::with_results;
 use super::{ConvGeom, Epilogue, MatRef, im2col};
 use crate::kernels::Element;
 use crate::kernels::dot_bf16::{self, PANEL_COLS};
+use crate::kernels::matmul_into;
+use gemm::Parallelism;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -23,14 +30,34 @@ pub const MIN_PIXELS: usize = 196;
 /// Target size of one chunk's f32 results before they are written out.
 const RESULT_BYTES: usize = 512 * 1024;
 
-/// Whether [`forward`] computes `g` (evaluation, `vdpbf16ps`, fewer images than threads).
+/// Whether [`forward`] computes `g` on `vdpbf16ps` (evaluation, fewer images than threads).
 pub fn applies(g: &ConvGeom) -> bool {
     g.bf16_dot && g.n < rayon::current_num_threads() && g.pixels() >= MIN_PIXELS
 }
 
+/// Whether [`forward`] computes `g` in f32: fewer images than threads, a column buffer (not a 1x1
+/// stride-1 layer), and more output pixels than channels, where each thread building the whole
+/// image's columns for half the channels costs more than each packing the whole weight.
+pub fn applies_f32(g: &ConvGeom) -> bool {
+    !g.bf16_dot
+        && g.n < rayon::current_num_threads()
+        && g.pixels() >= MIN_PIXELS
+        && !g.pointwise()
+        && g.pixels() > g.c_out
+}
+
+/// The weight as [`forward`] multiplies by it.
+#[derive(Clone, Copy)]
+pub enum Weights<'a> {
+    /// Packed for `vdpbf16ps`.
+    Dot(&'a DotWeights),
+    /// The f32 weight itself (`Cout x C*K*K`), for `gemm`.
+    F32(&'a [f32]),
+}
+
 /// The output of every image of `x` into `y` (every element written), then `epilogue`, the
 /// pixels of each image shared between the threads.
-pub fn forward(g: &ConvGeom, x: &[f32], w: &DotWeights, y: &mut [MaybeUninit<f32>], epilogue: Option<&Epilogue<f32>>) {
+pub fn forward(g: &ConvGeom, x: &[f32], w: Weights, y: &mut [MaybeUninit<f32>], epilogue: Option<&Epilogue<f32>>) {
     let (p, img) = (g.pixels(), g.c_in * g.h * g.w);
     assert!(x.len() == g.n * img && y.len() == g.n * g.c_out * p, "split conv: {g:?} with mismatched buffers");
     let parts = rayon::current_num_threads().div_ceil(g.n.max(1));
@@ -108,14 +135,20 @@ fn chunks(g: &ConvGeom, pixels: Range<usize>) -> Vec<Range<usize>> {
 }
 
 /// Every output channel of pixels `px` of image `xb` into `res` (`Cout x px.len()`).
-fn product(g: &ConvGeom, xb: &[f32], w: &DotWeights, px: Range<usize>, res: &mut [MaybeUninit<f32>]) {
+fn product(g: &ConvGeom, xb: &[f32], w: Weights, px: Range<usize>, res: &mut [MaybeUninit<f32>]) {
     let (p, ckk, n) = (g.pixels(), g.ckk(), px.len());
     let mut run = |cols: &[f32], cs: usize| match w {
         // The pixels as the kernel's rows, the channels along the lanes, stored transposed.
-        DotWeights::Lanes(wp) => lanes_product(MatRef::new(cols, n, ckk, 1, cs), g.bf16_round, wp, 0..g.c_out, res, n),
-        DotWeights::Rows(wp) => {
+        Weights::Dot(DotWeights::Lanes(wp)) => {
+            lanes_product(MatRef::new(cols, n, ckk, 1, cs), g.bf16_round, wp, 0..g.c_out, res, n)
+        }
+        Weights::Dot(DotWeights::Rows(wp)) => {
             let rhs = MatRef::new(cols, ckk, n, cs, 1);
             dot_bf16::matmul_into(res, n, false, wp, 0..g.c_out, rhs, false, g.bf16_round)
+        }
+        Weights::F32(w) => {
+            let (lhs, rhs) = (MatRef::rows(w, g.c_out, ckk), MatRef::new(cols, ckk, n, cs, 1));
+            matmul_into(res, n, false, lhs, rhs, Parallelism::None)
         }
     };
     if g.pointwise() {
@@ -190,5 +223,42 @@ mod tests {
                 });
             }
         }
+    }
+
+    /// In f32 (`gemm`), likewise: one image with its pixels shared gives the bits of the same
+    /// image in a batch of two (one task per image), for the layers that share them, and the
+    /// layers that do not (1x1 stride-1, fewer pixels than channels) are left to the channel split.
+    #[test]
+    fn f32_shared_pixels_give_the_bits_of_a_whole_image() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        // c_in, h (= w), c_out, k, stride, pad: the stem, a 3x3/2 and a 1x1/2 layer, an odd map.
+        let cases = [(3, 40, 16, 7, 2, 3), (16, 32, 24, 3, 2, 1), (32, 30, 48, 1, 2, 0), (8, 29, 8, 3, 1, 1)];
+        for (c, h, o, k, s, p) in cases {
+            let one = ConvGeom::new(&[1, c, h, h], &[o, c, k, k], s, p).unwrap();
+            let two = ConvGeom::new(&[2, c, h, h], &[o, c, k, k], s, p).unwrap();
+            let (x, w) = (values(2 * c * h * h, 1), values(o * c * k * k, 2));
+            let image = o * one.pixels();
+            let residual = values(2 * image, 3);
+            let (scale, shift) = (values(o, 4), values(o, 5));
+            let e = Epilogue {
+                scale: &scale,
+                shift: &shift,
+                residual: Some(&residual[..]),
+                relu: true,
+                rounding: Bf16Rounding::None,
+            };
+            pool.install(|| {
+                assert!(applies_f32(&one) && !applies_f32(&two), "{one:?}");
+                for epilogue in [Some(&e), None] {
+                    let shared = conv_forward(&one, &x[..x.len() / 2], &w, Prepared::None, epilogue);
+                    let whole = conv_forward(&two, &x, &w, Prepared::None, epilogue);
+                    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&shared), bits(&whole[..image]), "{one:?}, {}", epilogue.is_some());
+                }
+            });
+        }
+        let pointwise = ConvGeom::new(&[1, 16, 32, 32], &[24, 16, 1, 1], 1, 0).unwrap();
+        let deep = ConvGeom::new(&[1, 16, 32, 32], &[512, 16, 3, 3], 2, 1).unwrap();
+        pool.install(|| assert!(!applies_f32(&pointwise) && !applies_f32(&deep)));
     }
 }
