@@ -191,3 +191,22 @@ fn columns_hold_each_taps_input_or_zero() {
         }
     }
 }
+
+/// The weight an input gradient by Winograd's method runs with: turned half a circle, its
+/// channels swapped (written by the pool's threads, one new output channel each).
+#[test]
+fn turned_and_swapped_turns_each_kernel_and_swaps_the_channels() {
+    let (c_out, c_in) = (5, 3);
+    let w: Vec<f64> = (0..c_out * c_in * 9).map(|i| i as f64).collect();
+    let t = turned_and_swapped(&w, c_out, c_in);
+    for o in 0..c_out {
+        for c in 0..c_in {
+            for i in 0..3 {
+                for j in 0..3 {
+                    assert_eq!(t[((c * c_out + o) * 3 + i) * 3 + j], w[((o * c_in + c) * 3 + 2 - i) * 3 + 2 - j]);
+                }
+            }
+        }
+    }
+    assert!(turned_and_swapped::<f64>(&[], 0, 4).is_empty() && turned_and_swapped::<f64>(&[], 4, 0).is_empty());
+}
