@@ -84,7 +84,7 @@ pub fn bf16() -> bool {
 /// a thread outside the pool (the CLI's main thread, the app's background jobs), each of a
 /// pass's ~60 parallel ops is handed to the pool and its caller put to sleep until the pool
 /// wakes it again; from a worker, the op runs on the calling thread and the pool's other
-/// threads join it. `bench forward1`, six alternating rounds: median 48.1 -> 45.3 ms.
+/// threads join it. `bench forward1`, six alternating rounds: median 48.5 -> 46.6 ms.
 pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return f();

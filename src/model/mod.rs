@@ -163,9 +163,14 @@ impl Backbone {
         // training's step (`bench train16`, four alternating rounds: no difference) nor bf16
         // evaluation (its weight packing shares itself between the threads only when called
         // from outside the pool; `--precision bf16 bench forward16`, four rounds: 456 -> 474 ms).
-        if !train && x.device().is_cpu() && !autocast::bf16() && rayon::current_thread_index().is_none() {
-            return autocast::on_worker(|| self.features_t(x, train));
+        if !train && x.device().is_cpu() && !autocast::bf16() {
+            return autocast::on_worker(|| self.features_here(x, train));
         }
+        self.features_here(x, train)
+    }
+
+    /// [`Self::features_t`] on the calling thread.
+    fn features_here(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match self {
             Self::Resnet(m) => m.features_t(x, train),
             Self::Vgg(m) => m.features_t(x, train),
