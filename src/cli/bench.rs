@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// Images of the clip_embed workload.
     #[arg(long, default_value_t = 1000)]
     pub clip_images: usize,
+    /// conv_layers and eval_layers: only the layers whose name contains this (`56x56 -> 256`,
+    /// `3x3/1`).
+    #[arg(long)]
+    pub layer: Option<String>,
     #[arg(long, hide = true)]
     pub child: bool,
 }
@@ -225,12 +229,12 @@ fn run_one(name: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
             v["images_per_s"] = (16.0 / s).into();
         }
         "conv_layers" => {
-            v = crate::cli::bench_kernels::conv_layers(a.reps, 16)?;
+            v = crate::cli::bench_kernels::conv_layers(a.reps, 16, a.layer.as_deref())?;
             v["workload"] = name.into();
         }
         "isa_peak" => v = super::bench_isa::isa_peak()?,
         "eval_layers" => {
-            v = crate::cli::bench_kernels::eval_layers(a.reps)?;
+            v = crate::cli::bench_kernels::eval_layers(a.reps, a.layer.as_deref())?;
             v["workload"] = name.into();
         }
         "winograd_layers" => {
@@ -410,6 +414,7 @@ pub fn bench(args: BenchArgs, precision: artculture::model::autocast::Precision)
                 precision.as_str(),
                 n,
             ])
+            .args(args.layer.iter().flat_map(|l| ["--layer", l.as_str()]))
             .output()?;
         if !out.status.success() {
             eprintln!("{n}: {}", String::from_utf8_lossy(&out.stderr).trim());

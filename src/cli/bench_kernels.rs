@@ -9,8 +9,10 @@ use artculture::model::autocast;
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 
+type Conv = (usize, usize, usize, usize, usize, usize, usize);
+
 /// (in channels, input size, out channels, kernel, stride, padding, uses in the network).
-const RESNET50_CONVS: [(usize, usize, usize, usize, usize, usize, usize); 23] = [
+const RESNET50_CONVS: [Conv; 23] = [
     (3, 224, 64, 7, 2, 3, 1),
     (64, 56, 64, 1, 1, 0, 1),
     (64, 56, 64, 3, 1, 1, 3),
@@ -48,11 +50,21 @@ fn best_of<R>(reps: usize, mut f: impl FnMut() -> anyhow::Result<R>) -> anyhow::
     Ok(best)
 }
 
-pub fn conv_layers(reps: usize, batch: usize) -> anyhow::Result<serde_json::Value> {
+/// A layer's name in the reports: `64x56x56 -> 256, 1x1/1`.
+fn layer_name(&(c, h, o, k, s, ..): &Conv) -> String {
+    format!("{c}x{h}x{h} -> {o}, {k}x{k}/{s}")
+}
+
+/// Whether `bench --layer` (a part of the name) asks for this layer; all without one.
+fn chosen(l: &Conv, layer: Option<&str>) -> bool {
+    layer.is_none_or(|part| layer_name(l).contains(part))
+}
+
+pub fn conv_layers(reps: usize, batch: usize, layer: Option<&str>) -> anyhow::Result<serde_json::Value> {
     let bf16 = autocast::bf16();
     let mut layers = Vec::new();
     let (mut ours_total, mut candle_total) = (0.0, 0.0);
-    for &(c, h, o, k, s, p, uses) in &RESNET50_CONVS {
+    for &(c, h, o, k, s, p, uses) in RESNET50_CONVS.iter().filter(|l| chosen(l, layer)) {
         let mut g = ConvGeom::new(&[batch, c, h, h], &[o, c, k, k], s, p)?;
         let x = Tensor::randn(0f32, 1.0, (batch, c, h, h), &Device::Cpu)?;
         let w = Tensor::randn(0f32, 0.05, (o, c, k, k), &Device::Cpu)?;
@@ -87,7 +99,7 @@ pub fn conv_layers(reps: usize, batch: usize) -> anyhow::Result<serde_json::Valu
         if bf16 {
             // candle has no bf16 autocast to compare with.
             layers.push(serde_json::json!({
-                "layer": format!("{c}x{h}x{h} -> {o}, {k}x{k}/{s}"),
+                "layer": layer_name(&(c, h, o, k, s, p, uses)),
                 "uses": uses,
                 "gflop": gflop,
                 "ours_gflops": ours_gflops,
@@ -102,7 +114,7 @@ pub fn conv_layers(reps: usize, batch: usize) -> anyhow::Result<serde_json::Valu
         let c_dw = best_of(reps, || Ok(x.transpose(0, 1)?.conv2d(&dy.transpose(0, 1)?, p, 1, s, 1)?))?;
         candle_total += uses as f64 * (c_fwd + c_dx + c_dw);
         layers.push(serde_json::json!({
-            "layer": format!("{c}x{h}x{h} -> {o}, {k}x{k}/{s}"),
+            "layer": layer_name(&(c, h, o, k, s, p, uses)),
             "uses": uses,
             "gflop": gflop,
             "ours_gflops": ours_gflops,
@@ -149,12 +161,12 @@ pub fn winograd_layers(reps: usize) -> anyhow::Result<serde_json::Value> {
 /// epilogue), at batch 1 and 16, in milliseconds per use and summed over the network. Set
 /// beside ONNX Runtime's per-node profile (`scripts/ort_profile.py`), it says which layers a
 /// gap comes from.
-pub fn eval_layers(reps: usize) -> anyhow::Result<serde_json::Value> {
+pub fn eval_layers(reps: usize, layer: Option<&str>) -> anyhow::Result<serde_json::Value> {
     use artculture::kernels::winograd;
     let mut out = serde_json::Map::new();
     for batch in [1, 16] {
         let (mut layers, mut total) = (Vec::new(), 0.0);
-        for &(c, h, o, k, s, p, uses) in &RESNET50_CONVS {
+        for &(c, h, o, k, s, p, uses) in RESNET50_CONVS.iter().filter(|l| chosen(l, layer)) {
             let g = ConvGeom::new(&[batch, c, h, h], &[o, c, k, k], s, p)?;
             let xv = Tensor::randn(0f32, 1.0, (batch, c, h, h), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
             let wv = Tensor::randn(0f32, 0.05, (o, c, k, k), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
@@ -164,7 +176,7 @@ pub fn eval_layers(reps: usize) -> anyhow::Result<serde_json::Value> {
             let gflop = 2.0 * (batch * o * c * k * k * g.oh * g.ow) as f64 / 1e9;
             total += uses as f64 * seconds;
             layers.push(serde_json::json!({
-                "layer": format!("{c}x{h}x{h} -> {o}, {k}x{k}/{s}"),
+                "layer": layer_name(&(c, h, o, k, s, p, uses)),
                 "uses": uses,
                 "ms": seconds * 1e3,
                 "gflops": gflop / seconds,
