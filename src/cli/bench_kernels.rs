@@ -189,3 +189,19 @@ pub fn eval_layers(reps: usize, layer: Option<&str>) -> anyhow::Result<serde_jso
     }
     Ok(out.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--layer` keeps the layers whose printed name contains its text, and without it every
+    /// layer runs.
+    #[test]
+    fn layer_picks_by_the_printed_name() {
+        let names = |layer| RESNET50_CONVS.iter().filter(|l| chosen(l, layer)).map(layer_name).collect::<Vec<_>>();
+        assert_eq!(names(None).len(), RESNET50_CONVS.len());
+        assert_eq!(names(Some("56x56 -> 256")), ["64x56x56 -> 256, 1x1/1"]);
+        assert_eq!(names(Some("3x3/2")).len(), 3);
+        assert!(names(Some("5x5")).is_empty());
+    }
+}
