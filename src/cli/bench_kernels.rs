@@ -64,7 +64,8 @@ pub fn conv_layers(reps: usize, batch: usize, layer: Option<&str>) -> anyhow::Re
     let bf16 = autocast::bf16();
     let mut layers = Vec::new();
     let (mut ours_total, mut candle_total) = (0.0, 0.0);
-    for &(c, h, o, k, s, p, uses) in RESNET50_CONVS.iter().filter(|l| chosen(l, layer)) {
+    for conv in RESNET50_CONVS.iter().filter(|l| chosen(l, layer)) {
+        let &(c, h, o, k, s, p, uses) = conv;
         let mut g = ConvGeom::new(&[batch, c, h, h], &[o, c, k, k], s, p)?;
         let x = Tensor::randn(0f32, 1.0, (batch, c, h, h), &Device::Cpu)?;
         let w = Tensor::randn(0f32, 0.05, (o, c, k, k), &Device::Cpu)?;
@@ -99,7 +100,7 @@ pub fn conv_layers(reps: usize, batch: usize, layer: Option<&str>) -> anyhow::Re
         if bf16 {
             // candle has no bf16 autocast to compare with.
             layers.push(serde_json::json!({
-                "layer": layer_name(&(c, h, o, k, s, p, uses)),
+                "layer": layer_name(conv),
                 "uses": uses,
                 "gflop": gflop,
                 "ours_gflops": ours_gflops,
@@ -114,7 +115,7 @@ pub fn conv_layers(reps: usize, batch: usize, layer: Option<&str>) -> anyhow::Re
         let c_dw = best_of(reps, || Ok(x.transpose(0, 1)?.conv2d(&dy.transpose(0, 1)?, p, 1, s, 1)?))?;
         candle_total += uses as f64 * (c_fwd + c_dx + c_dw);
         layers.push(serde_json::json!({
-            "layer": layer_name(&(c, h, o, k, s, p, uses)),
+            "layer": layer_name(conv),
             "uses": uses,
             "gflop": gflop,
             "ours_gflops": ours_gflops,
@@ -166,7 +167,8 @@ pub fn eval_layers(reps: usize, layer: Option<&str>) -> anyhow::Result<serde_jso
     let mut out = serde_json::Map::new();
     for batch in [1, 16] {
         let (mut layers, mut total) = (Vec::new(), 0.0);
-        for &(c, h, o, k, s, p, uses) in RESNET50_CONVS.iter().filter(|l| chosen(l, layer)) {
+        for conv in RESNET50_CONVS.iter().filter(|l| chosen(l, layer)) {
+            let &(c, h, o, k, s, p, uses) = conv;
             let g = ConvGeom::new(&[batch, c, h, h], &[o, c, k, k], s, p)?;
             let xv = Tensor::randn(0f32, 1.0, (batch, c, h, h), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
             let wv = Tensor::randn(0f32, 0.05, (o, c, k, k), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
@@ -176,7 +178,7 @@ pub fn eval_layers(reps: usize, layer: Option<&str>) -> anyhow::Result<serde_jso
             let gflop = 2.0 * (batch * o * c * k * k * g.oh * g.ow) as f64 / 1e9;
             total += uses as f64 * seconds;
             layers.push(serde_json::json!({
-                "layer": layer_name(&(c, h, o, k, s, p, uses)),
+                "layer": layer_name(conv),
                 "uses": uses,
                 "ms": seconds * 1e3,
                 "gflops": gflop / seconds,
