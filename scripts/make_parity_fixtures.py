@@ -150,17 +150,35 @@ def bf16_fixture(arch: str) -> dict:
     assert logits.dtype == torch.bfloat16
     out["eval_logits"] = [float(a) for a in logits.float().flatten()]
 
+    model, logits, loss = autocast_grads(arch, x)
+    out["train_logits"] = [float(a) for a in logits.detach().float().flatten()]
+    out["loss"] = float(loss)
+    out["grads"] = {k: summary(p.grad, "proj." + k) for k, p in model.named_parameters()}
+    # Autocast against itself: the same gradients from the input scaled by 1 +- 1e-6, which
+    # flips a few of its bf16 roundings (as any change of summation order does) and through a
+    # deep network moves the gradients' norms by as much as a real difference would. The
+    # tests' bound for the gradients is taken from this spread, not below it.
+    norms = {k: float(p.grad.double().norm()) for k, p in model.named_parameters()}
+    spread = []
+    for eps in (1e-6, -1e-6):
+        nudged, _, _ = autocast_grads(arch, x * (1 + eps))
+        d = sum((float(p.grad.double().norm()) - norms[k]) ** 2 for k, p in nudged.named_parameters())
+        spread.append(math.sqrt(d / sum(v * v for v in norms.values())))
+    out["grads_spread"] = {"input_scale": [1 + 1e-6, 1 - 1e-6], "norms": spread}
+    return out
+
+
+def autocast_grads(arch: str, x: torch.Tensor):
+    """The model in training mode under autocast, its logits and the fixture's loss, with every
+    master weight's f32 gradient of that loss computed."""
     model, _ = deterministic_model(arch, torch.float32)
     model.train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(x)
-    out["train_logits"] = [float(a) for a in logits.float().flatten()]
     r = torch.from_numpy(det_values("loss", logits.numel()).reshape(logits.shape)).float()
     loss = (logits.float() * r).sum()
     loss.backward()
-    out["loss"] = float(loss)
-    out["grads"] = {k: summary(p.grad, "proj." + k) for k, p in model.named_parameters()}
-    return out
+    return model, logits, loss
 
 
 def bf16_ops_fixture() -> dict:

@@ -3,7 +3,7 @@
 //! statistics in evaluation mode.
 use crate::kernels::{
     self,
-    batch_norm::{BatchNormAddReluOp, BatchNormTrainOp, PlaneSums, channel_stats, stats_from_planes},
+    batch_norm::{BatchNormAddReluOp, BatchNormTrainOp, PlaneSums, channel_stats, plane_stats, stats_from_planes},
     with_slice,
 };
 use candle_core::{DType, ModuleT, Result, Tensor, Var};
@@ -134,7 +134,7 @@ impl BatchNorm2d {
                 with_slice::<f64, _>(x, "batch norm input", |s| channel_stats::<f64, f64>(s, x.dims()))??
             }
             (DType::BF16, None) => {
-                with_slice::<half::bf16, _>(x, "batch norm input", |s| channel_stats::<f32, _>(s, x.dims()))??
+                with_slice::<half::bf16, _>(x, "batch norm input", |s| plane_stats::<f32, _>(s, x.dims()))??
             }
             (_, None) => with_slice::<f32, _>(x, "batch norm input", |s| channel_stats::<f32, f32>(s, x.dims()))??,
         };

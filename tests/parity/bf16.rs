@@ -14,11 +14,17 @@
 //!   the check that fails if a rounding is missing or misplaced;
 //! - whole models, evaluation logits within `LOGITS` of the largest logit (2e-2, five bf16
 //!   steps; measured 4e-3 to 9e-3) and bf16 values; gradient norms of all parameters together
-//!   within `GRADS` (5e-2; measured 1e-3 to 1.8e-2), where AlexNet also has to be at least twice
-//!   as close to autocast as our f32 (measured 5x; VGG 2.8x, not checked for the suite's time:
-//!   its f32 pass costs as much as the rest). ResNet-50's test input
-//!   (two 64 x 64 images) leaves its last batch norms 8 values per channel, where bf16 noise
-//!   swamps the gradients of f32 and bf16 alike (1.9e-2 and 1.8e-2).
+//!   within `GRADS` (5e-2; measured 1e-3 to 1.8e-2) or within 1.5x autocast's own spread,
+//!   whichever is larger, where AlexNet also has to be at least twice as close to autocast as
+//!   our f32 (measured 5x; VGG 2.8x, not checked for the suite's time: its f32 pass costs as
+//!   much as the rest). Autocast's spread is in the fixture (`grads_spread`): its gradients
+//!   against its own from the input scaled by 1 +- 1e-6, which flips a few bf16 roundings.
+//!   VGG's is 0 and AlexNet's 1.4e-3, but ResNet-50's is 6.2e-2 and 3.7e-2: through 53 batch
+//!   norms, the last of them over 8 values per channel (two 64 x 64 images), a flipped rounding
+//!   moves the gradients' norms by several percent (by 3.8e-2 to 9e-2 at 96 x 96 and 128 x 128
+//!   as well), so no bound below that spread tells a rounding in the wrong place from one in
+//!   another order. Our f32 is 1.9e-2 from autocast there, our bf16 1.8e-2 to 5.3e-2 as its
+//!   batch statistics' last bits changed; ResNet-50's roundings are checked by the layer tests.
 use super::*;
 use artculture::kernels::dot_bf16;
 use artculture::model::autocast::{Autocast, Precision};
@@ -82,7 +88,9 @@ fn grads_parity(arch: Arch, twice_as_close: bool) {
         errors.push((d[0] / n[0]).sqrt());
         eprintln!("{arch} {precision} grads: norms {:e}, projections {:e}", (d[0] / n[0]).sqrt(), (d[1] / n[1]).sqrt());
     }
-    assert!(errors[0] <= GRADS, "{arch}: bf16 gradient norms {:e} from autocast's", errors[0]);
+    let spread = f["grads_spread"]["norms"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).fold(0.0, f64::max);
+    let bound = GRADS.max(1.5 * spread);
+    assert!(errors[0] <= bound, "{arch}: bf16 gradient norms {:e} from autocast's (bound {bound:e})", errors[0]);
     if twice_as_close {
         assert!(
             errors[0] * 2.0 <= errors[1],

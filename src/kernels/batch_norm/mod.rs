@@ -14,7 +14,7 @@ mod sums;
 
 pub(crate) use sums::Stored;
 use sums::*;
-pub use sums::{PlaneSums, channel_stats, stats_from_planes, store_summed};
+pub use sums::{PlaneSums, channel_stats, plane_stats, stats_from_planes, store_summed};
 
 use super::isa::with_isa;
 use super::{Float, contiguous_slice, tensor_from, with_slice};
@@ -437,9 +437,10 @@ mod tests {
                 .map(|s| (0..len).map(|i| ((i * 7919 + s * 104729) % 2003) as f32 / 97.0 - 10.0).collect())
                 .collect();
             let four = [&planes[0][..], &planes[1][..], &planes[2][..], &planes[3][..]];
-            let together = shifted_sums_many(four, 0.37);
+            let ks = [0.37, -2.0, 5.5, 0.0];
+            let together = shifted_sums_many(four, ks);
             for (m, plane) in four.iter().enumerate() {
-                let alone = shifted_sums(plane, 0.37);
+                let alone = shifted_sums(plane, ks[m]);
                 assert_eq!((together[m].0.to_bits(), together[m].1.to_bits()), (alone.0.to_bits(), alone.1.to_bits()));
             }
             for relu in [false, true] {
@@ -480,9 +481,10 @@ mod tests {
     }
 
     /// Planes summed around the channel's first value give `channel_stats`' bits (a large mean
-    /// included); sums of the wrong count of planes, or of a channel's planes around different
-    /// shifts, are refused; and summing a plane while it is written gives the bits of a pass
-    /// over it afterwards, across blocks and remainders.
+    /// included); planes summed around their own first values give `plane_stats`' bits and the
+    /// same statistics to f64's precision; sums of the wrong count of planes are refused; and
+    /// summing a plane while it is written gives the bits of a pass over it afterwards, across
+    /// blocks and remainders.
     #[test]
     fn planes_summed_apart_give_the_channels_statistics() {
         let dims = [3, 2, 23, 51];
@@ -493,10 +495,15 @@ mod tests {
         assert_eq!(stats_from_planes(&sums, &dims).unwrap(), channel_stats(&x, &dims).unwrap());
         let err = stats_from_planes(&sums[..5], &dims).unwrap_err().to_string();
         assert!(err.contains("5 planes' sums"), "{err}");
-        let mut shifted = sums.clone();
-        shifted[3] = PlaneSums::of::<f32, f32>(plane(3), 999.0);
-        let err = stats_from_planes(&shifted, &dims).unwrap_err().to_string();
-        assert!(err.contains("channel 1's planes were summed around"), "{err}");
+        let own: Vec<PlaneSums> = (0..6).map(|i| PlaneSums::of::<f32, f32>(plane(i), plane(i)[0])).collect();
+        let (mean, var) = stats_from_planes(&own, &dims).unwrap();
+        assert_eq!((mean.clone(), var.clone()), plane_stats::<f32, f32>(&x, &dims).unwrap());
+        let (want_mean, want_var) = channel_stats(&x, &dims).unwrap();
+        for ch in 0..2 {
+            assert!((mean[ch] - want_mean[ch]).abs() < 1e-12 * want_mean[ch], "{} vs {}", mean[ch], want_mean[ch]);
+            assert!((var[ch] - want_var[ch]).abs() < 1e-9 * want_var[ch], "{} vs {}", var[ch], want_var[ch]);
+        }
+        assert!(own[3].k != sums[3].k, "the test's planes differ in their shifts");
         for len in [1, 7, 512, 513, 1100, p] {
             let v: Vec<f32> = x[..len].iter().map(|v| v * 1.37).collect();
             let mut out = vec![MaybeUninit::<bf16>::uninit(); len];

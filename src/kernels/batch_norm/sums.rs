@@ -147,27 +147,32 @@ fn mean_var(k: f64, s1: f64, s2: f64, m: f64) -> (f64, f64) {
 }
 
 /// Per channel, the mean and the biased variance from every plane's [`PlaneSums`] (`sums[b * c +
-/// ch]` for an `(n, c, h, w)` tensor), each channel's planes summed around one shift (its first
-/// value, as `conv::stored::forward_summing` sums them): what [`channel_stats`] gives for the
-/// same tensor, bit for bit.
+/// ch]` for an `(n, c, h, w)` tensor), each plane summed around a shift of its own (its first
+/// value, as `conv::stored::forward_summing` sums them, so that no image waits for another's
+/// first value): what [`plane_stats`] gives for the same tensor, bit for bit, and what
+/// [`channel_stats`] gives where every plane of a channel shares the channel's first value.
 pub fn stats_from_planes(sums: &[PlaneSums], dims: &[usize]) -> Result<(Vec<f64>, Vec<f64>)> {
     let (n, c, p) = ncp(dims)?;
     if sums.len() != n * c {
         candle_core::bail!("batch statistics: {} planes' sums for an input of {dims:?}", sums.len());
     }
-    let mut stats = Vec::with_capacity(c);
-    for ch in 0..c {
-        let k = sums[ch].k;
-        let (mut s1, mut s2) = (0.0, 0.0);
-        for plane in (0..n).map(|b| sums[b * c + ch]) {
-            if plane.k.to_bits() != k.to_bits() {
-                candle_core::bail!("batch statistics: channel {ch}'s planes were summed around {k} and {}", plane.k);
-            }
-            (s1, s2) = (s1 + plane.s1, s2 + plane.s2);
-        }
-        stats.push(mean_var(k, s1, s2, (n * p) as f64));
+    Ok((0..c).map(|ch| combined((0..n).map(|b| sums[b * c + ch]), n, p)).unzip())
+}
+
+/// The mean and the biased variance of `n` planes of `p` values from their [`PlaneSums`], in
+/// order: each plane's sums moved to the first plane's shift `K` and added in f64. With `d = k
+/// - K`, `sum(x - K) = s1 + p d` and `sum((x - K)^2) = s2 + 2 d s1 + p d^2` are identities, and
+/// f64's rounding is far below that of the planes' f32 terms; planes sharing `K` (`d = 0`) add
+/// exactly as [`channel_stats`] adds them.
+fn combined(planes: impl Iterator<Item = PlaneSums>, n: usize, p: usize) -> (f64, f64) {
+    let m = p as f64;
+    let (mut k, mut s1, mut s2) = (None, 0.0, 0.0);
+    for plane in planes {
+        let d = plane.k - *k.get_or_insert(plane.k);
+        s1 += plane.s1 + m * d;
+        s2 += plane.s2 + 2.0 * d * plane.s1 + m * d * d;
     }
-    Ok(stats.into_iter().unzip())
+    mean_var(k.unwrap_or(0.0), s1, s2, (n * p) as f64)
 }
 
 /// The block-and-lane order of [`shifted_sums`] and [`grad_sums`] for `M` planes of length `len`
@@ -231,16 +236,17 @@ fn add_lanes<T: Float>(acc: &mut [T; LANES], x: &[T]) {
     }
 }
 
-/// [`shifted_sums`] of `M` planes of equal length at once (see [`blocked_sums`]).
+/// [`shifted_sums`] of `M` planes of equal length at once, plane `m` around `ks[m]` (see
+/// [`blocked_sums`]).
 #[inline(always)]
-pub(super) fn shifted_sums_many<T: Float, S: Stored<T>, const M: usize>(xs: [&[S]; M], k: T) -> [(f64, f64); M] {
+pub(super) fn shifted_sums_many<T: Float, S: Stored<T>, const M: usize>(xs: [&[S]; M], ks: [T; M]) -> [(f64, f64); M] {
     let len = xs[0].len();
     debug_assert!(xs.iter().all(|x| x.len() == len));
     blocked_sums::<T, M>(
         len,
         #[inline(always)]
         |start, n, t1, t2| {
-            for (m, x) in xs.iter().enumerate() {
+            for (m, (x, &k)) in xs.iter().zip(&ks).enumerate() {
                 for ((d, d2), x) in t1[m][..n].iter_mut().zip(&mut t2[m][..n]).zip(&x[start..][..n]) {
                     let v = x.load() - k;
                     d.write(v);
@@ -361,7 +367,7 @@ pub fn channel_stats<T: Float, S: Stored<T>>(x: &[S], dims: &[usize]) -> Result<
                 let mut b = 0;
                 while b + 4 <= n {
                     let four = [plane(b, ch), plane(b + 1, ch), plane(b + 2, ch), plane(b + 3, ch)];
-                    for (p1, p2) in shifted_sums_many::<T, S, 4>(four, k) {
+                    for (p1, p2) in shifted_sums_many::<T, S, 4>(four, [k; 4]) {
                         (s1, s2) = (s1 + p1, s2 + p2);
                     }
                     b += 4;
@@ -371,6 +377,35 @@ pub fn channel_stats<T: Float, S: Stored<T>>(x: &[S], dims: &[usize]) -> Result<
                     (s1, s2) = (s1 + p1, s2 + p2);
                 }
                 mean_var(f(k), s1, s2, (n * p) as f64)
+            },
+        )
+    });
+    Ok(stats.into_iter().unzip())
+}
+
+/// Per channel, the mean and the biased variance, each plane summed around its own first value
+/// and the planes combined in image order ([`stats_from_planes`]' bits without a convolution
+/// to sum the planes as it writes them): the statistics bf16 autocast training takes.
+pub fn plane_stats<T: Float, S: Stored<T>>(x: &[S], dims: &[usize]) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (n, c, p) = ncp(dims)?;
+    let plane = |b: usize, ch: usize| &x[(b * c + ch) * p..][..p];
+    let first = |x: &[S]| x.first().map_or(T::zero(), |v| v.load());
+    let stats = per_channel(c, |ch| {
+        with_isa(
+            #[inline(always)]
+            || {
+                let mut sums = Vec::with_capacity(n);
+                let mut b = 0;
+                while b + 4 <= n {
+                    let four = [plane(b, ch), plane(b + 1, ch), plane(b + 2, ch), plane(b + 3, ch)];
+                    let ks = four.map(first);
+                    for ((s1, s2), k) in shifted_sums_many::<T, S, 4>(four, ks).into_iter().zip(ks) {
+                        sums.push(PlaneSums { k: f(k), s1, s2 });
+                    }
+                    b += 4;
+                }
+                sums.extend((b..n).map(|b| PlaneSums::of::<T, S>(plane(b, ch), first(plane(b, ch)))));
+                combined(sums.into_iter(), n, p)
             },
         )
     });

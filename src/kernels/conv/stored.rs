@@ -57,9 +57,11 @@ pub fn forward(g: &ConvGeom, x: &[bf16], w: &[f32]) -> Vec<bf16> {
 
 /// [`forward`] and, with `sums`, each output plane's [`PlaneSums`] (`[b * c_out + ch]`), taken
 /// as each task narrows its results: the batch statistics of the batch norm that follows,
-/// without a pass over the output of its own. Every plane of a channel is summed around the
-/// channel's first value, as `batch_norm::channel_stats` sums them (the same bits): the first
-/// image runs first, its channels shared among the threads, to give the others that value.
+/// without a pass over the output of its own. Each plane is summed around its own first stored
+/// value (`batch_norm::stats_from_planes` combines them), so every image's tasks run in one
+/// pass: summed around the channel's first value, the first image had to run alone first, and
+/// the other 15 of a batch of 16 then split 8 / 7 between two threads (one idle for 1.6 % of
+/// a bf16 training step).
 pub fn forward_summing(g: &ConvGeom, x: &[bf16], w: &[f32], sums: bool) -> (Vec<bf16>, Vec<PlaneSums>) {
     let (p, img) = (g.pixels(), g.c_in * g.h * g.w);
     let total = g.n * g.c_out * p;
@@ -69,65 +71,45 @@ pub fn forward_summing(g: &ConvGeom, x: &[bf16], w: &[f32], sums: bool) -> (Vec<
     }
     let weights = DotWeights::new(&ConvGeom { bf16_round: true, ..*g }, w);
     let g = &ConvGeom { bf16_round: false, ..*g };
-    // Images `b0..`, each in tasks of `block` channels, each task's planes summed around
-    // `shifts` (by channel) or their own first values.
-    let run = |y: &mut [MaybeUninit<bf16>], b0: usize, block: usize, shifts: Option<&[f32]>| -> Vec<PlaneSums> {
-        let planes: Vec<Vec<PlaneSums>> = y
-            .par_chunks_mut(g.c_out * p)
-            .enumerate()
-            .flat_map(|(b, yb)| yb.par_chunks_mut(block * p).enumerate().map(move |(j, yc)| (b0 + b, j * block, yc)))
-            .map(|(b, m0, yc)| {
-                let xb = &x[b * img..][..img];
-                with_results(yc.len(), false, |out| {
-                    match &weights {
-                        DotWeights::Lanes(wp) => dot::forward_lanes(g, xb, wp, b, m0, super::uninit(out), None),
-                        DotWeights::Rows(wp) => forward_rows(g, xb, wp, m0, out),
-                    }
-                    if sums {
-                        narrow_summed(out, yc, p, shifts.map(|k| &k[m0..]))
-                    } else {
-                        narrow_into(out, yc);
-                        Vec::new()
-                    }
-                })
-            })
-            .collect();
-        // In order: image by image, each image's channel blocks in turn (rayon's `collect`
-        // keeps the sequential order).
-        planes.into_iter().flatten().collect()
-    };
-    let spare = &mut y.spare_capacity_mut()[..total];
     let block = g.c_out.div_ceil(tasks_per_image(g)).max(1);
-    let planes = if sums {
-        let (first, rest) = spare.split_at_mut(g.c_out * p);
-        // (A task of the lanes' orientation starts on a panel of channels.)
-        let mut first_block = g.c_out.div_ceil(rayon::current_num_threads()).max(1);
-        if matches!(weights, DotWeights::Lanes(_)) {
-            first_block = first_block.next_multiple_of(dot_bf16::PANEL_COLS);
-        }
-        let mut planes = run(first, 0, first_block, None);
-        let shifts: Vec<f32> = planes.iter().map(|s| s.k as f32).collect();
-        planes.extend(run(rest, 1, block, Some(&shifts)));
-        planes
-    } else {
-        run(spare, 0, block, None)
-    };
+    let planes: Vec<Vec<PlaneSums>> = y.spare_capacity_mut()[..total]
+        .par_chunks_mut(g.c_out * p)
+        .enumerate()
+        .flat_map(|(b, yb)| yb.par_chunks_mut(block * p).enumerate().map(move |(j, yc)| (b, j * block, yc)))
+        .map(|(b, m0, yc)| {
+            let xb = &x[b * img..][..img];
+            with_results(yc.len(), false, |out| {
+                match &weights {
+                    DotWeights::Lanes(wp) => dot::forward_lanes(g, xb, wp, b, m0, super::uninit(out), None),
+                    DotWeights::Rows(wp) => forward_rows(g, xb, wp, m0, out),
+                }
+                if sums {
+                    narrow_summed(out, yc, p)
+                } else {
+                    narrow_into(out, yc);
+                    Vec::new()
+                }
+            })
+        })
+        .collect();
     // SAFETY: the tasks cover the first `total` elements and each wrote all of its own.
     unsafe { y.set_len(total) };
-    (y, planes)
+    // In order: image by image, each image's channel blocks in turn (rayon's `collect` keeps
+    // the sequential order).
+    (y, planes.into_iter().flatten().collect())
 }
 
-/// [`narrow_into`] of rows of `p` values, returning each stored row's [`PlaneSums`] around
-/// `shifts[row]`, or around the row's first value.
-fn narrow_summed(v: &[f32], out: &mut [MaybeUninit<bf16>], p: usize, shifts: Option<&[f32]>) -> Vec<PlaneSums> {
+/// [`narrow_into`] of rows of `p` values, returning each stored row's [`PlaneSums`] around its
+/// first stored value.
+fn narrow_summed(v: &[f32], out: &mut [MaybeUninit<bf16>], p: usize) -> Vec<PlaneSums> {
     let mut sums = Vec::with_capacity(v.len() / p.max(1));
     crate::kernels::isa::with_isa(
         #[inline(always)]
         || {
             // A loop rather than `map().collect()`, whose out-of-line `fold` would be compiled
             // without the ISA's features (scalar code: 6 % of a training step).
-            for (i, (v, out)) in v.chunks(p).zip(out.chunks_mut(p)).enumerate() {
-                sums.push(store_summed::<f32, bf16>(v, out, shifts.map(|k| k[i])));
+            for (v, out) in v.chunks(p).zip(out.chunks_mut(p)) {
+                sums.push(store_summed::<f32, bf16>(v, out, None));
             }
         },
     );
@@ -289,7 +271,7 @@ mod tests {
         Prepared, forward as forward_f32, input_grad as input_grad_f32, weight_grad as weight_grad_f32,
     };
     use super::*;
-    use crate::kernels::batch_norm::{channel_stats, stats_from_planes};
+    use crate::kernels::batch_norm::{plane_stats, stats_from_planes};
     use crate::kernels::bf16::{narrowed, rounded, widened};
 
     fn values(len: usize, seed: usize) -> Vec<f32> {
@@ -343,7 +325,7 @@ mod tests {
             assert_eq!(bits(&forward(&g, &x, &w)), bits(&want), "{g:?}: forward without sums");
             // The planes' sums taken while writing give the statistics of a pass over the output.
             let dims = g.out_shape();
-            assert_eq!(stats_from_planes(&sums, &dims).unwrap(), channel_stats::<f32, _>(&y, &dims).unwrap(), "{g:?}");
+            assert_eq!(stats_from_planes(&sums, &dims).unwrap(), plane_stats::<f32, _>(&y, &dims).unwrap(), "{g:?}");
             let want = narrowed(&input_grad_f32(&g, &wr, &dyf));
             assert_eq!(bits(&input_grad(&g, &w, &dy)), bits(&want), "{g:?}: input gradient");
             let want = weight_grad_f32(&g, &xf, &dyf);
