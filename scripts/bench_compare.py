@@ -3,8 +3,11 @@
 each round runs every workload once in artculture and once in each peer (each in its own
 process, the order turning round by round), and the table gives the median over rounds of each
 side's per-run median, with the ratio to the best peer. Peers (`--peers`, default all):
-PyTorch fp32, PyTorch bf16 autocast, ONNX Runtime fp32 (evaluation workloads only). The CPU and
-its ISA (AVX-512, AVX512-BF16, AMX) are named above the table. Paste it into BENCHMARKS.md.
+PyTorch fp32 and PyTorch bf16 autocast, each in its default (NCHW) and its channels-last memory
+format (`_cl`, PyTorch's recommended CPU setting: faster for training and batches, slower for
+fp32 at batch 1), ONNX Runtime fp32 (evaluation workloads only). The bf16 column sets ours
+against the faster of autocast's two layouts. The CPU and its ISA (AVX-512, AVX512-BF16, AMX)
+are named above the table. Paste it into BENCHMARKS.md.
 
     cargo build --release
     ~/torchvenv/bin/python scripts/bench_compare.py --rounds 3 --reps 3 [WORKLOAD ...]
@@ -33,7 +36,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "artculture"))
-    ap.add_argument("--peers", default="fp32,bf16,ort", help="comma-separated: fp32, bf16 (autocast), ort")
+    ap.add_argument("--peers", default="fp32,fp32_cl,bf16,bf16_cl,ort",
+                    help="comma-separated: fp32, fp32_cl, bf16 (autocast), bf16_cl, ort")
     ap.add_argument("--ours-bf16", action="store_true",
                     help="also run artculture with --precision bf16 (a column 'artculture bf16', set against PyTorch's autocast)")
     ap.add_argument("--arch", default="resnet50", choices=["resnet50", "vgg16_bn", "alexnet"],
@@ -85,14 +89,21 @@ def main():
             continue
         bf16_cells = ""
         if a.ours_bf16 and "ours_bf16" in t:
-            vs = (f"{t['ours_bf16'] / t['bf16']:.2f}x, {m['ours_bf16']:,.0f} / {m['bf16']:,.0f} MiB ({m['ours_bf16'] / m['bf16']:.2f}x)"
-                  if "bf16" in t else "-")
+            ac = min((p for p in ("bf16", "bf16_cl") if p in t), key=lambda p: t[p], default=None)
+            vs = (f"{t['ours_bf16'] / t[ac]:.2f}x ({PEERS[ac]}), {m['ours_bf16']:,.0f} / {m[ac]:,.0f} MiB "
+                  f"({m['ours_bf16'] / m[ac]:.2f}x)" if ac else "-")
             bf16_cells = f" {fmt(t['ours_bf16'])} | {vs} |"
         print(f"| {w} | {fmt(t['ours'])} | " + " | ".join(cells) +
               f" | {t['ours'] / t[best]:.2f}x ({PEERS[best]}) | {m['ours']:,.0f} / {m[best]:,.0f} MiB ({m['ours'] / m[best]:.2f}x) |" + bf16_cells)
 
 
-PEERS = {"fp32": "PyTorch fp32", "bf16": "PyTorch bf16 autocast", "ort": "ONNX Runtime fp32"}
+PEERS = {
+    "fp32": "PyTorch fp32",
+    "fp32_cl": "PyTorch fp32 channels-last",
+    "bf16": "PyTorch bf16 autocast",
+    "bf16_cl": "PyTorch bf16 autocast channels-last",
+    "ort": "ONNX Runtime fp32",
+}
 ORT_WORKLOADS = ["forward1", "forward16"]
 
 
