@@ -92,11 +92,11 @@ pub(super) fn shifted_sums<T: Float, S: Stored<T>>(x: &[S], k: T) -> (f64, f64) 
     (s1, s2)
 }
 
-/// One plane's shifted sums, what batch statistics are built from: the shift `k` (the
-/// channel's first value), `sum(x - k)` and `sum((x - k)^2)`. Per plane rather than per channel, so that a convolution can sum each
-/// plane of its output while the plane is still in cache from being written ([`store_summed`])
-/// and batch norm needs no pass over its input of its own ([`stats_from_planes`]): that pass was
-/// 3 % of a bf16 training step in `perf`.
+/// One plane's shifted sums, what batch statistics are built from: the shift `k` (a value near
+/// the plane's, such as its first), `sum(x - k)` and `sum((x - k)^2)`. Per plane rather than per
+/// channel, so that a convolution can sum each plane of its output while the plane is still in
+/// cache from being written ([`store_summed`]) and batch norm needs no pass over its input of
+/// its own ([`stats_from_planes`]): that pass was 3 % of a bf16 training step in `perf`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PlaneSums {
     pub k: f64,
@@ -113,13 +113,13 @@ impl PlaneSums {
     }
 }
 
-/// `out[i] = S::store(v[i])`, returning the [`PlaneSums`] of the stored plane around `k`, or
-/// around its first stored value without one (the bits of [`PlaneSums::of`]`(out, k)`), without
-/// a second pass over it. Call it under [`with_isa`] for vector code.
+/// `out[i] = S::store(v[i])`, returning the [`PlaneSums`] of the stored plane around its first
+/// stored value `k` (the bits of [`PlaneSums::of`]`(out, k)`), without a second pass over it.
+/// Call it under [`with_isa`] for vector code.
 #[inline(always)]
-pub fn store_summed<T: Float, S: Stored<T>>(v: &[T], out: &mut [MaybeUninit<S>], k: Option<T>) -> PlaneSums {
+pub fn store_summed<T: Float, S: Stored<T>>(v: &[T], out: &mut [MaybeUninit<S>]) -> PlaneSums {
     assert_eq!(v.len(), out.len(), "store_summed: {} values into {}", v.len(), out.len());
-    let k = k.unwrap_or_else(|| v.first().map_or(T::zero(), |&v| S::store(v).load()));
+    let k = v.first().map_or(T::zero(), |&v| S::store(v).load());
     // In [`blocked_sums`]' two loops per block (the one-plane order): storing and summing in
     // one loop kept the compiler from vectorising either (the stores' rounding and the lanes'
     // chains together: scalar code, 5 % of a bf16 training step).

@@ -109,7 +109,7 @@ fn narrow_summed(v: &[f32], out: &mut [MaybeUninit<bf16>], p: usize) -> Vec<Plan
             // A loop rather than `map().collect()`, whose out-of-line `fold` would be compiled
             // without the ISA's features (scalar code: 6 % of a training step).
             for (v, out) in v.chunks(p).zip(out.chunks_mut(p)) {
-                sums.push(store_summed::<f32, bf16>(v, out, None));
+                sums.push(store_summed::<f32, bf16>(v, out));
             }
         },
     );
