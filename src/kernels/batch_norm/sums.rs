@@ -353,43 +353,26 @@ pub(super) fn grad_sums_many<T: Float, S: Stored<T>, const BF16: bool, const M: 
     )
 }
 
-/// Per channel: the mean and the biased variance.
+/// Per channel: the mean and the biased variance, every plane of a channel summed around the
+/// channel's first value (f32 and f64 training's statistics).
 pub fn channel_stats<T: Float, S: Stored<T>>(x: &[S], dims: &[usize]) -> Result<(Vec<f64>, Vec<f64>)> {
-    let (n, c, p) = ncp(dims)?;
-    let plane = |b: usize, ch: usize| &x[(b * c + ch) * p..][..p];
-    let stats = per_channel(c, |ch| {
-        with_isa(
-            #[inline(always)]
-            || {
-                let k = plane(0, ch).first().map_or(T::zero(), |v| v.load());
-                // Four images' planes at a time, added in image order as one at a time would be.
-                let (mut s1, mut s2) = (0.0, 0.0);
-                let mut b = 0;
-                while b + 4 <= n {
-                    let four = [plane(b, ch), plane(b + 1, ch), plane(b + 2, ch), plane(b + 3, ch)];
-                    for (p1, p2) in shifted_sums_many::<T, S, 4>(four, [k; 4]) {
-                        (s1, s2) = (s1 + p1, s2 + p2);
-                    }
-                    b += 4;
-                }
-                for b in b..n {
-                    let (p1, p2) = shifted_sums::<T, S>(plane(b, ch), k);
-                    (s1, s2) = (s1 + p1, s2 + p2);
-                }
-                mean_var(f(k), s1, s2, (n * p) as f64)
-            },
-        )
-    });
-    Ok(stats.into_iter().unzip())
+    stats_around(x, dims, false)
 }
 
 /// Per channel, the mean and the biased variance, each plane summed around its own first value
 /// and the planes combined in image order ([`stats_from_planes`]' bits without a convolution
 /// to sum the planes as it writes them): the statistics bf16 autocast training takes.
 pub fn plane_stats<T: Float, S: Stored<T>>(x: &[S], dims: &[usize]) -> Result<(Vec<f64>, Vec<f64>)> {
+    stats_around(x, dims, true)
+}
+
+/// [`channel_stats`] (each plane around the channel's first value) or, with `own`,
+/// [`plane_stats`] (around its own first value): the planes' [`PlaneSums`], four images at a
+/// time, [`combined`] in image order. Planes sharing the channel's shift add as plain sums.
+fn stats_around<T: Float, S: Stored<T>>(x: &[S], dims: &[usize], own: bool) -> Result<(Vec<f64>, Vec<f64>)> {
     let (n, c, p) = ncp(dims)?;
     let plane = |b: usize, ch: usize| &x[(b * c + ch) * p..][..p];
-    let first = |x: &[S]| x.first().map_or(T::zero(), |v| v.load());
+    let shift = |b: usize, ch: usize| plane(if own { b } else { 0 }, ch).first().map_or(T::zero(), |v| v.load());
     let stats = per_channel(c, |ch| {
         with_isa(
             #[inline(always)]
@@ -398,13 +381,13 @@ pub fn plane_stats<T: Float, S: Stored<T>>(x: &[S], dims: &[usize]) -> Result<(V
                 let mut b = 0;
                 while b + 4 <= n {
                     let four = [plane(b, ch), plane(b + 1, ch), plane(b + 2, ch), plane(b + 3, ch)];
-                    let ks = four.map(first);
+                    let ks = [b, b + 1, b + 2, b + 3].map(|b| shift(b, ch));
                     for ((s1, s2), k) in shifted_sums_many::<T, S, 4>(four, ks).into_iter().zip(ks) {
                         sums.push(PlaneSums { k: f(k), s1, s2 });
                     }
                     b += 4;
                 }
-                sums.extend((b..n).map(|b| PlaneSums::of::<T, S>(plane(b, ch), first(plane(b, ch)))));
+                sums.extend((b..n).map(|b| PlaneSums::of::<T, S>(plane(b, ch), shift(b, ch))));
                 combined(sums.into_iter(), n, p)
             },
         )

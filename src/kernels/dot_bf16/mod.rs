@@ -348,7 +348,7 @@ impl PackedRhs {
 pub const PANEL_COLS: usize = NR;
 
 /// Asks for the next panel's part of a row (`data[start..]`, [`NR`] values) to be brought into
-/// L2 while this panel is multiplied. A panel takes 2 or 4 cache lines from each of its `k` rows,
+/// L2, so that it arrives while this panel is packed and multiplied. A panel takes 2 or 4 cache lines from each of its `k` rows,
 /// one row's image plane (6 KiB for a 56 x 56 map in bf16) apart: more streams than the
 /// hardware prefetchers follow, so packing waited on each row's lines (2 % of a bf16 training
 /// step in `perf`, on the loads of the two-row interleave). A hint: nothing is read, no bounds
