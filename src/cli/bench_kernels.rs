@@ -5,6 +5,7 @@
 //! `--precision bf16` the operands are bf16 values and the products those bf16 autocast runs
 //! (on `vdpbf16ps` where it is enabled), without candle's side.
 use artculture::kernels::conv::{ConvGeom, Prepared, forward, input_grad, stored, weight_grad};
+use artculture::kernels::winograd;
 use artculture::model::autocast;
 use candle_core::{Device, Tensor};
 use std::time::Instant;
@@ -90,7 +91,12 @@ pub fn conv_layers(reps: usize, batch: usize, layer: Option<&str>) -> anyhow::Re
             )
         } else {
             (
-                best_of(reps, || Ok(forward(&g, &xv, &wv, Prepared::None, None)))?,
+                // As `Conv2dOp` runs it: Winograd's method for 3x3 stride-1 layers, the weight
+                // transformed per call.
+                best_of(reps, || {
+                    let u = winograd::applies(&g).then(|| winograd::transform_weights(o, c, &wv));
+                    Ok(forward(&g, &xv, &wv, u.as_deref().map_or(Prepared::None, Prepared::Winograd), None))
+                })?,
                 best_of(reps, || Ok(input_grad(&g, &wv, &dyv)))?,
                 best_of(reps, || Ok(weight_grad(&g, &xv, &dyv)))?,
             )
@@ -163,7 +169,6 @@ pub fn winograd_layers(reps: usize) -> anyhow::Result<serde_json::Value> {
 /// beside ONNX Runtime's per-node profile (`scripts/ort_profile.py`), it says which layers a
 /// gap comes from.
 pub fn eval_layers(reps: usize, layer: Option<&str>) -> anyhow::Result<serde_json::Value> {
-    use artculture::kernels::winograd;
     let mut out = serde_json::Map::new();
     for batch in [1, 16] {
         let (mut layers, mut total) = (Vec::new(), 0.0);

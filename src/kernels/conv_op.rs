@@ -24,8 +24,13 @@ impl CustomOp2 for Conv2dOp {
         dispatch_float!(s1, "conv2d", |T| {
             let x = contiguous_slice::<T>(s1, l1, "conv2d input")?;
             let w = contiguous_slice::<T>(s2, l2, "conv2d weight")?;
+            // Training's 3x3 stride-1 layers by Winograd's method too, as their input gradient
+            // already runs: the weight changes every step, so it is transformed per call (under
+            // 1 % of a batch-16 forward pass, `bench winograd_layers`).
+            let u = winograd::applies(&g).then(|| winograd::transform_weights(g.c_out, g.c_in, w));
+            let prepared = u.as_deref().map_or(Prepared::None, Prepared::Winograd);
             Ok((
-                <T as WithDType>::to_cpu_storage_owned(forward(&g, x, w, Prepared::None, None)),
+                <T as WithDType>::to_cpu_storage_owned(forward(&g, x, w, prepared, None)),
                 Shape::from(g.out_shape().to_vec()),
             ))
         })
