@@ -10,6 +10,7 @@
 //! over `gemm` plus three small loops, into buffers of exactly the gradients' size.
 use super::{Float, MatRef, matmul, matmul_into};
 use gemm::Parallelism;
+use std::borrow::Cow;
 
 /// The head's shape: input width, the two hidden widths, the number of classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,35 @@ pub fn head_step<T: Float>(
     labels: &[u32],
     class_weights: Option<&[T]>,
 ) -> Result<HeadGrads<T>, HeadError> {
+    step(dims, p, x, labels, class_weights, None)
+}
+
+/// [`head_step`] as bf16 autocast runs the head (`model::linear::Linear` under
+/// `model::autocast`): the input, weights and biases rounded to bf16, each layer's output
+/// rounded after its bias (ReLU then keeps it so), the loss in f32; backward, the logits'
+/// gradient rounded, and every weight, bias and input gradient rounded as the casts' backward
+/// passes round them. The gradients are those of the autograd path (the same products, summed
+/// in f32), for the f32 master weights.
+pub fn head_step_bf16(
+    dims: HeadDims,
+    p: &HeadParams<f32>,
+    x: &[f32],
+    labels: &[u32],
+    class_weights: Option<&[f32]>,
+) -> Result<HeadGrads<f32>, HeadError> {
+    let round = Rounding { in_place: super::bf16::round_slice, copy: super::bf16::rounded };
+    step(dims, p, x, labels, class_weights, Some(&round))
+}
+
+/// The step, with `round` applied wherever bf16 autocast rounds (nowhere without it).
+fn step<T: Float>(
+    dims: HeadDims,
+    p: &HeadParams<T>,
+    x: &[T],
+    labels: &[u32],
+    class_weights: Option<&[T]>,
+    round: Option<&Rounding<T>>,
+) -> Result<HeadGrads<T>, HeadError> {
     let b = labels.len();
     check(dims, p, x, b, class_weights)?;
     if let Some((row, &label)) = labels.iter().enumerate().find(|(_, l)| **l as usize >= dims.classes) {
@@ -65,6 +95,14 @@ pub fn head_step<T: Float>(
     }
     let [(o1, i1), (o2, i2), (o3, i3)] = dims.layers();
     let par = if rayon::current_num_threads() > 1 { Parallelism::Rayon(0) } else { Parallelism::None };
+    let round_in_place = |v: &mut [T]| {
+        if let Some(round) = round {
+            (round.in_place)(v)
+        }
+    };
+    let x = rounded(x, round);
+    let weights = p.weights.map(|w| rounded(w, round));
+    let biases = p.biases.map(|b| rounded(b, round));
     // Forward: h1 = relu(x W1^T + b1), h2 = relu(h1 W2^T + b2), z = h2 W3^T + b3.
     // The product is taken as (W input^T), out x batch, then transposed: `gemm` reads W in place
     // that way, where for (input W^T) it repacks the whole weight matrix on every call (6.5 ms
@@ -75,15 +113,18 @@ pub fn head_step<T: Float>(
         let mut out = vec![T::zero(); b * o];
         for (r, row) in out.chunks_exact_mut(o).enumerate() {
             for (c, (v, &bv)) in row.iter_mut().zip(bias).enumerate() {
-                let s = t[c * b + r] + bv;
-                *v = if relu && s <= T::zero() { T::zero() } else { s };
+                *v = t[c * b + r] + bv;
             }
+        }
+        round_in_place(&mut out);
+        if relu {
+            out.iter_mut().filter(|v| **v <= T::zero()).for_each(|v| *v = T::zero());
         }
         out
     };
-    let h1 = linear(x, p.weights[0], p.biases[0], (o1, i1), true);
-    let h2 = linear(&h1, p.weights[1], p.biases[1], (o2, i2), true);
-    let mut dz = linear(&h2, p.weights[2], p.biases[2], (o3, i3), false);
+    let h1 = linear(&x, &weights[0], &biases[0], (o1, i1), true);
+    let h2 = linear(&h1, &weights[1], &biases[1], (o2, i2), true);
+    let mut dz = linear(&h2, &weights[2], &biases[2], (o3, i3), false);
     // Loss and its gradient in place of the logits: dz = w_y (softmax(z) - onehot(y)) / sum(w).
     let row_weight = |r: usize| class_weights.map_or(T::one(), |w| w[labels[r] as usize]);
     let total: T = (0..b).map(row_weight).fold(T::zero(), |a, v| a + v);
@@ -101,20 +142,26 @@ pub fn head_step<T: Float>(
         }
     }
     let loss = loss / total;
+    // The logits' cast: its backward pass rounds their gradient (the layers' own gradients
+    // below are rounded values then, and ReLU's mask keeps them so).
+    round_in_place(&mut dz);
     // Backward, last layer first: dW = dy^T input, db = column sums of dy, dinput = dy W masked
     // by the ReLU that produced the input.
     let backward = |dy: &[T], input: &[T], w: &[T], (o, i): (usize, usize), want_input: bool| {
-        let dw = uninit_product(o, i, MatRef::transposed(dy, o, b), MatRef::rows(input, b, i), par);
+        let mut dw = uninit_product(o, i, MatRef::transposed(dy, o, b), MatRef::rows(input, b, i), par);
+        round_in_place(&mut dw);
         let mut db = vec![T::zero(); o];
         for row in dy.chunks_exact(o) {
             for (acc, &v) in db.iter_mut().zip(row) {
                 *acc += v;
             }
         }
+        round_in_place(&mut db);
         let mut dinput = Vec::new();
         if want_input {
             dinput = vec![T::zero(); b * i];
             matmul(&mut dinput, i, false, MatRef::rows(dy, b, o), MatRef::rows(w, o, i), par);
+            round_in_place(&mut dinput);
             for (d, &a) in dinput.iter_mut().zip(input) {
                 if a <= T::zero() {
                     *d = T::zero();
@@ -123,10 +170,24 @@ pub fn head_step<T: Float>(
         }
         (dw, db, dinput)
     };
-    let (dw3, db3, dh2) = backward(&dz, &h2, p.weights[2], (o3, i3), true);
-    let (dw2, db2, dh1) = backward(&dh2, &h1, p.weights[1], (o2, i2), true);
-    let (dw1, db1, _) = backward(&dh1, x, p.weights[0], (o1, i1), false);
+    let (dw3, db3, dh2) = backward(&dz, &h2, &weights[2], (o3, i3), true);
+    let (dw2, db2, dh1) = backward(&dh2, &h1, &weights[1], (o2, i2), true);
+    let (dw1, db1, _) = backward(&dh1, &x, &weights[0], (o1, i1), false);
     Ok(HeadGrads { loss, weights: [dw1, dw2, dw3], biases: [db1, db2, db3] })
+}
+
+/// `v` rounded by `round`, or `v` itself without it.
+fn rounded<'a, T: Float>(v: &'a [T], round: Option<&Rounding<T>>) -> Cow<'a, [T]> {
+    match round {
+        Some(round) => Cow::Owned((round.copy)(v)),
+        None => Cow::Borrowed(v),
+    }
+}
+
+/// bf16 autocast's rounding, in place and into a copy (one pass each).
+struct Rounding<T> {
+    in_place: fn(&mut [T]),
+    copy: fn(&[T]) -> Vec<T>,
 }
 
 /// `lhs x rhs` (rows x cols) into a fresh buffer that is not zeroed first: `gemm` writes every

@@ -3,7 +3,7 @@
 //! `head.4`), initialised as PyTorch initialises `nn.Linear`.
 use super::linear::Linear;
 use super::linear::linear;
-use crate::kernels::head::{HeadDims, HeadParams, head_step};
+use crate::kernels::head::{HeadDims, HeadError, HeadGrads, HeadParams, head_step, head_step_bf16};
 use candle_core::{DType, Module, Result, Storage, Tensor};
 use candle_nn::VarBuilder;
 
@@ -26,6 +26,8 @@ impl CultureHead {
         })
     }
 }
+
+type StepResult<T> = std::result::Result<HeadGrads<T>, HeadError>;
 
 /// One training step's loss and gradients, each gradient paired with its parameter tensor.
 pub struct HeadGradients {
@@ -51,22 +53,27 @@ impl CultureHead {
         labels: &[u32],
         class_weights: Option<&Tensor>,
     ) -> Result<Option<HeadGradients>> {
-        // Under bf16 autocast the head goes through autograd, whose layers round as PyTorch does.
-        if !crate::kernels::applies(x) || self.layers.iter().any(|l| l.bias().is_none()) || super::autocast::bf16() {
+        if !crate::kernels::applies(x) || self.layers.iter().any(|l| l.bias().is_none()) {
             return Ok(None);
         }
+        // Under bf16 autocast the kernel rounds where the autograd path's layers round (as
+        // PyTorch's autocast does); autocast leaves f64 alone.
+        let bf16 = super::autocast::bf16();
         match x.dtype() {
-            DType::F32 => self.fused::<f32>(x, labels, class_weights).map(Some),
-            DType::F64 => self.fused::<f64>(x, labels, class_weights).map(Some),
+            DType::F32 if bf16 => self.fused(x, labels, class_weights, head_step_bf16).map(Some),
+            DType::F32 => self.fused(x, labels, class_weights, head_step::<f32>).map(Some),
+            DType::F64 => self.fused(x, labels, class_weights, head_step::<f64>).map(Some),
             _ => Ok(None),
         }
     }
 
+    /// The gradients by `step` (`head_step` or its bf16 form) on the tensors' values.
     fn fused<T: crate::kernels::Float>(
         &self,
         x: &Tensor,
         labels: &[u32],
         class_weights: Option<&Tensor>,
+        step: impl FnOnce(HeadDims, &HeadParams<T>, &[T], &[u32], Option<&[T]>) -> StepResult<T>,
     ) -> Result<HeadGradients> {
         let [a, b, c] = &self.layers;
         // (weight, bias) of each layer; `fused_gradients` sends layers without a bias to autograd.
@@ -93,7 +100,7 @@ impl CultureHead {
             .collect::<Result<_>>()?;
         let cw = class_weights.map(|w| w.to_dtype(T::DTYPE)?.to_vec1::<T>()).transpose()?;
         let p = HeadParams { weights: [slices[0], slices[2], slices[4]], biases: [slices[1], slices[3], slices[5]] };
-        let g = head_step(dims, &p, slices[6], labels, cw.as_deref()).map_err(candle_core::Error::wrap)?;
+        let g = step(dims, &p, slices[6], labels, cw.as_deref()).map_err(candle_core::Error::wrap)?;
         drop(guards);
         let mut grads = Vec::with_capacity(6);
         for ((wg, bg), (w, bias)) in g.weights.into_iter().zip(g.biases).zip(params) {
@@ -127,5 +134,35 @@ mod tests {
         assert!(max <= bound && max > 0.9 * bound, "{max} vs {bound}");
         let y = head.forward(&Tensor::zeros((4, 2048), DType::F32, &Device::Cpu).unwrap()).unwrap();
         assert_eq!(y.dims(), &[4, 11]);
+    }
+
+    /// Under bf16 autocast the fused step rounds where the autograd path's layers round: the
+    /// same loss, and gradients equal but for the odd value whose f32 sum (summed in another
+    /// order) rounds to the neighbouring bf16 value.
+    #[test]
+    fn the_bf16_step_gives_the_autograd_paths_gradients() {
+        use crate::model::autocast::{Autocast, Precision};
+        let map = candle_nn::VarMap::new();
+        let vb = crate::model::init::seeded_var_builder(&map, 7, DType::F32, &Device::Cpu);
+        let head = CultureHead::new(256, [128, 64], 11, vb).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (16, 256), &Device::Cpu).unwrap();
+        let labels: Vec<u32> = (0..16).map(|i| (i * 5 % 11) as u32).collect();
+        let _bf16 = Autocast::new(Precision::Bf16);
+        let fused = head.fused_gradients(&x, &labels, None).unwrap().expect("the kernel applies on the CPU");
+        let targets = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&head.forward(&x).unwrap(), &targets).unwrap();
+        let want_loss = loss.to_scalar::<f32>().unwrap() as f64;
+        assert!((fused.loss - want_loss).abs() < 1e-6 * want_loss.abs(), "loss {} vs {want_loss}", fused.loss);
+        let grads = loss.backward().unwrap();
+        for (param, got) in &fused.grads {
+            let want = grads.get(param).expect("every parameter has a gradient").flatten_all().unwrap();
+            let (got, want) = (got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want.to_vec1::<f32>().unwrap());
+            assert!(got.iter().all(|v| crate::kernels::bf16::round(*v) == *v), "an unrounded gradient");
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(differ * 100 <= got.len(), "{differ} of {} values differ", got.len());
+            assert!(worst <= scale / 128.0, "largest difference {worst} against values up to {scale}");
+        }
     }
 }
