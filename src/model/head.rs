@@ -154,23 +154,8 @@ mod tests {
         for class_weights in [None, Some(&weights)] {
             let fused =
                 head.fused_gradients(&x, &labels, class_weights).unwrap().expect("the kernel applies on the CPU");
-            // The trainer's loss through autograd: the (weighted) mean of -log softmax.
-            let log_p = candle_nn::ops::log_softmax(&head.forward(&x).unwrap(), 1).unwrap();
-            let picked = log_p.gather(&targets.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap();
-            let loss = match class_weights {
-                None => picked.mean_all().unwrap().neg().unwrap(),
-                Some(w) => {
-                    let w = w.index_select(&targets, 0).unwrap();
-                    (picked * &w)
-                        .unwrap()
-                        .sum_all()
-                        .unwrap()
-                        .neg()
-                        .unwrap()
-                        .broadcast_div(&w.sum_all().unwrap())
-                        .unwrap()
-                }
-            };
+            // The trainer's own loss, through autograd.
+            let loss = crate::train::loss_fn(&head.forward(&x).unwrap(), &targets, class_weights).unwrap();
             let want_loss = loss.to_scalar::<f32>().unwrap() as f64;
             assert!((fused.loss - want_loss).abs() < 1e-6 * want_loss.abs(), "loss {} vs {want_loss}", fused.loss);
             let grads = loss.backward().unwrap();

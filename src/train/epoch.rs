@@ -121,7 +121,7 @@ fn wait_or_cancel(control: &Control, events: &mut dyn FnMut(TrainEvent)) -> bool
 }
 
 /// Cross-entropy, optionally weighted per class (PyTorch's weighted mean).
-fn loss_fn(logits: &Tensor, labels: &Tensor, class_weights: Option<&Tensor>) -> candle_core::Result<Tensor> {
+pub(crate) fn loss_fn(logits: &Tensor, labels: &Tensor, class_weights: Option<&Tensor>) -> candle_core::Result<Tensor> {
     let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let picked = log_p.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?;
     match class_weights {
