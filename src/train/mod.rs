@@ -3,8 +3,6 @@
 mod batch_log;
 pub mod data;
 mod epoch;
-#[cfg(test)]
-pub(crate) use epoch::loss_fn;
 pub use epoch::transfer_step;
 pub mod evaluate;
 pub mod features;
