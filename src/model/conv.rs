@@ -376,8 +376,8 @@ mod tests {
             assert_eq!(max_diff(&got, &want), 0.0, "batch {n}, {hw} x {hw}");
             let kept = loaded.dot.get().expect("no packed weights kept");
             let g = kernels::conv_op::eval_geometry(x.dims(), &[128, 64, 3, 3], 1, 1, true).unwrap();
-            // The first input's packing stays.
-            assert_eq!(kept.fits(&g), hw == 7, "{kept:?} for {hw} x {hw}");
+            // The first input's packing stays (on AMX tiles one orientation serves every size).
+            assert_eq!(kept.fits(&g), hw == 7 || kernels::dot_bf16::on_tiles(), "{kept:?} for {hw} x {hw}");
         }
         assert!(trainable.dot.get().is_none(), "trainable weights were kept packed");
     }

@@ -103,17 +103,28 @@ fn grads_parity(arch: Arch, twice_as_close: bool) {
 
 #[test]
 fn resnet50_bf16_matches_autocast() {
-    // The products on both paths this CPU has: the f32 kernels, and `vdpbf16ps` where it has
-    // AVX512-BF16 (whichever the process chose is restored after; the other tests of this
-    // binary may run meanwhile on either path, which both meet the same bounds).
-    let chosen = dot_bf16::enabled();
-    for dot in [false, true] {
+    // The products on every path this CPU has: the f32 kernels, `vdpbf16ps` where it has
+    // AVX512-BF16, AMX tiles where it has AMX-BF16 (whichever the process chose is restored
+    // after; the other tests of this binary may run meanwhile on any path, which all meet the
+    // same bounds).
+    let (chosen, tiles) = (dot_bf16::enabled(), dot_bf16::on_tiles());
+    for (dot, amx) in [(false, false), (true, false), (true, true)] {
+        #[cfg(target_arch = "x86_64")]
+        if dot_bf16::amx::set_enabled(amx) != amx {
+            continue;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        if amx {
+            continue;
+        }
         if dot_bf16::set_enabled(dot) == dot {
-            eprintln!("resnet50 bf16, products on vdpbf16ps: {dot}");
+            eprintln!("resnet50 bf16, products on vdpbf16ps: {dot}, on AMX tiles: {amx}");
             eval_logits_parity(Arch::Resnet50);
             grads_parity(Arch::Resnet50, false);
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    dot_bf16::amx::set_enabled(tiles);
     dot_bf16::set_enabled(chosen);
 }
 #[test]

@@ -36,8 +36,14 @@ impl std::fmt::Debug for DotWeights {
 /// Whether `g`'s forward pass runs with the output channels along the lanes: where the pixels
 /// leave part of a panel idle and the channels of each task fill whole panels (a task takes
 /// `Cout / tasks` channels, see [`super::forward`]).
+///
+/// On AMX tiles ([`dot_bf16::amx`]) a panel's columns are tiles of 16, so the pixels waste
+/// little (a 7 x 7 map 15 of 64 columns, the same as the lanes orientation's rows) and the
+/// output lands in its own layout, where the lanes orientation stores it transposed: never.
 pub fn lanes(g: &ConvGeom) -> bool {
-    !g.pixels().is_multiple_of(PANEL_COLS) && g.c_out.is_multiple_of(PANEL_COLS * tasks_per_image(g))
+    !dot_bf16::on_tiles()
+        && !g.pixels().is_multiple_of(PANEL_COLS)
+        && g.c_out.is_multiple_of(PANEL_COLS * tasks_per_image(g))
 }
 
 impl DotWeights {

@@ -21,13 +21,15 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 mod in_place;
 pub mod peak;
 mod product;
 mod stacked;
 pub(crate) use in_place::{RowsLhs, rows_times_into};
 pub(crate) use product::matmul_into;
-use product::{LhsView, for_each_panel, panel_blocks, view_times_into};
+use product::{LhsView, for_each_panel, view_times_into};
 pub(crate) use stacked::matmul_packed_into;
 
 /// Output rows per kernel call.
@@ -137,7 +139,7 @@ pub fn enabled() -> bool {
                 && match std::env::var("ARTCULTURE_BF16_DOT").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
                     Ok("0" | "off" | "false") => false,
                     Ok("1" | "on" | "true") => true,
-                    _ => faster_than_fma(),
+                    _ => on_tiles() || faster_than_fma(),
                 };
             ENABLED.store(1 + on as u8, Ordering::Relaxed);
             on
@@ -152,6 +154,18 @@ pub fn set_enabled(on: bool) -> bool {
     let on = on && available();
     ENABLED.store(1 + on as u8, Ordering::Relaxed);
     on
+}
+
+/// Whether the products run on AMX tiles ([`amx::enabled`]; never off x86-64).
+pub fn on_tiles() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        amx::enabled()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 fn faster_than_fma() -> bool {
@@ -173,6 +187,9 @@ pub struct PackedLhs {
     pairs: Vec<u32>,
     m: usize,
     k: usize,
+    /// Its AMX tiles, laid out at its first product on them and kept for the others.
+    #[cfg(target_arch = "x86_64")]
+    tiles: std::sync::OnceLock<amx::TiledLhs>,
 }
 
 impl PackedLhs {
@@ -205,12 +222,26 @@ impl PackedLhs {
         } else {
             fill(0..k2, &mut pairs);
         }
-        Self { pairs, m, k }
+        Self {
+            pairs,
+            m,
+            k,
+            #[cfg(target_arch = "x86_64")]
+            tiles: Default::default(),
+        }
     }
 
     /// The buffer, for the next [`Self::new_in`].
-    pub(crate) fn into_pairs(self) -> Vec<u32> {
-        self.pairs
+    pub(crate) fn into_pairs(mut self) -> Vec<u32> {
+        std::mem::take(&mut self.pairs)
+    }
+
+    /// Its AMX tiles (laid out at the first call, kept).
+    #[cfg(target_arch = "x86_64")]
+    fn tiles(&self) -> &amx::TiledLhs {
+        self.tiles.get_or_init(|| {
+            amx::TiledLhs::new(&product::LhsView { a: &self.pairs, lda: self.m, ldr: 1, row: 0, m: self.m, k: self.k })
+        })
     }
 
     /// Rows.
@@ -474,6 +505,16 @@ pub(crate) fn matmul_lanes_into(
     }
     assert!((n - 1) * ld + m <= dst.len() && m <= ld, "bf16 matmul: destination out of bounds");
     let out = dst.as_mut_ptr() as *mut f32;
+    #[cfg(target_arch = "x86_64")]
+    if amx::enabled() {
+        for j0 in cols.clone().step_by(NR) {
+            // SAFETY: in bounds of `dst` (asserted above).
+            let c = unsafe { out.add((j0 - cols.start) * ld) };
+            let to = amx::Out { c, ldc: ld, accumulate: false, transposed: true };
+            amx::panel(lhs.tiles(), 0..m, rhs.panel(j0 / NR), NR.min(cols.end - j0), &to);
+        }
+        return;
+    }
     let vector = vector_kernel();
     for j0 in cols.clone().step_by(NR) {
         for r0 in (0..m).step_by(MR) {

@@ -27,7 +27,8 @@ pub(crate) fn matmul_into<E: Operand>(
 ) {
     assert!(rows.end <= lhs.m, "bf16 matmul: rows {rows:?} of a {}-row operand", lhs.m);
     let view = LhsView { a: &lhs.pairs, lda: lhs.m, ldr: 1, row: rows.start, m: rows.len(), k: lhs.k };
-    view_times_into(dst, dst_rs, accumulate, &view, rhs, parallel, round)
+    let tiled = Tiled::of_packed(lhs, rows);
+    tiled_view_times_into(dst, dst_rs, accumulate, &view, &tiled, rhs, parallel, round)
 }
 
 /// The left operand of one product as the kernel reads it: row `row + r`'s pair `p` at
@@ -53,6 +54,21 @@ pub(super) fn view_times_into<E: Operand>(
     parallel: bool,
     round: bool,
 ) {
+    tiled_view_times_into(dst, dst_rs, accumulate, lhs, &Tiled::new(lhs), rhs, parallel, round)
+}
+
+/// [`view_times_into`] with `lhs`'s tiles laid out already.
+#[allow(clippy::too_many_arguments)]
+fn tiled_view_times_into<E: Operand>(
+    dst: &mut [MaybeUninit<f32>],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &LhsView,
+    tiled: &Tiled,
+    rhs: MatRef<E>,
+    parallel: bool,
+    round: bool,
+) {
     let (m, n) = (lhs.m, rhs.cols);
     assert_eq!(rhs.rows, lhs.k, "bf16 matmul: inner dimensions differ");
     if m == 0 || n == 0 {
@@ -72,7 +88,7 @@ pub(super) fn view_times_into<E: Operand>(
                 pack_panel::<false, _>(&rhs, j0, cols, &mut b)
             }
             // In bounds of `dst` (asserted above); panels write disjoint columns.
-            panel_blocks(lhs, &b, out, dst_rs, j0, cols, accumulate, vector);
+            tiled.panel_blocks(lhs, &b, out, dst_rs, j0, cols, accumulate, vector);
         })
     };
     for_each_panel(n.div_ceil(NR), parallel, panel);
@@ -116,5 +132,74 @@ pub(super) fn for_each_panel(panels: usize, parallel: bool, panel: impl Fn(usize
         (0..panels).into_par_iter().for_each(panel);
     } else {
         (0..panels).for_each(panel);
+    }
+}
+
+/// A product's left operand as AMX tiles where the products run on them ([`super::amx`]):
+/// laid out once for all the panels, or kept with a packed operand for all its products.
+pub(super) enum Tiled<'a> {
+    /// The vector kernel's products.
+    None,
+    /// Tiles of the view's rows.
+    #[cfg(target_arch = "x86_64")]
+    Owned(super::amx::TiledLhs),
+    /// Rows from the given one (a multiple of 16) of an operand's kept tiles.
+    #[cfg(target_arch = "x86_64")]
+    Kept(&'a super::amx::TiledLhs, usize),
+    #[cfg(not(target_arch = "x86_64"))]
+    #[allow(dead_code)]
+    Never(std::marker::PhantomData<&'a ()>),
+}
+
+impl<'a> Tiled<'a> {
+    /// `lhs`'s rows laid out as tiles where the products run on them.
+    pub(super) fn new(lhs: &LhsView) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if super::amx::enabled() {
+            return Self::Owned(super::amx::TiledLhs::new(lhs));
+        }
+        let _ = lhs;
+        Self::None
+    }
+
+    /// Rows `rows` of `lhs`: its kept tiles where they start on a tile's first row.
+    pub(super) fn of_packed(lhs: &'a PackedLhs, rows: std::ops::Range<usize>) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if super::amx::enabled() {
+            if rows.start.is_multiple_of(16) {
+                return Self::Kept(lhs.tiles(), rows.start);
+            }
+            let view = LhsView { a: &lhs.pairs, lda: lhs.m, ldr: 1, row: rows.start, m: rows.len(), k: lhs.k };
+            return Self::Owned(super::amx::TiledLhs::new(&view));
+        }
+        let _ = (lhs, rows);
+        Self::None
+    }
+
+    /// [`panel_blocks`] on the tiles where there are tiles.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn panel_blocks(
+        &self,
+        lhs: &LhsView,
+        b: &[u32],
+        out: usize,
+        dst_rs: usize,
+        j0: usize,
+        cols: usize,
+        accumulate: bool,
+        vector: bool,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: within the output the caller checked.
+            let c = unsafe { (out as *mut f32).add(j0) };
+            let to = super::amx::Out { c, ldc: dst_rs, accumulate, transposed: false };
+            match self {
+                Self::Owned(t) => return super::amx::panel(t, 0..lhs.m, b, cols, &to),
+                Self::Kept(t, first) => return super::amx::panel(t, *first..first + lhs.m, b, cols, &to),
+                Self::None => {}
+            }
+        }
+        panel_blocks(lhs, b, out, dst_rs, j0, cols, accumulate, vector)
     }
 }

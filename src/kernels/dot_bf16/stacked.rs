@@ -9,9 +9,9 @@
 //!
 //! Each part is padded to an even length on its own (a 49-pixel image's last pair holds a zero),
 //! in both operands alike, so the pairs of the two operands meet as in the parts' own products.
+use super::product::Tiled;
 use super::{
-    LhsView, MatRef, NR, Operand, PackedLhs, PackedRhs, fill_pairs, for_each_panel, pack_panel, panel_blocks,
-    vector_kernel,
+    LhsView, MatRef, NR, Operand, PackedLhs, PackedRhs, fill_pairs, for_each_panel, pack_panel, vector_kernel,
 };
 use std::mem::MaybeUninit;
 
@@ -46,7 +46,13 @@ impl PackedLhs {
             );
             start += len;
         }
-        Self { pairs, m, k: 2 * k2 }
+        Self {
+            pairs,
+            m,
+            k: 2 * k2,
+            #[cfg(target_arch = "x86_64")]
+            tiles: Default::default(),
+        }
     }
 }
 
@@ -105,10 +111,11 @@ pub(crate) fn matmul_packed_into(
     let out = dst.as_mut_ptr() as usize;
     let vector = vector_kernel();
     let view = LhsView { a: &lhs.pairs, lda: m, ldr: 1, row: 0, m, k: lhs.k };
+    let tiled = Tiled::of_packed(lhs, 0..m);
     let panel = |pi: usize| {
         let (j0, cols) = (pi * NR, NR.min(n - pi * NR));
         // In bounds of `dst` (asserted above); panels write disjoint columns.
-        panel_blocks(&view, rhs.panel(pi), out, dst_rs, j0, cols, accumulate, vector);
+        tiled.panel_blocks(&view, rhs.panel(pi), out, dst_rs, j0, cols, accumulate, vector);
     };
     for_each_panel(n.div_ceil(NR), parallel, panel);
 }

@@ -94,7 +94,7 @@ pub unsafe fn pairs_transposed_bf16(src: *const u16, cs: usize, n: usize, pairs:
 /// The CPU has AVX-512 F; `dst + p * ld + c` is writable for `p < pairs`, `c < 16`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose_into(mut r: [__m512i; 16], dst: *mut u32, ld: usize, pairs: usize) {
+pub(super) unsafe fn transpose_into(mut r: [__m512i; 16], dst: *mut u32, ld: usize, pairs: usize) {
     // SAFETY: see the function's contract.
     unsafe {
         // Round `d` swaps bit `d` of the row index with bit `d` of the lane index.
