@@ -288,21 +288,49 @@ macro_rules! tile_op {
     };
 }
 
+/// `op` (`tilezero`, `tileloadd` or `tilestored`) on accumulator `idx` (tmm0 to tmm3), at `p`
+/// with row stride `stride` bytes.
+///
+/// # Safety
+/// Tiles configured; `p` readable (or writable) for 16 rows of 64 bytes, `stride` apart.
+#[inline(always)]
+unsafe fn accumulator(idx: usize, op: &str, p: *mut f32, stride: usize) {
+    macro_rules! on {
+        ($tmm:literal) => {
+            match op {
+                "tilezero" => asm!(concat!("tilezero ", $tmm), options(nostack, nomem)),
+                "tileloadd" => asm!(concat!("tileloadd ", $tmm, ", [{p} + {s}*1]"), p = in(reg) p, s = in(reg) stride, options(nostack, readonly)),
+                _ => asm!(concat!("tilestored [{p} + {s}*1], ", $tmm), p = in(reg) p, s = in(reg) stride, options(nostack)),
+            }
+        };
+    }
+    // SAFETY: see the function's contract.
+    unsafe {
+        match idx {
+            0 => on!("tmm0"),
+            1 => on!("tmm1"),
+            2 => on!("tmm2"),
+            _ => on!("tmm3"),
+        }
+    }
+}
+
 impl BlockAt<'_> {
     /// # Safety
     /// Tiles configured; the block's tiles in bounds (see [`panel`]).
     unsafe fn run<const R: usize, const C: usize>(&self) {
         // SAFETY: see the function's contract.
         unsafe {
-            // Accumulators: tmm0 (0, 0), tmm1 (0, 1), tmm2 (1, 0), tmm3 (1, 1).
-            asm!("tilezero tmm0", options(nostack, nomem));
-            if C == 2 {
-                asm!("tilezero tmm1", options(nostack, nomem));
-            }
-            if R == 2 {
-                asm!("tilezero tmm2", options(nostack, nomem));
-                if C == 2 {
-                    asm!("tilezero tmm3", options(nostack, nomem));
+            // Accumulators: tmm0 (0, 0), tmm1 (0, 1), tmm2 (1, 0), tmm3 (1, 1). A whole tile of
+            // a plain output is read and written where it lies (row stride `ldc`); the others
+            // go through a dense copy on the stack.
+            let ldc = self.out.ldc * 4;
+            for (idx, (i, j)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+                if i < R && j < C {
+                    match self.in_place(self.rt + i, self.ct + j) {
+                        Some(d) if self.out.accumulate => accumulator(idx, "tileloadd", d, ldc),
+                        _ => accumulator(idx, "tilezero", std::ptr::null_mut(), 0),
+                    }
                 }
             }
             for kt in 0..self.lhs.kts {
@@ -323,26 +351,26 @@ impl BlockAt<'_> {
                 }
             }
             let mut acc = [0f32; TILE];
-            let p = acc.as_mut_ptr();
-            for (i, j) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            for (idx, (i, j)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
                 if i >= R || j >= C {
                     continue;
                 }
-                match (i, j) {
-                    (0, 0) => {
-                        asm!("tilestored [{p} + {s}*1], tmm0", p = in(reg) p, s = in(reg) A_STRIDE, options(nostack))
-                    }
-                    (0, 1) => {
-                        asm!("tilestored [{p} + {s}*1], tmm1", p = in(reg) p, s = in(reg) A_STRIDE, options(nostack))
-                    }
-                    (1, 0) => {
-                        asm!("tilestored [{p} + {s}*1], tmm2", p = in(reg) p, s = in(reg) A_STRIDE, options(nostack))
-                    }
-                    _ => asm!("tilestored [{p} + {s}*1], tmm3", p = in(reg) p, s = in(reg) A_STRIDE, options(nostack)),
+                if let Some(d) = self.in_place(self.rt + i, self.ct + j) {
+                    accumulator(idx, "tilestored", d, ldc);
+                } else {
+                    accumulator(idx, "tilestored", acc.as_mut_ptr(), A_STRIDE);
+                    self.write(&acc, self.rt + i, self.ct + j);
                 }
-                self.write(&acc, self.rt + i, self.ct + j);
             }
         }
+    }
+
+    /// Where tile (`rt`, `ct`) of the output lies, if it is whole and not transposed.
+    fn in_place(&self, rt: usize, ct: usize) -> Option<*mut f32> {
+        let (r0, c0) = (rt * T - self.rows.start, ct * T);
+        let whole = r0 + T <= self.rows.len() && c0 + T <= self.cols;
+        // SAFETY: within the output the caller checked (`whole`).
+        (whole && !self.out.transposed).then(|| unsafe { self.out.c.add(r0 * self.out.ldc + c0) })
     }
 
     /// One accumulator tile (dense, 16 x 16) into the output: row tile `rt`, column tile `ct`.
@@ -369,11 +397,8 @@ impl BlockAt<'_> {
                 for r in 0..rows {
                     let d = std::slice::from_raw_parts_mut(o.c.add((r0 + r) * o.ldc + c0), cols);
                     let src = &acc[r * T..][..cols];
-                    if o.accumulate {
-                        d.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-                    } else {
-                        d.copy_from_slice(src);
-                    }
+                    // Element by element: fewer than 16 values, where `copy_from_slice` calls memmove.
+                    d.iter_mut().zip(src).for_each(|(d, s)| *d = if o.accumulate { *d + s } else { *s });
                 }
             }
         }
