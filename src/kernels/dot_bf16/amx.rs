@@ -405,6 +405,49 @@ impl BlockAt<'_> {
     }
 }
 
+/// Register-only tile products: four accumulators, two A and two B tiles loaded once, then
+/// `iters` rounds of four `tdpbf16ps` (16 x 16 x 32 multiply-adds each). Returns a value of the
+/// result, so that the loop is not removed. For `bench isa_peak`; `None` where tiles are off.
+pub fn peak(iters: usize) -> Option<f32> {
+    if !enabled() {
+        return None;
+    }
+    let ones = vec![0x3f80_3f80u32; TILE];
+    let mut out = [0f32; TILE];
+    // SAFETY: the CPU has AMX (`enabled`); the loads read 1 KiB of `ones`, the store writes
+    // `out`'s 1 KiB.
+    unsafe {
+        asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+        for idx in 0..4 {
+            accumulator(idx, "tilezero", std::ptr::null_mut(), 0);
+        }
+        for tmm in ["tmm4", "tmm5", "tmm6", "tmm7"] {
+            let p = ones.as_ptr();
+            match tmm {
+                "tmm4" => tile_op!("tileloadd", "tmm4", p, A_STRIDE),
+                "tmm5" => tile_op!("tileloadd", "tmm5", p, A_STRIDE),
+                "tmm6" => tile_op!("tileloadd", "tmm6", p, A_STRIDE),
+                _ => tile_op!("tileloadd", "tmm7", p, A_STRIDE),
+            }
+        }
+        for _ in 0..iters {
+            asm!(
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                options(nostack, nomem)
+            );
+        }
+        accumulator(0, "tilestored", out.as_mut_ptr(), A_STRIDE);
+        asm!("tilerelease", options(nostack, nomem));
+    }
+    Some(out[0])
+}
+
+/// Multiply-adds times 2 per round of [`peak`].
+pub const PEAK_FLOPS_PER_ITER: usize = 4 * T * T * 2 * T * 2;
+
 #[cfg(test)]
 mod tests {
     use super::super::{MatRef, PackedLhs, PackedRhs, matmul_into, matmul_lanes_into, matmul_packed_into};
