@@ -15,6 +15,9 @@
 //! textbook register-blocked form: the left operand packed once as pairs along `k`
 //! ([`PackedLhs`]), the right operand packed per panel of [`NR`] columns as pairs along `k`
 //! (the instruction's layout), a 6 x 64 block of outputs in 24 registers.
+//!
+//! On CPUs with AMX-BF16 the same products run on tiles instead ([`amx`], 15x the multiply-adds
+//! of f32 FMA on one core); the packings stay, the panels being the tiles' B layout already.
 use super::MatRef;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -129,8 +132,9 @@ pub fn available() -> bool {
     }
 }
 
-/// Whether bf16 autocast's convolutions run on `vdpbf16ps`: the CPU has it, it retires more
-/// multiply-adds than f32 FMA here (measured once, about a millisecond), and
+/// Whether bf16 autocast's convolutions run on this module's products: the CPU has
+/// `vdpbf16ps`, and has AMX tiles ([`amx::enabled`]) or retires more multiply-adds by
+/// `vdpbf16ps` than by f32 FMA here (measured once, about a millisecond), and
 /// `ARTCULTURE_BF16_DOT` (`0`/`off` or `1`/`on`) does not override the measurement.
 pub fn enabled() -> bool {
     match ENABLED.load(Ordering::Relaxed) {
