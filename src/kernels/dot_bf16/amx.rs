@@ -461,13 +461,9 @@ mod tests {
         pub(super) static OFF_HERE: Cell<bool> = const { Cell::new(false) };
     }
 
+    /// Values on the bf16 grid below 3 in magnitude, of both signs.
     fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                let v = (((i * 7919 + seed * 104729) % 2003) as f32 / 1001.0 - 1.0) * (1 + i % 5) as f32;
-                crate::kernels::bf16::round(v)
-            })
-            .collect()
+        super::super::tests::bf16_values(len, seed)
     }
 
     fn bits(v: &[MaybeUninit<f32>]) -> Vec<u32> {
@@ -489,10 +485,10 @@ mod tests {
     }
 
     /// Whether `got` and `want` agree to f32 accumulation's rounding of sums of `k` products of
-    /// values below 5 in magnitude (the two kernels add the same exact products, but may round
+    /// values below 3 in magnitude (the two kernels add the same exact products, but may round
     /// their partial sums at other points).
     fn close(got: &[u32], want: &[u32], k: usize) -> bool {
-        let tol = 4.0 * f32::EPSILON * 25.0 * k as f32 + 1e-30;
+        let tol = 4.0 * f32::EPSILON * 9.0 * k as f32 + 1e-30;
         got.iter().zip(want).all(|(&g, &w)| g == w || (f32::from_bits(g) - f32::from_bits(w)).abs() <= tol)
     }
 

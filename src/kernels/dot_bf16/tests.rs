@@ -1,7 +1,7 @@
 use super::*;
 
 /// Values on the bf16 grid, of both signs and several magnitudes.
-fn bf16_values(len: usize, seed: usize) -> Vec<f32> {
+pub(super) fn bf16_values(len: usize, seed: usize) -> Vec<f32> {
     (0..len)
         .map(|i| {
             let v = (((i * 7919 + seed * 104729) % 2003) as f32 / 1001.0 - 1.0) * (1 + i % 3) as f32;
