@@ -94,38 +94,6 @@ fn tiled_view_times_into<E: Operand>(
     for_each_panel(n.div_ceil(NR), parallel, panel);
 }
 
-/// Every block of `lhs`'s rows against one packed panel `b`: output columns `j0..j0 + cols`
-/// of the product at `out` (an `f32` pointer, row stride `dst_rs`), which the caller has
-/// bounds-checked for all of `lhs`'s rows.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn panel_blocks(
-    lhs: &LhsView,
-    b: &[u32],
-    out: usize,
-    dst_rs: usize,
-    j0: usize,
-    cols: usize,
-    accumulate: bool,
-    vector: bool,
-) {
-    for r0 in (0..lhs.m).step_by(MR) {
-        let block = Block {
-            a: lhs.a,
-            lda: lhs.lda,
-            ldr: lhs.ldr,
-            row: lhs.row + r0,
-            b,
-            // SAFETY: within the output the caller checked (see above).
-            c: unsafe { (out as *mut f32).add(r0 * dst_rs + j0) },
-            ldc: dst_rs,
-            cols,
-            accumulate,
-            transposed: false,
-        };
-        block.run(MR.min(lhs.m - r0), vector);
-    }
-}
-
 /// `panel(pi)` for each of `panels` panels, shared among the threads with `parallel`.
 pub(super) fn for_each_panel(panels: usize, parallel: bool, panel: impl Fn(usize) + Sync + Send) {
     if parallel && panels > 1 {
@@ -176,7 +144,10 @@ impl<'a> Tiled<'a> {
         Self::None
     }
 
-    /// [`panel_blocks`] on the tiles where there are tiles.
+    /// Every block of `lhs`'s rows against one packed panel `b`: output columns
+    /// `j0..j0 + cols` of the product at `out` (an `f32` pointer, row stride `dst_rs`), which
+    /// the caller has bounds-checked for all of `lhs`'s rows. On the tiles where there are
+    /// tiles, else on the vector kernel (`vector`) or the portable one.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn panel_blocks(
         &self,
@@ -200,6 +171,21 @@ impl<'a> Tiled<'a> {
                 Self::None => {}
             }
         }
-        panel_blocks(lhs, b, out, dst_rs, j0, cols, accumulate, vector)
+        for r0 in (0..lhs.m).step_by(MR) {
+            let block = Block {
+                a: lhs.a,
+                lda: lhs.lda,
+                ldr: lhs.ldr,
+                row: lhs.row + r0,
+                b,
+                // SAFETY: within the output the caller checked (see above).
+                c: unsafe { (out as *mut f32).add(r0 * dst_rs + j0) },
+                ldc: dst_rs,
+                cols,
+                accumulate,
+                transposed: false,
+            };
+            block.run(MR.min(lhs.m - r0), vector);
+        }
     }
 }
