@@ -245,6 +245,9 @@ pub struct Conv2dEvalOp {
     /// With `rounding`: the products on `vdpbf16ps`, which round the input and the weight as
     /// they pack them (decided once by the layer, which then hands both on unrounded).
     pub bf16_dot: bool,
+    /// With `bf16_dot`: the output in bf16 storage ([`super::conv::eval_bf16`]), the input and
+    /// the residual read from it (or the input from f32, a network's image).
+    pub store_bf16: bool,
 }
 
 /// The shapes of an evaluation convolution of `x` by `w`, with `bf16_dot` its products on
@@ -289,7 +292,59 @@ pub fn winograd_weights(weight: &Tensor) -> Result<Tensor> {
     }
 }
 
-fn cpu_slice<'a, T: Float>(storage: &'a Storage, layout: &Layout, what: &str) -> Result<&'a [T]> {
+impl Conv2dEvalOp {
+    /// [`CustomOp1::cpu_fwd`] with the output in bf16 storage (`store_bf16`).
+    fn stored_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        if !self.bf16_dot || self.rounding == super::conv::Bf16Rounding::None {
+            candle_core::bail!("fused conv2d: bf16 storage without bf16 autocast on vdpbf16ps");
+        }
+        let g = eval_geometry(l.dims(), self.weight.dims(), self.stride, self.pad, true)?;
+        let shape = Shape::from(g.out_shape().to_vec());
+        if let Some(r) = &self.residual
+            && r.dims() != g.out_shape()
+        {
+            candle_core::bail!("fused conv2d: residual {:?} does not match output {:?}", r.dims(), g.out_shape());
+        }
+        let (ws, wl) = self.weight.storage_and_layout();
+        let (scs, scl) = self.scale.storage_and_layout();
+        let (shs, shl) = self.shift.storage_and_layout();
+        let w = cpu_slice::<f32>(&ws, wl, "weight")?;
+        let residual = self.residual.as_ref().map(|r| r.storage_and_layout());
+        let residual: Option<Cow<[bf16]>> = match &residual {
+            Some((rs, rl)) if matches!(&**rs, Storage::Cpu(CpuStorage::BF16(_))) => {
+                Some(Cow::Borrowed(cpu_slice::<bf16>(rs, rl, "residual")?))
+            }
+            // An f32 residual (a caller's own tensor): its values rounded, as autocast casts it.
+            Some((rs, rl)) => Some(Cow::Owned(super::bf16::narrowed(cpu_slice::<f32>(rs, rl, "residual")?))),
+            None => None,
+        };
+        let packed_now;
+        let weights = match &self.dot {
+            Some(d) if d.fits(&g) => d.as_ref(),
+            _ => {
+                packed_now = DotWeights::new(&g, w);
+                &packed_now
+            }
+        };
+        let e = super::conv::eval_bf16::StoredEpilogue {
+            scale: cpu_slice::<f32>(&scs, scl, "scale")?,
+            shift: cpu_slice::<f32>(&shs, shl, "shift")?,
+            residual: residual.as_deref(),
+            relu: self.relu,
+            rounding: self.rounding,
+        };
+        let y = match s {
+            CpuStorage::BF16(_) => {
+                let x = contiguous_slice::<bf16>(s, l, "fused conv2d (bf16) input")?;
+                super::conv::eval_bf16::forward(&ConvGeom { bf16_round: false, ..g }, x, weights, &e)
+            }
+            _ => super::conv::eval_bf16::forward(&g, contiguous_slice::<f32>(s, l, "fused conv2d input")?, weights, &e),
+        };
+        Ok((CpuStorage::BF16(y), shape))
+    }
+}
+
+fn cpu_slice<'a, T: WithDType>(storage: &'a Storage, layout: &Layout, what: &str) -> Result<&'a [T]> {
     match storage {
         Storage::Cpu(s) => contiguous_slice::<T>(s, layout, what),
         _ => candle_core::bail!("fused conv2d: {what} is not on the CPU"),
@@ -302,6 +357,9 @@ impl CustomOp1 for Conv2dEvalOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        if self.store_bf16 {
+            return self.stored_fwd(s, l);
+        }
         let dot = self.bf16_dot && self.rounding != super::conv::Bf16Rounding::None;
         let g = eval_geometry(l.dims(), self.weight.dims(), self.stride, self.pad, dot)?;
         if let Some(r) = &self.residual

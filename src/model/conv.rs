@@ -65,20 +65,22 @@ impl Conv2d {
     /// the CPU the bias and ReLU ride on the convolution's fused pass (and its Winograd method
     /// where that applies), as a scale of exactly 1 and a shift of the bias.
     pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train || !kernels::applies(x) {
+        if train || !(kernels::applies(x) || eval_on_dot(x)) {
             return self.forward(x)?.relu();
         }
         let c_out = self.weight.dim(0)?;
         let dot = eval_on_dot(x);
+        // The op's dtype: the input's, or f32 where the input is in bf16 storage.
+        let dtype = if dot { DType::F32 } else { x.dtype() };
         let shift = match &self.bias {
-            Some(b) => autocast::cast(&b.to_dtype(x.dtype())?)?,
-            None => Tensor::zeros(c_out, x.dtype(), x.device())?,
+            Some(b) => autocast::cast(&b.to_dtype(dtype)?)?,
+            None => Tensor::zeros(c_out, dtype, x.device())?,
         };
         let op = Conv2dEvalOp {
             stride: self.stride,
             pad: self.padding,
             weight: self.eval_weight(x, dot)?,
-            scale: Tensor::ones(c_out, x.dtype(), x.device())?,
+            scale: Tensor::ones(c_out, dtype, x.device())?,
             shift: shift.contiguous()?,
             residual: None,
             relu: true,
@@ -86,6 +88,7 @@ impl Conv2d {
             dot: self.kept_dot_weights(x, dot)?,
             rounding: if autocast::bf16() { Bf16Rounding::Output } else { Bf16Rounding::None },
             bf16_dot: dot,
+            store_bf16: dot,
         };
         self.eval_input(x, dot)?.apply_op1_no_bwd(&op)
     }
@@ -99,7 +102,7 @@ impl Conv2d {
         residual: Option<&Tensor>,
         relu: bool,
     ) -> Result<Tensor> {
-        if !train && kernels::applies(x) {
+        if !train && (kernels::applies(x) || eval_on_dot(x)) {
             // Evaluation needs no gradient through the backbone (Grad-CAM differentiates the
             // detached feature map), so this op has no backward pass.
             let dot = eval_on_dot(x);
@@ -119,6 +122,7 @@ impl Conv2d {
                 dot: self.kept_dot_weights(x, dot)?,
                 rounding: if autocast::bf16() { Bf16Rounding::ConvAndOutput } else { Bf16Rounding::None },
                 bf16_dot: dot,
+                store_bf16: dot,
             };
             return self.eval_input(x, dot)?.apply_op1_no_bwd(&op);
         }
@@ -184,10 +188,14 @@ impl Conv2d {
     }
 }
 
-/// Whether an evaluation of `x` under bf16 autocast runs its convolutions on `vdpbf16ps`:
-/// decided once per layer call, as the input and weight it hands on depend on it.
+/// Whether an evaluation of `x` under bf16 autocast runs its convolutions on `vdpbf16ps` (or
+/// AMX tiles): decided once per layer call, as the input and weight it hands on depend on it.
+/// Such a layer hands its output on in bf16 storage (`kernels::conv::eval_bf16`), and the next
+/// one reads it so.
 fn eval_on_dot(x: &Tensor) -> bool {
-    autocast::bf16() && x.dtype() == DType::F32 && kernels::dot_bf16::enabled()
+    autocast::bf16()
+        && (kernels::applies(x) && x.dtype() == DType::F32 || kernels::stored_bf16(x))
+        && kernels::dot_bf16::enabled()
 }
 
 /// Batches of fewer images than this keep (and make) a layer's Winograd weights.
@@ -308,7 +316,8 @@ mod tests {
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+        let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        (f32(a) - f32(b)).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
     }
 
     #[test]
@@ -374,6 +383,12 @@ mod tests {
             let got = loaded.forward_bn(&x, &bn, false, None, true).unwrap();
             let want = trainable.forward_bn(&x, &bn, false, None, true).unwrap();
             assert_eq!(max_diff(&got, &want), 0.0, "batch {n}, {hw} x {hw}");
+            assert_eq!(got.dtype(), DType::BF16, "bf16 evaluation hands its output on in bf16 storage");
+            // And the next layer takes it so, as it would the f32 values themselves.
+            let next = got.narrow(1, 0, 64).unwrap().contiguous().unwrap();
+            let again = loaded.forward_bn(&next, &bn, false, None, true).unwrap();
+            let from_f32 = loaded.forward_bn(&next.to_dtype(DType::F32).unwrap(), &bn, false, None, true).unwrap();
+            assert_eq!(max_diff(&again, &from_f32), 0.0, "batch {n}, {hw} x {hw}: bf16 storage in");
             let kept = loaded.dot.get().expect("no packed weights kept");
             let g = kernels::conv_op::eval_geometry(x.dims(), &[128, 64, 3, 3], 1, 1, true).unwrap();
             // The first input's packing stays (on AMX tiles one orientation serves every size).

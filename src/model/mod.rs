@@ -171,12 +171,19 @@ impl Backbone {
 
     /// [`Self::features_t`] on the calling thread.
     fn features_here(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        match self {
+        let features = match self {
             Self::Resnet(m) => m.features_t(x, train),
             Self::Vgg(m) => m.features_t(x, train),
             Self::Alexnet(m) => m.features_t(x, train),
             Self::Clip(m) => m.embed(x),
+        }?;
+        // bf16 evaluation hands its activations on in bf16 storage (`kernels::conv::eval_bf16`):
+        // the map leaves the backbone as f32 holding the same values (exact), as every user of
+        // it (pooling, the head, the activation maps) takes it.
+        if !train && crate::kernels::stored_bf16(&features) {
+            return features.to_dtype(candle_core::DType::F32);
         }
+        Ok(features)
     }
 
     /// From the feature map to the vector the last layer sees.

@@ -147,7 +147,7 @@ fn span<const RELU: bool, const MODE: u8>(src: &[f32], dst: &mut [f32], residual
 /// residual sum; 2: the convolution's output too), the one definition [`rows_bf16`] and
 /// [`span`] share.
 #[inline(always)]
-fn value<const RELU: bool, const MODE: u8>(v: f32, a: f32, s: f32, residual: Option<f32>) -> f32 {
+pub(super) fn value<const RELU: bool, const MODE: u8>(v: f32, a: f32, s: f32, residual: Option<f32>) -> f32 {
     let r32 = crate::kernels::bf16::round;
     let y = match MODE {
         0 => v * a + s,

@@ -23,6 +23,7 @@ const MIN_BAND_PIXELS: usize = 256;
 mod columns;
 mod dot;
 mod epilogue;
+pub mod eval_bf16;
 mod split;
 mod stacked;
 pub mod stored;

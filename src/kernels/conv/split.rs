@@ -105,7 +105,7 @@ impl Out {
 
 /// Each task's pixels: whole output rows where a column buffer is built, otherwise ranges on
 /// the kernel's block size (whole panels where the pixels run along the lanes).
-fn parts_of(g: &ConvGeom, parts: usize) -> Vec<Range<usize>> {
+pub(super) fn parts_of(g: &ConvGeom, parts: usize) -> Vec<Range<usize>> {
     let p = g.pixels();
     if !g.pointwise() {
         let rows = g.oh.div_ceil(parts);
@@ -123,7 +123,7 @@ fn align(g: &ConvGeom) -> usize {
 
 /// A task's pixels in chunks whose f32 results stay in cache: bands of whole output rows whose
 /// column buffer does too, where there is one.
-fn chunks(g: &ConvGeom, pixels: Range<usize>) -> Vec<Range<usize>> {
+pub(super) fn chunks(g: &ConvGeom, pixels: Range<usize>) -> Vec<Range<usize>> {
     let by_results = (RESULT_BYTES / (4 * g.c_out.max(1))).max(1);
     if !g.pointwise() {
         let rows = g.band_rows::<f32>().min(by_results.div_ceil(g.ow)).max(1);
