@@ -293,6 +293,16 @@ pub fn winograd_weights(weight: &Tensor) -> Result<Tensor> {
 }
 
 impl Conv2dEvalOp {
+    /// That the residual, if any, has the output's shape.
+    fn check_residual(&self, g: &ConvGeom) -> Result<()> {
+        match &self.residual {
+            Some(r) if r.dims() != g.out_shape() => {
+                candle_core::bail!("fused conv2d: residual {:?} does not match output {:?}", r.dims(), g.out_shape())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// [`CustomOp1::cpu_fwd`] with the output in bf16 storage (`store_bf16`).
     fn stored_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         if !self.bf16_dot || self.rounding == super::conv::Bf16Rounding::None {
@@ -300,11 +310,7 @@ impl Conv2dEvalOp {
         }
         let g = eval_geometry(l.dims(), self.weight.dims(), self.stride, self.pad, true)?;
         let shape = Shape::from(g.out_shape().to_vec());
-        if let Some(r) = &self.residual
-            && r.dims() != g.out_shape()
-        {
-            candle_core::bail!("fused conv2d: residual {:?} does not match output {:?}", r.dims(), g.out_shape());
-        }
+        self.check_residual(&g)?;
         let (ws, wl) = self.weight.storage_and_layout();
         let (scs, scl) = self.scale.storage_and_layout();
         let (shs, shl) = self.shift.storage_and_layout();
@@ -362,11 +368,7 @@ impl CustomOp1 for Conv2dEvalOp {
         }
         let dot = self.bf16_dot && self.rounding != super::conv::Bf16Rounding::None;
         let g = eval_geometry(l.dims(), self.weight.dims(), self.stride, self.pad, dot)?;
-        if let Some(r) = &self.residual
-            && r.dims() != g.out_shape()
-        {
-            candle_core::bail!("fused conv2d: residual {:?} does not match output {:?}", r.dims(), g.out_shape());
-        }
+        self.check_residual(&g)?;
         let (ws, wl) = self.weight.storage_and_layout();
         let (scs, scl) = self.scale.storage_and_layout();
         let (shs, shl) = self.shift.storage_and_layout();

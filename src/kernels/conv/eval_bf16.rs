@@ -60,8 +60,8 @@ pub fn forward<E: Operand>(g: &ConvGeom, x: &[E], w: &DotWeights, e: &StoredEpil
     let block = g.c_out.div_ceil(channel_parts).next_multiple_of(16).min(g.c_out);
     let tasks: Vec<(usize, Range<usize>, Range<usize>)> = (0..g.n)
         .flat_map(|b| {
-            let pixels = if pixel_parts == 1 { vec![0..p] } else { parts_of(g, pixel_parts) };
-            pixels.into_iter().flat_map(move |px| {
+            // One part is the whole image.
+            parts_of(g, pixel_parts).into_iter().flat_map(move |px| {
                 (0..g.c_out).step_by(block).map(move |m0| (b, px.clone(), m0..(m0 + block).min(g.c_out)))
             })
         })
@@ -176,13 +176,10 @@ fn span_as<const RELU: bool, const MODE: u8>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::values;
     use super::super::{Epilogue, Prepared, forward as generic_forward};
     use super::*;
     use crate::kernels::bf16::{narrowed, to_f32};
-
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len).map(|i| ((i * 7919 + seed * 104729) % 2003) as f32 / 1001.0 - 1.0 + 1e-4 * (i % 7) as f32).collect()
-    }
 
     /// In bf16 storage, every layer shape ResNet-50 and AlexNet have (1x1, 3x3, strided, 7x7,
     /// 5x5 / 11x11 with a bias's `Output` rounding), every batch split (whole images, shared

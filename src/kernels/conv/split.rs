@@ -163,12 +163,9 @@ fn product(g: &ConvGeom, xb: &[f32], w: Weights, px: Range<usize>, res: &mut [Ma
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::values;
     use super::super::{Bf16Rounding, Prepared, forward as conv_forward};
     use super::*;
-
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len).map(|i| ((i * 7919 + seed * 104729) % 2003) as f32 / 1001.0 - 1.0 + 1e-4 * (i % 7) as f32).collect()
-    }
 
     /// One image with its pixels shared between two threads gives the bits of the same image
     /// computed whole by one thread (in a batch of two): both orientations of the products

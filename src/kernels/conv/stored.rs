@@ -267,16 +267,13 @@ fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::values;
     use super::super::{
         Prepared, forward as forward_f32, input_grad as input_grad_f32, weight_grad as weight_grad_f32,
     };
     use super::*;
     use crate::kernels::batch_norm::{plane_stats, stats_from_planes};
     use crate::kernels::bf16::{narrowed, rounded, widened};
-
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len).map(|i| ((i * 7919 + seed * 104729) % 2003) as f32 / 1001.0 - 1.0 + 1e-4 * (i % 7) as f32).collect()
-    }
 
     fn bits(v: &[bf16]) -> Vec<u16> {
         v.iter().map(|v| v.to_bits()).collect()

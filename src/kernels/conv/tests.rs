@@ -1,5 +1,11 @@
 use super::*;
 
+/// Deterministic values in [-1, 1), most of them not bf16 values (rounding matters), shared by the
+/// convolution paths' bit-equality tests.
+pub(super) fn values(len: usize, seed: usize) -> Vec<f32> {
+    (0..len).map(|i| ((i * 7919 + seed * 104729) % 2003) as f32 / 1001.0 - 1.0 + 1e-4 * (i % 7) as f32).collect()
+}
+
 /// The definition, one output at a time, in f64.
 fn naive(g: &ConvGeom, x: &[f64], w: &[f64]) -> Vec<f64> {
     let mut y = vec![0.0; g.n * g.c_out * g.oh * g.ow];
