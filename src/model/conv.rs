@@ -65,11 +65,12 @@ impl Conv2d {
     /// the CPU the bias and ReLU ride on the convolution's fused pass (and its Winograd method
     /// where that applies), as a scale of exactly 1 and a shift of the bias.
     pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train || !(kernels::applies(x) || eval_on_dot(x)) {
+        if train || !(kernels::applies(x) || kernels::stored_bf16(x)) {
             return self.forward(x)?.relu();
         }
         let c_out = self.weight.dim(0)?;
         let dot = eval_on_dot(x);
+        let x = &eval_storage(x, dot)?;
         // The op's dtype: the input's, or f32 where the input is in bf16 storage.
         let dtype = if dot { DType::F32 } else { x.dtype() };
         let shift = match &self.bias {
@@ -102,10 +103,12 @@ impl Conv2d {
         residual: Option<&Tensor>,
         relu: bool,
     ) -> Result<Tensor> {
-        if !train && (kernels::applies(x) || eval_on_dot(x)) {
+        if !train && (kernels::applies(x) || kernels::stored_bf16(x)) {
             // Evaluation needs no gradient through the backbone (Grad-CAM differentiates the
             // detached feature map), so this op has no backward pass.
             let dot = eval_on_dot(x);
+            let x = &eval_storage(x, dot)?;
+            let residual = residual.map(|r| eval_storage(r, dot)).transpose()?;
             let (scale, mut shift) = bn.eval_affine()?;
             if let Some(b) = &self.bias {
                 shift = (shift + (autocast::cast(b)? * &scale)?)?;
@@ -116,7 +119,7 @@ impl Conv2d {
                 weight: self.eval_weight(x, dot)?,
                 scale: scale.contiguous()?,
                 shift: shift.contiguous()?,
-                residual: residual.map(Tensor::contiguous).transpose()?,
+                residual: residual.as_ref().map(Tensor::contiguous).transpose()?,
                 relu,
                 winograd: self.kept_winograd_weights(x, dot)?,
                 dot: self.kept_dot_weights(x, dot)?,
@@ -196,6 +199,14 @@ fn eval_on_dot(x: &Tensor) -> bool {
     autocast::bf16()
         && (kernels::applies(x) && x.dtype() == DType::F32 || kernels::stored_bf16(x))
         && kernels::dot_bf16::enabled()
+}
+
+/// An evaluation's input or residual as the layer's op takes it: bf16 storage as it is on the
+/// bf16 kernels (`dot`), widened to f32 (exactly) elsewhere. It reaches a layer off those
+/// kernels only where they were switched off between two layers of one pass
+/// (`kernels::dot_bf16::set_enabled`, which tests call while other tests run).
+fn eval_storage(t: &Tensor, dot: bool) -> Result<Tensor> {
+    if !dot && kernels::stored_bf16(t) { t.to_dtype(DType::F32) } else { Ok(t.clone()) }
 }
 
 /// Batches of fewer images than this keep (and make) a layer's Winograd weights.
@@ -395,6 +406,24 @@ mod tests {
             assert_eq!(kept.fits(&g), hw == 7 || kernels::dot_bf16::on_tiles(), "{kept:?} for {hw} x {hw}");
         }
         assert!(trainable.dot.get().is_none(), "trainable weights were kept packed");
+    }
+
+    /// A bf16-stored activation reaching a layer whose evaluation runs off the bf16 kernels (here
+    /// an f32 scope; in the parity tests, kernels switched off between layers) is read as the
+    /// f32 values it holds, its residual too: the bits of the same values in f32 storage.
+    #[test]
+    fn bf16_storage_off_the_bf16_kernels_evaluates_as_its_f32_values() {
+        let map = VarMap::new();
+        let (conv, bn) = layer(VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu));
+        let round = |t: Tensor| t.to_dtype(DType::BF16).unwrap();
+        let x = round(Tensor::randn(0f32, 1.0, (2, 8, 7, 7), &Device::Cpu).unwrap());
+        let r = round(Tensor::randn(0f32, 1.0, (2, 6, 7, 7), &Device::Cpu).unwrap());
+        let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let got = conv.forward_bn(&x, &bn, false, Some(&r), true).unwrap();
+        let want = conv.forward_bn(&f32(&x), &bn, false, Some(&f32(&r)), true).unwrap();
+        assert_eq!(got.dtype(), DType::F32);
+        assert_eq!(max_diff(&got, &want), 0.0);
+        assert_eq!(eval_storage(&x, true).unwrap().dtype(), DType::BF16, "on the bf16 kernels it stays bf16");
     }
 
     /// Trainable weights change in place at every optimiser step: evaluation must follow them,
