@@ -4,7 +4,11 @@
 //! GFLOP/s. This is the per-layer profile behind BENCHMARKS.md's explanation of the gap. Under
 //! `--precision bf16` the operands are bf16 values and the products those bf16 autocast runs
 //! (on `vdpbf16ps` where it is enabled), without candle's side.
-use artculture::kernels::conv::{ConvGeom, Prepared, forward, input_grad, stored, weight_grad};
+use artculture::kernels::conv::eval_bf16::{self, StoredEpilogue};
+use artculture::kernels::conv::{
+    Bf16Rounding, ConvGeom, DotWeights, Prepared, forward, input_grad, stored, weight_grad,
+};
+use artculture::kernels::dot_bf16;
 use artculture::kernels::winograd;
 use artculture::model::autocast;
 use candle_core::{Device, Tensor};
@@ -167,7 +171,9 @@ pub fn winograd_layers(reps: usize) -> anyhow::Result<serde_json::Value> {
 /// (Winograd with the kept transform for 3x3 stride-1 ones, the direct method otherwise, no
 /// epilogue), at batch 1 and 16, in milliseconds per use and summed over the network. Set
 /// beside ONNX Runtime's per-node profile (`scripts/ort_profile.py`), it says which layers a
-/// gap comes from.
+/// gap comes from. Under `--precision bf16` on the bf16 kernels, as bf16 evaluation runs them:
+/// from bf16 storage into bf16 storage with the weights packed once (as a loaded model keeps
+/// them), through the fused epilogue (batch norm's scale and shift, ReLU, autocast's roundings).
 pub fn eval_layers(reps: usize, layer: Option<&str>) -> anyhow::Result<serde_json::Value> {
     let mut out = serde_json::Map::new();
     for batch in [1, 16] {
@@ -177,9 +183,24 @@ pub fn eval_layers(reps: usize, layer: Option<&str>) -> anyhow::Result<serde_jso
             let g = ConvGeom::new(&[batch, c, h, h], &[o, c, k, k], s, p)?;
             let xv = Tensor::randn(0f32, 1.0, (batch, c, h, h), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
             let wv = Tensor::randn(0f32, 0.05, (o, c, k, k), &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
-            let u = winograd::applies(&g).then(|| winograd::transform_weights(o, c, &wv));
-            let prepared = u.as_deref().map_or(Prepared::None, Prepared::Winograd);
-            let seconds = best_of(reps, || Ok(forward(&g, &xv, &wv, prepared, None)))?;
+            let seconds = if autocast::bf16() && dot_bf16::enabled() {
+                let g = ConvGeom { bf16_dot: true, bf16_round: true, ..g };
+                let (w, x) = (DotWeights::new(&g, &wv), artculture::kernels::bf16::narrowed(&xv));
+                let (scale, shift) = (vec![1.0; o], vec![0.0; o]);
+                let e = StoredEpilogue {
+                    scale: &scale,
+                    shift: &shift,
+                    residual: None,
+                    relu: true,
+                    rounding: Bf16Rounding::ConvAndOutput,
+                };
+                let g = ConvGeom { bf16_round: false, ..g };
+                best_of(reps, || Ok(eval_bf16::forward(&g, &x, &w, &e)))?
+            } else {
+                let u = winograd::applies(&g).then(|| winograd::transform_weights(o, c, &wv));
+                let prepared = u.as_deref().map_or(Prepared::None, Prepared::Winograd);
+                best_of(reps, || Ok(forward(&g, &xv, &wv, prepared, None)))?
+            };
             let gflop = 2.0 * (batch * o * c * k * k * g.oh * g.ow) as f64 / 1e9;
             total += uses as f64 * seconds;
             layers.push(serde_json::json!({
