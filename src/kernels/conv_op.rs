@@ -244,10 +244,9 @@ pub struct Conv2dEvalOp {
     pub rounding: super::conv::Bf16Rounding,
     /// With `rounding`: the products on `vdpbf16ps`, which round the input and the weight as
     /// they pack them (decided once by the layer, which then hands both on unrounded).
+    /// Such an op hands its output on in bf16 storage ([`super::conv::eval_bf16`]), and reads
+    /// its input and residual from it (or the input from f32, a network's image).
     pub bf16_dot: bool,
-    /// With `bf16_dot`: the output in bf16 storage ([`super::conv::eval_bf16`]), the input and
-    /// the residual read from it (or the input from f32, a network's image).
-    pub store_bf16: bool,
 }
 
 /// The shapes of an evaluation convolution of `x` by `w`, with `bf16_dot` its products on
@@ -303,11 +302,8 @@ impl Conv2dEvalOp {
         }
     }
 
-    /// [`CustomOp1::cpu_fwd`] with the output in bf16 storage (`store_bf16`).
+    /// [`CustomOp1::cpu_fwd`] on the bf16 kernels, into bf16 storage.
     fn stored_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        if !self.bf16_dot || self.rounding == super::conv::Bf16Rounding::None {
-            candle_core::bail!("fused conv2d: bf16 storage without bf16 autocast on vdpbf16ps");
-        }
         let g = eval_geometry(l.dims(), self.weight.dims(), self.stride, self.pad, true)?;
         let shape = Shape::from(g.out_shape().to_vec());
         self.check_residual(&g)?;
@@ -363,11 +359,10 @@ impl CustomOp1 for Conv2dEvalOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        if self.store_bf16 {
+        if self.bf16_dot && self.rounding != super::conv::Bf16Rounding::None {
             return self.stored_fwd(s, l);
         }
-        let dot = self.bf16_dot && self.rounding != super::conv::Bf16Rounding::None;
-        let g = eval_geometry(l.dims(), self.weight.dims(), self.stride, self.pad, dot)?;
+        let g = eval_geometry(l.dims(), self.weight.dims(), self.stride, self.pad, false)?;
         self.check_residual(&g)?;
         let (ws, wl) = self.weight.storage_and_layout();
         let (scs, scl) = self.scale.storage_and_layout();
@@ -403,11 +398,8 @@ impl CustomOp1 for Conv2dEvalOp {
                     self.weight.dims()
                 );
             }
-            let prepared = match (&u, &self.dot) {
-                (Some(u), _) => Prepared::Winograd(u),
-                (None, Some(d)) => Prepared::Dot(d),
-                (None, None) => Prepared::None,
-            };
+            // Off the bf16 kernels (those run `stored_fwd`): no packed weights to use.
+            let prepared = u.as_deref().map_or(Prepared::None, Prepared::Winograd);
             Ok((
                 <T as WithDType>::to_cpu_storage_owned(forward(&g, x, w, prepared, Some(&e))),
                 Shape::from(g.out_shape().to_vec()),

@@ -89,7 +89,6 @@ impl Conv2d {
             dot: self.kept_dot_weights(x, dot)?,
             rounding: if autocast::bf16() { Bf16Rounding::Output } else { Bf16Rounding::None },
             bf16_dot: dot,
-            store_bf16: dot,
         };
         self.eval_input(x, dot)?.apply_op1_no_bwd(&op)
     }
@@ -125,7 +124,6 @@ impl Conv2d {
                 dot: self.kept_dot_weights(x, dot)?,
                 rounding: if autocast::bf16() { Bf16Rounding::ConvAndOutput } else { Bf16Rounding::None },
                 bf16_dot: dot,
-                store_bf16: dot,
             };
             return self.eval_input(x, dot)?.apply_op1_no_bwd(&op);
         }

@@ -12,7 +12,7 @@
 //! are too (the tests compare the two).
 use super::dot::{DotWeights, lanes_product};
 use super::epilogue::value;
-use super::split::{MIN_PIXELS, chunks, parts_of};
+use super::split::{MIN_PIXELS, Out, chunks, parts_of};
 use super::stored::with_results;
 use super::{Bf16Rounding, ConvGeom, MatRef, im2col};
 use crate::kernels::dot_bf16::{self, Operand};
@@ -66,7 +66,7 @@ pub fn forward<E: Operand>(g: &ConvGeom, x: &[E], w: &DotWeights, e: &StoredEpil
             })
         })
         .collect();
-    let out = Out(y.as_mut_ptr());
+    let out = Out(y.as_mut_ptr() as *mut MaybeUninit<bf16>);
     tasks.into_par_iter().for_each(|(b, pixels, channels)| {
         let xb = &x[b * img..][..img];
         for chunk in chunks(g, pixels) {
@@ -89,24 +89,6 @@ pub fn forward<E: Operand>(g: &ConvGeom, x: &[E], w: &DotWeights, e: &StoredEpil
     // SAFETY: the tasks cover every (image, channel, pixel) and each wrote all of its own.
     unsafe { y.set_len(total) };
     y
-}
-
-/// `y`'s first element, shared by the tasks (see the `SAFETY` notes in [`forward`]).
-#[derive(Clone, Copy)]
-struct Out(*mut bf16);
-
-// SAFETY: the tasks write disjoint elements through it.
-unsafe impl Send for Out {}
-// SAFETY: as above.
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// # Safety
-    /// `i` is within the output.
-    unsafe fn at(self, i: usize) -> *mut MaybeUninit<bf16> {
-        // SAFETY: the caller's contract.
-        unsafe { self.0.add(i) as *mut MaybeUninit<bf16> }
-    }
 }
 
 /// Output channels `channels` of pixels `px` of image `xb` into `res` (one row of `px.len()`

@@ -91,19 +91,27 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: Weights, y: &mut [MaybeUninit<f32>], 
     });
 }
 
-/// `y`'s first element, shared by the tasks (see the `SAFETY` note in [`forward`]).
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
+/// An output's first element, shared by tasks that write disjoint elements of it (see the
+/// `SAFETY` notes of [`forward`] and `super::eval_bf16::forward`).
+pub(super) struct Out<T>(pub(super) *mut T);
+
+impl<T> Clone for Out<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Out<T> {}
 
 // SAFETY: the tasks write disjoint elements through it.
-unsafe impl Send for Out {}
+unsafe impl<T: Send> Send for Out<T> {}
 // SAFETY: as above.
-unsafe impl Sync for Out {}
+unsafe impl<T: Send> Sync for Out<T> {}
 
-impl Out {
+impl<T> Out<T> {
     /// # Safety
     /// `i` is within the output.
-    unsafe fn at(self, i: usize) -> *mut f32 {
+    pub(super) unsafe fn at(self, i: usize) -> *mut T {
         // SAFETY: the caller's contract.
         unsafe { self.0.add(i) }
     }
