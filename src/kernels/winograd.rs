@@ -18,6 +18,7 @@ use super::conv::ConvGeom;
 use super::{Float, MatRef, matmul};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 /// Transformed points per tile (a 4x4 input block).
 pub const POINTS: usize = 16;
@@ -25,6 +26,11 @@ pub const POINTS: usize = 16;
 const BAND_BYTES: usize = 4 << 20;
 /// Fewer tiles than this per band make the 16 matrix products inefficient.
 const MIN_BAND_TILES: usize = 128;
+/// Tile rows per image from which fewer images than threads share each image's tile rows
+/// rather than its output channels (see [`forward`]): 28 x 28 maps and larger. (`bench
+/// --child forward1 --reps 30`, five alternating rounds: median 43.5 ms with no map shared,
+/// 42.1 from 28 x 28, 42.5 from 56 x 56 only; from 14 x 14 it was slower again.)
+const MIN_SHARED_TILE_ROWS: usize = 14;
 
 /// Whether F(2x2, 3x3) computes this convolution.
 pub fn applies(g: &ConvGeom) -> bool {
@@ -86,10 +92,13 @@ fn a4<T: Float>(m: [T; 4]) -> [T; 2] {
 /// written, then `finish(image, first channel, its block of channels)` on each finished block.
 /// `u`: [`transform_weights`] of the whole weight.
 ///
-/// With at least as many images as threads, each image is one task. Otherwise, image by image,
-/// the input transform is split between the threads by channel and the products and output
-/// transform by output channel: splitting only the output channels, as the direct method does,
-/// would have every thread transform the whole input (a third of a 64-channel layer's time).
+/// With at least as many images as threads, each image is one task. With fewer, an image of
+/// [`MIN_SHARED_TILE_ROWS`] tile rows or more is shared by its tile rows: each thread transforms,
+/// multiplies and transforms back every channel of its own rows, where sharing the output
+/// channels had both threads wait on one input transform and halved each product's rows (the
+/// 64 x 56 x 56 layer at batch 1 ran slower on two threads than on one). Smaller maps, image by
+/// image, split the input transform between the threads by channel and the products and output
+/// transform by output channel: their few tiles would leave each thread's products too short.
 pub fn forward<T: Float>(
     g: &ConvGeom,
     x: &[T],
@@ -112,12 +121,12 @@ pub fn forward<T: Float>(
         y.par_chunks_mut(img_out).enumerate().for_each(|(b, yb)| {
             let xb = &x[b * img..][..img];
             T::with_scratch(|scratch| {
-                for (ty0, band_th) in bands::<T>(g, g.c_out) {
+                for (ty0, band_th) in bands::<T>(g, g.c_out, 0..g.oh.div_ceil(2)) {
                     let tiles = band_th * g.ow.div_ceil(2);
                     scratch.resize(POINTS * (g.c_in + g.c_out) * tiles, T::zero());
                     let (v, m) = scratch.split_at_mut(POINTS * g.c_in * tiles);
                     transform_input(g, xb, ty0, band_th, v, false);
-                    products_and_output(g, u, v, m, 0, g.c_out, ty0, band_th, yb);
+                    products_and_output(g, u, v, m, 0, g.c_out, ty0, band_th, Planes(yb.as_mut_ptr()));
                 }
             });
             finish(b, 0, assume_init(yb));
@@ -125,10 +134,37 @@ pub fn forward<T: Float>(
         return;
     }
     let block = g.c_out.div_ceil(threads);
+    let th = g.oh.div_ceil(2);
+    if th >= MIN_SHARED_TILE_ROWS {
+        let parts = threads.div_ceil(g.n);
+        let per = th.div_ceil(parts);
+        let tasks: Vec<(usize, Range<usize>)> =
+            (0..g.n).flat_map(|b| (0..th).step_by(per).map(move |t0| (b, t0..(t0 + per).min(th)))).collect();
+        let out = Planes(y.as_mut_ptr());
+        tasks.into_par_iter().for_each(|(b, tile_rows)| {
+            let xb = &x[b * img..][..img];
+            // SAFETY: image `b`'s planes lie in `y`; the tasks of one image write disjoint
+            // tile rows (so output rows) of them, and none reads them.
+            let yb = unsafe { out.offset(b * img_out) };
+            T::with_scratch(|scratch| {
+                for (ty0, band_th) in bands::<T>(g, g.c_out, tile_rows.clone()) {
+                    let tiles = band_th * g.ow.div_ceil(2);
+                    scratch.resize(POINTS * (g.c_in + g.c_out) * tiles, T::zero());
+                    let (v, m) = scratch.split_at_mut(POINTS * g.c_in * tiles);
+                    transform_input(g, xb, ty0, band_th, v, false);
+                    products_and_output(g, u, v, m, 0, g.c_out, ty0, band_th, yb);
+                }
+            });
+        });
+        y.par_chunks_mut(img_out).enumerate().for_each(|(b, yb)| {
+            yb.par_chunks_mut(block * p).enumerate().for_each(|(j, yc)| finish(b, j * block, assume_init(yc)))
+        });
+        return;
+    }
     T::with_scratch(|v| {
         for (b, yb) in y.chunks_mut(img_out).enumerate() {
             let xb = &x[b * img..][..img];
-            for (ty0, band_th) in bands::<T>(g, block) {
+            for (ty0, band_th) in bands::<T>(g, block, 0..g.oh.div_ceil(2)) {
                 let tiles = band_th * g.ow.div_ceil(2);
                 v.resize(POINTS * g.c_in * tiles, T::zero());
                 transform_input(g, xb, ty0, band_th, v, true);
@@ -137,7 +173,7 @@ pub fn forward<T: Float>(
                     let rows = yc.len() / p;
                     T::with_scratch(|m| {
                         m.resize(POINTS * rows * tiles, T::zero());
-                        products_and_output(g, u, v, m, j * block, rows, ty0, band_th, yc);
+                        products_and_output(g, u, v, m, j * block, rows, ty0, band_th, Planes(yc.as_mut_ptr()));
                     })
                 });
             }
@@ -146,13 +182,53 @@ pub fn forward<T: Float>(
     });
 }
 
-/// The bands of tile rows, as `(first tile row, tile rows)`, for blocks of `rows` output
-/// channels.
-fn bands<T>(g: &ConvGeom, rows: usize) -> impl Iterator<Item = (usize, usize)> {
-    let (tw, th) = (g.ow.div_ceil(2), g.oh.div_ceil(2));
+/// The bands of tile rows `tile_rows`, as `(first tile row, tile rows)`, for blocks of `rows`
+/// output channels.
+fn bands<T>(g: &ConvGeom, rows: usize, tile_rows: Range<usize>) -> impl Iterator<Item = (usize, usize)> {
+    let tw = g.ow.div_ceil(2);
+    let end = tile_rows.end;
     let tile_bytes = POINTS * (g.c_in + rows) * std::mem::size_of::<T>();
-    let band_rows = (BAND_BYTES / (tile_bytes * tw).max(1)).max(MIN_BAND_TILES.div_ceil(tw)).clamp(1, th.max(1));
-    (0..th).step_by(band_rows).map(move |ty0| (ty0, band_rows.min(th - ty0)))
+    let band_rows =
+        (BAND_BYTES / (tile_bytes * tw).max(1)).max(MIN_BAND_TILES.div_ceil(tw)).clamp(1, tile_rows.len().max(1));
+    tile_rows.step_by(band_rows).map(move |ty0| (ty0, band_rows.min(end - ty0)))
+}
+
+/// The output planes a band's output transform writes into: a pointer, so that the tasks
+/// sharing one image's tile rows can each write their own rows of every plane.
+struct Planes<T>(*mut MaybeUninit<T>);
+
+impl<T> Clone for Planes<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Planes<T> {}
+
+// SAFETY: the tasks write disjoint rows through it (see the `SAFETY` notes of its uses).
+unsafe impl<T: Send> Send for Planes<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Planes<T> {}
+
+impl<T> Planes<T> {
+    /// The planes from element `at` on.
+    ///
+    /// # Safety
+    /// `at` is within the output.
+    unsafe fn offset(self, at: usize) -> Self {
+        // SAFETY: the caller's contract.
+        Self(unsafe { self.0.add(at) })
+    }
+
+    /// `len` elements from element `at`, for the caller alone to write.
+    ///
+    /// # Safety
+    /// They lie within the output and no other live reference covers them.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, at: usize, len: usize) -> &mut [MaybeUninit<T>] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
 }
 
 /// The 16 products `M_ξ = U_ξ V_ξ` for output channels `m0 .. m0 + rows` (into `m`), then their
@@ -167,7 +243,7 @@ fn products_and_output<T: Float>(
     rows: usize,
     ty0: usize,
     band_th: usize,
-    y: &mut [MaybeUninit<T>],
+    y: Planes<T>,
 ) {
     let tiles = band_th * g.ow.div_ceil(2);
     for p in 0..POINTS {
@@ -262,14 +338,7 @@ impl<T: Float> InputRows<T> {
 }
 
 /// `Y = Aᵀ M A` for every tile of the band, into output rows `2 ty0 ..` of `y`.
-fn transform_output<T: Float>(
-    g: &ConvGeom,
-    m: &[T],
-    rows: usize,
-    ty0: usize,
-    band_th: usize,
-    y: &mut [MaybeUninit<T>],
-) {
+fn transform_output<T: Float>(g: &ConvGeom, m: &[T], rows: usize, ty0: usize, band_th: usize, y: Planes<T>) {
     let tw = g.ow.div_ceil(2);
     let tiles = band_th * tw;
     let (oh, ow) = (g.oh, g.ow);
@@ -291,7 +360,6 @@ fn transform_output<T: Float>(
                     [y00[t], y10[t]] = a4([h[0][0], h[1][0], h[2][0], h[3][0]]);
                     [y01[t], y11[t]] = a4([h[0][1], h[1][1], h[2][1], h[3][1]]);
                 }
-                let plane = &mut y[o * oh * ow..][..oh * ow];
                 for ty in 0..band_th {
                     for (b, (left, right)) in [(&*y00, &*y01), (&*y10, &*y11)].into_iter().enumerate() {
                         let oy = 2 * (ty0 + ty) + b;
@@ -299,7 +367,9 @@ fn transform_output<T: Float>(
                             continue;
                         }
                         let (left, right) = (&left[ty * tw..][..tw], &right[ty * tw..][..tw]);
-                        let row = &mut plane[oy * ow..][..ow];
+                        // SAFETY: the caller's `y` holds `rows` planes and this band's
+                        // output rows of them are written by this call alone.
+                        let row = unsafe { y.row(o * oh * ow + oy * ow, ow) };
                         let mut pairs = row.chunks_exact_mut(2);
                         for (pair, (l, r)) in (&mut pairs).zip(left.iter().zip(right)) {
                             pair[0] = MaybeUninit::new(*l);

@@ -90,18 +90,32 @@ fn gradients_are_the_adjoints_of_the_forward_pass() {
 }
 
 /// F(2x2, 3x3) against the definition: odd and even maps (a last tile row or column half
-/// outside), batch 1 with its output channels split between threads, and a map of several
-/// bands of tiles.
+/// outside), fewer images than threads with their output channels split between the threads
+/// (small maps) or their tile rows (from 28 x 28: a task's rows in one band or several, three
+/// threads for one image and two for two), and maps of several bands of tiles.
 #[test]
 fn winograd_matches_the_definition() {
-    for (n, c, h, w, o) in [(2, 3, 9, 11, 4), (1, 5, 7, 7, 6), (3, 2, 1, 1, 3), (1, 2, 2, 5, 1), (2, 64, 70, 66, 5)] {
-        let g = ConvGeom::new(&[n, c, h, w], &[o, c, 3, 3], 1, 1).unwrap();
-        let (x, wt) = (data(n * c * h * w, 11), data(o * c * 9, 12));
-        let u = super::super::winograd::transform_weights(o, c, &wt);
-        let got = forward(&g, &x, &wt, Prepared::Winograd(&u), None);
-        let want = naive(&g, &x, &wt);
-        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        assert!(err < 1e-12, "{g:?}: max error {err}");
+    let cases = [
+        (2, 3, 9, 11, 4),
+        (1, 5, 7, 7, 6),
+        (3, 2, 1, 1, 3),
+        (1, 2, 2, 5, 1),
+        (2, 64, 70, 66, 5),
+        (1, 6, 29, 31, 5),
+        (1, 64, 70, 66, 5),
+        (2, 3, 28, 28, 7),
+    ];
+    for threads in [2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        for (n, c, h, w, o) in cases {
+            let g = ConvGeom::new(&[n, c, h, w], &[o, c, 3, 3], 1, 1).unwrap();
+            let (x, wt) = (data(n * c * h * w, 11), data(o * c * 9, 12));
+            let u = super::super::winograd::transform_weights(o, c, &wt);
+            let got = pool.install(|| forward(&g, &x, &wt, Prepared::Winograd(&u), None));
+            let want = naive(&g, &x, &wt);
+            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            assert!(err < 1e-12, "{g:?} on {threads} threads: max error {err}");
+        }
     }
 }
 
