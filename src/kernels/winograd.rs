@@ -14,7 +14,7 @@
 //! convolution is im2col + gemm), hence this file. F(4x4, 3x3) was tried as well (36 points for
 //! 16 outputs, branch `wip-winograd-f4`): 0-8 % faster than this on 56x56 and 28x28 maps,
 //! slower on smaller ones, 3x the rounding error; see BENCHMARKS.md.
-use super::conv::ConvGeom;
+use super::conv::{ConvGeom, SharedOut};
 use super::{Float, MatRef, matmul};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -126,7 +126,7 @@ pub fn forward<T: Float>(
                     scratch.resize(POINTS * (g.c_in + g.c_out) * tiles, T::zero());
                     let (v, m) = scratch.split_at_mut(POINTS * g.c_in * tiles);
                     transform_input(g, xb, ty0, band_th, v, false);
-                    products_and_output(g, u, v, m, 0, g.c_out, ty0, band_th, Planes(yb.as_mut_ptr()));
+                    products_and_output(g, u, v, m, 0, g.c_out, ty0, band_th, SharedOut(yb.as_mut_ptr()));
                 }
             });
             finish(b, 0, assume_init(yb));
@@ -140,12 +140,12 @@ pub fn forward<T: Float>(
         let per = th.div_ceil(parts);
         let tasks: Vec<(usize, Range<usize>)> =
             (0..g.n).flat_map(|b| (0..th).step_by(per).map(move |t0| (b, t0..(t0 + per).min(th)))).collect();
-        let out = Planes(y.as_mut_ptr());
+        let out = SharedOut(y.as_mut_ptr());
         tasks.into_par_iter().for_each(|(b, tile_rows)| {
             let xb = &x[b * img..][..img];
             // SAFETY: image `b`'s planes lie in `y`; the tasks of one image write disjoint
             // tile rows (so output rows) of them, and none reads them.
-            let yb = unsafe { out.offset(b * img_out) };
+            let yb = SharedOut(unsafe { out.at(b * img_out) });
             T::with_scratch(|scratch| {
                 for (ty0, band_th) in bands::<T>(g, g.c_out, tile_rows.clone()) {
                     let tiles = band_th * g.ow.div_ceil(2);
@@ -173,7 +173,7 @@ pub fn forward<T: Float>(
                     let rows = yc.len() / p;
                     T::with_scratch(|m| {
                         m.resize(POINTS * rows * tiles, T::zero());
-                        products_and_output(g, u, v, m, j * block, rows, ty0, band_th, Planes(yc.as_mut_ptr()));
+                        products_and_output(g, u, v, m, j * block, rows, ty0, band_th, SharedOut(yc.as_mut_ptr()));
                     })
                 });
             }
@@ -193,43 +193,9 @@ fn bands<T>(g: &ConvGeom, rows: usize, tile_rows: Range<usize>) -> impl Iterator
     tile_rows.step_by(band_rows).map(move |ty0| (ty0, band_rows.min(end - ty0)))
 }
 
-/// The output planes a band's output transform writes into: a pointer, so that the tasks
-/// sharing one image's tile rows can each write their own rows of every plane.
-struct Planes<T>(*mut MaybeUninit<T>);
-
-impl<T> Clone for Planes<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<T> Copy for Planes<T> {}
-
-// SAFETY: the tasks write disjoint rows through it (see the `SAFETY` notes of its uses).
-unsafe impl<T: Send> Send for Planes<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for Planes<T> {}
-
-impl<T> Planes<T> {
-    /// The planes from element `at` on.
-    ///
-    /// # Safety
-    /// `at` is within the output.
-    unsafe fn offset(self, at: usize) -> Self {
-        // SAFETY: the caller's contract.
-        Self(unsafe { self.0.add(at) })
-    }
-
-    /// `len` elements from element `at`, for the caller alone to write.
-    ///
-    /// # Safety
-    /// They lie within the output and no other live reference covers them.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn row(&self, at: usize, len: usize) -> &mut [MaybeUninit<T>] {
-        // SAFETY: the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
-    }
-}
+/// The output planes a band's output transform writes into, shared by the tasks that each
+/// write their own rows of every plane.
+type Planes<T> = SharedOut<MaybeUninit<T>>;
 
 /// The 16 products `M_ξ = U_ξ V_ξ` for output channels `m0 .. m0 + rows` (into `m`), then their
 /// output transform into the band's rows of `y` (those channels' planes).
@@ -369,7 +335,7 @@ fn transform_output<T: Float>(g: &ConvGeom, m: &[T], rows: usize, ty0: usize, ba
                         let (left, right) = (&left[ty * tw..][..tw], &right[ty * tw..][..tw]);
                         // SAFETY: the caller's `y` holds `rows` planes and this band's
                         // output rows of them are written by this call alone.
-                        let row = unsafe { y.row(o * oh * ow + oy * ow, ow) };
+                        let row = unsafe { std::slice::from_raw_parts_mut(y.at(o * oh * ow + oy * ow), ow) };
                         let mut pairs = row.chunks_exact_mut(2);
                         for (pair, (l, r)) in (&mut pairs).zip(left.iter().zip(right)) {
                             pair[0] = MaybeUninit::new(*l);

@@ -31,6 +31,7 @@ use columns::{col2im_add, im2col};
 pub use dot::{DotWeights, lanes};
 pub use epilogue::{Bf16Rounding, Epilogue};
 use epilogue::{as_f32, as_f32_mut};
+pub(crate) use split::Out as SharedOut;
 
 /// A weight in a form a caller keeps between calls (a loaded model does), for [`forward`].
 #[derive(Clone, Copy)]

@@ -92,8 +92,8 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: Weights, y: &mut [MaybeUninit<f32>], 
 }
 
 /// An output's first element, shared by tasks that write disjoint elements of it (see the
-/// `SAFETY` notes of [`forward`] and `super::eval_bf16::forward`).
-pub(super) struct Out<T>(pub(super) *mut T);
+/// `SAFETY` notes of [`forward`], `super::eval_bf16::forward` and `winograd::forward`).
+pub(crate) struct Out<T>(pub(crate) *mut T);
 
 impl<T> Clone for Out<T> {
     fn clone(&self) -> Self {
@@ -111,7 +111,7 @@ unsafe impl<T: Send> Sync for Out<T> {}
 impl<T> Out<T> {
     /// # Safety
     /// `i` is within the output.
-    pub(super) unsafe fn at(self, i: usize) -> *mut T {
+    pub(crate) unsafe fn at(self, i: usize) -> *mut T {
         // SAFETY: the caller's contract.
         unsafe { self.0.add(i) }
     }
