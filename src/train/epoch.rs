@@ -193,7 +193,14 @@ mod tests {
         let map = candle_nn::VarMap::new();
         let vb = crate::model::init::seeded_var_builder(&map, 7, DType::F32, dev);
         let head = crate::model::CultureHead::new(256, [128, 64], 11, vb).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (16, 256), dev).unwrap();
+        // A seeded input, the same on every run. Drawn afresh each run, about one draw in 15-60
+        // put a logit's gradient one bf16 step apart between the two paths' sum orders, which
+        // moves a tenth or more of the first layer's weight gradients by one step and failed
+        // the count below (seeds 0-59: seed 6 does; 11 does not). With seed 11, removing the
+        // logits' gradient rounding from the kernel fails it (18,290 of 32,768 values).
+        let randn = candle_nn::Init::Randn { mean: 0.0, stdev: 1.0 };
+        let x = crate::model::init::values(randn, 16 * 256, 11, "x").unwrap();
+        let x = Tensor::from_vec(x.iter().map(|&v| v as f32).collect::<Vec<_>>(), (16, 256), dev).unwrap();
         let labels: Vec<u32> = (0..16).map(|i| (i * 5 % 11) as u32).collect();
         let targets = Tensor::new(labels.as_slice(), dev).unwrap();
         let weights = Tensor::new(&[1f32, 2.0, 0.5, 3.0, 1.0, 1.5, 0.25, 1.0, 2.5, 1.0, 0.75], dev).unwrap();
