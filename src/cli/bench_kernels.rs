@@ -194,6 +194,8 @@ pub fn eval_layers(reps: usize, layer: Option<&str>) -> anyhow::Result<serde_jso
                     relu: true,
                     rounding: Bf16Rounding::ConvAndOutput,
                 };
+                // The weight was rounded as it was packed and the input is bf16 storage: nothing
+                // is left to round on the way in, as for a loaded model's layer past the first.
                 let g = ConvGeom { bf16_round: false, ..g };
                 best_of(reps, || Ok(eval_bf16::forward(&g, &x, &w, &e)))?
             } else {

@@ -29,7 +29,8 @@ const MIN_BAND_TILES: usize = 128;
 /// Tile rows per image from which fewer images than threads share each image's tile rows
 /// rather than its output channels (see [`forward`]): 28 x 28 maps and larger. (`bench
 /// --child forward1 --reps 30`, five alternating rounds: median 43.5 ms with no map shared,
-/// 42.1 from 28 x 28, 42.5 from 56 x 56 only; from 14 x 14 it was slower again.)
+/// 42.1 from 28 x 28, 42.5 from 56 x 56 only; from 14 x 14 it was slower again. Measured on
+/// two threads only: on many, each task's rows shrink to one or two tile rows.)
 const MIN_SHARED_TILE_ROWS: usize = 14;
 
 /// Whether F(2x2, 3x3) computes this convolution.
