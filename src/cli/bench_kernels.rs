@@ -8,8 +8,8 @@ use artculture::kernels::conv::eval_bf16::{self, StoredEpilogue};
 use artculture::kernels::conv::{
     Bf16Rounding, ConvGeom, DotWeights, Prepared, forward, input_grad, stored, weight_grad,
 };
-use artculture::kernels::dot_bf16;
 use artculture::kernels::winograd;
+use artculture::kernels::{blocked, dot_bf16};
 use artculture::model::autocast;
 use candle_core::{Device, Tensor};
 use std::time::Instant;
@@ -198,6 +198,8 @@ pub fn eval_layers(reps: usize, layer: Option<&str>) -> anyhow::Result<serde_jso
                 // is left to round on the way in, as for a loaded model's layer past the first.
                 let g = ConvGeom { bf16_round: false, ..g };
                 best_of(reps, || Ok(eval_bf16::forward(&g, &x, &w, &e)))?
+            } else if blocked::enabled() && !autocast::bf16() {
+                blocked_layer_seconds(reps, batch, conv, &xv, &wv)?
             } else {
                 let u = winograd::applies(&g).then(|| winograd::transform_weights(o, c, &wv));
                 let prepared = u.as_deref().map_or(Prepared::None, Prepared::Winograd);
@@ -218,6 +220,39 @@ pub fn eval_layers(reps: usize, layer: Option<&str>) -> anyhow::Result<serde_jso
         );
     }
     Ok(out.into())
+}
+
+/// One layer on the blocked layout as ResNet-50's evaluation runs it: a batch of one shares
+/// its output channels between the threads, a larger batch spreads whole images (each with maps
+/// of its own). Borders as in the network: a 3x3's input has one, the stem's input three.
+fn blocked_layer_seconds(
+    reps: usize,
+    batch: usize,
+    &(c, h, o, k, s, p, _): &Conv,
+    xv: &[f32],
+    wv: &[f32],
+) -> anyhow::Result<f64> {
+    use rayon::prelude::*;
+    let conv = blocked::BlockedConv::new(wv, [o, c, k], s, p, &vec![1.0; o], &vec![0.0; o])?;
+    let (oh, ow) = conv.out_size(h, h);
+    let mut maps: Vec<(blocked::Map, blocked::Map)> = xv
+        .chunks(c * h * h)
+        .map(|img| {
+            let (mut x, mut y) = (blocked::Map::default(), blocked::Map::default());
+            x.load_chw(img, c, h, h, p);
+            y.reshape(o, oh, ow, 0);
+            (x, y)
+        })
+        .collect();
+    best_of(reps, || {
+        if batch == 1 {
+            let (x, y) = &mut maps[0];
+            conv.forward(x, y, false, true, true);
+        } else {
+            maps.par_iter_mut().for_each(|(x, y)| conv.forward(x, y, false, true, false));
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! and Metal.
 pub mod batch_norm;
 pub mod bf16;
+pub mod blocked;
 pub mod conv;
 pub mod conv_op;
 pub mod dot_bf16;

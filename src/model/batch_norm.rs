@@ -30,6 +30,13 @@ impl BatchNorm2d {
         Ok(Self { weight, bias, running_mean, running_var, eps: 1e-5, momentum: 0.1 })
     }
 
+    /// Whether training can change this layer: its affine weights are variables (its running
+    /// statistics are updated by any forward pass in training mode, so a model built on
+    /// variables is one that trains).
+    pub fn is_trainable(&self) -> bool {
+        self.weight.is_variable() || self.bias.is_variable()
+    }
+
     pub fn running_mean(&self) -> &Tensor {
         self.running_mean.as_tensor()
     }

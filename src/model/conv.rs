@@ -7,6 +7,7 @@ use super::batch_norm::BatchNorm2d;
 use crate::kernels::{
     self,
     batch_norm::PlaneSums,
+    blocked::BlockedConv,
     conv::Bf16Rounding,
     conv::DotWeights,
     conv_op::{Conv2dBf16Op, Conv2dEvalOp, Conv2dOp},
@@ -186,6 +187,25 @@ impl Conv2d {
             let op = Conv2dBf16Op { stride: self.stride, pad: self.padding, store_bf16, plane_sums };
             x.contiguous()?.apply_op2(&self.weight.contiguous()?, op)
         })
+    }
+}
+
+impl Conv2d {
+    /// This convolution with `bn` folded in, for f32 evaluation on the blocked layout; `None`
+    /// where the weights are trainable (every optimiser step rewrites them, so a folded copy
+    /// would go stale) or the layout cannot hold the shape.
+    pub fn blocked(&self, bn: &BatchNorm2d) -> Result<Option<BlockedConv>> {
+        if self.weight.is_variable() || bn.is_trainable() || self.weight.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let (scale, mut shift) = bn.eval_affine()?;
+        if let Some(b) = &self.bias {
+            shift = (shift + (b * &scale)?)?;
+        }
+        let (c_out, c_in, k, _) = self.weight.dims4()?;
+        let w = self.weight.flatten_all()?.to_vec1::<f32>()?;
+        let (scale, shift) = (scale.to_dtype(DType::F32)?.to_vec1()?, shift.to_dtype(DType::F32)?.to_vec1()?);
+        Ok(BlockedConv::new(&w, [c_out, c_in, k], self.stride, self.padding, &scale, &shift).ok())
     }
 }
 

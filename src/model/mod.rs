@@ -13,6 +13,7 @@ pub mod init;
 pub mod linear;
 pub mod pool;
 pub mod resnet;
+pub mod resnet_blocked;
 pub mod tensor_file;
 pub mod vgg;
 pub mod weights;

@@ -1,0 +1,143 @@
+//! f32 evaluation in a channels-last layout (as PyTorch's `channels_last` on oneDNN runs it):
+//! each image's map is `[H][W][C]`, so 16 channels of one pixel are one AVX-512 register. A
+//! convolution is then a direct loop of fused multiply-adds over register tiles ([`kernel`])
+//! that reads its input where it lies: no column buffer, no packing per call, batch norm folded
+//! into the weights once, the residual add and ReLU applied while the tile is still in
+//! registers, and zero borders kept around the maps a padded convolution reads.
+//!
+//! Channels last rather than `NCHW16c` blocks (oneDNN's, MLAS's): a tile that sums over all
+//! input channels reads each of its pixels' channels as one contiguous stream; in 16-channel
+//! blocks it jumps between `C/16` planes a map apart, more streams than the prefetchers follow
+//! (measured: half the speed on ResNet-50).
+//!
+//! Used for ResNet-50's evaluation in f32 on CPUs with AVX-512 (`model::resnet_blocked`);
+//! `ARTCULTURE_BLOCKED=0` turns it off, as does a lower `ARTCULTURE_ISA`. Its sums run in
+//! another order than the matrix-product path's, so its results agree with that path's to f32
+//! rounding, not bit for bit (checked in the tests and in `tests/parity` against PyTorch).
+mod conv;
+mod kernel;
+
+pub use conv::BlockedConv;
+pub use kernel::LANES;
+
+use super::isa::{self, Isa};
+
+/// Whether f32 evaluation runs on the blocked layout: AVX-512 active and not turned off with
+/// `ARTCULTURE_BLOCKED=0`.
+pub fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    cfg!(target_arch = "x86_64")
+        && isa::active() == Isa::Avx512
+        && *ON.get_or_init(|| std::env::var("ARTCULTURE_BLOCKED").map_or(true, |v| v.trim() != "0"))
+}
+
+/// Floats past a map's end that a tile may read: a row's last tile runs on past the row, at
+/// most 14 pixels at stride 2 (their results are dropped). In units of the map's channels.
+const SLACK_PIXELS: usize = 32;
+
+/// One image's activation map, channels last: `[H + 2 pad][W + 2 pad][C]`, with zero borders.
+#[derive(Debug, Default)]
+pub struct Map {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub pad: usize,
+    data: Vec<f32>,
+}
+
+impl Map {
+    /// Shapes this map (reusing its allocation) and zeroes its borders; the interior is left
+    /// for the writer.
+    pub fn reshape(&mut self, c: usize, h: usize, w: usize, pad: usize) {
+        (self.c, self.h, self.w, self.pad) = (c, h, w, pad);
+        let len = self.len() + SLACK_PIXELS * c;
+        if self.data.len() < len {
+            self.data.resize(len, 0.0);
+        }
+        if pad > 0 {
+            self.zero_border();
+        }
+    }
+
+    fn padded_w(&self) -> usize {
+        self.w + 2 * self.pad
+    }
+
+    fn len(&self) -> usize {
+        (self.h + 2 * self.pad) * self.padded_w() * self.c
+    }
+
+    fn zero_border(&mut self) {
+        let (p, row, c, h) = (self.pad, self.padded_w() * self.c, self.c, self.h);
+        let len = self.len();
+        let data = &mut self.data[..len];
+        data[..p * row].fill(0.0);
+        data[(p + h) * row..].fill(0.0);
+        for r in data[p * row..(p + h) * row].chunks_mut(row) {
+            r[..p * c].fill(0.0);
+            r[row - p * c..].fill(0.0);
+        }
+    }
+
+    /// Index of pixel (`y`, `x`) (unpadded coordinates), channel 0.
+    fn at(&self, y: usize, x: usize) -> usize {
+        ((y + self.pad) * self.padded_w() + x + self.pad) * self.c
+    }
+
+    /// Fills this map from one image in `C x H x W` order.
+    pub fn load_chw(&mut self, x: &[f32], c: usize, h: usize, w: usize, pad: usize) {
+        self.reshape(c, h, w, pad);
+        for y in 0..h {
+            let i0 = self.at(y, 0);
+            for (xx, px) in self.data[i0..i0 + w * c].chunks_mut(c).enumerate() {
+                for (ch, v) in px.iter_mut().enumerate() {
+                    *v = x[(ch * h + y) * w + xx];
+                }
+            }
+        }
+    }
+
+    /// Writes this map out in `C x H x W` order.
+    pub fn store_chw(&self, out: &mut [f32]) {
+        let (h, w, c) = (self.h, self.w, self.c);
+        for y in 0..h {
+            let i0 = self.at(y, 0);
+            for (xx, px) in self.data[i0..i0 + w * c].chunks(c).enumerate() {
+                for (ch, &v) in px.iter().enumerate() {
+                    out[(ch * h + y) * w + xx] = v;
+                }
+            }
+        }
+    }
+
+    /// `y = max_pool(x, 3, stride 2, padding 1)` for a map of non-negative values (after ReLU)
+    /// with a border of at least 1: there a zero border gives the maximum that PyTorch's
+    /// implicit -inf padding gives, as every window holds at least one value of the map.
+    pub fn max_pool_3x3s2_from(&mut self, x: &Map) {
+        debug_assert!(x.pad >= 1);
+        let (oh, ow) = ((x.h - 1) / 2 + 1, (x.w - 1) / 2 + 1);
+        self.reshape(x.c, oh, ow, 0);
+        let c = x.c;
+        super::isa::with_isa(|| {
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let o = self.at(y, xx);
+                    let m = &mut self.data[o..o + c];
+                    m.fill(0.0);
+                    for dy in 0..3 {
+                        for dx in 0..3 {
+                            // Map row 2y - 1 + dy; `at` adds the border back.
+                            let i = x.at(2 * y + dy, 2 * xx + dx) - (x.padded_w() + 1) * c;
+                            for (m, &v) in m.iter_mut().zip(&x.data[i..i + c]) {
+                                *m = m.max(v);
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

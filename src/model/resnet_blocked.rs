@@ -1,0 +1,187 @@
+//! ResNet-50's f32 evaluation on the blocked layout ([`crate::kernels::blocked`]): every
+//! convolution with its batch norm folded in, each image carried through the whole network in
+//! maps of its own, the residual added where the block's output is written.
+//!
+//! With at least as many images as threads each thread takes whole images, start to end, with
+//! no synchronisation between layers and its maps reused from image to image; with fewer, each
+//! layer shares its output channels between the threads.
+use crate::kernels::blocked::{BlockedConv, Map};
+use candle_core::{DType, Result, Tensor};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+#[derive(Debug)]
+struct Block {
+    conv1: BlockedConv,
+    conv2: BlockedConv,
+    conv3: BlockedConv,
+    downsample: Option<BlockedConv>,
+}
+
+/// A loaded ResNet-50's weights folded and packed for the blocked layout.
+#[derive(Debug)]
+pub struct BlockedResNet {
+    stem: BlockedConv,
+    blocks: Vec<Block>,
+}
+
+/// One thread's maps, kept between images and calls: allocating them per image costs their
+/// page faults every time (~16 MB an image at 224 x 224).
+#[derive(Default)]
+struct Maps {
+    image: Map,
+    stem: Map,
+    x: Map,
+    t1: Map,
+    t2: Map,
+    shortcut: Map,
+}
+
+thread_local! {
+    static MAPS: RefCell<Maps> = RefCell::new(Maps::default());
+}
+
+/// One bottleneck's convolutions (batch norms folded in): `conv1`, `conv2`, `conv3` and the
+/// shortcut's, if it has one.
+pub(super) type BlockConvs = (BlockedConv, BlockedConv, BlockedConv, Option<BlockedConv>);
+
+impl BlockedResNet {
+    pub(super) fn new(stem: BlockedConv, blocks: Vec<BlockConvs>) -> Self {
+        let blocks = blocks
+            .into_iter()
+            .map(|(conv1, conv2, conv3, downsample)| Block { conv1, conv2, conv3, downsample })
+            .collect();
+        Self { stem, blocks }
+    }
+
+    /// The last convolutional map of `x` (`N x 3 x H x W`, f32 on the CPU): `N x 2048 x H/32 x
+    /// W/32`.
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        if c != 3 {
+            candle_core::bail!("resnet: expected 3 input channels, got input {:?}", x.shape());
+        }
+        let x = x.to_dtype(DType::F32)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let (fh, fw) = self.out_size(h, w);
+        let per_image = 2048 * fh * fw;
+        let mut out = vec![0.0f32; n * per_image];
+        let image_len = c * h * w;
+        if n >= rayon::current_num_threads() {
+            out.par_chunks_mut(per_image)
+                .zip(x.par_chunks(image_len))
+                .for_each(|(o, img)| self.image(img, h, w, o, false));
+        } else {
+            for (o, img) in out.chunks_mut(per_image).zip(x.chunks(image_len)) {
+                self.image(img, h, w, o, true);
+            }
+        }
+        Tensor::from_vec(out, (n, 2048, fh, fw), &candle_core::Device::Cpu)
+    }
+
+    fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let (mut h, mut w) = self.stem.out_size(h, w);
+        (h, w) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+        for b in &self.blocks {
+            (h, w) = b.conv2.out_size(h, w);
+        }
+        (h, w)
+    }
+
+    /// One image (`3 x h x w`) through the network into `out` (`2048 x h/32 x w/32`).
+    fn image(&self, img: &[f32], h: usize, w: usize, out: &mut [f32], parallel: bool) {
+        MAPS.with(|maps| {
+            let mut fresh = Maps::default();
+            let mut borrowed = maps.try_borrow_mut();
+            // Re-entered on this thread (work stealing inside a parallel layer): maps of its own.
+            let m = match borrowed.as_deref_mut() {
+                Ok(m) => m,
+                Err(_) => &mut fresh,
+            };
+            m.image.load_chw(img, 3, h, w, self.stem.pad);
+            let (sh, sw) = self.stem.out_size(h, w);
+            // Bordered for the max pooling that reads it.
+            m.stem.reshape(self.stem.c_out, sh, sw, 1);
+            self.stem.forward(&m.image, &mut m.stem, false, true, parallel);
+            m.x.max_pool_3x3s2_from(&m.stem);
+            for b in &self.blocks {
+                b.forward(m, parallel);
+            }
+            m.x.store_chw(out);
+        })
+    }
+}
+
+impl Block {
+    /// `x <- relu(conv3(conv2(conv1(x))) + shortcut(x))`.
+    fn forward(&self, m: &mut Maps, parallel: bool) {
+        let (h, w) = (m.x.h, m.x.w);
+        // conv1's output carries the border conv2 reads.
+        m.t1.reshape(self.conv1.c_out, h, w, self.conv2.pad);
+        self.conv1.forward(&m.x, &mut m.t1, false, true, parallel);
+        let (oh, ow) = self.conv2.out_size(h, w);
+        m.t2.reshape(self.conv2.c_out, oh, ow, 0);
+        self.conv2.forward(&m.t1, &mut m.t2, false, true, parallel);
+        match &self.downsample {
+            Some(ds) => {
+                m.shortcut.reshape(ds.c_out, oh, ow, 0);
+                ds.forward(&m.x, &mut m.shortcut, false, false, parallel);
+                self.conv3.forward(&m.t2, &mut m.shortcut, true, true, parallel);
+                std::mem::swap(&mut m.x, &mut m.shortcut);
+            }
+            None => self.conv3.forward(&m.t2, &mut m.x, true, true, parallel),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kernels::blocked;
+    use crate::model::resnet::ResNet;
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{VarBuilder, VarMap};
+    use std::collections::HashMap;
+
+    fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let n = b.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        (d / n).sqrt()
+    }
+
+    /// A loaded ResNet-50 (plain tensors: the blocked path) gives the features the trainable
+    /// one (variables: the matrix-product path) gives, for one image (layers shared between
+    /// threads) and for three (images spread), at a size whose maps end in partial tiles.
+    #[test]
+    fn a_loaded_resnet_evaluates_on_the_blocked_layout_as_the_matrix_product_path_does() {
+        if !blocked::enabled() {
+            eprintln!("skipped: the blocked layout needs AVX-512");
+            return;
+        }
+        let map = VarMap::new();
+        let trainable = ResNet::resnet50(None, VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu)).unwrap();
+        // Batch norms with statistics and affine parameters of their own, so that folding them
+        // into the weights is exercised.
+        for (name, var) in map.data().lock().unwrap().iter() {
+            let n = var.elem_count();
+            let fill = |lo: f32, hi: f32| Tensor::rand(lo, hi, n, &Device::Cpu).unwrap().reshape(var.shape()).unwrap();
+            match name.rsplit('.').next() {
+                Some("running_var") => var.set(&fill(0.5, 2.0)).unwrap(),
+                Some("running_mean" | "bias") => var.set(&fill(-0.2, 0.2)).unwrap(),
+                Some("weight") if var.rank() == 1 => var.set(&fill(0.5, 1.5)).unwrap(),
+                _ => {}
+            }
+        }
+        let plain: HashMap<String, Tensor> =
+            map.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap())).collect();
+        let loaded = ResNet::resnet50(None, VarBuilder::from_tensors(plain, DType::F32, &Device::Cpu)).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        for n in [1, 3] {
+            let x = Tensor::randn(0f32, 1.0, (n, 3, 72, 80), &Device::Cpu).unwrap();
+            let (want, got) =
+                pool.install(|| (trainable.features_t(&x, false).unwrap(), loaded.features_t(&x, false).unwrap()));
+            assert_eq!(got.dims(), want.dims());
+            let err = rel_err(&got, &want);
+            assert!(err < 1e-5, "batch {n}: relative error {err:e}");
+        }
+        assert!(loaded.blocked_kept(), "the loaded model did not keep its blocked weights");
+    }
+}
