@@ -73,9 +73,9 @@ fn check_summary(what: &str, t: &Tensor, want: &Value, proj_name: &str, tol: f64
     assert!(head_err <= tol * 10.0, "{what}: first values {:?} vs {head:?} (error {head_err:e})", &v[..head.len()]);
 }
 
-/// The model as a loaded one is: the same weights as plain tensors rather than variables (on
-/// CPUs with AVX-512, ResNet-50 then evaluates on the channels-last blocked path with batch norm
-/// folded into the weights, `kernels::blocked`).
+/// The model as a loaded one is: the same weights as plain tensors rather than variables (with
+/// the blocked path on, on CPUs with AVX-512, ResNet-50 then evaluates channels-last with batch
+/// norm folded into the weights, `kernels::blocked`).
 fn build_loaded(arch: Arch) -> Backbone {
     let (map, _) = build(arch, DType::F32);
     let tensors: std::collections::HashMap<String, Tensor> =
@@ -145,6 +145,8 @@ fn resnet50_eval() {
 }
 #[test]
 fn resnet50_eval_loaded() {
+    // Only loaded ResNet-50s take the blocked path, and no other test here builds one.
+    artculture::kernels::blocked::set_enabled(true);
     eval_parity_of(Arch::Resnet50, build_loaded(Arch::Resnet50));
 }
 

@@ -138,10 +138,15 @@ impl ResNet {
         Ok(self.blocked.get_or_init(|| made).clone())
     }
 
-    /// Whether this model keeps a blocked form of its weights (for the tests).
+    /// The features by the blocked path whether or not it is turned on (for the tests, which
+    /// must not turn it on for the whole process while other tests run); an error for a model
+    /// whose weights have no blocked form.
     #[cfg(test)]
-    pub(crate) fn blocked_kept(&self) -> bool {
-        self.blocked.get().is_some_and(Option::is_some)
+    pub(crate) fn blocked_features(&self, x: &Tensor) -> Result<Tensor> {
+        match self.blocked()? {
+            Some(b) => b.features(x),
+            None => candle_core::bail!("resnet: no blocked form (trainable weights)"),
+        }
     }
 
     fn make_blocked(&self) -> Result<Option<BlockedResNet>> {

@@ -10,10 +10,12 @@
 //! blocks it jumps between `C/16` planes a map apart, more streams than the prefetchers follow
 //! (measured: half the speed on ResNet-50).
 //!
-//! Used for ResNet-50's evaluation in f32 on CPUs with AVX-512 (`model::resnet_blocked`);
-//! `ARTCULTURE_BLOCKED=0` turns it off, as does a lower `ARTCULTURE_ISA`. Its sums run in
-//! another order than the matrix-product path's, so its results agree with that path's to f32
-//! rounding, not bit for bit (checked in the tests and in `tests/parity` against PyTorch).
+//! Used for the f32 evaluation of a loaded ResNet-50 (`model::resnet_blocked`) on CPUs with
+//! AVX-512 when `ARTCULTURE_BLOCKED=1` asks for it. Not the default: on the machine it was built
+//! on it evaluates ResNet-50 in the time the matrix-product path with Winograd's 3x3 layers takes
+//! (batch 1 and 16; BENCHMARKS.md), so it brings nothing yet that would justify results that
+//! differ in the last bits. Its sums run in another order than that path's, so the two agree to
+//! f32 rounding, not bit for bit (checked in the tests and in `tests/parity` against PyTorch).
 mod conv;
 mod kernel;
 
@@ -21,14 +23,34 @@ pub use conv::BlockedConv;
 pub use kernel::LANES;
 
 use super::isa::{self, Isa};
+use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Whether f32 evaluation runs on the blocked layout: AVX-512 active and not turned off with
-/// `ARTCULTURE_BLOCKED=0`.
+/// Whether this CPU runs the blocked kernels: AVX-512 active (not lowered by `ARTCULTURE_ISA`).
+pub fn available() -> bool {
+    cfg!(target_arch = "x86_64") && isa::active() == Isa::Avx512
+}
+
+/// 0: not decided yet; 1: off; 2: on.
+static ENABLED: AtomicU8 = AtomicU8::new(0);
+
+/// Whether f32 evaluation of a loaded ResNet-50 runs on the blocked layout: [`available`] and
+/// asked for with `ARTCULTURE_BLOCKED=1` (or [`set_enabled`]).
 pub fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    cfg!(target_arch = "x86_64")
-        && isa::active() == Isa::Avx512
-        && *ON.get_or_init(|| std::env::var("ARTCULTURE_BLOCKED").map_or(true, |v| v.trim() != "0"))
+    match ENABLED.load(Ordering::Relaxed) {
+        0 => {
+            let asked = std::env::var("ARTCULTURE_BLOCKED").is_ok_and(|v| v.trim() == "1");
+            set_enabled(asked)
+        }
+        v => v == 2,
+    }
+}
+
+/// Turns the blocked path on or off for the rest of the process (on only where [`available`]);
+/// the tests turn it on this way. Returns whether it is on.
+pub fn set_enabled(on: bool) -> bool {
+    let on = on && available();
+    ENABLED.store(1 + on as u8, Ordering::Relaxed);
+    on
 }
 
 /// Floats past a map's end that a tile may read: a row's last tile runs on past the row, at

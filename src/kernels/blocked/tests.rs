@@ -56,7 +56,7 @@ fn reference(
 /// the definition, on one thread and shared between threads.
 #[test]
 fn blocked_convolutions_match_the_definition() {
-    if !enabled() {
+    if !available() {
         eprintln!("skipped: the blocked layout needs AVX-512 (this CPU runs {:?})", isa::active());
         return;
     }
@@ -121,7 +121,7 @@ fn blocked_convolutions_match_the_definition() {
 
 #[test]
 fn max_pooling_from_a_bordered_map_matches_the_definition() {
-    if !enabled() {
+    if !available() {
         return;
     }
     for (h, w) in [(8, 8), (7, 9), (112, 112)] {
