@@ -1,7 +1,7 @@
 //! A convolution with its batch norm folded in, weights packed once for [`super::kernel`], run
 //! over one image's [`Map`].
-use super::Map;
 use super::kernel::{self, J, LANES, Tile};
+use super::{Aligned, Map};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -21,7 +21,7 @@ pub struct BlockedConv {
     pub stride: usize,
     pub pad: usize,
     /// `[c_out / 32][k][k][c_in][32]`.
-    w: Vec<f32>,
+    w: Aligned,
     bias: Vec<f32>,
 }
 
@@ -65,7 +65,7 @@ impl BlockedConv {
                 }
             }
         }
-        Ok(Self { c_in, c_out, k, stride, pad, w, bias: shift.to_vec() })
+        Ok(Self { c_in, c_out, k, stride, pad, w: Aligned::from_slice(&w), bias: shift.to_vec() })
     }
 
     /// The output size for an input of `h x w`.

@@ -53,6 +53,47 @@ pub fn set_enabled(on: bool) -> bool {
     on
 }
 
+/// One cache line of f32s.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; LANES]);
+// SAFETY: 16 f32s, 64 bytes at 64-byte alignment: no padding, every bit pattern valid.
+unsafe impl bytemuck::Zeroable for Line {}
+unsafe impl bytemuck::Pod for Line {}
+
+/// f32s that start on a cache line. A `Vec<f32>` starts 16 bytes past one wherever glibc serves
+/// it from a fresh mapping, and then every 64-byte vector the tiles load or store spans two lines,
+/// and two threads writing neighbouring channel groups of a pixel share a line (one core ran the
+/// tiles 1.3x faster aligned; two threads at batch 1 gained nothing from the second without).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Aligned(Vec<Line>);
+
+impl Aligned {
+    fn resize(&mut self, floats: usize) {
+        self.0.resize(floats.div_ceil(LANES), Line([0.0; LANES]));
+    }
+
+    fn from_slice(v: &[f32]) -> Self {
+        let mut a = Self::default();
+        a.resize(v.len());
+        a[..v.len()].copy_from_slice(v);
+        a
+    }
+}
+
+impl std::ops::Deref for Aligned {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        bytemuck::cast_slice(&self.0)
+    }
+}
+
+impl std::ops::DerefMut for Aligned {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        bytemuck::cast_slice_mut(&mut self.0)
+    }
+}
+
 /// Floats past a map's end that a tile may read: a row's last tile runs on past the row, at
 /// most 14 pixels at stride 2 (their results are dropped). In units of the map's channels.
 const SLACK_PIXELS: usize = 32;
@@ -64,7 +105,7 @@ pub struct Map {
     pub h: usize,
     pub w: usize,
     pub pad: usize,
-    data: Vec<f32>,
+    data: Aligned,
 }
 
 impl Map {
@@ -74,7 +115,7 @@ impl Map {
         (self.c, self.h, self.w, self.pad) = (c, h, w, pad);
         let len = self.len() + SLACK_PIXELS * c;
         if self.data.len() < len {
-            self.data.resize(len, 0.0);
+            self.data.resize(len);
         }
         if pad > 0 {
             self.zero_border();
