@@ -10,6 +10,11 @@ const TILE_CHANNELS: usize = J * LANES;
 /// The input a group of tiles reads while every output-channel group passes over it: kept in
 /// the core's L2 (2 MiB here) beside the weights streaming through.
 const INPUT_BAND_BYTES: usize = 384 * 1024;
+/// Output pixels from which a layer of one image shares its pixels between the threads rather
+/// than its output channels: 28 x 28 maps and larger.
+const SHARED_PIXELS_FROM: usize = 28 * 28;
+/// Weights up to which a layer runs tile by tile rather than group by group (see `run_part`).
+const TILE_MAJOR_WEIGHT_BYTES: usize = 256 * 1024;
 
 /// `relu?(bn(conv(x)) + residual?)` for evaluation: `scale * conv(x, w) + shift` computed as
 /// `conv(x, scale * w) + shift`.
@@ -84,22 +89,39 @@ impl BlockedConv {
         let groups = self.c_out / TILE_CHANNELS;
         let out_ptr = SharedPtr(out.data.as_mut_ptr());
         let shape: &Map = out;
-        let run = |gs: Range<usize>| {
-            // SAFETY: maps are made only where `enabled()` found AVX-512; the tasks below write
-            // disjoint groups of channel blocks of `out`.
-            unsafe { self.run_groups(x, out_ptr, shape, gs, residual, relu) }
+        let run = |gs: Range<usize>, part: (usize, usize)| {
+            // SAFETY: maps are made only where `available()` found AVX-512; the tasks below write
+            // disjoint groups of channels, or disjoint pixels, of `out`.
+            unsafe { self.run_part(x, out_ptr, shape, gs, part, residual, relu) }
         };
-        let tasks = if parallel { rayon::current_num_threads().min(groups) } else { 1 };
+        let tasks = if parallel { rayon::current_num_threads() } else { 1 };
         if tasks <= 1 {
-            run(0..groups);
+            run(0..groups, (0, 1));
+        } else if oh * ow >= SHARED_PIXELS_FROM {
+            // Large maps: each thread takes a share of the pixels with every output channel, so
+            // that it reads only its share of the input and writes its own lines of the output.
+            (0..tasks).into_par_iter().for_each(|t| run(0..groups, (t, tasks)));
         } else {
-            (0..tasks).into_par_iter().for_each(|t| run(t * groups / tasks..(t + 1) * groups / tasks));
+            let tasks = tasks.min(groups);
+            (0..tasks).into_par_iter().for_each(|t| run(t * groups / tasks..(t + 1) * groups / tasks, (0, 1)));
         }
     }
 
+    /// Output-channel groups `gs` of the `part.0`-th of `part.1` equal shares of the tiles.
+    ///
     /// # Safety
-    /// AVX-512 F is available; no other thread writes groups `gs` of `out`.
-    unsafe fn run_groups(&self, x: &Map, out: SharedPtr, shape: &Map, gs: Range<usize>, residual: bool, relu: bool) {
+    /// AVX-512 F is available; no other thread writes these pixels' groups `gs` of `out`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_part(
+        &self,
+        x: &Map,
+        out: SharedPtr,
+        shape: &Map,
+        gs: Range<usize>,
+        (part, parts): (usize, usize),
+        residual: bool,
+        relu: bool,
+    ) {
         let (oh, ow) = self.out_size(x.h, x.w);
         let (s, k, c_in) = (self.stride, self.k, self.c_in);
         let xwp = x.padded_w();
@@ -111,41 +133,55 @@ impl BlockedConv {
         // of pixels: whole tiles except at its very end.
         let flat = k == 1 && s == 1 && x.pad == 0 && op == 0;
         let (rows, row_len) = if flat { (1, oh * ow) } else { (oh, ow) };
-        let r = if row_len >= 14 { 14 } else { 7 };
-        let tiles_per_row = row_len.div_ceil(r);
-        let per_tile_bytes = r * s * k * c_in * 4;
+        // 14 pixels of a row, or 7 of each of two rows where rows are short.
+        let (per_row, tile_rows) = if row_len >= 14 { (14, 1) } else { (7, 2) };
+        let tiles_per_row = row_len.div_ceil(per_row);
+        let per_tile_bytes = 14 * s * k * c_in * 4;
         let band = (INPUT_BAND_BYTES / per_tile_bytes.max(1)).max(1);
         let per_group = k * k * c_in * TILE_CHANNELS;
-        let all: Vec<(usize, usize)> = (0..rows).flat_map(|y| (0..tiles_per_row).map(move |t| (y, t * r))).collect();
-        let mut tiles = Vec::with_capacity(band);
-        for chunk in all.chunks(band) {
-            for g in gs.clone() {
-                tiles.clear();
-                tiles.extend(chunk.iter().map(|&(y, x0)| {
-                    let (xi, oi) = if flat {
-                        (x0 * c_in, x0 * self.c_out)
-                    } else {
-                        (((y * s + skip) * xwp + x0 * s + skip) * c_in, ((y + op) * owp + x0 + op) * self.c_out)
-                    };
-                    Tile {
-                        x: x.data.as_ptr().wrapping_add(xi),
-                        x_step: s * c_in,
-                        c_in,
-                        taps: taps.as_ptr(),
-                        tap_n: taps.len(),
-                        w: self.w.as_ptr().wrapping_add(g * per_group),
-                        bias: self.bias.as_ptr().wrapping_add(g * TILE_CHANNELS),
-                        out: out.0.wrapping_add(oi + g * TILE_CHANNELS),
-                        out_step: self.c_out,
-                        valid: r.min(row_len - x0),
-                        residual,
-                        relu,
-                    }
-                }));
-                // SAFETY: as this function's; tiles read inside `x` and its slack, and write
-                // inside group `g`'s channels of `out`.
-                unsafe { kernel::run(&tiles, r) };
+        let all: Vec<(usize, usize)> =
+            (0..rows).step_by(tile_rows).flat_map(|y| (0..tiles_per_row).map(move |t| (y, t * per_row))).collect();
+        let all = &all[part * all.len() / parts..(part + 1) * all.len() / parts];
+        let tile = |&(y, x0): &(usize, usize), g: usize| {
+            let (xi, oi) = if flat {
+                (x0 * c_in, x0 * self.c_out)
+            } else {
+                (((y * s + skip) * xwp + x0 * s + skip) * c_in, ((y + op) * owp + x0 + op) * self.c_out)
+            };
+            Tile {
+                x: x.data.as_ptr().wrapping_add(xi),
+                x_step: s * c_in,
+                x_row: s * xwp * c_in,
+                c_in,
+                taps: taps.as_ptr(),
+                tap_n: taps.len(),
+                w: self.w.as_ptr().wrapping_add(g * per_group),
+                bias: self.bias.as_ptr().wrapping_add(g * TILE_CHANNELS),
+                out: out.0.wrapping_add(oi + g * TILE_CHANNELS),
+                out_step: self.c_out,
+                out_row: owp * self.c_out,
+                valid_cols: per_row.min(row_len - x0),
+                valid_rows: tile_rows.min(rows - y),
+                residual,
+                relu,
             }
+        };
+        // Where all the weights stay in L2, each tile's pixels get every output channel before
+        // the next tile's: their input stays in L1 and each output pixel's lines are written
+        // together, in order. Otherwise each group's weights stay in L2 while a band of tiles
+        // passes over them.
+        let tile_major = per_group * (self.c_out / TILE_CHANNELS) * 4 <= TILE_MAJOR_WEIGHT_BYTES;
+        let mut tiles = Vec::with_capacity(band * gs.len());
+        for chunk in all.chunks(band) {
+            tiles.clear();
+            if tile_major {
+                tiles.extend(chunk.iter().flat_map(|t| gs.clone().map(move |g| (t, g))).map(|(t, g)| tile(t, g)));
+            } else {
+                tiles.extend(gs.clone().flat_map(|g| chunk.iter().map(move |t| (t, g))).map(|(t, g)| tile(t, g)));
+            }
+            // SAFETY: as this function's; tiles read inside `x` and its slack, and write inside
+            // their own pixels and groups of `out`.
+            unsafe { kernel::run(&tiles, per_row) };
         }
     }
 }

@@ -94,8 +94,9 @@ impl std::ops::DerefMut for Aligned {
     }
 }
 
-/// Floats past a map's end that a tile may read: a row's last tile runs on past the row, at
-/// most 14 pixels at stride 2 (their results are dropped). In units of the map's channels.
+/// Pixels past a map's end that a tile may read besides two rows (a two-row tile's second row
+/// past the last): a row's last tile runs on past the row, at most 14 pixels at stride 2 (their
+/// results are dropped).
 const SLACK_PIXELS: usize = 32;
 
 /// One image's activation map, channels last: `[H + 2 pad][W + 2 pad][C]`, with zero borders.
@@ -113,7 +114,7 @@ impl Map {
     /// for the writer.
     pub fn reshape(&mut self, c: usize, h: usize, w: usize, pad: usize) {
         (self.c, self.h, self.w, self.pad) = (c, h, w, pad);
-        let len = self.len() + SLACK_PIXELS * c;
+        let len = self.len() + (2 * self.padded_w() + SLACK_PIXELS) * c;
         if self.data.len() < len {
             self.data.resize(len);
         }

@@ -51,9 +51,10 @@ fn reference(
     out
 }
 
-/// Every tile shape the engine picks (14 and 7 pixels; strides 1 and 2; 16- and 3-channel
-/// blocks; a plane read as one row; tails of rows and planes; borders read and written) against
-/// the definition, on one thread and shared between threads.
+/// Every tile shape the engine picks (14 pixels of a row, 7 of two rows; strides 1 and 2; RGB
+/// input; a map read as one row; tails of rows and maps; borders read and written) against the
+/// definition, on one thread and shared between threads (by channels, and by pixels on large
+/// maps).
 #[test]
 fn blocked_convolutions_match_the_definition() {
     if !available() {
@@ -71,6 +72,8 @@ fn blocked_convolutions_match_the_definition() {
         (16, 15, 15, 32, 3, 2, 1, 1, 0), // 3x3 stride 2, odd size
         (16, 30, 30, 32, 3, 2, 1, 2, 0), // input border wider than the padding
         (3, 37, 35, 64, 7, 2, 3, 3, 1),  // the stem: RGB, into a bordered map
+        (16, 30, 28, 32, 3, 1, 1, 1, 1), // 840 pixels: shared between threads by pixels
+        (16, 28, 29, 64, 1, 1, 0, 0, 0), // and as one row
     ];
     for (i, &(c_in, h, w, c_out, k, stride, pad, xpad, opad)) in cases.iter().enumerate() {
         let seed = 100 + i as u64;
