@@ -18,6 +18,7 @@
 //! f32 rounding, not bit for bit (checked in the tests and in `tests/parity` against PyTorch).
 mod conv;
 mod kernel;
+mod winograd;
 
 pub use conv::BlockedConv;
 pub use kernel::LANES;

@@ -54,7 +54,8 @@ fn reference(
 /// Every tile shape the engine picks (14 pixels of a row, 7 of two rows; strides 1 and 2; RGB
 /// input; a map read as one row; tails of rows and maps; borders read and written) against the
 /// definition, on one thread and shared between threads (by channels, and by pixels on large
-/// maps).
+/// maps); 3x3 stride-1 layers on maps of 14 x 14 and more by Winograd's method unless they add
+/// a residual.
 #[test]
 fn blocked_convolutions_match_the_definition() {
     if !available() {
@@ -74,6 +75,7 @@ fn blocked_convolutions_match_the_definition() {
         (3, 37, 35, 64, 7, 2, 3, 3, 1),  // the stem: RGB, into a bordered map
         (16, 30, 28, 32, 3, 1, 1, 1, 1), // 840 pixels: shared between threads by pixels
         (16, 28, 29, 64, 1, 1, 0, 0, 0), // and as one row
+        (32, 15, 17, 64, 3, 1, 1, 2, 0), // Winograd's blocks past an odd map's edge
     ];
     for (i, &(c_in, h, w, c_out, k, stride, pad, xpad, opad)) in cases.iter().enumerate() {
         let seed = 100 + i as u64;
