@@ -168,7 +168,8 @@ pub fn winograd_layers(reps: usize) -> anyhow::Result<serde_json::Value> {
 }
 
 /// `artculture bench eval_layers`: every distinct convolution of ResNet-50 as evaluation runs it
-/// (Winograd with the kept transform for 3x3 stride-1 ones, the direct method otherwise, no
+/// (in f32 on AVX-512 the channels-last blocked path, `ARTCULTURE_BLOCKED=0` the matrix-product
+/// one: Winograd with the kept transform for 3x3 stride-1 ones, the direct method otherwise, no
 /// epilogue), at batch 1 and 16, in milliseconds per use and summed over the network. Set
 /// beside ONNX Runtime's per-node profile (`scripts/ort_profile.py`), it says which layers a
 /// gap comes from. Under `--precision bf16` on the bf16 kernels, as bf16 evaluation runs them:

@@ -14,10 +14,6 @@ const INPUT_BAND_BYTES: usize = 384 * 1024;
 /// Output pixels from which a layer of one image shares its pixels between the threads rather
 /// than its output channels: 28 x 28 maps and larger.
 const SHARED_PIXELS_FROM: usize = 28 * 28;
-/// Output pixels from which a 3x3, stride-1 convolution runs by Winograd's method: 7 x 7 maps
-/// and larger (`bench eval_layers`, batch 16: 64x56x56 12.5 -> 7.2 ms, 128x28x28 11.8 -> 6.4,
-/// 256x14x14 11.3 -> 7.3, 512x7x7 13.9 -> 13.1; smaller maps are left to the direct tiles).
-const WINOGRAD_FROM_PIXELS: usize = 7 * 7;
 /// Weights up to which a layer runs tile by tile rather than group by group (see `run_part`).
 const TILE_MAJOR_WEIGHT_BYTES: usize = 256 * 1024;
 
@@ -33,8 +29,9 @@ pub struct BlockedConv {
     /// `[c_out / 32][k][k][c_in][32]`.
     w: Aligned,
     bias: Vec<f32>,
-    /// For a 3x3, stride-1, padding-1 convolution, its Winograd form, used on maps of
-    /// [`WINOGRAD_FROM_PIXELS`] and more.
+    /// For a 3x3, stride-1, padding-1 convolution, its Winograd form, used in place of `w`
+    /// (then empty). `bench eval_layers`, batch 16: 64x56x56 12.5 -> 7.2 ms, 128x28x28 11.8 ->
+    /// 6.4, 256x14x14 11.3 -> 7.3, 512x7x7 13.9 -> 13.1.
     winograd: Option<WinogradConv>,
 }
 
@@ -72,7 +69,7 @@ impl BlockedConv {
         let winograd = (k == 3 && stride == 1 && pad == 1 && crate::kernels::winograd::enabled())
             .then(|| WinogradConv::new(&scaled, c_out, c_in, shift));
         let mut w = Vec::with_capacity(weight.len());
-        for g in 0..c_out / TILE_CHANNELS {
+        for g in 0..(c_out / TILE_CHANNELS) * usize::from(winograd.is_none()) {
             for tap in 0..k * k {
                 for ci in 0..c_in {
                     w.extend((0..TILE_CHANNELS).map(|o| {
@@ -98,11 +95,8 @@ impl BlockedConv {
         assert!(x.c == self.c_in && x.pad >= self.pad, "blocked conv: input map");
         let (oh, ow) = self.out_size(x.h, x.w);
         assert!(out.c == self.c_out && out.h == oh && out.w == ow, "blocked conv: output map");
-        if let Some(wg) = &self.winograd
-            && !residual
-            && oh * ow >= WINOGRAD_FROM_PIXELS
-        {
-            return wg.forward(x, out, relu, parallel);
+        if let Some(wg) = &self.winograd {
+            return wg.forward(x, out, residual, relu, parallel);
         }
         let groups = self.c_out / TILE_CHANNELS;
         let out_ptr = SharedPtr(out.data.as_mut_ptr());

@@ -11,11 +11,10 @@
 //! (measured: half the speed on ResNet-50).
 //!
 //! Used for the f32 evaluation of a loaded ResNet-50 (`model::resnet_blocked`) on CPUs with
-//! AVX-512 when `ARTCULTURE_BLOCKED=1` asks for it. Not the default: on the machine it was built
-//! on it evaluates ResNet-50 in the time the matrix-product path with Winograd's 3x3 layers takes
-//! (batch 1 and 16; BENCHMARKS.md), so it brings nothing yet that would justify results that
-//! differ in the last bits. Its sums run in another order than that path's, so the two agree to
-//! f32 rounding, not bit for bit (checked in the tests and in `tests/parity` against PyTorch).
+//! AVX-512; `ARTCULTURE_BLOCKED=0` turns it off (as does a lower `ARTCULTURE_ISA`), leaving the
+//! matrix-product path of `kernels::conv`. Its sums run in another order than that path's, so
+//! the two agree to f32 rounding, not bit for bit (checked in the tests and in `tests/parity`
+//! against PyTorch).
 mod conv;
 mod kernel;
 mod winograd;
@@ -35,12 +34,12 @@ pub fn available() -> bool {
 static ENABLED: AtomicU8 = AtomicU8::new(0);
 
 /// Whether f32 evaluation of a loaded ResNet-50 runs on the blocked layout: [`available`] and
-/// asked for with `ARTCULTURE_BLOCKED=1` (or [`set_enabled`]).
+/// not turned off with `ARTCULTURE_BLOCKED=0` (or [`set_enabled`]).
 pub fn enabled() -> bool {
     match ENABLED.load(Ordering::Relaxed) {
         0 => {
-            let asked = std::env::var("ARTCULTURE_BLOCKED").is_ok_and(|v| v.trim() == "1");
-            set_enabled(asked)
+            let off = std::env::var("ARTCULTURE_BLOCKED").is_ok_and(|v| v.trim() == "0");
+            set_enabled(!off)
         }
         v => v == 2,
     }

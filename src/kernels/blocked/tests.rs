@@ -54,8 +54,7 @@ fn reference(
 /// Every tile shape the engine picks (14 pixels of a row, 7 of two rows; strides 1 and 2; RGB
 /// input; a map read as one row; tails of rows and maps; borders read and written) against the
 /// definition, on one thread and shared between threads (by channels, and by pixels on large
-/// maps); 3x3 stride-1 layers on maps of 14 x 14 and more by Winograd's method unless they add
-/// a residual.
+/// maps); 3x3 stride-1 layers by Winograd's method.
 #[test]
 fn blocked_convolutions_match_the_definition() {
     if !available() {

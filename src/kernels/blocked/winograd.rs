@@ -42,9 +42,10 @@ impl WinogradConv {
         Self { c_in, c_out, u: Aligned::from_slice(&u), bias: shift.to_vec() }
     }
 
-    /// `relu?(conv(x) + shift)` into `out` (same size as `x`, any border); `x` has a border of
-    /// at least 1. With `parallel`, each phase is shared between rayon's threads.
-    pub fn forward(&self, x: &Map, out: &mut Map, relu: bool, parallel: bool) {
+    /// `relu?(conv(x) + shift + residual?)` into `out` (same size as `x`, any border; with
+    /// `residual` it holds the residual); `x` has a border of at least 1. With `parallel`, each
+    /// phase is shared between rayon's threads.
+    pub fn forward(&self, x: &Map, out: &mut Map, residual: bool, relu: bool, parallel: bool) {
         assert!(x.c == self.c_in && x.pad >= 1, "winograd: input map");
         assert!(out.c == self.c_out && out.h == x.h && out.w == x.w, "winograd: output map");
         let (th, tw) = (x.h.div_ceil(2), x.w.div_ceil(2));
@@ -79,7 +80,9 @@ impl WinogradConv {
                 each(tiles, &|r| unsafe { self.transform_input(x, ty0, tw, tiles, r, v) });
                 let groups = self.c_out / TILE_CHANNELS;
                 each(POINTS * groups, &|r| unsafe { self.products(tiles, r, v, m) });
-                each(tiles, &|r| unsafe { self.transform_output(shape, out_ptr, ty0, tw, tiles, r, m, relu) });
+                each(tiles, &|r| unsafe {
+                    self.transform_output(shape, out_ptr, ty0, tw, tiles, r, m, residual, relu)
+                });
             }
         })
     }
@@ -161,7 +164,8 @@ impl WinogradConv {
         }
     }
 
-    /// `Y = Aᵀ M A` + bias, rectified, for blocks `r`, into the output's valid pixels.
+    /// `Y = Aᵀ M A` + bias (+ the residual in the output), rectified, for blocks `r`, into the
+    /// output's valid pixels.
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     #[target_feature(enable = "avx512f")]
     unsafe fn transform_output(
@@ -173,6 +177,7 @@ impl WinogradConv {
         tiles: usize,
         r: std::ops::Range<usize>,
         m: SharedPtr,
+        residual: bool,
         relu: bool,
     ) {
         use std::arch::x86_64::*;
@@ -194,11 +199,15 @@ impl WinogradConv {
                         for (dx, val) in row.into_iter().enumerate() {
                             let (oy, ox) = (2 * ty + dy, 2 * tx + dx);
                             if oy < shape.h && ox < shape.w {
+                                let o = out.0.add(((oy + op) * owp + ox + op) * co + c0);
                                 let mut val = _mm512_add_ps(val, bias);
+                                if residual {
+                                    val = _mm512_add_ps(val, _mm512_loadu_ps(o));
+                                }
                                 if relu {
                                     val = _mm512_max_ps(val, _mm512_setzero_ps());
                                 }
-                                _mm512_storeu_ps(out.0.add(((oy + op) * owp + ox + op) * co + c0), val);
+                                _mm512_storeu_ps(o, val);
                             }
                         }
                     }
