@@ -3,12 +3,14 @@
 //! convolution is then a direct loop of fused multiply-adds over register tiles ([`kernel`])
 //! that reads its input where it lies: no column buffer, no packing per call, batch norm folded
 //! into the weights once, the residual add and ReLU applied while the tile is still in
-//! registers, and zero borders kept around the maps a padded convolution reads.
+//! registers, and zero borders kept around the maps a padded convolution reads. 3x3 stride-1
+//! layers run by Winograd's F(2x2, 3x3) on the same tiles ([`winograd`]).
 //!
 //! Channels last rather than `NCHW16c` blocks (oneDNN's, MLAS's): a tile that sums over all
-//! input channels reads each of its pixels' channels as one contiguous stream; in 16-channel
-//! blocks it jumps between `C/16` planes a map apart, more streams than the prefetchers follow
-//! (measured: half the speed on ResNet-50).
+//! input channels then reads each of its pixels' channels as one contiguous run, where in
+//! 16-channel blocks it would jump between `C/16` planes a map apart. (The two were compared only
+//! while the tile still kept its accumulators on the stack, where both ran alike; channels last
+//! was kept as the simpler of the two, and is the layout PyTorch's `channels_last` hands over.)
 //!
 //! Used for the f32 evaluation of a loaded ResNet-50 (`model::resnet_blocked`) on CPUs with
 //! AVX-512; `ARTCULTURE_BLOCKED=0` turns it off (as does a lower `ARTCULTURE_ISA`), leaving the
