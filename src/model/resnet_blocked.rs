@@ -68,8 +68,8 @@ impl BlockedResNet {
     /// W/32`.
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
-        if c != 3 {
-            candle_core::bail!("resnet: expected 3 input channels, got input {:?}", x.shape());
+        if c != 3 || h == 0 || w == 0 {
+            candle_core::bail!("resnet: expected a batch of 3-channel images, got input {:?}", x.shape());
         }
         let x = x.to_dtype(DType::F32)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let (fh, fw) = self.out_size(h, w);
@@ -210,5 +210,8 @@ mod tests {
             assert!(err < 1e-5, "batch {n}: relative error {err:e}");
         }
         assert!(trainable.blocked_features(&x1()).is_err(), "trainable weights were folded");
+        let empty = Tensor::zeros((1, 3, 0, 5), DType::F32, &Device::Cpu).unwrap();
+        let err = loaded.blocked_features(&empty).unwrap_err().to_string();
+        assert!(err.contains("[1, 3, 0, 5]"), "{err}");
     }
 }

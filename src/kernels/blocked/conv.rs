@@ -91,7 +91,11 @@ impl BlockedConv {
     /// any border) and, with `residual`, filled with the residual to add in place. With
     /// `parallel` the output-channel groups are shared between rayon's threads; without, all of
     /// this runs on the calling thread (the caller spreads images).
+    ///
+    /// # Panics
+    /// Where the CPU cannot run the tiles ([`super::available`]; callers check it first).
     pub fn forward(&self, x: &Map, out: &mut Map, residual: bool, relu: bool, parallel: bool) {
+        assert!(super::available(), "blocked conv: the tiles need AVX-512");
         assert!(x.c == self.c_in && x.pad >= self.pad, "blocked conv: input map");
         let (oh, ow) = self.out_size(x.h, x.w);
         assert!(out.c == self.c_out && out.h == oh && out.w == ow, "blocked conv: output map");
@@ -102,8 +106,8 @@ impl BlockedConv {
         let out_ptr = SharedPtr(out.data.as_mut_ptr());
         let shape: &Map = out;
         let run = |gs: Range<usize>, part: (usize, usize)| {
-            // SAFETY: maps are made only where `available()` found AVX-512; the tasks below write
-            // disjoint groups of channels, or disjoint pixels, of `out`.
+            // SAFETY: AVX-512 checked above; the tasks below write disjoint groups of channels, or
+            // disjoint pixels, of `out`.
             unsafe { self.run_part(x, out_ptr, shape, gs, part, residual, relu) }
         };
         let tasks = if parallel { rayon::current_num_threads() } else { 1 };
@@ -139,7 +143,11 @@ impl BlockedConv {
         let xwp = x.padded_w();
         // Where the map's border is wider than the padding, the rows and columns to skip.
         let skip = x.pad - self.pad;
-        let taps: Vec<usize> = (0..k).flat_map(|kh| (0..k).map(move |kw| (kh * xwp + kw) * c_in)).collect();
+        // One tap per kernel row: along a row of the map, the `k` pixels a kernel row covers hold
+        // their channels one after another, `k * c_in` contiguous values that the packed weights
+        // (`[kh][kw][c_in]`) follow in the same order. (The stem's 49 taps of 3 channels become
+        // 7 of 21.)
+        let taps: Vec<usize> = (0..k).map(|kh| kh * xwp * c_in).collect();
         let (owp, op) = (shape.padded_w(), shape.pad);
         // A 1x1, stride-1 convolution between unpadded maps reads and writes the map as one row
         // of pixels: whole tiles except at its very end.
@@ -164,7 +172,7 @@ impl BlockedConv {
                 x: x.data.as_ptr().wrapping_add(xi),
                 x_step: s * c_in,
                 x_row: s * xwp * c_in,
-                c_in,
+                c_in: k * c_in,
                 taps: taps.as_ptr(),
                 tap_n: taps.len(),
                 w: self.w.as_ptr().wrapping_add(g * per_group),

@@ -24,7 +24,8 @@ pub(super) struct Tile {
     /// two output rows.
     pub x_step: usize,
     pub x_row: usize,
-    /// Input channels (contiguous at each pixel).
+    /// Values summed per tap, contiguous from each pixel's start (a pixel's channels, or those of
+    /// the pixels a kernel row covers).
     pub c_in: usize,
     /// Each kernel tap's offset from `x`, in floats.
     pub taps: *const usize,

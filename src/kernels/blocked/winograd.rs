@@ -67,7 +67,7 @@ impl WinogradConv {
                 bufs.v.resize((POINTS * tiles + 14) * self.c_in);
                 bufs.m.resize(POINTS * tiles * self.c_out);
                 let (v, m) = (SharedPtr(bufs.v.as_mut_ptr()), SharedPtr(bufs.m.as_mut_ptr()));
-                // SAFETY (all three): maps are made only where `available()` found AVX-512; each
+                // SAFETY (all three): AVX-512 checked by the caller (`BlockedConv::forward`); each
                 // task writes its own blocks of `v`, `m` or the output.
                 let each = |n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)| {
                     let tasks = if parallel { rayon::current_num_threads().min(n) } else { 1 };
