@@ -53,11 +53,15 @@ thread_local! {
     static SCRATCH_BF16: RefCell<Vec<half::bf16>> = const { RefCell::new(Vec::new()) };
 }
 
-fn with_local<T, R>(key: &'static std::thread::LocalKey<RefCell<Vec<T>>>, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
+/// Runs `f` with this thread's value of `key`, kept between calls (scratch buffers).
+pub(crate) fn with_local<T: Default, R>(
+    key: &'static std::thread::LocalKey<RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
     key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut v) => f(&mut v),
-        // Re-entered on this thread (work stealing): a buffer of its own.
-        Err(_) => f(&mut Vec::new()),
+        // Re-entered on this thread (work stealing): a value of its own.
+        Err(_) => f(&mut T::default()),
     })
 }
 

@@ -42,13 +42,9 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// Runs `f` with this thread's scratch maps (fresh ones where re-entered: work stealing inside
-/// a parallel layer).
+/// Runs `f` with this thread's scratch maps.
 fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut s) => f(&mut s),
-        Err(_) => f(&mut Scratch::default()),
-    })
+    crate::kernels::with_local(&SCRATCH, f)
 }
 
 /// One bottleneck's convolutions (batch norms folded in): `conv1`, `conv2`, `conv3` and the

@@ -3,6 +3,7 @@
 use super::kernel::{self, J, LANES, Tile};
 use super::winograd::WinogradConv;
 use super::{Aligned, Map};
+use crate::kernels::conv::SharedOut;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -103,7 +104,7 @@ impl BlockedConv {
             return wg.forward(x, out, residual, relu, parallel);
         }
         let groups = self.c_out / TILE_CHANNELS;
-        let out_ptr = SharedPtr(out.data.as_mut_ptr());
+        let out_ptr = SharedOut(out.data.as_mut_ptr());
         let shape: &Map = out;
         let run = |gs: Range<usize>, part: (usize, usize)| {
             // SAFETY: AVX-512 checked above; the tasks below write disjoint groups of channels, or
@@ -131,7 +132,7 @@ impl BlockedConv {
     unsafe fn run_part(
         &self,
         x: &Map,
-        out: SharedPtr,
+        out: SharedOut<f32>,
         shape: &Map,
         gs: Range<usize>,
         (part, parts): (usize, usize),
@@ -205,10 +206,3 @@ impl BlockedConv {
         }
     }
 }
-
-/// `out`'s buffer, written by several threads at disjoint channel blocks.
-#[derive(Clone, Copy)]
-struct SharedPtr(*mut f32);
-// SAFETY: each thread writes only its own groups' channel blocks (see `forward`).
-unsafe impl Send for SharedPtr {}
-unsafe impl Sync for SharedPtr {}

@@ -6,6 +6,7 @@
 //! 2.25 times fewer multiply-adds than the direct tiles for a 3x3, stride-1 convolution.
 use super::kernel::{self, J, LANES, Tile};
 use super::{Aligned, Map};
+use crate::kernels::conv::SharedOut;
 use rayon::prelude::*;
 
 /// Transformed points per 2x2 output block.
@@ -51,22 +52,16 @@ impl WinogradConv {
         let (th, tw) = (x.h.div_ceil(2), x.w.div_ceil(2));
         let row_bytes = tw * POINTS * (self.c_in + self.c_out) * 4;
         let band_th = (BAND_BYTES / row_bytes).clamp(1, th);
-        let out_ptr = SharedPtr(out.data.as_mut_ptr());
+        let out_ptr = SharedOut(out.data.as_mut_ptr());
         let shape: &Map = out;
-        BANDS.with(|b| {
-            let mut fresh = Buffers::default();
-            let mut borrowed = b.try_borrow_mut();
-            let bufs = match borrowed.as_deref_mut() {
-                Ok(b) => b,
-                Err(_) => &mut fresh,
-            };
+        crate::kernels::with_local(&BANDS, |bufs| {
             for ty0 in (0..th).step_by(band_th) {
                 let rows = band_th.min(th - ty0);
                 let tiles = rows * tw;
                 // A register tile past the band's last block reads on into the slack.
                 bufs.v.resize((POINTS * tiles + 14) * self.c_in);
                 bufs.m.resize(POINTS * tiles * self.c_out);
-                let (v, m) = (SharedPtr(bufs.v.as_mut_ptr()), SharedPtr(bufs.m.as_mut_ptr()));
+                let (v, m) = (SharedOut(bufs.v.as_mut_ptr()), SharedOut(bufs.m.as_mut_ptr()));
                 // SAFETY (all three): AVX-512 checked by the caller (`BlockedConv::forward`); each
                 // task writes its own blocks of `v`, `m` or the output.
                 let each = |n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)| {
@@ -99,7 +94,7 @@ impl WinogradConv {
         tw: usize,
         tiles: usize,
         r: std::ops::Range<usize>,
-        v: SharedPtr,
+        v: SharedOut<f32>,
     ) {
         use std::arch::x86_64::*;
         let c = self.c_in;
@@ -134,7 +129,7 @@ impl WinogradConv {
     }
 
     /// `M_ξ = V_ξ U_ξ` for the (point, channel group) pairs `r`.
-    unsafe fn products(&self, tiles: usize, r: std::ops::Range<usize>, v: SharedPtr, m: SharedPtr) {
+    unsafe fn products(&self, tiles: usize, r: std::ops::Range<usize>, v: SharedOut<f32>, m: SharedOut<f32>) {
         const ZEROS: [f32; TILE_CHANNELS] = [0.0; TILE_CHANNELS];
         let (c, co, groups) = (self.c_in, self.c_out, self.c_out / TILE_CHANNELS);
         let taps = [0usize];
@@ -171,12 +166,12 @@ impl WinogradConv {
     unsafe fn transform_output(
         &self,
         shape: &Map,
-        out: SharedPtr,
+        out: SharedOut<f32>,
         ty0: usize,
         tw: usize,
         tiles: usize,
         r: std::ops::Range<usize>,
-        m: SharedPtr,
+        m: SharedOut<f32>,
         residual: bool,
         relu: bool,
     ) {
@@ -227,9 +222,3 @@ struct Buffers {
 thread_local! {
     static BANDS: std::cell::RefCell<Buffers> = std::cell::RefCell::new(Buffers::default());
 }
-
-#[derive(Clone, Copy)]
-struct SharedPtr(*mut f32);
-// SAFETY: the tasks of each phase write disjoint blocks (see `forward`).
-unsafe impl Send for SharedPtr {}
-unsafe impl Sync for SharedPtr {}
