@@ -48,41 +48,202 @@ pub(super) struct Tile {
     pub relu: bool,
 }
 
-/// Runs one tile of `R` pixels, `PR` from each of `R / PR` output rows (two rows of 7 on a 7 x 7
+/// One multiply-add step of the tile: input channel `u` (of a group of four) from the pixel at
+/// `addr`, broadcast into `zmm{bc}` and multiplied with the step's two weight vectors (zmm28,
+/// zmm29) into accumulators `acc0` and `acc1`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! pixel {
+    ($u:literal, $addr:literal, $bc:literal, $acc0:literal, $acc1:literal) => {
+        concat!(
+            "vbroadcastss zmm",
+            $bc,
+            ", dword ptr [",
+            $addr,
+            " + ",
+            $u,
+            " * 4]\n",
+            "vfmadd231ps zmm",
+            $acc0,
+            ", zmm",
+            $bc,
+            ", zmm28\n",
+            "vfmadd231ps zmm",
+            $acc1,
+            ", zmm",
+            $bc,
+            ", zmm29\n",
+        )
+    };
+}
+
+/// Input channel `u` of a group of four for 14 pixels of one row, `{s}` bytes apart: pixel `r`
+/// at `r * s` from `{p0}`, addressed as a base (`{p0}`, `{p3}`, `{p6}`, `{p9}`, `{p12}`: pixels
+/// 0, 3, 6, 9, 12) plus `s`, `2s`, `4s` or `8s`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! step_row {
+    ($u:literal) => {
+        concat!(
+            "vmovups zmm28, [{w} + ",
+            $u,
+            " * 128]\n",
+            "vmovups zmm29, [{w} + ",
+            $u,
+            " * 128 + 64]\n",
+            pixel!($u, "{p0}", 30, 0, 1),
+            pixel!($u, "{p0} + {s}", 31, 2, 3),
+            pixel!($u, "{p0} + {s} * 2", 30, 4, 5),
+            pixel!($u, "{p3}", 31, 6, 7),
+            pixel!($u, "{p0} + {s} * 4", 30, 8, 9),
+            pixel!($u, "{p3} + {s} * 2", 31, 10, 11),
+            pixel!($u, "{p6}", 30, 12, 13),
+            pixel!($u, "{p6} + {s}", 31, 14, 15),
+            pixel!($u, "{p0} + {s} * 8", 30, 16, 17),
+            pixel!($u, "{p9}", 31, 18, 19),
+            pixel!($u, "{p9} + {s}", 30, 20, 21),
+            pixel!($u, "{p9} + {s} * 2", 31, 22, 23),
+            pixel!($u, "{p12}", 30, 24, 25),
+            pixel!($u, "{p12} + {s}", 31, 26, 27),
+        )
+    };
+}
+
+/// As [`step_row`] for 7 pixels of each of two rows: the first row's from `{p0}` (bases
+/// `{p0}`, `{p3}`, `{p6}`), the second's from `{p9}` (bases `{p9}`, `{p12}`, `{p15}`).
+#[cfg(target_arch = "x86_64")]
+macro_rules! step_two_rows {
+    ($u:literal) => {
+        concat!(
+            "vmovups zmm28, [{w} + ",
+            $u,
+            " * 128]\n",
+            "vmovups zmm29, [{w} + ",
+            $u,
+            " * 128 + 64]\n",
+            pixel!($u, "{p0}", 30, 0, 1),
+            pixel!($u, "{p0} + {s}", 31, 2, 3),
+            pixel!($u, "{p0} + {s} * 2", 30, 4, 5),
+            pixel!($u, "{p3}", 31, 6, 7),
+            pixel!($u, "{p0} + {s} * 4", 30, 8, 9),
+            pixel!($u, "{p3} + {s} * 2", 31, 10, 11),
+            pixel!($u, "{p6}", 30, 12, 13),
+            pixel!($u, "{p9}", 31, 14, 15),
+            pixel!($u, "{p9} + {s}", 30, 16, 17),
+            pixel!($u, "{p9} + {s} * 2", 31, 18, 19),
+            pixel!($u, "{p12}", 30, 20, 21),
+            pixel!($u, "{p9} + {s} * 4", 31, 22, 23),
+            pixel!($u, "{p12} + {s} * 2", 30, 24, 25),
+            pixel!($u, "{p15}", 31, 26, 27),
+        )
+    };
+}
+
+/// How far ahead of the multiply-adds the weights are fetched into L2, in bytes (16 steps).
+/// The hardware's streamer stops at every 4 KiB page, and a layer's first tiles read their
+/// weights from memory (ResNet-50's ~130 MB of them once per batch). `bench --child`, AMX Xeon,
+/// medians of 5-8 alternating runs: one image on one thread 84.2 -> 75.6 ms, on two 54.9 ->
+/// 49.5, 16 images on two 528 -> 506 ms (4 KiB: 51.5 and 496).
+const WEIGHT_PREFETCH_BYTES: usize = 2048;
+
+/// The multiply-add loop of one tap in assembly: `$step` over `{n4}` groups of four input
+/// channels, then `{n1}` single ones, advancing the weights and every pixel base, the weights
+/// [`WEIGHT_PREFETCH_BYTES`] ahead fetched into L2 on the way.
+///
+/// Why assembly: from the same loop in intrinsics LLVM computes each of the 14 pixels' addresses
+/// with an integer add of its own every step (17 integer operations beside 28 multiply-adds,
+/// some of them issued on the two ports the multiply-adds need); here the addresses are bases
+/// plus scaled strides and the bases move once per four steps. A stand-alone loop over data in
+/// L1 on the AMX Xeon: 155-163 GFLOP/s in intrinsics, 170-179 so (of 210 at peak).
+#[cfg(target_arch = "x86_64")]
+macro_rules! tap_loop {
+    ($step:ident, $acc:ident, $w:ident, $n4:expr, $n1:expr, $s:expr, [$($base:ident = $at:expr),*]) => {{
+        std::arch::asm!(
+            "test {n4}, {n4}",
+            "jz 3f",
+            "2:",
+            "prefetcht1 [{w} + {pf}]", "prefetcht1 [{w} + {pf} + 64]", "prefetcht1 [{w} + {pf} + 128]", "prefetcht1 [{w} + {pf} + 192]",
+            $step!(0), $step!(1),
+            "prefetcht1 [{w} + {pf} + 256]", "prefetcht1 [{w} + {pf} + 320]", "prefetcht1 [{w} + {pf} + 384]", "prefetcht1 [{w} + {pf} + 448]",
+            $step!(2), $step!(3),
+            "add {w}, 512",
+            $(concat!("add {", stringify!($base), "}, 16"),)*
+            "dec {n4}",
+            "jnz 2b",
+            "3:",
+            "test {n1}, {n1}",
+            "jz 5f",
+            "4:",
+            $step!(0),
+            "add {w}, 128",
+            $(concat!("add {", stringify!($base), "}, 4"),)*
+            "dec {n1}",
+            "jnz 4b",
+            "5:",
+            w = inout(reg) $w,
+            n4 = inout(reg) $n4 => _,
+            n1 = inout(reg) $n1 => _,
+            s = in(reg) $s,
+            pf = const WEIGHT_PREFETCH_BYTES,
+            $($base = inout(reg) $at => _,)*
+            inout("zmm0") $acc[0][0], inout("zmm1") $acc[0][1],
+            inout("zmm2") $acc[1][0], inout("zmm3") $acc[1][1],
+            inout("zmm4") $acc[2][0], inout("zmm5") $acc[2][1],
+            inout("zmm6") $acc[3][0], inout("zmm7") $acc[3][1],
+            inout("zmm8") $acc[4][0], inout("zmm9") $acc[4][1],
+            inout("zmm10") $acc[5][0], inout("zmm11") $acc[5][1],
+            inout("zmm12") $acc[6][0], inout("zmm13") $acc[6][1],
+            inout("zmm14") $acc[7][0], inout("zmm15") $acc[7][1],
+            inout("zmm16") $acc[8][0], inout("zmm17") $acc[8][1],
+            inout("zmm18") $acc[9][0], inout("zmm19") $acc[9][1],
+            inout("zmm20") $acc[10][0], inout("zmm21") $acc[10][1],
+            inout("zmm22") $acc[11][0], inout("zmm23") $acc[11][1],
+            inout("zmm24") $acc[12][0], inout("zmm25") $acc[12][1],
+            inout("zmm26") $acc[13][0], inout("zmm27") $acc[13][1],
+            out("zmm28") _, out("zmm29") _, out("zmm30") _, out("zmm31") _,
+            options(nostack, readonly, preserves_flags),
+        );
+    }};
+}
+
+/// Runs one tile of 14 pixels, `PR` from each of `14 / PR` output rows (two rows of 7 on a 7 x 7
 /// map, where one would leave half the registers idle and read every weight twice as often).
-/// A function of its own (not inlined into [`run`]'s loop): inlined
-/// there, LLVM kept the accumulators in a stack array and stored each one after every
-/// multiply-add (58 GFLOP/s on one core against 135 so).
+/// A function of its own (not inlined into [`run`]'s loop), so that the accumulators stay in
+/// registers from tap to tap and into the epilogue.
 ///
 /// # Safety
-/// The CPU has AVX-512 F; every address the tile names is inside its buffer for all `R` pixels
+/// The CPU has AVX-512 F; every address the tile names is inside its buffer for all 14 pixels
 /// (buffers carry slack past their end, see `Map`), and no other thread writes `out`'s pixels.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline(never)]
-// Indexed loops: see the comment on `acc`.
+// Indexed loops of constant length, so that every accumulator stays a register.
 #[allow(clippy::needless_range_loop)]
-pub(super) unsafe fn tile<const R: usize, const PR: usize>(t: &Tile) {
+pub(super) unsafe fn tile<const PR: usize>(t: &Tile) {
+    const R: usize = 14;
     unsafe {
-        let (x, c_in, w, out) = (t.x, t.c_in, t.w, t.out);
-        let x_at = |r: usize| (r / PR) * t.x_row + (r % PR) * t.x_step;
+        let out = t.out;
         let out_at = |r: usize| (r / PR) * t.out_row + (r % PR) * t.out_step;
         let valid = |r: usize| r % PR < t.valid_cols && r / PR < t.valid_rows;
-        // Indexed loops of constant length only, so that every accumulator can be a register.
         let mut acc = [[_mm512_setzero_ps(); J]; R];
         let taps = std::slice::from_raw_parts(t.taps, t.tap_n);
-        let mut w = w;
+        let mut w = t.w;
+        let s = t.x_step * 4;
         for &off in taps {
-            let xt = x.add(off);
-            for ic in 0..c_in {
-                let w0 = _mm512_loadu_ps(w);
-                let w1 = _mm512_loadu_ps(w.add(LANES));
-                w = w.add(J * LANES);
-                for r in 0..R {
-                    let b = _mm512_set1_ps(*xt.add(x_at(r) + ic));
-                    acc[r][0] = _mm512_fmadd_ps(b, w0, acc[r][0]);
-                    acc[r][1] = _mm512_fmadd_ps(b, w1, acc[r][1]);
-                }
+            let p = t.x.wrapping_add(off);
+            let (n4, n1) = (t.c_in / 4, t.c_in % 4);
+            let a = |r: usize| p.wrapping_add(r * t.x_step);
+            if PR == 14 {
+                tap_loop!(step_row, acc, w, n4, n1, s, [p0 = a(0), p3 = a(3), p6 = a(6), p9 = a(9), p12 = a(12)]);
+            } else {
+                let b = |r: usize| p.wrapping_add(t.x_row + r * t.x_step);
+                tap_loop!(
+                    step_two_rows,
+                    acc,
+                    w,
+                    n4,
+                    n1,
+                    s,
+                    [p0 = a(0), p3 = a(3), p6 = a(6), p9 = b(0), p12 = b(3), p15 = b(6)]
+                );
             }
         }
         let bias = [_mm512_loadu_ps(t.bias), _mm512_loadu_ps(t.bias.add(LANES))];
@@ -115,12 +276,12 @@ pub(super) unsafe fn run(tiles: &[Tile], per_row: usize) {
         match per_row {
             14 => {
                 for t in tiles {
-                    tile::<14, 14>(t)
+                    tile::<14>(t)
                 }
             }
             7 => {
                 for t in tiles {
-                    tile::<14, 7>(t)
+                    tile::<7>(t)
                 }
             }
             _ => unreachable!("blocked conv: no tile of {per_row} pixels a row"),
