@@ -248,9 +248,10 @@ fn blocked_layer_seconds(
     best_of(reps, || {
         if batch == 1 {
             let (x, y) = &mut maps[0];
-            conv.forward(x, y, false, true, true);
+            artculture::kernels::team::with_team(|team| conv.forward(x, y, false, true, team));
         } else {
-            maps.par_iter_mut().for_each(|(x, y)| conv.forward(x, y, false, true, false));
+            let solo = artculture::kernels::team::Team::solo();
+            maps.par_iter_mut().for_each(|(x, y)| conv.forward(x, y, false, true, solo));
         }
         Ok(())
     })

@@ -23,6 +23,7 @@ pub mod head;
 pub mod isa;
 pub mod linear;
 pub mod pool;
+pub mod team;
 pub(crate) mod window;
 pub mod winograd;
 

@@ -2,10 +2,11 @@
 //! convolution with its batch norm folded in, each image carried through the whole network in
 //! maps of its own, the residual added where the block's output is written.
 //!
-//! With at least as many images as threads each thread takes whole images, start to end, with
-//! no synchronisation between layers and its maps reused from image to image; with fewer, each
-//! layer shares its output channels between the threads.
+//! With at least as many images as threads each thread takes whole images through each block,
+//! its maps reused from image to image; with fewer, the threads form a team
+//! ([`crate::kernels::team`]) and share each layer, its pixels or its output channels.
 use crate::kernels::blocked::{BlockedConv, Map};
+use crate::kernels::team::{self, Team};
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -82,15 +83,17 @@ impl BlockedResNet {
             let mut maps: Vec<Map> = (0..n).map(|_| Map::default()).collect();
             maps.par_iter_mut()
                 .zip(x.par_chunks(image_len))
-                .for_each(|(m, img)| with_scratch(|s| self.stem(s, m, img, h, w, false)));
+                .for_each(|(m, img)| with_scratch(|s| self.stem(s, m, img, h, w, Team::solo())));
             for b in &self.blocks {
-                maps.par_iter_mut().for_each(|m| with_scratch(|s| b.forward(m, s, false)));
+                maps.par_iter_mut().for_each(|m| with_scratch(|s| b.forward(m, s, Team::solo())));
             }
             out.par_chunks_mut(per_image).zip(&maps).for_each(|(o, m)| m.store_chw(o));
         } else {
-            for (o, img) in out.chunks_mut(per_image).zip(x.chunks(image_len)) {
-                self.image(img, h, w, o, true);
-            }
+            team::with_team(|team| {
+                for (o, img) in out.chunks_mut(per_image).zip(x.chunks(image_len)) {
+                    self.image(img, h, w, o, team);
+                }
+            });
         }
         Tensor::from_vec(out, (n, 2048, fh, fw), &candle_core::Device::Cpu)
     }
@@ -105,12 +108,12 @@ impl BlockedResNet {
     }
 
     /// One image (`3 x h x w`) through the network into `out` (`2048 x h/32 x w/32`).
-    fn image(&self, img: &[f32], h: usize, w: usize, out: &mut [f32], parallel: bool) {
+    fn image(&self, img: &[f32], h: usize, w: usize, out: &mut [f32], team: &Team) {
         with_scratch(|s| {
             let mut x = std::mem::take(&mut s.x);
-            self.stem(s, &mut x, img, h, w, parallel);
+            self.stem(s, &mut x, img, h, w, team);
             for b in &self.blocks {
-                b.forward(&mut x, s, parallel);
+                b.forward(&mut x, s, team);
             }
             x.store_chw(out);
             s.x = x;
@@ -119,35 +122,35 @@ impl BlockedResNet {
 
     /// The stem (convolution, batch norm, ReLU, max pooling) of one image (`3 x h x w`) into
     /// `x`.
-    fn stem(&self, s: &mut Scratch, x: &mut Map, img: &[f32], h: usize, w: usize, parallel: bool) {
+    fn stem(&self, s: &mut Scratch, x: &mut Map, img: &[f32], h: usize, w: usize, team: &Team) {
         s.image.load_chw(img, 3, h, w, self.stem.pad);
         let (sh, sw) = self.stem.out_size(h, w);
         // Bordered for the max pooling that reads it.
         s.stem.reshape(self.stem.c_out, sh, sw, 1);
-        self.stem.forward(&s.image, &mut s.stem, false, true, parallel);
+        self.stem.forward(&s.image, &mut s.stem, false, true, team);
         x.max_pool_3x3s2_from(&s.stem);
     }
 }
 
 impl Block {
     /// `x <- relu(conv3(conv2(conv1(x))) + shortcut(x))`.
-    fn forward(&self, x: &mut Map, s: &mut Scratch, parallel: bool) {
+    fn forward(&self, x: &mut Map, s: &mut Scratch, team: &Team) {
         let (h, w) = (x.h, x.w);
         // conv1's output carries the border conv2 reads.
         s.t1.reshape(self.conv1.c_out, h, w, self.conv2.pad);
-        self.conv1.forward(x, &mut s.t1, false, true, parallel);
+        self.conv1.forward(x, &mut s.t1, false, true, team);
         let (oh, ow) = self.conv2.out_size(h, w);
         s.t2.reshape(self.conv2.c_out, oh, ow, 0);
-        self.conv2.forward(&s.t1, &mut s.t2, false, true, parallel);
+        self.conv2.forward(&s.t1, &mut s.t2, false, true, team);
         match &self.downsample {
             Some(ds) => {
                 s.shortcut.reshape(ds.c_out, oh, ow, 0);
-                ds.forward(x, &mut s.shortcut, false, false, parallel);
-                self.conv3.forward(&s.t2, &mut s.shortcut, true, true, parallel);
+                ds.forward(x, &mut s.shortcut, false, false, team);
+                self.conv3.forward(&s.t2, &mut s.shortcut, true, true, team);
                 // The block's input map becomes the next block's shortcut scratch.
                 std::mem::swap(x, &mut s.shortcut);
             }
-            None => self.conv3.forward(&s.t2, x, true, true, parallel),
+            None => self.conv3.forward(&s.t2, x, true, true, team),
         }
     }
 }

@@ -4,7 +4,7 @@ use super::kernel::{self, J, LANES, Tile};
 use super::winograd::WinogradConv;
 use super::{Aligned, Map};
 use crate::kernels::conv::SharedOut;
-use rayon::prelude::*;
+use crate::kernels::team::Team;
 use std::ops::Range;
 
 /// Output channels per tile.
@@ -89,19 +89,18 @@ impl BlockedConv {
     }
 
     /// Evaluates into `out`, which the caller has shaped (`c_out` channels, [`Self::out_size`],
-    /// any border) and, with `residual`, filled with the residual to add in place. With
-    /// `parallel` the output-channel groups are shared between rayon's threads; without, all of
-    /// this runs on the calling thread (the caller spreads images).
+    /// any border) and, with `residual`, filled with the residual to add in place, as one step
+    /// of `team` (a team of one where the caller spreads images instead).
     ///
     /// # Panics
     /// Where the CPU cannot run the tiles ([`super::available`]; callers check it first).
-    pub fn forward(&self, x: &Map, out: &mut Map, residual: bool, relu: bool, parallel: bool) {
+    pub fn forward(&self, x: &Map, out: &mut Map, residual: bool, relu: bool, team: &Team) {
         assert!(super::available(), "blocked conv: the tiles need AVX-512");
         assert!(x.c == self.c_in && x.pad >= self.pad, "blocked conv: input map");
         let (oh, ow) = self.out_size(x.h, x.w);
         assert!(out.c == self.c_out && out.h == oh && out.w == ow, "blocked conv: output map");
         if let Some(wg) = &self.winograd {
-            return wg.forward(x, out, residual, relu, parallel);
+            return wg.forward(x, out, residual, relu, team);
         }
         let groups = self.c_out / TILE_CHANNELS;
         let out_ptr = SharedOut(out.data.as_mut_ptr());
@@ -111,16 +110,13 @@ impl BlockedConv {
             // disjoint pixels, of `out`.
             unsafe { self.run_part(x, out_ptr, shape, gs, part, residual, relu) }
         };
-        let tasks = if parallel { rayon::current_num_threads() } else { 1 };
-        if tasks <= 1 {
-            run(0..groups, (0, 1));
-        } else if oh * ow >= SHARED_PIXELS_FROM {
+        if oh * ow >= SHARED_PIXELS_FROM {
             // Large maps: each thread takes a share of the pixels with every output channel, so
             // that it reads only its share of the input and writes its own lines of the output.
-            (0..tasks).into_par_iter().for_each(|t| run(0..groups, (t, tasks)));
+            team.run(&|part, parts| run(0..groups, (part, parts)));
         } else {
-            let tasks = tasks.min(groups);
-            (0..tasks).into_par_iter().for_each(|t| run(t * groups / tasks..(t + 1) * groups / tasks, (0, 1)));
+            // A part may get no group (more threads than groups).
+            team.run(&|part, parts| run(part * groups / parts..(part + 1) * groups / parts, (0, 1)));
         }
     }
 

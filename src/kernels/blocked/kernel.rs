@@ -199,7 +199,7 @@ macro_rules! tap_loop {
             inout("zmm24") $acc[12][0], inout("zmm25") $acc[12][1],
             inout("zmm26") $acc[13][0], inout("zmm27") $acc[13][1],
             out("zmm28") _, out("zmm29") _, out("zmm30") _, out("zmm31") _,
-            options(nostack, readonly, preserves_flags),
+            options(nostack, readonly),
         );
     }};
 }

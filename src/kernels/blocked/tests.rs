@@ -96,7 +96,14 @@ fn blocked_convolutions_match_the_definition() {
             } else {
                 out.reshape(c_out, oh, ow, opad);
             }
-            pool(2).install(|| conv.forward(&xm, &mut out, residual, relu, parallel));
+            // Shared: a team of two, as one image runs; otherwise on the calling thread.
+            pool(2).install(|| {
+                if parallel {
+                    crate::kernels::team::with_team(|team| conv.forward(&xm, &mut out, residual, relu, team))
+                } else {
+                    conv.forward(&xm, &mut out, residual, relu, crate::kernels::team::Team::solo())
+                }
+            });
             let mut got = vec![0.0; c_out * oh * ow];
             out.store_chw(&mut got);
             let want = reference(

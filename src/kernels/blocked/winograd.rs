@@ -7,7 +7,8 @@
 use super::kernel::{self, J, LANES, Tile};
 use super::{Aligned, Map};
 use crate::kernels::conv::SharedOut;
-use rayon::prelude::*;
+use crate::kernels::team::Team;
+use std::ops::Range;
 
 /// Transformed points per 2x2 output block.
 const POINTS: usize = 16;
@@ -44,16 +45,43 @@ impl WinogradConv {
     }
 
     /// `relu?(conv(x) + shift + residual?)` into `out` (same size as `x`, any border; with
-    /// `residual` it holds the residual); `x` has a border of at least 1. With `parallel`, each
-    /// phase is shared between rayon's threads.
-    pub fn forward(&self, x: &Map, out: &mut Map, residual: bool, relu: bool, parallel: bool) {
+    /// `residual` it holds the residual); `x` has a border of at least 1. One step of `team`:
+    /// each part takes a share of the output channels, for which it transforms every block of
+    /// the input itself (~1-5 % of the work over again), so that a part reads and writes only
+    /// buffers of its own thread and the step needs no join between its three phases.
+    pub fn forward(&self, x: &Map, out: &mut Map, residual: bool, relu: bool, team: &Team) {
         assert!(x.c == self.c_in && x.pad >= 1, "winograd: input map");
         assert!(out.c == self.c_out && out.h == x.h && out.w == x.w, "winograd: output map");
+        let out_ptr = SharedOut(out.data.as_mut_ptr());
+        let shape: &Map = out;
+        let groups = self.c_out / TILE_CHANNELS;
+        team.run(&|part, parts| {
+            let gs = part * groups / parts..(part + 1) * groups / parts;
+            if !gs.is_empty() {
+                // SAFETY: AVX-512 checked by the caller (`BlockedConv::forward`); each part
+                // writes its own channels of the output.
+                unsafe { self.forward_groups(x, shape, out_ptr, gs, residual, relu) }
+            }
+        })
+    }
+
+    /// [`Self::forward`]'s output channel groups `gs`, on this thread.
+    ///
+    /// # Safety
+    /// AVX-512 F is available; no other thread writes these channels of `out`.
+    unsafe fn forward_groups(
+        &self,
+        x: &Map,
+        shape: &Map,
+        out: SharedOut<f32>,
+        gs: Range<usize>,
+        residual: bool,
+        relu: bool,
+    ) {
         let (th, tw) = (x.h.div_ceil(2), x.w.div_ceil(2));
         let row_bytes = tw * POINTS * (self.c_in + self.c_out) * 4;
         let band_th = (BAND_BYTES / row_bytes).clamp(1, th);
-        let out_ptr = SharedOut(out.data.as_mut_ptr());
-        let shape: &Map = out;
+        let channels = gs.start * TILE_CHANNELS..gs.end * TILE_CHANNELS;
         crate::kernels::with_local(&BANDS, |bufs| {
             for ty0 in (0..th).step_by(band_th) {
                 let rows = band_th.min(th - ty0);
@@ -62,45 +90,27 @@ impl WinogradConv {
                 bufs.v.resize((POINTS * tiles + 14) * self.c_in);
                 bufs.m.resize(POINTS * tiles * self.c_out);
                 let (v, m) = (SharedOut(bufs.v.as_mut_ptr()), SharedOut(bufs.m.as_mut_ptr()));
-                // SAFETY (all three): AVX-512 checked by the caller (`BlockedConv::forward`); each
-                // task writes its own blocks of `v`, `m` or the output.
-                let each = |n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)| {
-                    let tasks = if parallel { rayon::current_num_threads().min(n) } else { 1 };
-                    if tasks <= 1 {
-                        f(0..n)
-                    } else {
-                        (0..tasks).into_par_iter().for_each(|t| f(t * n / tasks..(t + 1) * n / tasks))
-                    }
-                };
-                each(tiles, &|r| unsafe { self.transform_input(x, ty0, tw, tiles, r, v) });
-                let groups = self.c_out / TILE_CHANNELS;
-                each(POINTS * groups, &|r| unsafe { self.products(tiles, r, v, m) });
-                each(tiles, &|r| unsafe {
-                    self.transform_output(shape, out_ptr, ty0, tw, tiles, r, m, residual, relu)
-                });
+                // SAFETY: as this function's; `v` and `m` are this thread's.
+                unsafe {
+                    self.transform_input(x, ty0, tw, tiles, v);
+                    self.products(tiles, gs.clone(), v, m);
+                    self.transform_output(shape, out, ty0, tw, tiles, channels.clone(), m, residual, relu);
+                }
             }
         })
     }
 
-    /// `V = Bᵀ d B` for blocks `r` of the band starting at block row `ty0`, into `v`
+    /// `V = Bᵀ d B` for the blocks of the band starting at block row `ty0`, into `v`
     /// (`[ξ][tiles][c_in]`).
     #[target_feature(enable = "avx512f")]
     // The index picks one element of each of four arrays (a transposition).
     #[allow(clippy::needless_range_loop)]
-    unsafe fn transform_input(
-        &self,
-        x: &Map,
-        ty0: usize,
-        tw: usize,
-        tiles: usize,
-        r: std::ops::Range<usize>,
-        v: SharedOut<f32>,
-    ) {
+    unsafe fn transform_input(&self, x: &Map, ty0: usize, tw: usize, tiles: usize, v: SharedOut<f32>) {
         use std::arch::x86_64::*;
         let c = self.c_in;
         let (xwp, skip) = (x.padded_w(), x.pad - 1);
         unsafe {
-            for t in r {
+            for t in 0..tiles {
                 let (ty, tx) = (ty0 + t / tw, t % tw);
                 let base = x.data.as_ptr().add(((2 * ty + skip) * xwp + 2 * tx + skip) * c);
                 for c0 in (0..c).step_by(LANES) {
@@ -128,14 +138,13 @@ impl WinogradConv {
         }
     }
 
-    /// `M_ξ = V_ξ U_ξ` for the (point, channel group) pairs `r`.
-    unsafe fn products(&self, tiles: usize, r: std::ops::Range<usize>, v: SharedOut<f32>, m: SharedOut<f32>) {
+    /// `M_ξ = V_ξ U_ξ` for every point and the output channel groups `gs`.
+    unsafe fn products(&self, tiles: usize, gs: Range<usize>, v: SharedOut<f32>, m: SharedOut<f32>) {
         const ZEROS: [f32; TILE_CHANNELS] = [0.0; TILE_CHANNELS];
         let (c, co, groups) = (self.c_in, self.c_out, self.c_out / TILE_CHANNELS);
         let taps = [0usize];
         let mut list = Vec::with_capacity(tiles.div_ceil(14));
-        for item in r {
-            let (xi, g) = (item / groups, item % groups);
+        for (xi, g) in (0..POINTS).flat_map(|xi| gs.clone().map(move |g| (xi, g))) {
             list.clear();
             list.extend((0..tiles).step_by(14).map(|t0| Tile {
                 x: v.0.wrapping_add((xi * tiles + t0) * c),
@@ -159,8 +168,8 @@ impl WinogradConv {
         }
     }
 
-    /// `Y = Aᵀ M A` + bias (+ the residual in the output), rectified, for blocks `r`, into the
-    /// output's valid pixels.
+    /// `Y = Aᵀ M A` + bias (+ the residual in the output), rectified, for output channels
+    /// `channels` of every block, into the output's valid pixels.
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     #[target_feature(enable = "avx512f")]
     unsafe fn transform_output(
@@ -170,7 +179,7 @@ impl WinogradConv {
         ty0: usize,
         tw: usize,
         tiles: usize,
-        r: std::ops::Range<usize>,
+        channels: Range<usize>,
         m: SharedOut<f32>,
         residual: bool,
         relu: bool,
@@ -179,9 +188,9 @@ impl WinogradConv {
         let co = self.c_out;
         let (owp, op) = (shape.padded_w(), shape.pad);
         unsafe {
-            for t in r {
+            for t in 0..tiles {
                 let (ty, tx) = (ty0 + t / tw, t % tw);
-                for c0 in (0..co).step_by(LANES) {
+                for c0 in channels.clone().step_by(LANES) {
                     let mv: [__m512; POINTS] =
                         std::array::from_fn(|xi| _mm512_loadu_ps(m.0.add((xi * tiles + t) * co + c0)));
                     let a4 = |m: [__m512; 4]| {
