@@ -159,7 +159,7 @@ impl BlockedConv {
         let all: Vec<(usize, usize)> =
             (0..rows).step_by(tile_rows).flat_map(|y| (0..tiles_per_row).map(move |t| (y, t * per_row))).collect();
         let all = &all[part * all.len() / parts..(part + 1) * all.len() / parts];
-        let tile = |&(y, x0): &(usize, usize), g: usize| {
+        let tile = |&(y, x0): &(usize, usize), g: usize, next: *const f32| {
             let (xi, oi) = if flat {
                 (x0 * c_in, x0 * self.c_out)
             } else {
@@ -173,6 +173,7 @@ impl BlockedConv {
                 taps: taps.as_ptr(),
                 tap_n: taps.len(),
                 w: self.w.as_ptr().wrapping_add(g * per_group),
+                next,
                 bias: self.bias.as_ptr().wrapping_add(g * TILE_CHANNELS),
                 out: out.0.wrapping_add(oi + g * TILE_CHANNELS),
                 out_step: self.c_out,
@@ -189,12 +190,23 @@ impl BlockedConv {
         // passes over them.
         let tile_major = per_group * (self.c_out / TILE_CHANNELS) * 4 <= TILE_MAJOR_WEIGHT_BYTES;
         let mut tiles = Vec::with_capacity(band * gs.len());
-        for chunk in all.chunks(band) {
+        let chunks = all.len().div_ceil(band);
+        for (c, chunk) in all.chunks(band).enumerate() {
             tiles.clear();
             if tile_major {
-                tiles.extend(chunk.iter().flat_map(|t| gs.clone().map(move |g| (t, g))).map(|(t, g)| tile(t, g)));
+                let none = std::ptr::null();
+                tiles.extend(chunk.iter().flat_map(|t| gs.clone().map(move |g| (t, g))).map(|(t, g)| tile(t, g, none)));
             } else {
-                tiles.extend(gs.clone().flat_map(|g| chunk.iter().map(move |t| (t, g))).map(|(t, g)| tile(t, g)));
+                for g in gs.clone() {
+                    // The next group's weights, a quarter of them by each of this group's tiles
+                    // after the first (which may wait on its own).
+                    let next = if g + 1 < gs.end { Some(g + 1) } else { (c + 1 < chunks).then_some(gs.start) };
+                    tiles.extend(chunk.iter().enumerate().map(|(i, t)| {
+                        let quarter =
+                            next.filter(|_| (1..=4).contains(&i)).map(|n| n * per_group + (i - 1) * per_group / 4);
+                        tile(t, g, quarter.map_or(std::ptr::null(), |at| self.w.as_ptr().wrapping_add(at)))
+                    }));
+                }
             }
             // SAFETY: as this function's; tiles read inside `x` and its slack, and write inside
             // their own pixels and groups of `out`.

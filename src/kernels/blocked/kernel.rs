@@ -32,6 +32,11 @@ pub(super) struct Tile {
     pub tap_n: usize,
     /// The packed weights of this tile's output channels: `[tap][c_in][J * 16]`.
     pub w: *const f32,
+    /// Weights a later tile will read, fetched into L2 while this one runs, at a quarter of
+    /// the rate this tile reads its own (so four tiles fetch a group's); null for none. Where
+    /// a band of tiles passes over each group's weights, the first tile of the next group
+    /// would otherwise wait for memory on every line (~130 MB of weights once per image).
+    pub next: *const f32,
     /// `J * 16` biases.
     pub bias: *const f32,
     /// The output at the tile's first pixel and first channel.
@@ -146,7 +151,8 @@ const WEIGHT_PREFETCH_BYTES: usize = 2048;
 
 /// The multiply-add loop of one tap in assembly: `$step` over `{n4}` groups of four input
 /// channels, then `{n1}` single ones, advancing the weights and every pixel base, the weights
-/// [`WEIGHT_PREFETCH_BYTES`] ahead fetched into L2 on the way.
+/// [`WEIGHT_PREFETCH_BYTES`] ahead fetched into L2 on the way, and two lines of `{next}` (see
+/// [`Tile::next`]) every four steps.
 ///
 /// Why assembly: from the same loop in intrinsics LLVM computes each of the 14 pixels' addresses
 /// with an integer add of its own every step (17 integer operations beside 28 multiply-adds,
@@ -155,7 +161,7 @@ const WEIGHT_PREFETCH_BYTES: usize = 2048;
 /// L1 on the AMX Xeon: 155-163 GFLOP/s in intrinsics, 170-179 so (of 210 at peak).
 #[cfg(target_arch = "x86_64")]
 macro_rules! tap_loop {
-    ($step:ident, $acc:ident, $w:ident, $n4:expr, $n1:expr, $s:expr, [$($base:ident = $at:expr),*]) => {{
+    ($step:ident, $acc:ident, $w:ident, $next:ident, $n4:expr, $n1:expr, $s:expr, [$($base:ident = $at:expr),*]) => {{
         std::arch::asm!(
             "test {n4}, {n4}",
             "jz 3f",
@@ -163,8 +169,10 @@ macro_rules! tap_loop {
             "prefetcht1 [{w} + {pf}]", "prefetcht1 [{w} + {pf} + 64]", "prefetcht1 [{w} + {pf} + 128]", "prefetcht1 [{w} + {pf} + 192]",
             $step!(0), $step!(1),
             "prefetcht1 [{w} + {pf} + 256]", "prefetcht1 [{w} + {pf} + 320]", "prefetcht1 [{w} + {pf} + 384]", "prefetcht1 [{w} + {pf} + 448]",
-            $step!(2), $step!(3),
+            $step!(2), "prefetcht1 [{next}]",
+            $step!(3), "prefetcht1 [{next} + 64]",
             "add {w}, 512",
+            "add {next}, 128",
             $(concat!("add {", stringify!($base), "}, 16"),)*
             "dec {n4}",
             "jnz 2b",
@@ -179,6 +187,7 @@ macro_rules! tap_loop {
             "jnz 4b",
             "5:",
             w = inout(reg) $w,
+            next = inout(reg) $next,
             n4 = inout(reg) $n4 => _,
             n1 = inout(reg) $n1 => _,
             s = in(reg) $s,
@@ -226,19 +235,22 @@ pub(super) unsafe fn tile<const PR: usize>(t: &Tile) {
         let mut acc = [[_mm512_setzero_ps(); J]; R];
         let taps = std::slice::from_raw_parts(t.taps, t.tap_n);
         let mut w = t.w;
+        // Without a later tile's weights, its own (in L1 by then): an idle fetch.
+        let mut next = if t.next.is_null() { t.w } else { t.next };
         let s = t.x_step * 4;
         for &off in taps {
             let p = t.x.wrapping_add(off);
             let (n4, n1) = (t.c_in / 4, t.c_in % 4);
             let a = |r: usize| p.wrapping_add(r * t.x_step);
             if PR == 14 {
-                tap_loop!(step_row, acc, w, n4, n1, s, [p0 = a(0), p3 = a(3), p6 = a(6), p9 = a(9), p12 = a(12)]);
+                tap_loop!(step_row, acc, w, next, n4, n1, s, [p0 = a(0), p3 = a(3), p6 = a(6), p9 = a(9), p12 = a(12)]);
             } else {
                 let b = |r: usize| p.wrapping_add(t.x_row + r * t.x_step);
                 tap_loop!(
                     step_two_rows,
                     acc,
                     w,
+                    next,
                     n4,
                     n1,
                     s,

@@ -144,16 +144,26 @@ impl WinogradConv {
         let (c, co, groups) = (self.c_in, self.c_out, self.c_out / TILE_CHANNELS);
         let taps = [0usize];
         let mut list = Vec::with_capacity(tiles.div_ceil(14));
-        for (xi, g) in (0..POINTS).flat_map(|xi| gs.clone().map(move |g| (xi, g))) {
+        let items: Vec<(usize, usize)> = (0..POINTS).flat_map(|xi| gs.clone().map(move |g| (xi, g))).collect();
+        let u_at = |&(xi, g): &(usize, usize)| (xi * groups + g) * c * TILE_CHANNELS;
+        for (k, item) in items.iter().enumerate() {
+            let (xi, g) = *item;
+            // The next item's weights, a quarter of them by each register tile (as in
+            // `BlockedConv::run_part`).
+            let next = items.get(k + 1).map(u_at);
             list.clear();
-            list.extend((0..tiles).step_by(14).map(|t0| Tile {
+            list.extend((0..tiles).step_by(14).enumerate().map(|(i, t0)| Tile {
                 x: v.0.wrapping_add((xi * tiles + t0) * c),
                 x_step: c,
                 x_row: 0,
                 c_in: c,
                 taps: taps.as_ptr(),
                 tap_n: 1,
-                w: self.u.as_ptr().wrapping_add((xi * groups + g) * c * TILE_CHANNELS),
+                w: self.u.as_ptr().wrapping_add(u_at(item)),
+                next: match next {
+                    Some(at) if i < 4 => self.u.as_ptr().wrapping_add(at + i * c * TILE_CHANNELS / 4),
+                    _ => std::ptr::null(),
+                },
                 bias: ZEROS.as_ptr(),
                 out: m.0.wrapping_add((xi * tiles + t0) * co + g * TILE_CHANNELS),
                 out_step: co,
