@@ -159,12 +159,17 @@ impl BlockedConv {
         let all: Vec<(usize, usize)> =
             (0..rows).step_by(tile_rows).flat_map(|y| (0..tiles_per_row).map(move |t| (y, t * per_row))).collect();
         let all = &all[part * all.len() / parts..(part + 1) * all.len() / parts];
-        let tile = |&(y, x0): &(usize, usize), g: usize, next: *const f32| {
-            let (xi, oi) = if flat {
+        // Where a tile starts in the input and in the output.
+        let at = |&(y, x0): &(usize, usize)| {
+            if flat {
                 (x0 * c_in, x0 * self.c_out)
             } else {
                 (((y * s + skip) * xwp + x0 * s + skip) * c_in, ((y + op) * owp + x0 + op) * self.c_out)
-            };
+            }
+        };
+        let tile = |t: &(usize, usize), g: usize, next: *const f32| {
+            let (y, x0) = *t;
+            let (xi, oi) = at(t);
             Tile {
                 x: x.data.as_ptr().wrapping_add(xi),
                 x_step: s * c_in,
@@ -194,8 +199,25 @@ impl BlockedConv {
         for (c, chunk) in all.chunks(band).enumerate() {
             tiles.clear();
             if tile_major {
-                let none = std::ptr::null();
-                tiles.extend(chunk.iter().flat_map(|t| gs.clone().map(move |g| (t, g))).map(|(t, g)| tile(t, g, none)));
+                // The weights stay in L2; what comes from memory is the maps. Each group of a
+                // tile fetches its share of the next tile's input or output lines (whichever is
+                // larger: the output's are read back as the residual or before being written).
+                for (i, t) in chunk.iter().enumerate() {
+                    let next = all.get(c * band + i + 1).map(|n| {
+                        let (xi, oi) = at(n);
+                        if self.c_out >= c_in * k * s {
+                            out.0.cast_const().wrapping_add(oi)
+                        } else {
+                            x.data.as_ptr().wrapping_add(xi)
+                        }
+                    });
+                    let share = per_group / 4;
+                    tiles.extend(
+                        gs.clone()
+                            .enumerate()
+                            .map(|(j, g)| tile(t, g, next.map_or(std::ptr::null(), |n| n.wrapping_add(j * share)))),
+                    );
+                }
             } else {
                 for g in gs.clone() {
                     // The next group's weights, a quarter of them by each of this group's tiles
