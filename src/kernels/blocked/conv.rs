@@ -15,6 +15,12 @@ const INPUT_BAND_BYTES: usize = 384 * 1024;
 /// Output pixels from which a layer of one image shares its pixels between the threads rather
 /// than its output channels: 28 x 28 maps and larger.
 const SHARED_PIXELS_FROM: usize = 28 * 28;
+/// Input channels from which a 3x3 layer stays direct. ResNet-50's 512-channel ones run on
+/// 7 x 7 maps, whose 16 Winograd blocks fill 16 of a register tile pair's 28 rows: no fewer
+/// multiply-adds than the direct tiles, and 16/9 the weights (16.8 MB a layer) to read per
+/// image. `bench --child`, two threads, medians of alternating runs: one image 34.0 -> 32.9 ms,
+/// 16 images 444 -> 446 ms.
+const WINOGRAD_BELOW_CHANNELS: usize = 512;
 /// Weights up to which a layer runs tile by tile rather than group by group (see `run_part`).
 const TILE_MAJOR_WEIGHT_BYTES: usize = 256 * 1024;
 
@@ -67,8 +73,12 @@ impl BlockedConv {
         assert!(scale.len() == c_out && shift.len() == c_out, "blocked conv: one scale and shift per channel");
         let scaled: Vec<f32> =
             weight.chunks(c_in * k * k).zip(scale).flat_map(|(w, &s)| w.iter().map(move |v| v * s)).collect();
-        let winograd = (k == 3 && stride == 1 && pad == 1 && crate::kernels::winograd::enabled())
-            .then(|| WinogradConv::new(&scaled, c_out, c_in, shift));
+        let winograd = (k == 3
+            && stride == 1
+            && pad == 1
+            && c_in < WINOGRAD_BELOW_CHANNELS
+            && crate::kernels::winograd::enabled())
+        .then(|| WinogradConv::new(&scaled, c_out, c_in, shift));
         let mut w = Vec::with_capacity(weight.len());
         for g in 0..(c_out / TILE_CHANNELS) * usize::from(winograd.is_none()) {
             for tap in 0..k * k {
