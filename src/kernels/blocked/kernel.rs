@@ -57,26 +57,13 @@ pub(super) struct Tile {
 /// `addr`, broadcast into `zmm{bc}` and multiplied with the step's two weight vectors (zmm28,
 /// zmm29) into accumulators `acc0` and `acc1`.
 #[cfg(target_arch = "x86_64")]
+#[rustfmt::skip]
 macro_rules! pixel {
     ($u:literal, $addr:literal, $bc:literal, $acc0:literal, $acc1:literal) => {
         concat!(
-            "vbroadcastss zmm",
-            $bc,
-            ", dword ptr [",
-            $addr,
-            " + ",
-            $u,
-            " * 4]\n",
-            "vfmadd231ps zmm",
-            $acc0,
-            ", zmm",
-            $bc,
-            ", zmm28\n",
-            "vfmadd231ps zmm",
-            $acc1,
-            ", zmm",
-            $bc,
-            ", zmm29\n",
+            "vbroadcastss zmm", $bc, ", dword ptr [", $addr, " + ", $u, " * 4]\n",
+            "vfmadd231ps zmm", $acc0, ", zmm", $bc, ", zmm28\n",
+            "vfmadd231ps zmm", $acc1, ", zmm", $bc, ", zmm29\n",
         )
     };
 }
@@ -85,15 +72,12 @@ macro_rules! pixel {
 /// at `r * s` from `{p0}`, addressed as a base (`{p0}`, `{p3}`, `{p6}`, `{p9}`, `{p12}`: pixels
 /// 0, 3, 6, 9, 12) plus `s`, `2s`, `4s` or `8s`.
 #[cfg(target_arch = "x86_64")]
+#[rustfmt::skip]
 macro_rules! step_row {
     ($u:literal) => {
         concat!(
-            "vmovups zmm28, [{w} + ",
-            $u,
-            " * 128]\n",
-            "vmovups zmm29, [{w} + ",
-            $u,
-            " * 128 + 64]\n",
+            "vmovups zmm28, [{w} + ", $u, " * 128]\n",
+            "vmovups zmm29, [{w} + ", $u, " * 128 + 64]\n",
             pixel!($u, "{p0}", 30, 0, 1),
             pixel!($u, "{p0} + {s}", 31, 2, 3),
             pixel!($u, "{p0} + {s} * 2", 30, 4, 5),
@@ -115,15 +99,12 @@ macro_rules! step_row {
 /// As [`step_row`] for 7 pixels of each of two rows: the first row's from `{p0}` (bases
 /// `{p0}`, `{p3}`, `{p6}`), the second's from `{p9}` (bases `{p9}`, `{p12}`, `{p15}`).
 #[cfg(target_arch = "x86_64")]
+#[rustfmt::skip]
 macro_rules! step_two_rows {
     ($u:literal) => {
         concat!(
-            "vmovups zmm28, [{w} + ",
-            $u,
-            " * 128]\n",
-            "vmovups zmm29, [{w} + ",
-            $u,
-            " * 128 + 64]\n",
+            "vmovups zmm28, [{w} + ", $u, " * 128]\n",
+            "vmovups zmm29, [{w} + ", $u, " * 128 + 64]\n",
             pixel!($u, "{p0}", 30, 0, 1),
             pixel!($u, "{p0} + {s}", 31, 2, 3),
             pixel!($u, "{p0} + {s} * 2", 30, 4, 5),
