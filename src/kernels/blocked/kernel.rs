@@ -68,12 +68,12 @@ macro_rules! pixel {
     };
 }
 
-/// Input channel `u` of a group of four for 14 pixels of one row, `{s}` bytes apart: pixel `r`
-/// at `r * s` from `{p0}`, addressed as a base (`{p0}`, `{p3}`, `{p6}`, `{p9}`, `{p12}`: pixels
-/// 0, 3, 6, 9, 12) plus `s`, `2s`, `4s` or `8s`.
+/// The start of input channel `u` (of a group of four): its two weight vectors into zmm28 and
+/// zmm29, and the first 7 pixels of a row, `{s}` bytes apart from `{p0}`, addressed as a base
+/// (`{p0}`, `{p3}`, `{p6}`: pixels 0, 3, 6) plus `s`, `2s` or `4s`.
 #[cfg(target_arch = "x86_64")]
 #[rustfmt::skip]
-macro_rules! step_row {
+macro_rules! first_seven {
     ($u:literal) => {
         concat!(
             "vmovups zmm28, [{w} + ", $u, " * 128]\n",
@@ -85,6 +85,18 @@ macro_rules! step_row {
             pixel!($u, "{p0} + {s} * 4", 30, 8, 9),
             pixel!($u, "{p3} + {s} * 2", 31, 10, 11),
             pixel!($u, "{p6}", 30, 12, 13),
+        )
+    };
+}
+
+/// Input channel `u` of a group of four for 14 pixels of one row: [`first_seven`], then pixels
+/// 7 to 13 from the bases `{p6}`, `{p0}` (8s), `{p9}` and `{p12}`.
+#[cfg(target_arch = "x86_64")]
+#[rustfmt::skip]
+macro_rules! step_row {
+    ($u:literal) => {
+        concat!(
+            first_seven!($u),
             pixel!($u, "{p6} + {s}", 31, 14, 15),
             pixel!($u, "{p0} + {s} * 8", 30, 16, 17),
             pixel!($u, "{p9}", 31, 18, 19),
@@ -96,22 +108,14 @@ macro_rules! step_row {
     };
 }
 
-/// As [`step_row`] for 7 pixels of each of two rows: the first row's from `{p0}` (bases
-/// `{p0}`, `{p3}`, `{p6}`), the second's from `{p9}` (bases `{p9}`, `{p12}`, `{p15}`).
+/// As [`step_row`] for 7 pixels of each of two rows: [`first_seven`] for the first, the same
+/// pattern from `{p9}` (bases `{p9}`, `{p12}`, `{p15}`) for the second.
 #[cfg(target_arch = "x86_64")]
 #[rustfmt::skip]
 macro_rules! step_two_rows {
     ($u:literal) => {
         concat!(
-            "vmovups zmm28, [{w} + ", $u, " * 128]\n",
-            "vmovups zmm29, [{w} + ", $u, " * 128 + 64]\n",
-            pixel!($u, "{p0}", 30, 0, 1),
-            pixel!($u, "{p0} + {s}", 31, 2, 3),
-            pixel!($u, "{p0} + {s} * 2", 30, 4, 5),
-            pixel!($u, "{p3}", 31, 6, 7),
-            pixel!($u, "{p0} + {s} * 4", 30, 8, 9),
-            pixel!($u, "{p3} + {s} * 2", 31, 10, 11),
-            pixel!($u, "{p6}", 30, 12, 13),
+            first_seven!($u),
             pixel!($u, "{p9}", 31, 14, 15),
             pixel!($u, "{p9} + {s}", 30, 16, 17),
             pixel!($u, "{p9} + {s} * 2", 31, 18, 19),
