@@ -35,7 +35,7 @@ pub(super) struct Tile {
     /// Weights a later tile will read, fetched into L2 while this one runs, at a quarter of
     /// the rate this tile reads its own (so four tiles fetch a group's); null for none. Where
     /// a band of tiles passes over each group's weights, the first tile of the next group
-    /// would otherwise wait for memory on every line (~130 MB of weights once per image).
+    /// would otherwise wait for memory on every line (~105 MB of weights once per image).
     pub next: *const f32,
     /// `J * 16` biases.
     pub bias: *const f32,
@@ -129,7 +129,7 @@ macro_rules! step_two_rows {
 
 /// How far ahead of the multiply-adds the weights are fetched into L2, in bytes (16 steps).
 /// The hardware's streamer stops at every 4 KiB page, and a layer's first tiles read their
-/// weights from memory (ResNet-50's ~130 MB of them once per batch). `bench --child`, AMX Xeon,
+/// weights from memory (ResNet-50's ~105 MB of them once per batch). `bench --child`, AMX Xeon,
 /// medians of 5-8 alternating runs: one image on one thread 84.2 -> 75.6 ms, on two 54.9 ->
 /// 49.5, 16 images on two 528 -> 506 ms (4 KiB: 51.5 and 496).
 const WEIGHT_PREFETCH_BYTES: usize = 2048;
