@@ -76,7 +76,8 @@ pub struct ResNet {
     fc: Option<Linear>,
     /// The weights folded and packed for f32 evaluation on the blocked layout, made on first
     /// use by a model whose weights cannot change (a loaded one); `None` inside where they can.
-    /// About 120 MB for ResNet-50 (the 3x3 stride-1 layers' in Winograd's domain).
+    /// About 105 MB for ResNet-50 (the 3x3 stride-1 layers of up to 256 channels in Winograd's
+    /// domain).
     blocked: Arc<OnceLock<Option<Arc<BlockedResNet>>>>,
 }
 
