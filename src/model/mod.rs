@@ -160,11 +160,12 @@ impl Backbone {
     /// The last convolutional feature map (CLIP: the projected embedding itself, batch x dim;
     /// its map for a prediction comes from [`CultureNet::forward_with_features`]).
     pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        // f32 evaluation on the CPU from a worker thread (see `autocast::on_worker`). Not
-        // training's step (`bench train16`, four alternating rounds: no difference) nor bf16
-        // evaluation (its weight packing shares itself between the threads only when called
-        // from outside the pool; `--precision bf16 bench forward16`, four rounds: 456 -> 474 ms).
-        if !train && x.device().is_cpu() && !autocast::bf16() {
+        // Evaluation on the CPU from a worker thread (see `autocast::on_worker`); a training
+        // step runs on one as a whole (`train::image_step`). bf16 evaluation too since its
+        // packing shares itself between the threads from inside the pool as well
+        // (`--precision bf16 bench forward1`, six alternating rounds: 21.8 -> 19.8 ms;
+        // forward16 level).
+        if !train && x.device().is_cpu() {
             return autocast::on_worker(|| self.features_here(x, train));
         }
         self.features_here(x, train)

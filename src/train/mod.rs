@@ -3,7 +3,7 @@
 mod batch_log;
 pub mod data;
 mod epoch;
-pub use epoch::transfer_step;
+pub use epoch::{image_step, transfer_step};
 pub mod evaluate;
 pub mod features;
 pub mod metrics;

@@ -54,7 +54,7 @@ impl DotWeights {
         if lanes(g) {
             Self::Lanes(PackedRhs::new_rounding(MatRef::transposed(w, g.ckk(), g.c_out), g.bf16_round))
         } else {
-            Self::Rows(PackedLhs::new_in(MatRef::rows(w, g.c_out, g.ckk()), Vec::new(), g.bf16_round))
+            Self::Rows(PackedLhs::new_in(MatRef::rows(w, g.c_out, g.ckk()), Vec::new(), g.bf16_round).tiled())
         }
     }
 

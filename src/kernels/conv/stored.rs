@@ -159,7 +159,7 @@ pub fn input_grad(g: &ConvGeom, w: &[f32], dy: &[bf16]) -> Vec<bf16> {
             })
         });
     } else {
-        let weights_t = PackedLhs::new_in(MatRef::transposed(w, ckk, g.c_out), Vec::new(), true);
+        let weights_t = PackedLhs::new_in(MatRef::transposed(w, ckk, g.c_out), Vec::new(), true).tiled();
         let all = 0..ckk;
         per_image(spare, g.n, |b, dxb, par| {
             let dyb = &dy[b * g.c_out * p..][..g.c_out * p];

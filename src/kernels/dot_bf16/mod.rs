@@ -235,6 +235,17 @@ impl PackedLhs {
         }
     }
 
+    /// With its AMX tiles laid out now (where the products run on tiles), by the calling thread
+    /// and the pool together, rather than at the first product by the task that reaches it
+    /// first while the others wait for it.
+    pub(crate) fn tiled(self) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if amx::enabled() {
+            let _ = self.tiles();
+        }
+        self
+    }
+
     /// The buffer, for the next [`Self::new_in`].
     pub(crate) fn into_pairs(mut self) -> Vec<u32> {
         std::mem::take(&mut self.pairs)
@@ -261,9 +272,13 @@ impl PackedLhs {
 
 /// Whether packing `pairs` pairs is shared between the threads: a weight packed for a layer
 /// (once per training step, from the thread that runs the layer while the others wait: 2 % of
-/// a bf16 step), not an operand packed inside a task that already has its own thread.
+/// a bf16 step). Inside a task that already has its own thread too: rayon hands the halves to
+/// a thread that is free or runs them in place. (It once asked for a caller outside the pool,
+/// until training steps and evaluation came to run on a worker: `--precision bf16 bench
+/// train16`, ten alternating rounds, 1,084 ms with the pool's weights packed by one thread,
+/// 1,064 ms shared with their tiles laid out up front, see [`PackedLhs::tiled`].)
 fn spread(pairs: usize) -> bool {
-    pairs >= 1 << 16 && rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none()
+    pairs >= 1 << 16 && rayon::current_num_threads() > 1
 }
 
 /// Pairs `ps` of every row of `a` into `dst` (`[ps.len()][m]`), as [`PackedLhs`] lays them out.
