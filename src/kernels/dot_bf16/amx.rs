@@ -386,13 +386,7 @@ impl BlockAt<'_> {
         // checked.
         unsafe {
             if o.transposed {
-                for j in 0..cols {
-                    let d = o.c.add((c0 + j) * o.ldc + r0);
-                    for r in 0..rows {
-                        let v = acc[r * T + j];
-                        *d.add(r) = if o.accumulate { *d.add(r) + v } else { v };
-                    }
-                }
+                write_transposed(acc, rows, cols, o.c.add(c0 * o.ldc + r0), o.ldc, o.accumulate);
             } else {
                 for r in 0..rows {
                     let d = std::slice::from_raw_parts_mut(o.c.add((r0 + r) * o.ldc + c0), cols);
@@ -401,6 +395,31 @@ impl BlockAt<'_> {
                     d.iter_mut().zip(src).for_each(|(d, s)| *d = if o.accumulate { *d + s } else { *s });
                 }
             }
+        }
+    }
+}
+
+/// Column `j < cols` of the dense tile `acc` (its first `rows` rows) into `d + j * ld`, added
+/// to what is there with `accumulate`: one masked gather, add and store per column, where the
+/// element-by-element loop was 2.7 % of a bf16 training step's samples (the input gradients'
+/// products land transposed).
+///
+/// # Safety
+/// The CPU has AVX-512F (every CPU with AMX does); `d + j * ld` is writable for `rows` values
+/// for each `j < cols`; `rows, cols <= 16`.
+#[target_feature(enable = "avx512f")]
+unsafe fn write_transposed(acc: &[f32; TILE], rows: usize, cols: usize, d: *mut f32, ld: usize, accumulate: bool) {
+    use std::arch::x86_64::*;
+    let mask: __mmask16 = ((1u32 << rows) - 1) as __mmask16;
+    let rows_at = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
+    for j in 0..cols {
+        // SAFETY: the gather reads `acc[r * 16 + j]` for the masked rows, within `acc`; the
+        // load and store touch `rows` values at `d + j * ld`, as the caller guarantees.
+        unsafe {
+            let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, rows_at, acc.as_ptr().add(j));
+            let dst = d.add(j * ld);
+            let v = if accumulate { _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, dst)) } else { v };
+            _mm512_mask_storeu_ps(dst, mask, v);
         }
     }
 }
