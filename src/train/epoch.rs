@@ -161,7 +161,7 @@ pub fn transfer_step(
 /// the whole step runs on one of rayon's workers (`autocast::on_worker`): each of its ~700
 /// parallel ops then starts on the calling worker with the others joining, where from the
 /// epoch's own thread each op was handed to the pool and the caller put to sleep until the pool
-/// woke it again (`--precision bf16 bench train16`, ten alternating rounds: 1,130 -> 1,071 ms).
+/// woke it again (`--precision bf16 bench train16`, six alternating rounds: 1,130 -> 1,071 ms).
 pub fn image_step(
     net: &CultureNet,
     images: &Tensor,
