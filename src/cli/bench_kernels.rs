@@ -226,7 +226,8 @@ pub fn eval_layers(reps: usize, layer: Option<&str>) -> anyhow::Result<serde_jso
 /// One layer on the blocked layout as ResNet-50's evaluation runs it: a batch of one is shared
 /// by a team of the threads (its pixels or its output channels; the team is started for the
 /// layer, so a batch-1 time includes waking the helpers, which a whole network pays once), a
-/// larger batch spreads whole images (each with maps of its own). Borders as in the network: a 3x3's input has one, the stem's input three.
+/// larger batch spreads whole images (each with maps of its own). Borders as in the network: a
+/// 3x3's input has one, the stem's input three.
 fn blocked_layer_seconds(
     reps: usize,
     batch: usize,
