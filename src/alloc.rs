@@ -57,57 +57,132 @@ const ALIGNED_FROM: usize = 4096;
 const LINE: usize = 64;
 
 /// The system allocator, with large blocks on cache lines (see the module's documentation).
+///
+/// A large block is a `malloc` block [`LINE`] bytes longer, handed out from its first cache
+/// line boundary past 8 bytes in, the offset kept in the 8 bytes before. `posix_memalign` would
+/// do the same in one call, but it splits the heap's free blocks around every aligned one: the
+/// leftovers kept large freed tensors from merging, and a bf16 training step's peak memory went
+/// from 1.2 to 2.0 GB.
 pub struct LineAligned;
 
 #[global_allocator]
 static ALLOCATOR: LineAligned = LineAligned;
 
-/// `layout` as the system allocator is asked for it: the same size, aligned to [`LINE`] when
-/// large. The rule depends only on the layout, so a block is freed with the layout it was
-/// allocated with.
-fn widened(layout: Layout) -> Layout {
-    if layout.size() >= ALIGNED_FROM && layout.align() < LINE {
-        Layout::from_size_align(layout.size(), LINE).unwrap_or(layout)
-    } else {
-        layout
+/// Whether `layout` is served as a large block, on a cache line by [`LineAligned`] itself
+/// (otherwise as `System` serves it). Depends on the layout alone, so a block is always freed
+/// the way it was allocated.
+fn shifted(layout: Layout) -> bool {
+    layout.size() >= ALIGNED_FROM && layout.align() <= 16 && layout.size() <= isize::MAX as usize - LINE
+}
+
+/// How far past `raw` (a 16-byte aligned `malloc` block) its first cache line boundary with
+/// room for the offset before it lies: 16, 32, 48 or 64 bytes.
+fn offset_past(raw: *mut u8) -> usize {
+    LINE - raw as usize % LINE
+}
+
+/// The cache line boundary past `raw` ([`offset_past`]), with the offset written in the 8 bytes
+/// before it.
+///
+/// # Safety
+/// `raw` is a 16-byte aligned block of at least `LINE` bytes more than the caller will use
+/// past the boundary.
+unsafe fn align_past(raw: *mut u8) -> *mut u8 {
+    let offset = offset_past(raw);
+    // SAFETY: `offset` is 16 to 64 bytes, within the block; the 8 bytes before the boundary
+    // are past `raw`, and 8-byte aligned.
+    unsafe {
+        let aligned = raw.add(offset);
+        (aligned as *mut usize).sub(1).write(offset);
+        aligned
     }
 }
 
-// SAFETY: every call goes to `System` with the layout `widened` makes of the caller's, the same
-// for a block's allocation and its release; `realloc` moves a block whose alignment rule
-// changes with its size by allocating, copying and freeing, as `GlobalAlloc`'s default does.
+/// The `malloc` block behind a pointer [`align_past`] returned, and its offset.
+///
+/// # Safety
+/// `aligned` came from [`align_past`].
+unsafe fn block_of(aligned: *mut u8) -> (*mut u8, usize) {
+    // SAFETY: `align_past` wrote the offset there.
+    unsafe {
+        let offset = (aligned as *const usize).sub(1).read();
+        (aligned.sub(offset), offset)
+    }
+}
+
+// SAFETY: small blocks and over-aligned ones go to `System` unchanged. A large block is a
+// `malloc` block of `size + LINE` bytes (16-byte aligned, as glibc and every 64-bit `malloc`
+// guarantee), of which the caller gets `size` bytes from a cache line boundary 16 to 64 bytes
+// in; `dealloc` and `realloc` find the block from the offset stored just before the boundary.
 unsafe impl GlobalAlloc for LineAligned {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as the caller's contract (non-zero size, kept by `widened`).
-        unsafe { System.alloc(widened(layout)) }
+        if !shifted(layout) {
+            // SAFETY: as the caller's contract.
+            return unsafe { System.alloc(layout) };
+        }
+        // SAFETY: a plain allocation; `align_past` stays within its `size + LINE` bytes.
+        unsafe {
+            let raw = libc::malloc(layout.size() + LINE) as *mut u8;
+            if raw.is_null() { raw } else { align_past(raw) }
+        }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as `alloc`.
-        unsafe { System.alloc_zeroed(widened(layout)) }
+        if !shifted(layout) {
+            // SAFETY: as the caller's contract.
+            return unsafe { System.alloc_zeroed(layout) };
+        }
+        // SAFETY: as `alloc`; `calloc` skips clearing memory fresh from the system.
+        unsafe {
+            let raw = libc::calloc(layout.size() + LINE, 1) as *mut u8;
+            if raw.is_null() { raw } else { align_past(raw) }
+        }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc` with this layout, hence from `System` with `widened`.
-        unsafe { System.dealloc(ptr, widened(layout)) }
+        // SAFETY: `ptr` came from `alloc` with this layout (the caller's contract), so from
+        // `System` or from `align_past` on a `malloc` block.
+        unsafe {
+            if shifted(layout) {
+                libc::free(block_of(ptr).0 as *mut libc::c_void);
+            } else {
+                System.dealloc(ptr, layout);
+            }
+        }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let old = widened(layout);
         // SAFETY: the caller guarantees `new_size` with `layout.align()` is a valid layout.
-        let new = widened(unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) });
-        // SAFETY: `ptr` was allocated by `System` with `old`; a new block of `new` is written
-        // for the smaller of the two sizes, then the old one freed.
+        let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: `ptr` came from this allocator with `layout` (see `dealloc`).
         unsafe {
-            if old.align() == new.align() {
-                return System.realloc(ptr, old, new_size);
+            match (shifted(layout), shifted(new)) {
+                (false, false) => System.realloc(ptr, layout, new_size),
+                (true, true) => {
+                    // `realloc` keeps the block's first `new_size + LINE` bytes, which hold the
+                    // data at its old offset (at most `LINE`); moved, the data then shifts to
+                    // the new block's own boundary.
+                    let (raw, old_offset) = block_of(ptr);
+                    let moved = libc::realloc(raw as *mut libc::c_void, new_size + LINE) as *mut u8;
+                    if moved.is_null() {
+                        return moved;
+                    }
+                    let offset = offset_past(moved);
+                    if offset != old_offset {
+                        // Before the offset is written: it may lie within the data's old place.
+                        std::ptr::copy(moved.add(old_offset), moved.add(offset), layout.size().min(new_size));
+                    }
+                    align_past(moved)
+                }
+                _ => {
+                    let moved = self.alloc(new);
+                    if !moved.is_null() {
+                        std::ptr::copy_nonoverlapping(ptr, moved, layout.size().min(new_size));
+                        self.dealloc(ptr, layout);
+                    }
+                    moved
+                }
             }
-            let moved = System.alloc(new);
-            if !moved.is_null() {
-                std::ptr::copy_nonoverlapping(ptr, moved, layout.size().min(new_size));
-                System.dealloc(ptr, old);
-            }
-            moved
         }
     }
 }
