@@ -164,6 +164,17 @@ fn fill_row_tile(view: &LhsView, rt: usize, k2: usize, dst: &mut [u32]) {
             unsafe { transpose_tile(src.as_ptr(), view.lda, tile.as_mut_ptr()) };
             continue;
         }
+        if view.lda == 1 && rows == T && pairs == T {
+            // Read in place (rows of adjacent pairs): sixteen 64-byte rows, copied as such, where
+            // `copy_from_slice` called `memcpy` per row after the tile was zeroed (4.8 % of a
+            // bf16 training step between the two, in the weight gradients).
+            let src = &view.a[first * view.ldr + kt * T..];
+            assert!((T - 1) * view.ldr + T <= src.len());
+            // SAFETY: the CPU has AVX-512 F (`available`); the reads are in bounds (asserted
+            // above) and the writes are the tile's 256 values.
+            unsafe { copy_rows(src.as_ptr(), view.ldr, tile.as_mut_ptr()) };
+            continue;
+        }
         tile.fill(0);
         for r in 0..rows {
             let row = &mut tile[r * T..][..pairs];
@@ -175,6 +186,21 @@ fn fill_row_tile(view: &LhsView, rt: usize, k2: usize, dst: &mut [u32]) {
                     *v = view.a[(first + r) * view.ldr + (kt * T + p) * view.lda];
                 }
             }
+        }
+    }
+}
+
+/// `dst[r * 16 + p] = src[r * ld + p]` for a 16 x 16 block of u32.
+///
+/// # Safety
+/// The CPU has AVX-512 F; `src + r * ld + p` is readable and `dst` writable for 256 values.
+#[target_feature(enable = "avx512f")]
+unsafe fn copy_rows(src: *const u32, ld: usize, dst: *mut u32) {
+    use std::arch::x86_64::*;
+    // SAFETY: see the function's contract.
+    unsafe {
+        for r in 0..T {
+            _mm512_storeu_si512(dst.add(r * T) as *mut _, _mm512_loadu_si512(src.add(r * ld) as *const _));
         }
     }
 }
@@ -350,7 +376,6 @@ impl BlockAt<'_> {
                     }
                 }
             }
-            let mut acc = [0f32; TILE];
             for (idx, (i, j)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
                 if i >= R || j >= C {
                     continue;
@@ -358,8 +383,11 @@ impl BlockAt<'_> {
                 if let Some(d) = self.in_place(self.rt + i, self.ct + j) {
                     accumulator(idx, "tilestored", d, ldc);
                 } else {
-                    accumulator(idx, "tilestored", acc.as_mut_ptr(), A_STRIDE);
-                    self.write(&acc, self.rt + i, self.ct + j);
+                    // Only here: zeroing it for every block was a `memset` per block.
+                    let mut acc = std::mem::MaybeUninit::<[f32; TILE]>::uninit();
+                    accumulator(idx, "tilestored", acc.as_mut_ptr() as *mut f32, A_STRIDE);
+                    // SAFETY: the tile store wrote all of its 256 values.
+                    self.write(acc.assume_init_ref(), self.rt + i, self.ct + j);
                 }
             }
         }
