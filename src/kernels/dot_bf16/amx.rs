@@ -165,9 +165,9 @@ fn fill_row_tile(view: &LhsView, rt: usize, k2: usize, dst: &mut [u32]) {
             continue;
         }
         if view.lda == 1 && rows == T && pairs == T {
-            // Read in place (rows of adjacent pairs): sixteen 64-byte rows, copied as such, where
-            // `copy_from_slice` called `memcpy` per row after the tile was zeroed (4.8 % of a
-            // bf16 training step between the two, in the weight gradients).
+            // Read in place (rows of adjacent pairs): sixteen 64-byte rows, copied as such,
+            // where the tile was zeroed and then `copy_from_slice` called `memcpy` per row (the
+            // weight gradients' left operands).
             let src = &view.a[first * view.ldr + kt * T..];
             assert!((T - 1) * view.ldr + T <= src.len());
             // SAFETY: the CPU has AVX-512 F (`available`); the reads are in bounds (asserted
