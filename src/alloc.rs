@@ -15,9 +15,10 @@
 //! line. glibc's blocks start 16 bytes into one (or 16, 32 or 48 from the heap), so a 64-byte
 //! row that a kernel loads spans two lines. AMX tile loads (16 rows of 64 bytes) pay for that
 //! with half their speed: a 2 x 2 block of `tdpbf16ps` on operands in L1 ran at 940 GFLOP/s
-//! on a 16-byte-misaligned buffer and 2,410 aligned (one core of a Xeon with AMX). No crate
-//! wraps the system allocator this way; `mimalloc` and `jemalloc` would replace glibc's, whose
-//! settings above were measured.
+//! on a 16-byte-misaligned buffer and 2,410 aligned (one core of a Xeon with AMX). Why by hand:
+//! `mimalloc` and `jemalloc` would replace glibc's allocator, whose settings above were
+//! measured; `alloc-align` (nightly's `allocator_api` only) widens each layout's alignment,
+//! which with glibc is `posix_memalign` and its fragmentation (see [`LineAligned`]).
 use std::alloc::{GlobalAlloc, Layout, System};
 
 /// Called once at the start of the program, before any thread exists.
@@ -212,5 +213,26 @@ mod tests {
         let floats = vec![1.5f32; 50_000];
         assert_eq!(floats.as_ptr() as usize % LINE, 0);
         assert!(floats.iter().all(|&f| f == 1.5));
+    }
+
+    /// Large blocks grown one push at a time between other allocations, so that `realloc`
+    /// moves them to blocks whose first line lies at other offsets (the data shifted after the
+    /// move), keep every value and their alignment; freeing them all leaves the heap usable.
+    #[test]
+    fn large_blocks_moved_by_realloc_keep_their_values() {
+        let mut grown: Vec<Vec<u32>> = (0..8).map(|_| Vec::with_capacity(1100)).collect();
+        let mut others = Vec::new();
+        for i in 0..20_000u32 {
+            let v = &mut grown[i as usize % 8];
+            v.push(i);
+            assert_eq!(v.as_ptr() as usize % LINE, 0);
+            if i % 97 == 0 {
+                others.push(vec![i as u8; 4096 + (i as usize % 5) * 48]);
+            }
+        }
+        for (j, v) in grown.iter().enumerate() {
+            assert!(v.iter().enumerate().all(|(n, &x)| x as usize == n * 8 + j), "block {j}");
+        }
+        assert!(others.iter().all(|o| o.iter().all(|&b| b == o[0])));
     }
 }

@@ -63,10 +63,12 @@ struct Line([f32; LANES]);
 unsafe impl bytemuck::Zeroable for Line {}
 unsafe impl bytemuck::Pod for Line {}
 
-/// f32s that start on a cache line. A `Vec<f32>` starts 16 bytes past one wherever glibc serves
-/// it from a fresh mapping, and then every 64-byte vector the tiles load or store spans two lines,
-/// and two threads writing neighbouring channel groups of a pixel share a line (one core ran the
-/// tiles 1.3x faster aligned; two threads at batch 1 gained nothing from the second without).
+/// f32s that start on a cache line, whatever their size (the process's allocator,
+/// `crate::alloc::LineAligned`, does it for blocks of 4 KiB and more only). A `Vec<f32>` from
+/// glibc starts 16 bytes past one, and then every 64-byte vector the tiles load or store spans
+/// two lines, and two threads writing neighbouring channel groups of a pixel share a line (one
+/// core ran the tiles 1.3x faster aligned; two threads at batch 1 gained nothing from the second
+/// without).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Aligned(Vec<Line>);
 
