@@ -1,7 +1,7 @@
 //! A convolution with its batch norm folded in, weights packed once for [`super::kernel`], run
 //! over one image's [`Map`].
 use super::kernel::{self, J, LANES, Tile};
-use super::winograd::WinogradConv;
+use super::winograd::{Form, WinogradConv};
 use super::{Aligned, Map};
 use crate::kernels::conv::SharedOut;
 use crate::kernels::team::Team;
@@ -21,6 +21,13 @@ const SHARED_PIXELS_FROM: usize = 28 * 28;
 /// image. `bench --child`, two threads, medians of alternating runs: one image 34.0 -> 32.9 ms,
 /// 16 images 444 -> 446 ms.
 const WINOGRAD_BELOW_CHANNELS: usize = 512;
+/// Input channels up to which a Winograd layer runs F(4x4, 3x3) rather than F(2x2, 3x3): in
+/// ResNet-50 the 64- and 128-channel ones, on 56 x 56 and 28 x 28 maps. (The 256-channel ones
+/// run on 14 x 14 maps, where 4 x 4 blocks reach two pixels past the edge, and read 9.4 MB of
+/// transformed weights against F(2x2, 3x3)'s 4.2.) `bench eval_layers --layer 3x3/1`, batch
+/// 16, three alternating runs: 64x56x56 7.9-8.8 -> 5.5-5.9 ms, 128x28x28 6.7-8.0 -> 5.2-5.3,
+/// 256x14x14 6.9-7.9 -> 7.4-8.3 (slower, kept on F2).
+const F4_UP_TO_CHANNELS: usize = 128;
 /// Weights up to which a layer runs tile by tile rather than group by group (see `run_part`).
 const TILE_MAJOR_WEIGHT_BYTES: usize = 256 * 1024;
 
@@ -78,7 +85,10 @@ impl BlockedConv {
             && pad == 1
             && c_in < WINOGRAD_BELOW_CHANNELS
             && crate::kernels::winograd::enabled())
-        .then(|| WinogradConv::new(&scaled, c_out, c_in, shift));
+        .then(|| {
+            let form = if c_in <= F4_UP_TO_CHANNELS { Form::F4 } else { Form::F2 };
+            WinogradConv::new(&scaled, c_out, c_in, shift, form)
+        });
         let mut w = Vec::with_capacity(weight.len());
         for g in 0..(c_out / TILE_CHANNELS) * usize::from(winograd.is_none()) {
             for tap in 0..k * k {

@@ -4,7 +4,7 @@
 //! that reads its input where it lies: no column buffer, no packing per call, batch norm folded
 //! into the weights once, the residual add and ReLU applied while the tile is still in
 //! registers, and zero borders kept around the maps a padded convolution reads. 3x3 stride-1
-//! layers run by Winograd's F(2x2, 3x3) on the same tiles ([`winograd`]).
+//! layers run by Winograd's F(4x4, 3x3) or F(2x2, 3x3) on the same tiles ([`winograd`]).
 //!
 //! Channels last rather than `NCHW16c` blocks (oneDNN's, MLAS's): a tile that sums over all
 //! input channels then reads each of its pixels' channels as one contiguous run, where in

@@ -54,7 +54,8 @@ fn reference(
 /// Every tile shape the engine picks (14 pixels of a row, 7 of two rows; strides 1 and 2; RGB
 /// input; a map read as one row; tails of rows and maps; borders read and written) against the
 /// definition, on one thread and shared between threads (by channels, and by pixels on large
-/// maps); 3x3 stride-1 layers by Winograd's method.
+/// maps); 3x3 stride-1 layers by Winograd's methods (F(4x4, 3x3) up to 128 input channels,
+/// F(2x2, 3x3) above), shared by blocks or by channels.
 #[test]
 fn blocked_convolutions_match_the_definition() {
     if !available() {
@@ -63,18 +64,20 @@ fn blocked_convolutions_match_the_definition() {
     }
     // (c_in, h, w, c_out, k, stride, pad, input border, output border)
     let cases = [
-        (32, 9, 9, 64, 1, 1, 0, 0, 0),   // one row of 81 pixels: 5 tiles of 14 + a tail of 11
-        (16, 15, 17, 32, 1, 1, 0, 0, 1), // rows of 17 into a bordered map
-        (32, 12, 12, 64, 1, 2, 0, 0, 0), // downsample: rows of 6, 7-pixel tiles
-        (32, 28, 28, 32, 1, 2, 0, 0, 0), // downsample: rows of 14
-        (16, 14, 14, 32, 3, 1, 1, 1, 0), // 3x3 from a bordered map
-        (32, 7, 7, 64, 3, 1, 1, 1, 0),   // 7-wide rows
-        (16, 15, 15, 32, 3, 2, 1, 1, 0), // 3x3 stride 2, odd size
-        (16, 30, 30, 32, 3, 2, 1, 2, 0), // input border wider than the padding
-        (3, 37, 35, 64, 7, 2, 3, 3, 1),  // the stem: RGB, into a bordered map
-        (16, 30, 28, 32, 3, 1, 1, 1, 1), // 840 pixels: shared between threads by pixels
-        (16, 28, 29, 64, 1, 1, 0, 0, 0), // and as one row
-        (32, 15, 17, 64, 3, 1, 1, 2, 0), // Winograd's blocks past an odd map's edge
+        (32, 9, 9, 64, 1, 1, 0, 0, 0),    // one row of 81 pixels: 5 tiles of 14 + a tail of 11
+        (16, 15, 17, 32, 1, 1, 0, 0, 1),  // rows of 17 into a bordered map
+        (32, 12, 12, 64, 1, 2, 0, 0, 0),  // downsample: rows of 6, 7-pixel tiles
+        (32, 28, 28, 32, 1, 2, 0, 0, 0),  // downsample: rows of 14
+        (16, 14, 14, 32, 3, 1, 1, 1, 0),  // 3x3 from a bordered map
+        (32, 7, 7, 64, 3, 1, 1, 1, 0),    // 7-wide rows
+        (16, 15, 15, 32, 3, 2, 1, 1, 0),  // 3x3 stride 2, odd size
+        (16, 30, 30, 32, 3, 2, 1, 2, 0),  // input border wider than the padding
+        (3, 37, 35, 64, 7, 2, 3, 3, 1),   // the stem: RGB, into a bordered map
+        (16, 30, 28, 32, 3, 1, 1, 1, 1),  // 840 pixels: shared between threads by pixels
+        (16, 28, 29, 64, 1, 1, 0, 0, 0),  // and as one row
+        (32, 15, 17, 64, 3, 1, 1, 2, 0),  // F(4x4, 3x3)'s blocks past an odd map's edge
+        (144, 14, 14, 64, 3, 1, 1, 1, 1), // F(2x2, 3x3), shared by blocks, into a bordered map
+        (160, 9, 11, 32, 3, 1, 1, 2, 0),  // F(2x2, 3x3)'s blocks past an odd map's edge
     ];
     for (i, &(c_in, h, w, c_out, k, stride, pad, xpad, opad)) in cases.iter().enumerate() {
         let seed = 100 + i as u64;
