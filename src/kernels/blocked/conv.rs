@@ -241,11 +241,14 @@ impl BlockedConv {
             } else {
                 for g in gs.clone() {
                     // The next group's weights, a quarter of them by each of this group's tiles
-                    // after the first (which may wait on its own).
+                    // after the first (which may wait on its own), or by each tile where there
+                    // are only four (a 7 x 7 map's).
                     let next = if g + 1 < gs.end { Some(g + 1) } else { (c + 1 < chunks).then_some(gs.start) };
+                    let from = usize::from(chunk.len() > 4);
                     tiles.extend(chunk.iter().enumerate().map(|(i, t)| {
-                        let quarter =
-                            next.filter(|_| (1..=4).contains(&i)).map(|n| n * per_group + (i - 1) * per_group / 4);
+                        let quarter = next
+                            .filter(|_| (from..from + 4).contains(&i))
+                            .map(|n| n * per_group + (i - from) * per_group / 4);
                         tile(t, g, quarter.map_or(std::ptr::null(), |at| self.w.as_ptr().wrapping_add(at)))
                     }));
                 }
