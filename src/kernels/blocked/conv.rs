@@ -84,6 +84,8 @@ impl BlockedConv {
             && stride == 1
             && pad == 1
             && c_in < WINOGRAD_BELOW_CHANNELS
+            // The transforms move 16 input channels a register.
+            && c_in.is_multiple_of(LANES)
             && crate::kernels::winograd::enabled())
         .then(|| {
             let form = if c_in <= F4_UP_TO_CHANNELS { Form::F4 } else { Form::F2 };

@@ -78,6 +78,7 @@ fn blocked_convolutions_match_the_definition() {
         (32, 15, 17, 64, 3, 1, 1, 2, 0),  // F(4x4, 3x3)'s blocks past an odd map's edge
         (144, 14, 14, 64, 3, 1, 1, 1, 1), // F(2x2, 3x3), shared by blocks, into a bordered map
         (160, 9, 11, 32, 3, 1, 1, 2, 0),  // F(2x2, 3x3)'s blocks past an odd map's edge
+        (24, 10, 12, 32, 3, 1, 1, 1, 0),  // 3x3 stride 1 direct: channels not in 16s
     ];
     for (i, &(c_in, h, w, c_out, k, stride, pad, xpad, opad)) in cases.iter().enumerate() {
         let seed = 100 + i as u64;
