@@ -13,6 +13,59 @@ use crate::kernels::conv::SharedOut;
 use crate::kernels::team::Team;
 use std::ops::Range;
 
+/// Stores `relu?(val + bias + residual?)` at `o`, where the residual already lies: the output
+/// transforms' epilogue (a macro, so that it compiles inside their `target_feature`).
+macro_rules! store_output {
+    ($o:expr, $val:expr, $bias:expr, $residual:expr, $relu:expr) => {{
+        let o: *mut f32 = $o;
+        let mut val = _mm512_add_ps($val, $bias);
+        if $residual {
+            val = _mm512_add_ps(val, _mm512_loadu_ps(o));
+        }
+        if $relu {
+            val = _mm512_max_ps(val, _mm512_setzero_ps());
+        }
+        _mm512_storeu_ps(o, val);
+    }};
+}
+
+/// `Bᵀ d` of F(4x4, 3x3) for a 6-vector of registers, in 12 operations. A macro, not a
+/// closure: a closure does not inherit its function's `target_feature`, and LLVM then calls it
+/// with its registers passed through memory (a quarter of the layer's time).
+macro_rules! bt6 {
+    ($d:expr) => {{
+        let d: [__m512; 6] = $d;
+        let (four, five, two) = (_mm512_set1_ps(4.0), _mm512_set1_ps(5.0), _mm512_set1_ps(2.0));
+        let a = _mm512_fnmadd_ps(four, d[2], d[4]);
+        let b = _mm512_fnmadd_ps(four, d[1], d[3]);
+        let c = _mm512_sub_ps(d[4], d[2]);
+        let e = _mm512_mul_ps(two, _mm512_sub_ps(d[3], d[1]));
+        [
+            _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4])),
+            _mm512_add_ps(a, b),
+            _mm512_sub_ps(a, b),
+            _mm512_add_ps(c, e),
+            _mm512_sub_ps(c, e),
+            _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5])),
+        ]
+    }};
+}
+
+/// `Aᵀ m` of F(4x4, 3x3) for a 6-vector of registers (a macro as [`bt6`] is).
+macro_rules! at6 {
+    ($m:expr) => {{
+        let m: [__m512; 6] = $m;
+        let (s12, d12) = (_mm512_add_ps(m[1], m[2]), _mm512_sub_ps(m[1], m[2]));
+        let (s34, d34) = (_mm512_add_ps(m[3], m[4]), _mm512_sub_ps(m[3], m[4]));
+        [
+            _mm512_add_ps(_mm512_add_ps(m[0], s12), s34),
+            _mm512_fmadd_ps(_mm512_set1_ps(2.0), d34, d12),
+            _mm512_fmadd_ps(_mm512_set1_ps(4.0), s34, s12),
+            _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), d34, d12), m[5]),
+        ]
+    }};
+}
+
 /// Which of Winograd's methods a layer runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Form {
@@ -143,11 +196,7 @@ impl WinogradConv {
                         Form::F4 => self.transform_input_f4(x, first, tw, tiles, v),
                     }
                     self.products(tiles, gs.clone(), v, m);
-                    let c = channels.clone();
-                    match self.form {
-                        Form::F2 => self.transform_output(shape, out, first, tw, tiles, c, m, residual, relu),
-                        Form::F4 => self.transform_output_f4(shape, out, first, tw, tiles, c, m, residual, relu),
-                    }
+                    self.transform_output(shape, out, first, tw, tiles, channels.clone(), m, residual, relu);
                 }
             }
         })
@@ -250,31 +299,60 @@ impl WinogradConv {
         use std::arch::x86_64::*;
         let co = self.c_out;
         let (owp, op) = (shape.padded_w(), shape.pad);
+        let side = self.form.m();
         unsafe {
             for t in 0..tiles {
                 let (ty, tx) = ((first + t) / tw, (first + t) % tw);
                 for c0 in channels.clone().step_by(LANES) {
-                    let mv: [__m512; 16] =
-                        std::array::from_fn(|xi| _mm512_loadu_ps(m.0.add((xi * tiles + t) * co + c0)));
-                    let a4 = |m: [__m512; 4]| {
-                        [_mm512_add_ps(_mm512_add_ps(m[0], m[1]), m[2]), _mm512_sub_ps(_mm512_sub_ps(m[1], m[2]), m[3])]
-                    };
-                    let cols: [[__m512; 2]; 4] = std::array::from_fn(|j| a4([mv[j], mv[4 + j], mv[8 + j], mv[12 + j]]));
                     let bias = _mm512_loadu_ps(self.bias.as_ptr().add(c0));
-                    for dy in 0..2 {
-                        let row = a4([cols[0][dy], cols[1][dy], cols[2][dy], cols[3][dy]]);
-                        for (dx, val) in row.into_iter().enumerate() {
-                            let (oy, ox) = (2 * ty + dy, 2 * tx + dx);
-                            if oy < shape.h && ox < shape.w {
-                                let o = out.0.add(((oy + op) * owp + ox + op) * co + c0);
-                                let mut val = _mm512_add_ps(val, bias);
-                                if residual {
-                                    val = _mm512_add_ps(val, _mm512_loadu_ps(o));
+                    let at = |xi: usize| _mm512_loadu_ps(m.0.add((xi * tiles + t) * co + c0));
+                    // The output at (dy, dx) of the block, where it lies inside the map.
+                    let store = |dy: usize, dx: usize, val: __m512| {
+                        let (oy, ox) = (side * ty + dy, side * tx + dx);
+                        if oy < shape.h && ox < shape.w {
+                            store_output!(out.0.add(((oy + op) * owp + ox + op) * co + c0), val, bias, residual, relu);
+                        }
+                    };
+                    match self.form {
+                        Form::F2 => {
+                            let a4 = |m: [__m512; 4]| {
+                                let s = _mm512_add_ps(_mm512_add_ps(m[0], m[1]), m[2]);
+                                [s, _mm512_sub_ps(_mm512_sub_ps(m[1], m[2]), m[3])]
+                            };
+                            let cols: [[__m512; 2]; 4] =
+                                std::array::from_fn(|j| a4([at(j), at(4 + j), at(8 + j), at(12 + j)]));
+                            for dy in 0..2 {
+                                let row = a4([cols[0][dy], cols[1][dy], cols[2][dy], cols[3][dy]]);
+                                for (dx, val) in row.into_iter().enumerate() {
+                                    store(dy, dx, val);
                                 }
-                                if relu {
-                                    val = _mm512_max_ps(val, _mm512_setzero_ps());
+                            }
+                        }
+                        Form::F4 => {
+                            // M A along each row, then Aᵀ along each column.
+                            let mut rows = [[_mm512_setzero_ps(); 4]; 6];
+                            for i in 0..6 {
+                                rows[i] = at6!([
+                                    at(i * 6),
+                                    at(i * 6 + 1),
+                                    at(i * 6 + 2),
+                                    at(i * 6 + 3),
+                                    at(i * 6 + 4),
+                                    at(i * 6 + 5)
+                                ]);
+                            }
+                            for dx in 0..4 {
+                                let col = at6!([
+                                    rows[0][dx],
+                                    rows[1][dx],
+                                    rows[2][dx],
+                                    rows[3][dx],
+                                    rows[4][dx],
+                                    rows[5][dx]
+                                ]);
+                                for (dy, val) in col.into_iter().enumerate() {
+                                    store(dy, dx, val);
                                 }
-                                _mm512_storeu_ps(o, val);
                             }
                         }
                     }
@@ -282,43 +360,6 @@ impl WinogradConv {
             }
         }
     }
-}
-
-/// `Bᵀ d` of F(4x4, 3x3) for a 6-vector of registers, in 12 operations. A macro, not a
-/// closure: a closure does not inherit its function's `target_feature`, and LLVM then calls it
-/// with its registers passed through memory (a quarter of the layer's time).
-macro_rules! bt6 {
-    ($d:expr) => {{
-        let d: [__m512; 6] = $d;
-        let (four, five, two) = (_mm512_set1_ps(4.0), _mm512_set1_ps(5.0), _mm512_set1_ps(2.0));
-        let a = _mm512_fnmadd_ps(four, d[2], d[4]);
-        let b = _mm512_fnmadd_ps(four, d[1], d[3]);
-        let c = _mm512_sub_ps(d[4], d[2]);
-        let e = _mm512_mul_ps(two, _mm512_sub_ps(d[3], d[1]));
-        [
-            _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4])),
-            _mm512_add_ps(a, b),
-            _mm512_sub_ps(a, b),
-            _mm512_add_ps(c, e),
-            _mm512_sub_ps(c, e),
-            _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5])),
-        ]
-    }};
-}
-
-/// `Aᵀ m` of F(4x4, 3x3) for a 6-vector of registers (a macro as [`bt6`] is).
-macro_rules! at6 {
-    ($m:expr) => {{
-        let m: [__m512; 6] = $m;
-        let (s12, d12) = (_mm512_add_ps(m[1], m[2]), _mm512_sub_ps(m[1], m[2]));
-        let (s34, d34) = (_mm512_add_ps(m[3], m[4]), _mm512_sub_ps(m[3], m[4]));
-        [
-            _mm512_add_ps(_mm512_add_ps(m[0], s12), s34),
-            _mm512_fmadd_ps(_mm512_set1_ps(2.0), d34, d12),
-            _mm512_fmadd_ps(_mm512_set1_ps(4.0), s34, s12),
-            _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), d34, d12), m[5]),
-        ]
-    }};
 }
 
 /// F(4x4, 3x3): Lavin and Gray's transforms for the points 0, ±1, ±2 and ∞,
@@ -367,61 +408,6 @@ impl WinogradConv {
                         let col = bt6!([rows[0][j], rows[1][j], rows[2][j], rows[3][j], rows[4][j], rows[5][j]]);
                         for (i, val) in col.into_iter().enumerate() {
                             _mm512_storeu_ps(v.0.add(((i * 6 + j) * tiles + t) * c + ch), val);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// `Y = Aᵀ M A` + bias (+ the residual in the output), rectified, for output channels
-    /// `channels` of every 4x4 block, into the output's valid pixels.
-    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn transform_output_f4(
-        &self,
-        shape: &Map,
-        out: SharedOut<f32>,
-        first: usize,
-        tw: usize,
-        tiles: usize,
-        channels: Range<usize>,
-        m: SharedOut<f32>,
-        residual: bool,
-        relu: bool,
-    ) {
-        use std::arch::x86_64::*;
-        let co = self.c_out;
-        let (owp, op) = (shape.padded_w(), shape.pad);
-        unsafe {
-            for t in 0..tiles {
-                let (ty, tx) = ((first + t) / tw, (first + t) % tw);
-                for c0 in channels.clone().step_by(LANES) {
-                    let mut rows = [[_mm512_setzero_ps(); 4]; 6];
-                    // M A along each row, then Aᵀ along each column.
-                    for i in 0..6 {
-                        let mut row = [_mm512_setzero_ps(); 6];
-                        for j in 0..6 {
-                            row[j] = _mm512_loadu_ps(m.0.add(((i * 6 + j) * tiles + t) * co + c0));
-                        }
-                        rows[i] = at6!(row);
-                    }
-                    let bias = _mm512_loadu_ps(self.bias.as_ptr().add(c0));
-                    for dx in 0..4 {
-                        let col = at6!([rows[0][dx], rows[1][dx], rows[2][dx], rows[3][dx], rows[4][dx], rows[5][dx]]);
-                        for (dy, val) in col.into_iter().enumerate() {
-                            let (oy, ox) = (4 * ty + dy, 4 * tx + dx);
-                            if oy < shape.h && ox < shape.w {
-                                let o = out.0.add(((oy + op) * owp + ox + op) * co + c0);
-                                let mut val = _mm512_add_ps(val, bias);
-                                if residual {
-                                    val = _mm512_add_ps(val, _mm512_loadu_ps(o));
-                                }
-                                if relu {
-                                    val = _mm512_max_ps(val, _mm512_setzero_ps());
-                                }
-                                _mm512_storeu_ps(o, val);
-                            }
                         }
                     }
                 }
