@@ -28,8 +28,12 @@ const WINOGRAD_BELOW_CHANNELS: usize = 512;
 /// 16, three alternating runs: 64x56x56 7.9-8.8 -> 5.5-5.9 ms, 128x28x28 6.7-8.0 -> 5.2-5.3,
 /// 256x14x14 6.9-7.9 -> 7.4-8.3 (slower, kept on F2).
 const F4_UP_TO_CHANNELS: usize = 128;
-/// Weights up to which a layer runs tile by tile rather than group by group (see `run_part`).
-const TILE_MAJOR_WEIGHT_BYTES: usize = 256 * 1024;
+/// Weights up to which a layer runs tile by tile rather than group by group (see `run_part`):
+/// half the core's L2, so that they stay there beside a tile's input and output. From 256 KiB
+/// to 1 MiB (the 14 x 14 layers' 1x1 convolutions, 1 MB each, join): `bench --child`, two
+/// threads, alternating rounds, forward16 393 -> 383 ms (5 rounds) and 399 -> 385 ms (7),
+/// forward1 29.9 -> 29.4 ms (8); 2 MiB 386 ms.
+const TILE_MAJOR_WEIGHT_BYTES: usize = 1024 * 1024;
 
 /// `relu?(bn(conv(x)) + residual?)` for evaluation: `scale * conv(x, w) + shift` computed as
 /// `conv(x, scale * w) + shift`.
